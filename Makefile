@@ -1,0 +1,46 @@
+# SCHmUBERT toolkit. `make demo` runs the whole pipeline on the bundled demo corpus; `make test` runs the tests.
+PYTHON ?= python3
+TRACKS ?= trio
+INPUT ?=
+OUTPUT ?=
+WORKERS ?= 2
+DEMO_DIR := data/demo
+PROCESSED := data/processed
+LMD_DIR ?= data/lmd
+
+.PHONY: install preprocess download-lmd demo test lint bench
+
+install:
+	$(PYTHON) -m pip install torch==2.13.0 || $(PYTHON) -m pip install "torch>=2.3"
+	$(PYTHON) -m pip install -e ".[dev]"
+	-command -v fluidsynth >/dev/null || (command -v apt-get >/dev/null && \
+		(apt-get install -y -q fluidsynth >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fluidsynth >/dev/null 2>&1)) || \
+		echo "fluidsynth not installed: samples will be written without WAV audio")
+
+# With no INPUT: the bundled demo corpus, trio and melody, into data/processed/demo-{trio,melody}.
+preprocess:
+ifeq ($(INPUT),)
+	$(PYTHON) -m preprocessing --tracks trio --input $(DEMO_DIR)/lakh-trio --output $(PROCESSED)/demo-trio --workers $(WORKERS)
+	$(PYTHON) -m preprocessing --tracks melody --input $(DEMO_DIR)/lakh-melody --output $(PROCESSED)/demo-melody --workers $(WORKERS)
+else
+	$(PYTHON) -m preprocessing --tracks $(TRACKS) --input $(INPUT) --output $(or $(OUTPUT),$(PROCESSED)/$(TRACKS)) --workers $(WORKERS)
+endif
+
+download-lmd:
+	$(PYTHON) -m preprocessing.download --output $(LMD_DIR)
+
+demo: preprocess
+	$(PYTHON) -m schmubert.demo
+
+test:
+	$(PYTHON) -m pytest -q
+
+lint:
+	$(PYTHON) -m ruff check schmubert preprocessing experiments tests
+
+bench:
+	$(PYTHON) experiments/bench_preprocess.py
+	$(PYTHON) experiments/bench_train.py
+	$(PYTHON) experiments/bench_sample.py
+	$(PYTHON) experiments/bench_selfsim.py

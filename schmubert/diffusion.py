@@ -1,0 +1,144 @@
+"""The absorbing-state noise process (ASD3PM, spec section 3): the one owner of masking rates and loss weights.
+
+Training (:meth:`AbsorbingDiffusion.q_sample`, :meth:`AbsorbingDiffusion.loss`), likelihood evaluation and every
+sampler (:meth:`AbsorbingDiffusion.reveal_probability`) use this module, so the schedule lives in one place.
+
+Shapes: ``x0``/``x_t`` are ``LongTensor[B, L, K]``; ``t`` is ``LongTensor[B]`` in ``1..T``; ``mask`` is
+``BoolTensor[B, L, K]`` (True where the element is masked); ``logits`` is a list of K tensors ``[B, L, C_k]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from schmubert.config import arg
+
+import torch
+import torch.nn.functional as F
+
+MaskSchedule = Literal["all", "tracks", "mixed"]
+TimeSampling = Literal["uniform", "stratified"]
+
+
+@dataclass
+class NoiseConfig:
+    """Options of the forward process."""
+
+    timesteps: int = arg(1024, "T, the number of diffusion steps; an element is masked with probability t/T")
+    schedule: MaskSchedule = arg(
+        "mixed", "which tracks are masked: 'all' alike (the original), 'tracks' (a random non-empty subset at "
+        "rate t/T, the others intact) or 'mixed' (per sample, 'tracks' with probability --track-prob)")
+    track_prob: float = arg(0.5, "with --schedule mixed, the probability that a sample masks a track subset")
+    time_sampling: TimeSampling = arg(
+        "uniform", "how t is drawn for a batch: 'uniform' (i.i.d.) or 'stratified' (one t per stratum of 1..T)")
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # reweighted training loss, bits per element, mean over the batch
+    elbo: torch.Tensor  # ELBO term (negative log-likelihood bound), bits per element, mean over the batch
+    elbo_per_sample: torch.Tensor  # [B]
+
+
+class AbsorbingDiffusion:
+    """Masking forward process, its losses, and the reveal rate of the reverse process."""
+
+    def __init__(self, mask_ids: Sequence[int], config: NoiseConfig | None = None):
+        self.mask_ids = list(mask_ids)
+        self.config = config or NoiseConfig()
+        if self.config.timesteps < 1:
+            raise ValueError("timesteps must be >= 1")
+
+    @property
+    def T(self) -> int:  # noqa: N802 - the paper's name
+        return self.config.timesteps
+
+    @property
+    def num_tracks(self) -> int:
+        return len(self.mask_ids)
+
+    def mask_value(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """The mask id of each track, ``LongTensor[K]``, broadcastable against ``[B, L, K]``."""
+        return torch.tensor(self.mask_ids, dtype=torch.long, device=device)
+
+    # --- time ----------------------------------------------------------------------------------------------
+    def sample_t(self, batch_size: int, device: torch.device | str | None = None,
+                 generator: torch.Generator | None = None, stratified: bool | None = None) -> torch.Tensor:
+        """Draw ``t`` in ``1..T`` for a batch, ``LongTensor[B]``."""
+        stratified = self.config.time_sampling == "stratified" if stratified is None else stratified
+        if stratified:
+            u = torch.rand((), generator=generator, device=device)
+            perm = torch.randperm(batch_size, generator=generator, device=device)
+            frac = (perm.to(torch.float64) + u.to(torch.float64)) / batch_size
+            return (frac * self.T).floor().long().clamp_(0, self.T - 1) + 1
+        return torch.randint(1, self.T + 1, (batch_size,), generator=generator, device=device)
+
+    def mask_rate(self, t: torch.Tensor) -> torch.Tensor:
+        """Probability that an element is masked at time ``t``: t/T."""
+        return t.to(torch.float32) / self.T
+
+    # --- forward process -----------------------------------------------------------------------------------
+    def track_selection(self, batch_size: int, device: torch.device | str | None = None,
+                        generator: torch.Generator | None = None, schedule: MaskSchedule | None = None
+                        ) -> torch.Tensor:
+        """Which tracks may be masked per sample, ``BoolTensor[B, K]``, by the track-masking schedule."""
+        schedule = schedule or self.config.schedule
+        K = self.num_tracks
+        all_tracks = torch.ones(batch_size, K, dtype=torch.bool, device=device)
+        if schedule == "all" or K == 1:
+            return all_tracks
+        # a uniformly random non-empty subset: draw a number 1..2^K-1 and read its bits
+        code = torch.randint(1, 2**K, (batch_size, 1), generator=generator, device=device)
+        subset = (code >> torch.arange(K, device=device)) & 1 == 1
+        if schedule == "tracks":
+            return subset
+        if schedule == "mixed":
+            use_subset = torch.rand(batch_size, 1, generator=generator, device=device) < self.config.track_prob
+            return torch.where(use_subset, subset, all_tracks)
+        raise ValueError(f"unknown mask schedule {schedule!r}")
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None,
+                 schedule: MaskSchedule | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask ``x0 [B, L, K]`` at times ``t [B]``: returns ``(x_t, mask)``."""
+        B, L, K = x0.shape
+        u = torch.rand(B, L, K, generator=generator, device=x0.device)
+        mask = u < self.mask_rate(t).view(B, 1, 1)
+        mask &= self.track_selection(B, x0.device, generator, schedule).view(B, 1, K)
+        x_t = torch.where(mask, self.mask_value(x0.device), x0)
+        return x_t, mask
+
+    # --- losses --------------------------------------------------------------------------------------------
+    @staticmethod
+    def masked_cross_entropy(logits: Sequence[torch.Tensor], x0: torch.Tensor, mask: torch.Tensor
+                             ) -> torch.Tensor:
+        """Cross-entropy (nats) summed over masked elements, per sample: ``[B]``."""
+        total = x0.new_zeros(x0.shape[0], dtype=torch.float32)
+        for k, lg in enumerate(logits):
+            ce = F.cross_entropy(lg.float().flatten(0, 1), x0[..., k].flatten(), reduction="none")
+            total = total + (ce.view(x0.shape[:2]) * mask[..., k]).sum(dim=1)
+        return total
+
+    def loss(self, logits: Sequence[torch.Tensor], x0: torch.Tensor, mask: torch.Tensor, t: torch.Tensor
+             ) -> LossOutput:
+        """Reweighted training loss ``(1 - t/T) * CE`` and ELBO term ``CE * T / t``, in bits per element."""
+        B, L, K = x0.shape
+        ce = self.masked_cross_entropy(logits, x0, mask)  # [B]
+        t = t.to(torch.float32)
+        per_element = math.log(2) * L * K
+        elbo = ce * self.T / t / per_element
+        loss = (1 - t / self.T) * ce / per_element
+        return LossOutput(loss=loss.mean(), elbo=elbo.mean(), elbo_per_sample=elbo)
+
+    # --- reverse process -----------------------------------------------------------------------------------
+    @staticmethod
+    def reveal_probability(step: int) -> float:
+        """Probability that a still-masked element is revealed at reverse step ``step`` (S..1): 1/step.
+
+        Uniform over the remaining steps, so after step 1 nothing is masked (thesis Algorithm 4).
+        """
+        if step < 1:
+            raise ValueError("reverse steps count down to 1")
+        return 1.0 / step
