@@ -90,3 +90,30 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     denoiser.to(device).eval()
     diffusion = AbsorbingDiffusion(mask_ids(tracks), NoiseConfig(**hp["noise"]))
     return LoadedModel(denoiser, diffusion, tracks, int(hp["steps"]), hp, path, file_sha256(path))
+
+
+def checkpoint_hparams(arch: str, tracks: str, backbone: Any, noise: NoiseConfig, steps: int,
+                       data: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """The ``hyper_parameters`` block every SCHmUBERT checkpoint carries (see the module docstring)."""
+    from schmubert.config import to_dict
+
+    backbone = backbone if isinstance(backbone, dict) else to_dict(backbone)
+    return {"arch": arch, "tracks": tracks, "backbone": backbone, "noise": to_dict(noise), "steps": steps,
+            "data": data or {}, **extra}
+
+
+def save_model(path: str | Path, denoiser: Backbone, hparams: dict[str, Any]) -> Path:
+    """Write a minimal inference checkpoint (no optimizer state) atomically; loadable by :func:`load_model`."""
+    from schmubert import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = {
+        "schmubert": {"kind": CHECKPOINT_KIND, "version": __version__},
+        "hyper_parameters": hparams,
+        "state_dict": {DENOISER_PREFIX + k: v.detach().cpu() for k, v in denoiser.state_dict().items()},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)
+    return path
