@@ -1,0 +1,130 @@
+"""Shared building blocks of every backbone: the pre-LayerNorm transformer block, per-track embeddings and heads.
+
+Shapes: ``x_t`` token ids ``[B, L, K]``; hidden states ``h`` ``[B, N, D]`` (N positions, width D).
+
+``Block``: ``h + Attention(LN(h))`` then ``h + MLP(LN(h))``; bidirectional multi-head attention through
+:func:`torch.nn.functional.scaled_dot_product_attention` (fused kernels on GPU), GELU MLP of 4 x width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from schmubert.tokens import Track
+
+INIT_STD = 0.02
+
+
+def init_weights(module: nn.Module, std: float = INIT_STD) -> None:
+    """GPT-style init: normal(0, std) weights for linear/conv/embedding layers, zero biases, unit LayerNorms."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.ConvTranspose1d, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, LearnedPositions):
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+
+
+def check_length(length: int, seq_len: int, multiple: int, name: str) -> None:
+    """Raise a clear ValueError unless ``length`` is a positive multiple of ``multiple`` and at most ``seq_len``."""
+    if length < 1 or length > seq_len or length % multiple:
+        raise ValueError(f"{name}: sequence length {length} must be a positive multiple of {multiple} "
+                         f"and at most seq_len={seq_len}")
+
+
+class Attention(nn.Module):
+    """Bidirectional multi-head self-attention: ``[B, N, D] -> [B, N, D]``."""
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.resid_drop = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(h), "b n (three heads d) -> three b heads n d", three=3, heads=self.heads)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_drop(self.proj(rearrange(out, "b heads n d -> b n (heads d)")))
+
+
+class MLP(nn.Sequential):
+    """``Linear(D, 4D) -> GELU -> Linear(4D, D) -> Dropout``."""
+
+    def __init__(self, width: int, dropout: float = 0.0, mult: int = 4):
+        super().__init__(nn.Linear(width, mult * width), nn.GELU(), nn.Linear(mult * width, width),
+                         nn.Dropout(dropout))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: ``[B, N, D] -> [B, N, D]``."""
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads, dropout)
+        self.ln2 = nn.LayerNorm(width)
+        self.mlp = MLP(width, dropout)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = h + self.attn(self.ln1(h))
+        return h + self.mlp(self.ln2(h))
+
+
+class Stack(nn.Sequential):
+    """``depth`` blocks: ``[B, N, D] -> [B, N, D]`` (no final norm; add one where the output leaves the stack)."""
+
+    def __init__(self, width: int, depth: int, heads: int, dropout: float = 0.0):
+        super().__init__(*(Block(width, heads, dropout) for _ in range(depth)))
+
+
+class LearnedPositions(nn.Module):
+    """Learned absolute position embedding added to ``[B, N, D]`` (N <= max_len)."""
+
+    def __init__(self, max_len: int, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(max_len, width))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.weight[: h.shape[-2]]
+
+
+class TrackEmbedding(nn.Module):
+    """One embedding per track over its ``vocab_size`` (real classes + mask): ``[B, L, K] -> [B, L, K, E]``."""
+
+    def __init__(self, tracks: Sequence[Track], dim: int):
+        super().__init__()
+        self.embeddings = nn.ModuleList(nn.Embedding(t.vocab_size, dim) for t in tracks)
+
+    def forward(self, x_t: torch.Tensor) -> torch.Tensor:
+        if x_t.dim() != 3 or x_t.shape[-1] != len(self.embeddings):
+            raise ValueError(f"expected token ids [B, L, {len(self.embeddings)}], got {tuple(x_t.shape)}")
+        return torch.stack([emb(x_t[..., k]) for k, emb in enumerate(self.embeddings)], dim=-2)
+
+
+class TrackHeads(nn.Module):
+    """One linear head per track over its real classes: ``[B, L, D]`` (or ``[B, L, K, D]``) -> K x ``[B, L, C_k]``.
+
+    With a 4-d input, head k reads its own track's features ``h[:, :, k]``.
+    """
+
+    def __init__(self, tracks: Sequence[Track], dim: int, bias: bool = True):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(dim, t.num_classes, bias=bias) for t in tracks)
+
+    def forward(self, h: torch.Tensor) -> list[torch.Tensor]:
+        if h.dim() == 4:
+            return [head(h[:, :, k]) for k, head in enumerate(self.heads)]
+        return [head(h) for head in self.heads]

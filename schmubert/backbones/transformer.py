@@ -1,0 +1,61 @@
+"""The baseline Transformer (thesis 4.6.1, after Bond-Taylor et al. 2022).
+
+    x_t [B, L, K] -> per-track embeddings [B, L, K, E] -> concat + Linear -> [B, L, D] (+ learned positions)
+    -> depth x pre-LN Block [B, L, D] -> LayerNorm -> one Linear head per track -> K x [B, L, C_k]
+
+Paper preset: D = 512, 24 blocks, 8 heads, dropout 0.2, E = 512.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from schmubert.backbones.layers import LearnedPositions, Stack, TrackEmbedding, TrackHeads, check_length, init_weights
+from schmubert.backbones.registry import Backbone, register
+from schmubert.config import arg
+from schmubert.tokens import Track
+
+
+@dataclass
+class TransformerConfig:
+    """Options of the baseline Transformer."""
+
+    seq_len: int = arg(1024, "longest input length L (learned positions)")
+    emb_dim: int = arg(512, "embedding size of each track's tokens before the tracks are concatenated")
+    width: int = arg(512, "transformer width D")
+    depth: int = arg(24, "number of transformer blocks")
+    heads: int = arg(8, "attention heads")
+    dropout: float = arg(0.2, "dropout rate in attention, MLP and after the embedding")
+
+
+PAPER = TransformerConfig()
+SMALL = TransformerConfig(emb_dim=256, width=256, depth=4, heads=4, dropout=0.1)
+TINY = TransformerConfig(emb_dim=64, width=64, depth=2, heads=2, dropout=0.0)
+
+
+@register("transformer", TransformerConfig, presets={"paper": PAPER, "small": SMALL, "tiny": TINY})
+class Transformer(Backbone):
+    """Baseline Transformer over every step: ``forward(x_t [B, L, K]) -> K x [B, L, C_k]``."""
+
+    def __init__(self, tracks: Sequence[Track], config: TransformerConfig):
+        super().__init__(tracks, config)
+        c = config
+        self.embed = TrackEmbedding(self.tracks, c.emb_dim)
+        self.proj_in = nn.Linear(len(self.tracks) * c.emb_dim, c.width)
+        self.pos = LearnedPositions(c.seq_len, c.width)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = Stack(c.width, c.depth, c.heads, c.dropout)
+        self.ln_f = nn.LayerNorm(c.width)
+        self.heads = TrackHeads(self.tracks, c.width)
+        init_weights(self)
+
+    def forward(self, x_t: torch.Tensor) -> list[torch.Tensor]:
+        check_length(x_t.shape[1], self.config.seq_len, 1, type(self).__name__)
+        e = rearrange(self.embed(x_t), "b l k e -> b l (k e)")
+        h = self.drop(self.pos(self.proj_in(e)))  # [B, L, D]
+        return self.heads(self.ln_f(self.blocks(h)))
