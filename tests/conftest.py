@@ -1,0 +1,54 @@
+"""Shared test fixtures: the corpus beside the checkout (../shared/corpus) and small processed datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from schmubert.tokens import STEPS_PER_BAR, get_tracks, midi_to_tokens
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    assert CORPUS.is_dir(), f"the test corpus is expected at {CORPUS} (../shared/corpus beside the checkout)"
+    return CORPUS
+
+
+def write_dataset(directory: Path, tracks: str, train: np.ndarray, valid: np.ndarray) -> Path:
+    """A processed dataset directory in the preprocessor's format (arrays + the meta keys training checks)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(directory / "train.npy", train.astype(np.uint16))
+    np.save(directory / "valid.npy", valid.astype(np.uint16))
+    track_list = get_tracks(tracks)
+    steps = train.shape[1]
+    meta = {"tracks": tracks, "track_names": [t.name for t in track_list],
+            "num_classes": [t.num_classes for t in track_list], "mask_ids": [t.mask_id for t in track_list],
+            "bars": steps // STEPS_PER_BAR, "steps_per_bar": STEPS_PER_BAR, "steps": steps,
+            "counts": {"train": len(train), "valid": len(valid)}}
+    (directory / "meta.json").write_text(json.dumps(meta))
+    return directory
+
+
+def corpus_tokens(corpus: Path, tracks: str, n: int) -> np.ndarray:
+    folder = corpus / ("lakh-trio-64bar" if tracks == "trio" else "lakh-melody-64bar")
+    files = sorted(folder.glob("*.mid"))[:n]
+    return np.stack([midi_to_tokens(f, tracks, steps=1024) for f in files])
+
+
+@pytest.fixture(scope="session")
+def trio_dataset(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """16 training and 8 validation 64-bar trios from the Lakh corpus."""
+    x = corpus_tokens(corpus, "trio", 24)
+    return write_dataset(tmp_path_factory.mktemp("trio-data"), "trio", x[:16], x[16:])
+
+
+@pytest.fixture(scope="session")
+def melody_dataset(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    x = corpus_tokens(corpus, "melody", 24)
+    return write_dataset(tmp_path_factory.mktemp("melody-data"), "melody", x[:16], x[16:])
