@@ -1,4 +1,4 @@
-"""Shared building blocks of every backbone: the pre-LayerNorm transformer block, per-track embeddings and heads.
+"""Shared building blocks of every backbone: pre-LayerNorm transformer block, per-track embeddings, heads.
 
 Shapes: ``x_t`` token ids ``[B, L, K]``; hidden states ``h`` ``[B, N, D]`` (N positions, width D).
 
@@ -21,7 +21,7 @@ INIT_STD = 0.02
 
 
 def init_weights(module: nn.Module, std: float = INIT_STD) -> None:
-    """GPT-style init: normal(0, std) weights for linear/conv/embedding layers, zero biases, unit LayerNorms."""
+    """GPT-style init: normal(0, std) for linear/conv/embedding weights, zero biases, unit LayerNorms."""
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv1d, nn.ConvTranspose1d, nn.Embedding)):
             nn.init.normal_(m.weight, mean=0.0, std=std)
@@ -35,7 +35,7 @@ def init_weights(module: nn.Module, std: float = INIT_STD) -> None:
 
 
 def check_length(length: int, seq_len: int, multiple: int, name: str) -> None:
-    """Raise a clear ValueError unless ``length`` is a positive multiple of ``multiple`` and at most ``seq_len``."""
+    """Raise a ValueError unless ``length`` is a positive multiple of ``multiple`` and <= ``seq_len``."""
     if length < 1 or length > seq_len or length % multiple:
         raise ValueError(f"{name}: sequence length {length} must be a positive multiple of {multiple} "
                          f"and at most seq_len={seq_len}")
@@ -55,7 +55,8 @@ class Attention(nn.Module):
         self.resid_drop = nn.Dropout(dropout)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        q, k, v = rearrange(self.qkv(h), "b n (three heads d) -> three b heads n d", three=3, heads=self.heads)
+        qkv = rearrange(self.qkv(h), "b n (three heads d) -> three b heads n d", three=3, heads=self.heads)
+        q, k, v = qkv.unbind(0)
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.resid_drop(self.proj(rearrange(out, "b heads n d -> b n (heads d)")))
 
@@ -84,7 +85,7 @@ class Block(nn.Module):
 
 
 class Stack(nn.Sequential):
-    """``depth`` blocks: ``[B, N, D] -> [B, N, D]`` (no final norm; add one where the output leaves the stack)."""
+    """``depth`` blocks: ``[B, N, D] -> [B, N, D]`` (no final norm)."""
 
     def __init__(self, width: int, depth: int, heads: int, dropout: float = 0.0):
         super().__init__(*(Block(width, heads, dropout) for _ in range(depth)))
@@ -102,7 +103,7 @@ class LearnedPositions(nn.Module):
 
 
 class TrackEmbedding(nn.Module):
-    """One embedding per track over its ``vocab_size`` (real classes + mask): ``[B, L, K] -> [B, L, K, E]``."""
+    """One embedding per track over its ``vocab_size`` (classes + mask): ``[B, L, K] -> [B, L, K, E]``."""
 
     def __init__(self, tracks: Sequence[Track], dim: int):
         super().__init__()
@@ -114,13 +115,32 @@ class TrackEmbedding(nn.Module):
         return torch.stack([emb(x_t[..., k]) for k, emb in enumerate(self.embeddings)], dim=-2)
 
 
+class InputEmbedding(nn.Module):
+    """Tokens to transformer inputs: ``[B, L, K] -> [B, L, D]``.
+
+    Per-track embeddings ``[B, L, K, E]``, concatenated to ``K * E`` and projected to ``D``, plus learned
+    positions (``max_len`` of them), then dropout.
+    """
+
+    def __init__(self, tracks: Sequence[Track], emb_dim: int, width: int, max_len: int, dropout: float = 0.0):
+        super().__init__()
+        self.embed = TrackEmbedding(tracks, emb_dim)
+        self.proj = nn.Linear(len(tracks) * emb_dim, width)
+        self.pos = LearnedPositions(max_len, width)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x_t: torch.Tensor) -> torch.Tensor:
+        e = rearrange(self.embed(x_t), "b l k e -> b l (k e)")
+        return self.drop(self.pos(self.proj(e)))
+
+
 class TrackHeads(nn.Module):
-    """One linear head per track over its real classes: ``[B, L, D]`` (or ``[B, L, K, D]``) -> K x ``[B, L, C_k]``.
+    """One linear head per track over its real classes: ``[B, L, D]``/``[B, L, K, D]`` -> K x ``[B, L, C_k]``.
 
     With a 4-d input, head k reads its own track's features ``h[:, :, k]``.
     """
 
-    def __init__(self, tracks: Sequence[Track], dim: int, bias: bool = True):
+    def __init__(self, tracks: Sequence[Track], dim: int, bias: bool = False):
         super().__init__()
         self.heads = nn.ModuleList(nn.Linear(dim, t.num_classes, bias=bias) for t in tracks)
 

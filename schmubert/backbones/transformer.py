@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange
 from torch import nn
 
-from schmubert.backbones.layers import LearnedPositions, Stack, TrackEmbedding, TrackHeads, check_length, init_weights
+from schmubert.backbones.layers import InputEmbedding, Stack, TrackHeads, check_length, init_weights
 from schmubert.backbones.registry import Backbone, register
 from schmubert.config import arg
 from schmubert.tokens import Track
@@ -45,10 +44,7 @@ class Transformer(Backbone):
     def __init__(self, tracks: Sequence[Track], config: TransformerConfig):
         super().__init__(tracks, config)
         c = config
-        self.embed = TrackEmbedding(self.tracks, c.emb_dim)
-        self.proj_in = nn.Linear(len(self.tracks) * c.emb_dim, c.width)
-        self.pos = LearnedPositions(c.seq_len, c.width)
-        self.drop = nn.Dropout(c.dropout)
+        self.inputs = InputEmbedding(self.tracks, c.emb_dim, c.width, c.seq_len, c.dropout)
         self.blocks = Stack(c.width, c.depth, c.heads, c.dropout)
         self.ln_f = nn.LayerNorm(c.width)
         self.heads = TrackHeads(self.tracks, c.width)
@@ -56,6 +52,5 @@ class Transformer(Backbone):
 
     def forward(self, x_t: torch.Tensor) -> list[torch.Tensor]:
         check_length(x_t.shape[1], self.config.seq_len, 1, type(self).__name__)
-        e = rearrange(self.embed(x_t), "b l k e -> b l (k e)")
-        h = self.drop(self.pos(self.proj_in(e)))  # [B, L, D]
-        return self.heads(self.ln_f(self.blocks(h)))
+        h = self.blocks(self.inputs(x_t))  # [B, L, D]
+        return self.heads(self.ln_f(h))
