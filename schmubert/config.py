@@ -49,10 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "",
         elif typing.get_origin(tp) is typing.Literal:
             kwargs["choices"] = list(typing.get_args(tp))
             kwargs["type"] = type(kwargs["choices"][0])
-        elif typing.get_origin(tp) in (list, tuple):
+        elif typing.get_origin(tp) in (list, tuple):  # repeatable, and comma-separated values
             item = typing.get_args(tp)[0]
-            kwargs["type"] = lambda s, item=item: [item(v) for v in s.split(",") if v]
-            kwargs["metavar"] = "A,B,..."
+            kwargs.update(type=lambda s, item=item: [item(v) for v in s.split(",") if v], action="extend",
+                          default=None, metavar="A,B,...")
         elif tp in (int, float, str, Path):
             kwargs["type"] = tp
         if optional and "type" in kwargs:
@@ -68,8 +68,12 @@ def from_args(cls: type[T], namespace: argparse.Namespace, prefix: str = "", **e
     values = {}
     for f in dataclasses.fields(cls):
         key = prefix.replace("-", "_") + f.name
-        if f.init and hasattr(namespace, key):
-            values[f.name] = getattr(namespace, key)
+        if not f.init or not hasattr(namespace, key):
+            continue
+        value = getattr(namespace, key)
+        if value is None and f.default_factory is not dataclasses.MISSING:  # a list option never given
+            continue
+        values[f.name] = value
     values.update(extra)
     return cls(**values)
 

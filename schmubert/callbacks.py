@@ -1,0 +1,54 @@
+"""Training callbacks beside the LightningModule: sampling previews logged as piano rolls and MIDI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class SamplePreview(L.Callback):
+    """Every ``every`` steps, sample ``count`` unconditional pieces and write/log them (PNG + MIDI).
+
+    Files go to ``directory/step-N/``; with a wandb logger the piano rolls are logged as images too.
+    """
+
+    def __init__(self, every: int, count: int = 2, steps: int = 64, directory: str | Path = "samples",
+                 seed: int = 0):
+        self.every, self.count, self.steps = every, count, steps
+        self.directory, self.seed = Path(directory), seed
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if step > 0 and step % self.every == 0:
+            self.preview(trainer, pl_module, step)
+
+    @rank_zero_only
+    def preview(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        from schmubert.render import save_pianoroll
+        from schmubert.sampling import sample
+        from schmubert.tokens import tokens_to_midi
+
+        steps, K = pl_module.hparams.steps, len(pl_module.track_list)
+        x = torch.zeros(self.count, steps, K, dtype=torch.long, device=pl_module.device)
+        known = torch.zeros_like(x, dtype=torch.bool)
+        generator = torch.Generator(pl_module.device).manual_seed(self.seed)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            pieces = sample(pl_module.denoiser, pl_module.diffusion, x, known, min(self.steps, steps), generator)
+        finally:
+            pl_module.train(was_training)
+        folder = self.directory / f"step-{step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        images = []
+        for i, piece in enumerate(pieces.cpu().numpy()):
+            tokens_to_midi(piece, pl_module.track_list).write(str(folder / f"sample-{i}.mid"))
+            images.append(str(save_pianoroll(piece, pl_module.track_list, folder / f"sample-{i}.png")))
+        log_image = getattr(trainer.logger, "log_image", None)
+        if log_image is not None:
+            log_image(key="samples", images=images, step=step)

@@ -1,0 +1,101 @@
+"""The ASD3PM LightningModule: a thin shell that masks a batch, calls the diffusion loss and logs.
+
+The noise process lives in :mod:`schmubert.diffusion`, the networks in :mod:`schmubert.backbones`, the data in
+:mod:`schmubert.data`; EMA (Lightning's ``EMAWeightAveraging``), checkpointing and sampling previews are callbacks
+configured by :mod:`schmubert.train`.
+
+Every training step reseeds the global RNG from ``(seed, global_step, rank)``: the masks, times, augmentation
+and dropout of step ``n`` are the same whether or not the run was interrupted before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from schmubert import __version__
+from schmubert.backbones import from_config, make_config
+from schmubert.checkpoints import CHECKPOINT_KIND, checkpoint_hparams
+from schmubert.config import arg
+from schmubert.data import transpose
+from schmubert.diffusion import AbsorbingDiffusion, NoiseConfig
+from schmubert.tokens import get_tracks, mask_ids
+
+
+@dataclass
+class OptimConfig:
+    lr: float = arg(5e-4, "Adam learning rate after warm-up (thesis: 5e-4)")
+    warmup_steps: int = arg(10_000, "linear learning-rate warm-up steps (thesis: 10k)")
+    weight_decay: float = arg(0.0, "AdamW weight decay (0 = plain Adam)")
+    grad_clip: float = arg(1.0, "clip the gradient norm to this value (0 = off)")
+    ema_decay: float = arg(0.995, "EMA decay of the weights used for validation, sampling and checkpoints")
+    ema_every: int = arg(10, "update the EMA weights every this many steps (thesis: 10)")
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A 63-bit seed that depends only on the run seed, the global step and the process rank."""
+    return int(np.random.SeedSequence([seed, step + 2**31, rank]).generate_state(2, np.uint64)[0] >> 1)
+
+
+class ASD3PM(L.LightningModule):
+    """Absorbing-state discrete diffusion over ``(B, L, K)`` token grids with a registered backbone."""
+
+    def __init__(self, arch: str, tracks: str, backbone: dict[str, Any], noise: dict[str, Any], steps: int,
+                 optim: dict[str, Any] | None = None, max_transpose: int = 0, seed: int = 0,
+                 data: dict[str, Any] | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.track_list = get_tracks(tracks)
+        self.denoiser = from_config(arch, tracks, backbone)
+        self.diffusion = AbsorbingDiffusion(mask_ids(tracks), NoiseConfig(**noise))
+        self.optim = OptimConfig(**(optim or {}))
+
+    @classmethod
+    def create(cls, arch: str, tracks: str, preset: str, noise: NoiseConfig, steps: int,
+               optim: OptimConfig | None = None, backbone_overrides: dict[str, Any] | None = None,
+               **kwargs: Any) -> ASD3PM:
+        """A new model from a backbone preset; hyper-parameters in the checkpoint format."""
+        backbone = make_config(arch, tracks, preset, **(backbone_overrides or {}))
+        hp = checkpoint_hparams(arch, tracks, backbone, noise, steps, optim=vars(optim or OptimConfig()), **kwargs)
+        return cls(**hp)
+
+    def forward(self, x_t: torch.Tensor) -> list[torch.Tensor]:
+        return self.denoiser(x_t)
+
+    # --- steps -----------------------------------------------------------------------------------------------
+    def on_train_batch_start(self, batch: torch.Tensor, batch_idx: int) -> None:
+        torch.manual_seed(step_seed(self.hparams.seed, self.global_step, self.global_rank))
+
+    def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        x0 = transpose(x0, self.track_list, self.hparams.max_transpose)
+        t = self.diffusion.sample_t(x0.shape[0], x0.device)
+        x_t, mask = self.diffusion.q_sample(x0, t)
+        out = self.diffusion.loss(self.denoiser(x_t), x0, mask, t)
+        self.log("train/loss", out.loss, prog_bar=True)
+        self.log("train/elbo", out.elbo)
+        return out.loss
+
+    def on_validation_batch_start(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
+        torch.manual_seed(step_seed(self.hparams.seed, -1 - batch_idx, self.global_rank))
+
+    def validation_step(self, x0: torch.Tensor, batch_idx: int) -> None:
+        """Validation measures the unconditional model: every track masked alike, stratified t."""
+        t = self.diffusion.sample_t(x0.shape[0], x0.device, stratified=True)
+        x_t, mask = self.diffusion.q_sample(x0, t, schedule="all")
+        out = self.diffusion.loss(self.denoiser(x_t), x0, mask, t)
+        self.log("val/loss", out.loss, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
+        self.log("val/elbo", out.elbo, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
+
+    # --- optimisation ----------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        warmup = max(1, self.optim.warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["schmubert"] = {"kind": CHECKPOINT_KIND, "version": __version__}

@@ -1,0 +1,202 @@
+"""Train an ASD3PM model: ``python -m schmubert.train --arch conv --tracks trio``.
+
+Lightning's Trainer does the work (multi-GPU / multi-node through its strategies, bf16 on GPU); this module turns
+typed options into a model, a data module, callbacks and a logger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from schmubert.backbones import PRESETS, architectures
+from schmubert.config import add_arguments, arg, from_args, to_dict
+from schmubert.data import DataConfig, DatasetError, TokenDataModule
+from schmubert.diffusion import NoiseConfig
+from schmubert.module import ASD3PM, OptimConfig
+
+EXAMPLES = """examples:
+  make preprocess && python -m schmubert.train --arch conv --tracks trio --preset small --max-steps 2000
+  python -m schmubert.train --arch conv --tracks trio --data data/processed/trio --devices 4 --batch-size 64
+  python -m schmubert.train --arch transformer --tracks melody --preset tiny --max-steps 5 --logger csv
+  python -m schmubert.train --resume runs/conv-trio-paper/checkpoints/last.ckpt
+  python -m schmubert.train --arch conv --set depth=8 --set width=256 ...   (override backbone fields)
+"""
+
+
+@dataclass
+class TrainConfig:
+    arch: str = arg("conv", "backbone architecture (one of: " + ", ".join(architectures()) + ")")
+    tracks: Literal["trio", "melody"] = arg("trio", "track set: trio (melody, bass, drums) or melody")
+    preset: Literal["paper", "small", "tiny"] = arg("paper", "backbone size preset: " + ", ".join(PRESETS))
+    set: list[str] = arg([], "backbone config override FIELD=VALUE (repeatable, e.g. --set depth=4)")
+    max_steps: int = arg(600_000, "optimizer steps to train (thesis: 190k melody, 600k trio)")
+    val_every: int = arg(2000, "validate (and consider a best checkpoint) every this many steps")
+    val_batches: int = arg(50, "validation batches per validation run (0 = the whole validation split)")
+    sample_every: int = arg(5000, "log a few samples (piano roll + MIDI) every this many steps (0 = never)")
+    sample_count: int = arg(2, "pieces per sampling preview")
+    sample_steps: int = arg(64, "reverse diffusion steps per sampling preview")
+    accelerator: str = arg("auto", "Lightning accelerator: auto, cpu, gpu, ...")
+    devices: str = arg("auto", "devices per node: auto, a count, or a list like 0,1")
+    num_nodes: int = arg(1, "number of nodes (multi-node DDP, e.g. under SLURM or torchrun)")
+    strategy: str = arg("auto", "Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")
+    precision: str = arg("auto", "auto (bf16-mixed on GPU, 32-true on CPU) or a Lightning precision")
+    out: Path = arg(Path("runs"), "output folder; the run goes to OUT/NAME (checkpoints, logs, samples)")
+    name: str = arg("", "run name (default ARCH-TRACKS-PRESET; a new suffix if that folder exists)")
+    resume: str = arg("", "checkpoint to resume from, or 'last' for OUT/NAME/checkpoints/last.ckpt")
+    logger: Literal["wandb", "csv"] = arg("wandb", "where metrics go: wandb (offline unless --wandb-mode "
+                                           "online) or csv")
+    wandb_mode: Literal["offline", "online", "disabled"] = arg("offline", "wandb mode; online needs an account")
+    wandb_project: str = arg("schmubert", "wandb project name")
+    seed: int = arg(0, "random seed: same seed, same run (also after --resume)")
+    log_every: int = arg(50, "log training metrics every this many steps")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["depth=4", "dropout=0.1"]`` -> ``{"depth": 4, "dropout": 0.1}`` (ints, floats, bools, strings)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
+        for cast in (int, float):
+            try:
+                out[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return out
+
+
+def run_dir(config: TrainConfig) -> Path:
+    """OUT/NAME; a fresh run never reuses an existing folder (a suffix is added instead)."""
+    name = config.name or f"{config.arch}-{config.tracks}-{config.preset}"
+    path = config.out / name
+    if config.resume:
+        return path
+    n = 1
+    while path.exists():
+        path, n = config.out / f"{name}-{n}", n + 1
+    return path
+
+
+def resolve_resume(config: TrainConfig, directory: Path) -> Path | None:
+    if not config.resume:
+        return None
+    path = directory / "checkpoints" / "last.ckpt" if config.resume == "last" else Path(config.resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: checkpoint {path} not found")
+    return path
+
+
+def make_logger(config: TrainConfig, directory: Path) -> Any:
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    if config.logger == "csv":
+        return CSVLogger(directory, name="logs", version="")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ["WANDB_MODE"] = config.wandb_mode
+    return WandbLogger(project=config.wandb_project, name=directory.name, save_dir=str(directory),
+                       offline=config.wandb_mode != "online", mode=config.wandb_mode)
+
+
+def make_callbacks(config: TrainConfig, optim: OptimConfig, directory: Path) -> list[Any]:
+    from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
+
+    from schmubert.callbacks import SamplePreview
+
+    callbacks = [
+        ModelCheckpoint(dirpath=directory / "checkpoints", filename="last", every_n_train_steps=config.val_every,
+                        save_top_k=1, enable_version_counter=False),
+        ModelCheckpoint(dirpath=directory / "checkpoints", filename="best-step{step}-elbo{val/elbo:.4f}",
+                        monitor="val/elbo", mode="min", save_top_k=1, auto_insert_metric_name=False),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    if optim.ema_decay > 0:
+        callbacks.append(EMAWeightAveraging(decay=optim.ema_decay, update_every_n_steps=optim.ema_every))
+    if config.sample_every > 0:
+        callbacks.append(SamplePreview(every=config.sample_every, count=config.sample_count,
+                                       steps=config.sample_steps, directory=directory / "samples"))
+    return callbacks
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m schmubert.train", description=__doc__.splitlines()[0],
+                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for title, cls in (("run", TrainConfig), ("data", DataConfig), ("optimisation", OptimConfig),
+                       ("diffusion", NoiseConfig)):
+        add_arguments(parser.add_argument_group(title), cls)
+    return parser
+
+
+def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: NoiseConfig) -> Path:
+    """Train; returns the run folder."""
+    import lightning as L
+
+    if config.arch not in architectures():
+        raise ValueError(f"--arch {config.arch!r}: expected one of {architectures()}")
+    directory = run_dir(config)
+    resume = resolve_resume(config, directory)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    if resume is not None:  # the checkpoint defines the model; command-line model options are ignored
+        model = ASD3PM.load_from_checkpoint(resume, map_location="cpu")
+        datamodule = TokenDataModule(data, model.track_list, model.hparams.steps, seed=model.hparams.seed)
+    else:
+        datamodule = TokenDataModule(data, config.tracks, seed=config.seed)
+        model = ASD3PM.create(config.arch, config.tracks, config.preset, noise, datamodule.steps, optim,
+                              backbone_overrides=parse_overrides(config.set), max_transpose=data.max_transpose,
+                              seed=config.seed, data={"path": str(data.data), **summary(datamodule.meta)})
+    precision = config.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if torch.cuda.is_available() and config.accelerator != "cpu" else "32-true"
+    trainer = L.Trainer(
+        accelerator=config.accelerator, devices=_devices(config.devices), num_nodes=config.num_nodes,
+        strategy=config.strategy, precision=precision, max_steps=config.max_steps,
+        val_check_interval=config.val_every, check_val_every_n_epoch=None,
+        limit_val_batches=config.val_batches or 1.0, gradient_clip_val=optim.grad_clip or None,
+        log_every_n_steps=config.log_every, logger=make_logger(config, directory),
+        callbacks=make_callbacks(config, OptimConfig(**model.hparams.optim), directory),
+        default_root_dir=directory, use_distributed_sampler=False, num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+    return directory
+
+
+def summary(meta: dict[str, Any]) -> dict[str, Any]:
+    """The dataset facts a checkpoint keeps (not the per-row sources)."""
+    keys = ("tracks", "track_names", "num_classes", "mask_ids", "bars", "steps_per_bar", "steps", "version",
+            "counts")
+    return {k: meta[k] for k in keys if k in meta}
+
+
+def _devices(value: str) -> Any:
+    if value == "auto":
+        return "auto"
+    return [int(v) for v in value.split(",") if v] if "," in value else int(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config, data = from_args(TrainConfig, args), from_args(DataConfig, args)
+    optim, noise = from_args(OptimConfig, args), from_args(NoiseConfig, args)
+    try:
+        directory = train(config, data, optim, noise)
+    except (DatasetError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"run folder: {directory}")
+    return 0
+
+
+__all__ = ["TrainConfig", "build_parser", "main", "train", "to_dict"]
+
+if __name__ == "__main__":
+    sys.exit(main())
