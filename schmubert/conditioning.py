@@ -1,0 +1,97 @@
+"""Builders of ``known`` masks (``BoolTensor[B, L, K]``, True = keep): the scenarios of the thesis.
+
+Conditioning is only a choice of which elements start known (spec section 3). Bars are counted from 0 on the
+16-step grid; a range ``(start, end)`` covers bars ``start`` up to, not including, ``end``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from schmubert.tokens import STEPS_PER_BAR
+
+Shape = Sequence[int]  # (B, L, K)
+BarRange = tuple[int, int]
+
+
+def num_bars(shape: Shape) -> int:
+    return shape[1] // STEPS_PER_BAR
+
+
+def check_range(rng: BarRange, bars: int) -> BarRange:
+    """Check a bar range against a window of ``bars`` bars; ``ValueError`` with a clear reason if outside."""
+    start, end = rng
+    if not 0 <= start < end <= bars:
+        raise ValueError(f"bar range {start}:{end} is outside the piece (bars 0:{bars}, end exclusive)")
+    return start, end
+
+
+def parse_bar_range(text: str) -> BarRange:
+    """``"32:48"`` -> ``(32, 48)``; ``ValueError`` naming the text if malformed."""
+    try:
+        start, end = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise ValueError(f"bad bar range {text!r}; expected START:END such as 32:48") from None
+    if end <= start:
+        raise ValueError(f"bad bar range {text!r}: the end must come after the start")
+    return start, end
+
+
+def unconditional(shape: Shape, device: torch.device | str | None = None) -> torch.Tensor:
+    """Nothing known: generate everything."""
+    return torch.zeros(tuple(shape), dtype=torch.bool, device=device)
+
+
+def infill(shape: Shape, ranges: Sequence[BarRange], track_ids: Sequence[int] | None = None,
+           device: torch.device | str | None = None) -> torch.Tensor:
+    """Known everywhere except bars in ``ranges`` (on ``track_ids``, default all tracks)."""
+    known = torch.ones(tuple(shape), dtype=torch.bool, device=device)
+    tracks = list(range(shape[2])) if track_ids is None else list(track_ids)
+    for start, end in (check_range(r, num_bars(shape)) for r in ranges):
+        known[:, start * STEPS_PER_BAR:end * STEPS_PER_BAR, tracks] = False
+    return known
+
+
+def regenerate_tracks(shape: Shape, track_ids: Sequence[int], device: torch.device | str | None = None
+                      ) -> torch.Tensor:
+    """Accompaniment: the tracks ``track_ids`` are generated, the others kept."""
+    bad = [k for k in track_ids if not 0 <= k < shape[2]]
+    if bad:
+        raise ValueError(f"track index {bad} outside the piece's {shape[2]} tracks")
+    known = torch.ones(tuple(shape), dtype=torch.bool, device=device)
+    known[..., list(track_ids)] = False
+    return known
+
+
+def continuation(shape: Shape, keep_bars: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Outpainting: the first ``keep_bars`` bars are kept, the rest generated."""
+    if not 0 <= keep_bars <= num_bars(shape):
+        raise ValueError(f"cannot keep {keep_bars} bars of a {num_bars(shape)}-bar piece")
+    known = unconditional(shape, device)
+    known[:, :keep_bars * STEPS_PER_BAR] = True
+    return known
+
+
+def interpolation(shape: Shape, keep_start: int, keep_end: int, device: torch.device | str | None = None
+                  ) -> torch.Tensor:
+    """The first ``keep_start`` and the last ``keep_end`` bars kept, the span between generated."""
+    bars = num_bars(shape)
+    if keep_start < 0 or keep_end < 0 or keep_start + keep_end >= bars:
+        raise ValueError(f"cannot keep {keep_start} + {keep_end} bars of a {bars}-bar piece "
+                         "and generate between")
+    known = unconditional(shape, device)
+    known[:, :keep_start * STEPS_PER_BAR] = True
+    known[:, shape[1] - keep_end * STEPS_PER_BAR:] = True
+    return known
+
+
+def join_for_interpolation(first: torch.Tensor, second: torch.Tensor, keep_start: int, keep_end: int
+                           ) -> torch.Tensor:
+    """Tokens ``[..., L, K]``: the start of ``first``, the end of ``second`` (the middle from ``first``; it is
+    masked anyway)."""
+    x = first.clone()
+    if keep_end:
+        x[..., -keep_end * STEPS_PER_BAR:, :] = second[..., -keep_end * STEPS_PER_BAR:, :]
+    return x

@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from schmubert import conditioning as c
+
+SHAPE = (2, 64 * 16, 3)
+
+
+def test_unconditional_knows_nothing():
+    assert not c.unconditional(SHAPE).any()
+
+
+def test_infill_masks_exactly_the_bars_on_all_tracks():
+    known = c.infill(SHAPE, [(32, 48)])
+    assert not known[:, 32 * 16:48 * 16].any()
+    assert known[:, :32 * 16].all() and known[:, 48 * 16:].all()
+
+
+def test_infill_several_ranges_and_selected_tracks():
+    known = c.infill(SHAPE, [(0, 1), (10, 12)], track_ids=[0])
+    assert (~known).sum() == 2 * 3 * 16
+    assert not known[:, 10 * 16:12 * 16, 0].any() and known[:, :, 1:].all()
+
+
+@pytest.mark.parametrize("rng", [(60, 65), (-1, 4), (5, 5)])
+def test_range_outside_the_piece_is_an_error(rng):
+    with pytest.raises(ValueError, match="outside the piece"):
+        c.infill(SHAPE, [rng])
+
+
+def test_parse_bar_range():
+    assert c.parse_bar_range("32:48") == (32, 48)
+    for bad in ("32-48", "a:b", "48:32", "3"):
+        with pytest.raises(ValueError, match="bar range"):
+            c.parse_bar_range(bad)
+
+
+def test_regenerate_tracks_keeps_the_others():
+    known = c.regenerate_tracks(SHAPE, [1, 2])
+    assert known[..., 0].all() and not known[..., 1:].any()
+    with pytest.raises(ValueError, match="outside"):
+        c.regenerate_tracks(SHAPE, [3])
+
+
+def test_continuation_keeps_the_start():
+    known = c.continuation(SHAPE, 16)
+    assert known[:, :256].all() and not known[:, 256:].any()
+    with pytest.raises(ValueError):
+        c.continuation(SHAPE, 65)
+
+
+def test_interpolation_keeps_both_ends_and_joins_pieces():
+    known = c.interpolation(SHAPE, 8, 4)
+    assert known[:, :128].all() and known[:, -64:].all() and not known[:, 128:-64].any()
+    with pytest.raises(ValueError):
+        c.interpolation(SHAPE, 32, 32)
+    a, b = torch.zeros(64 * 16, 3, dtype=torch.long), torch.ones(64 * 16, 3, dtype=torch.long)
+    x = c.join_for_interpolation(a, b, 8, 4)
+    assert (x[:-64] == 0).all() and (x[-64:] == 1).all()
