@@ -290,7 +290,13 @@ def role_instruments(pm: pretty_midi.PrettyMIDI) -> dict[str, list[pretty_midi.I
 
 def time_to_step(pm: pretty_midi.PrettyMIDI, times: np.ndarray) -> np.ndarray:
     """Seconds -> nearest 16th step, following the file's tempo map (4 steps per quarter)."""
-    tick = np.array([pm.time_to_tick(t) for t in np.asarray(times, dtype=float)], dtype=np.float64)
+    times = np.asarray(times, dtype=np.float64).reshape(-1)
+    change_times, qpms = pm.get_tempo_changes()
+    if len(change_times) == 0 or change_times[0] > 0:
+        change_times, qpms = np.r_[0.0, change_times], np.r_[120.0, qpms]
+    change_ticks = np.array([pm.time_to_tick(t) for t in change_times], dtype=np.float64)
+    seg = np.maximum(np.searchsorted(change_times, times, side="right") - 1, 0)
+    tick = np.rint(change_ticks[seg] + (times - change_times[seg]) * qpms[seg] / 60.0 * pm.resolution)
     return np.rint(tick * STEPS_PER_QUARTER / pm.resolution).astype(np.int64)
 
 
@@ -325,18 +331,70 @@ def midi_length_steps(pm: pretty_midi.PrettyMIDI) -> int:
     return int(np.ceil(last / STEPS_PER_BAR) * STEPS_PER_BAR)
 
 
+def _default_steps(length_steps: int) -> int:
+    """The default grid length: the file's length in whole bars, at least ``DEFAULT_STEPS``.
+
+    A 64-bar piece whose last bars are silent ends early in MIDI; padding to the model length gives it back
+    its 1024 steps.
+    """
+    bars = -(-int(length_steps) // STEPS_PER_BAR)
+    return max(bars * STEPS_PER_BAR, DEFAULT_STEPS)
+
+
+def _score_roles(path: str | Path) -> tuple[dict[str, list[tuple[np.ndarray, bool]]], int]:
+    """Read a MIDI file with symusic (fast, tick-exact): per role ``[(notes (N, 3) in steps, is_drum)]``.
+
+    Returns the roles (same rule and order as :func:`role_instruments`) and the file length in steps.
+    """
+    import symusic
+
+    try:
+        score = symusic.Score(str(path))
+    except Exception as err:
+        raise ValueError(f"{path}: unreadable MIDI ({type(err).__name__}: {err})") from err
+    scale = STEPS_PER_QUARTER / score.ticks_per_quarter
+    roles: dict[str, list[tuple[np.ndarray, bool]]] = {"melody": [], "bass": [], "drums": []}
+    for track in score.tracks:
+        if not len(track.notes):
+            continue
+        role = "drums" if track.is_drum else "melody" if track.program in MELODY_PROGRAMS else (
+            "bass" if track.program in BASS_PROGRAMS else None)
+        if role is None:
+            continue
+        n = track.notes.numpy()
+        start = n["time"].astype(np.int64)
+        notes = np.stack([np.rint(start * scale), np.rint((start + n["duration"]) * scale),
+                          n["pitch"].astype(np.int64)], axis=1).astype(np.int64)
+        roles[role].append((notes[n["velocity"] > 0], track.is_drum))
+    return roles, int(np.ceil(score.end() * scale - 1e-6))
+
+
+def _encode_notes(notes: np.ndarray | None, track: Track, steps: int) -> np.ndarray:
+    if notes is None:
+        return np.zeros(steps, dtype=np.int64)
+    return encode_drums(notes[:, [0, 2]], steps) if track.is_drum else encode_melodic(notes, steps)
+
+
 def midi_to_tokens(midi: str | Path | pretty_midi.PrettyMIDI, tracks: str | Sequence[str] = "trio",
                    steps: int | None = None) -> np.ndarray:
     """A MIDI file -> token grid ``(steps, K)`` (int64).
 
-    Uses the first instrument of each role (melody, bass, drums); a role the file lacks becomes a silent track.
-    Times follow the file's tempo map. ``steps`` defaults to the file's length rounded up to whole bars.
+    Uses the first instrument of each role (melody, bass, drums); a role the file lacks is a silent track.
+    Times follow the file's tempo map (16th steps of the notated beat). ``steps`` defaults to the file's
+    length rounded up to whole bars and at least ``DEFAULT_STEPS``, so a 64-bar piece with silent last bars
+    is still 1024 steps. A path is read with symusic (tick-exact, fast); a ``PrettyMIDI`` is used as it is.
+    Raises ``ValueError`` naming the file if it cannot be read.
     """
-    pm = load_midi(midi)
     track_list = get_tracks(tracks)
-    steps = midi_length_steps(pm) if steps is None else steps
-    roles = role_instruments(pm)
-    columns = [encode_instrument(pm, (roles[t.name] or [None])[0], t, steps) for t in track_list]
+    if isinstance(midi, pretty_midi.PrettyMIDI):
+        pm = midi
+        roles = {role: [(instrument_notes(pm, inst), inst.is_drum) for inst in insts]
+                 for role, insts in role_instruments(pm).items()}
+        length = midi_length_steps(pm)
+    else:
+        roles, length = _score_roles(midi)
+    steps = _default_steps(length) if steps is None else steps
+    columns = [_encode_notes(roles[t.name][0][0] if roles[t.name] else None, t, steps) for t in track_list]
     return np.stack(columns, axis=1) if columns else np.zeros((steps, 0), dtype=np.int64)
 
 
