@@ -1,0 +1,68 @@
+import numpy as np
+import pretty_midi
+import pytest
+
+from schmubert.render import _spans, atomic_path, fluidsynth_available, pianoroll, save_pianoroll, write_wav
+from schmubert.tokens import TRACK_SETS, tokens_to_midi
+
+TRIO = TRACK_SETS["trio"]
+
+
+def grid(L=64):
+    x = np.zeros((L, 3), dtype=np.int64)
+    x[0, 0], x[8, 0], x[12, 0] = 50, 1, 52
+    x[0, 1] = 20
+    x[[0, 4, 8], 2] = [1, 3, 512]  # kick; kick+snare; a mask draws nothing
+    return x
+
+
+def test_spans():
+    assert _spans(np.array([0, 1, 1, 0, 1], bool)) == [(1, 3), (4, 5)]
+    assert _spans(np.zeros(3, bool)) == []
+
+
+def test_pianoroll_draws_tracks_in_their_colours_and_shades():
+    shaded = np.zeros((64, 3), bool)
+    shaded[16:32] = True
+    fig = pianoroll(grid(), TRIO, shaded)
+    pitch_ax, drum_ax = fig.axes
+    bars = [c for c in pitch_ax.collections if len(c.get_paths())]
+    colours = {tuple(np.round(c.get_facecolor()[0], 3)) for c in bars}
+    assert len(bars) == 3  # two melody notes, one bass note
+    assert len(colours) == 2
+    hits = drum_ax.collections[0].get_offsets()
+    assert len(hits) == 3 and sorted(hits[:, 1].tolist()) == [0, 0, 1]
+    assert [p for p in pitch_ax.patches if p.get_label() == "regenerated"]
+
+
+def test_melody_only_has_one_axis():
+    fig = pianoroll(grid()[:, :1], TRACK_SETS["melody"])
+    assert len(fig.axes) == 1
+
+
+def test_save_pianoroll_writes_png_and_refuses_to_overwrite(tmp_path):
+    path = save_pianoroll(grid(), TRIO, tmp_path / "a.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        save_pianoroll(grid(), TRIO, path)
+    save_pianoroll(grid(), TRIO, path, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]  # no temp file left
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "x.mid") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_wav_or_notice(tmp_path, capsys):
+    pm = tokens_to_midi(grid(), "trio")
+    out = write_wav(pm, tmp_path / "a.wav")
+    if fluidsynth_available() is None:
+        assert out is not None and out.stat().st_size > 44
+    else:
+        assert out is None and "skipping WAV" in capsys.readouterr().out
+        assert not (tmp_path / "a.wav").exists()
+    assert isinstance(pm, pretty_midi.PrettyMIDI)
