@@ -1,6 +1,7 @@
 """Loading a set of pieces for evaluation: token arrays (``.npy``) or MIDI files, a file or a folder of them.
 
-- ``.npy``: ``(N, steps, K)`` or ``(steps, K)`` integer grids, memory-mapped (a processed ``valid.npy`` works as is).
+- ``.npy``: ``(N, steps, K)`` or ``(steps, K)`` integer grids, memory-mapped (a processed ``valid.npy``
+  works as is).
 - ``.mid``/``.midi``: read with :func:`schmubert.tokens.midi_to_tokens` (tracks by role), on worker processes.
 
 Bad files are skipped, counted and reported with their reason; a batch never dies on one file.

@@ -1,0 +1,24 @@
+"""Evaluation: framewise self-similarity, music statistics, held-out likelihood (spec section 5)."""
+
+from schmubert.evaluation.likelihood import (
+    LikelihoodResult,
+    bar_region,
+    elbo,
+    infill_nll,
+    mask_count_distribution,
+)
+from schmubert.evaluation.pieces import PieceSet, load_pieces
+from schmubert.evaluation.selfsim import (
+    consistency_variance,
+    evaluate_overlaps,
+    overlap_area,
+    overlaps,
+    selfsim,
+)
+from schmubert.evaluation.stats import compare_statistics, piece_statistics, set_statistics
+
+__all__ = [
+    "LikelihoodResult", "PieceSet", "bar_region", "compare_statistics", "consistency_variance", "elbo",
+    "evaluate_overlaps", "infill_nll", "load_pieces", "mask_count_distribution", "overlap_area", "overlaps",
+    "piece_statistics", "selfsim", "set_statistics",
+]

@@ -1,0 +1,162 @@
+"""Held-out likelihood: the ELBO in bits per element, and the infilling NLL of a masked bar range.
+
+The ELBO of the absorbing process (spec section 3) over a set of ``n`` scored elements (the whole piece, or a
+bar range for infilling, everything else known) is, in nats,
+
+    ELBO = E_{t ~ U(1..T)} E_{mask ~ Bernoulli(t/T)^n} [ T/t * sum_{masked} CE ]                        (1)
+
+and is reported per scored element in bits (divided by ``n ln 2``; for the whole piece ``n = L K``, exactly
+the ``elbo`` of :meth:`schmubert.diffusion.AbsorbingDiffusion.loss`). Two unbiased estimators of the same
+value:
+
+- ``estimator="time"``: (1) as written, with ``t`` stratified over 1..T for each piece (S strata of equal
+  width, one uniform draw in each). Its noise is dominated by the random number of masked elements at small t,
+  where T/t is large (measured: 0.007 bits standard deviation over seeds with 16 samples per piece on 100
+  melodies, for a unigram model at 3.07 bits per element; the count estimator: 0.002).
+- ``estimator="count"`` (default): the number ``m`` of masked elements summed out exactly. Grouping (1) by m,
+
+      ELBO / (n ln 2) = sum_m p(m) * cbar(m) / ln 2,   p(m) = m/n * sum_t (1/t) Binom(m; n, t/T),
+
+  where cbar(m) is the expected mean CE of the masked elements when a uniformly random set of m elements is
+  masked, and p is a probability distribution over m = 1..n (sum_m m * Binom(m; n, t/T) = n t / T). So: draw
+  m from p (stratified, by the inverse CDF), mask m random elements, average their CE. Same expectation, no
+  T/t weights, far lower variance (repeated runs agree to about 0.001 bits; see tests and
+  ``experiments/README.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from schmubert.diffusion import AbsorbingDiffusion
+from schmubert.tokens import STEPS_PER_BAR
+
+Estimator = Literal["count", "time"]
+Denoiser = Callable[[torch.Tensor], Sequence[torch.Tensor]]
+
+
+@dataclass
+class LikelihoodResult:
+    bits: float  # mean over pieces of the per-piece estimate, bits per scored element
+    per_piece: np.ndarray  # [N] per-piece estimates (each the mean of its samples)
+    elements: int  # scored elements per piece (n)
+    samples_per_piece: int
+    estimator: str
+
+    @property
+    def std_error(self) -> float:
+        """Standard error of ``bits`` over pieces (data and Monte-Carlo noise together)."""
+        return float(self.per_piece.std(ddof=1) / math.sqrt(len(self.per_piece))) if len(self.per_piece) > 1 \
+            else float("nan")
+
+
+@lru_cache(maxsize=16)
+def mask_count_distribution(n: int, timesteps: int) -> np.ndarray:
+    """p(m) for m = 0..n (see the module docstring), float64 ``[n + 1]``; sums to 1, p(0) = 0."""
+    t = torch.arange(1, timesteps + 1, dtype=torch.float64)[:, None]  # [T, 1]
+    m = torch.arange(n + 1, dtype=torch.float64)[None, :]  # [1, n+1]
+    rate = t / timesteps
+    log_binom = (math.lgamma(n + 1) - torch.lgamma(m + 1) - torch.lgamma(n - m + 1)
+                 + torch.xlogy(m, rate) + torch.xlogy(n - m, 1 - rate))
+    w = (torch.exp(log_binom) / t).sum(0)  # [n+1]: sum_t (1/t) Binom(m; n, t/T)
+    return (m[0] * w / n).numpy()
+
+
+def bar_region(steps: int, num_tracks: int, bars: tuple[int, int]) -> torch.Tensor:
+    """Elements of bars ``[start, stop)`` on all tracks, ``BoolTensor[L, K]``."""
+    start, stop = bars
+    if not 0 <= start < stop <= steps // STEPS_PER_BAR:
+        raise ValueError(f"bar range {start}:{stop} is not inside a {steps // STEPS_PER_BAR}-bar piece")
+    region = torch.zeros(steps, num_tracks, dtype=torch.bool)
+    region[start * STEPS_PER_BAR: stop * STEPS_PER_BAR] = True
+    return region
+
+
+def parse_bars(text: str) -> tuple[int, int]:
+    """``"16:48"`` -> (16, 48), bars 16..47."""
+    try:
+        start, stop = (int(v) for v in text.split(":"))
+    except ValueError as err:
+        raise ValueError(f"bar range {text!r}: expected START:STOP, e.g. 16:48") from err
+    return start, stop
+
+
+def _model_device(denoiser: Denoiser, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    params = getattr(denoiser, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _draw_masks(u: torch.Tensor, region: torch.Tensor, diffusion: AbsorbingDiffusion, estimator: Estimator,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks ``[B, L, K]`` inside ``region`` for stratified uniforms ``u [B]``, and the factor that turns each
+    sample's summed masked CE (nats) into its estimate in bits per scored element ``[B]``."""
+    B = len(u)
+    n = int(region.sum())
+    keys = torch.rand((B, *region.shape), generator=generator, dtype=torch.float64)
+    if estimator == "time":
+        t = (u * diffusion.T).floor().clamp(0, diffusion.T - 1) + 1  # stratified t in 1..T
+        mask = (keys < (t / diffusion.T).view(B, 1, 1)) & region
+        return mask, diffusion.T / t / (n * math.log(2))
+    cdf = np.cumsum(mask_count_distribution(n, diffusion.T))
+    m = torch.from_numpy(np.searchsorted(cdf, u.numpy() * cdf[-1], side="right").clip(1, n))
+    keys = keys.masked_fill(~region, math.inf).flatten(1)
+    threshold = keys.sort(dim=1).values.gather(1, (m - 1).view(B, 1))  # the m-th smallest key
+    mask = (keys <= threshold).view(B, *region.shape)
+    return mask, 1.0 / (m.to(torch.float64) * math.log(2))
+
+
+@torch.no_grad()
+def elbo(denoiser: Denoiser, diffusion: AbsorbingDiffusion, data: np.ndarray | torch.Tensor, *,
+         samples_per_piece: int = 16, batch_size: int = 16, estimator: Estimator = "count",
+         region: torch.Tensor | None = None, generator: torch.Generator | None = None,
+         device: str | torch.device | None = None, progress: bool = False) -> LikelihoodResult:
+    """Negative ELBO in bits per scored element of ``data [N, L, K]`` (may be memory-mapped).
+
+    ``region`` (``BoolTensor[L, K]``, default all) selects the scored elements; the rest stay known, which
+    makes this the NLL bound of infilling that region. Each piece gets ``samples_per_piece`` stratified
+    samples (see the module docstring); the denoiser: any ``x_t [B, L, K] -> K logits [B, L, C_k]``.
+    """
+    N, L, K = data.shape
+    if N == 0:
+        raise ValueError("no pieces to evaluate")
+    region = torch.ones(L, K, dtype=torch.bool) if region is None else region.to("cpu", torch.bool)
+    if region.shape != (L, K) or not region.any():
+        raise ValueError(f"region must be a non-empty BoolTensor[{L}, {K}], got {tuple(region.shape)}")
+    generator = generator or torch.Generator().manual_seed(0)
+    device = _model_device(denoiser, device)
+    S = samples_per_piece
+    pieces = torch.arange(N).repeat_interleave(S)  # [N*S]
+    u = (torch.arange(S, dtype=torch.float64).repeat(N) + torch.rand(N * S, generator=generator,
+                                                                      dtype=torch.float64)) / S
+    estimates = torch.zeros(N * S, dtype=torch.float64)
+    mask_value = diffusion.mask_value()
+    for lo in tqdm(range(0, N * S, batch_size), desc="elbo", disable=not progress, leave=False):
+        idx = pieces[lo: lo + batch_size]
+        ids = idx.unique_consecutive().numpy()
+        x0 = torch.from_numpy(np.asarray(data[ids], dtype=np.int64))[idx - idx[0]]  # each piece S times
+        mask, scale = _draw_masks(u[lo: lo + batch_size], region, diffusion, estimator, generator)
+        x_t = torch.where(mask, mask_value, x0)
+        logits = denoiser(x_t.to(device))
+        ce = diffusion.masked_cross_entropy([lg.float() for lg in logits], x0.to(device), mask.to(device))
+        estimates[lo: lo + batch_size] = ce.double().cpu() * scale
+    per_piece = estimates.view(N, S).mean(1).numpy()
+    return LikelihoodResult(float(per_piece.mean()), per_piece, int(region.sum()), S, estimator)
+
+
+def infill_nll(denoiser: Denoiser, diffusion: AbsorbingDiffusion, data: np.ndarray | torch.Tensor,
+               bars: tuple[int, int] = (16, 48), **kwargs) -> LikelihoodResult:
+    """NLL bound (bits per masked element) of infilling bars ``[start, stop)`` on all tracks, given the
+    rest."""
+    _, L, K = data.shape
+    return elbo(denoiser, diffusion, data, region=bar_region(L, K, bars), **kwargs)
