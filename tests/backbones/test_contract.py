@@ -1,0 +1,108 @@
+"""The backbone contract, checked for every registered architecture."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from schmubert.backbones import PRESETS, architectures, build, from_config, make_config
+
+ARCHS = ["conv", "hierarchical", "transformer", "utransformer"]
+# the length each tiny preset must divide into: conv patch 4, hierarchical chunk 16, U 2^2 levels
+TINY_LENGTH_MULTIPLE = {"conv": 4, "hierarchical": 16, "transformer": 1, "utransformer": 4}
+
+
+def random_tokens(model, batch=2, length=1024, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rows = [torch.randint(0, t.vocab_size, (batch, length), generator=g) for t in model.tracks]
+    return torch.stack(rows, dim=-1)  # [B, L, K]
+
+
+def test_all_four_architectures_are_registered():
+    assert architectures() == ARCHS
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("tracks", ["melody", "trio"])
+def test_maps_full_length_tokens_to_logits_over_real_classes(arch, tracks):
+    torch.manual_seed(0)
+    model = build(arch, tracks, "tiny").eval()
+    x_t = random_tokens(model)
+    assert x_t.shape == (2, 1024, len(model.tracks))
+    logits = model(x_t)
+    assert [tuple(lg.shape) for lg in logits] == [(2, 1024, t.num_classes) for t in model.tracks]
+    assert all(torch.isfinite(lg).all() for lg in logits)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_parameter_gets_a_gradient(arch):
+    model = build(arch, "trio", "tiny")
+    loss = sum(lg.float().logsumexp(-1).mean() for lg in model(random_tokens(model, 1, 256)))
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_output_depends_on_far_away_tokens(arch):
+    """Bidirectional: changing the last step changes the first step's logits (and vice versa)."""
+    model = build(arch, "melody", "tiny").eval()
+    x_t = random_tokens(model, 1, 256)
+    for changed_at, read_at in ((255, 0), (0, 255)):
+        other = x_t.clone()
+        other[0, changed_at, 0] = (x_t[0, changed_at, 0] + 1) % 91
+        assert not torch.allclose(model(x_t)[0][0, read_at], model(other)[0][0, read_at])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_rejects_bad_lengths_and_track_counts(arch):
+    model = build(arch, "melody", "tiny", seq_len=256)
+    with pytest.raises(ValueError, match="seq_len=256"):
+        model(torch.zeros(1, 512, 1, dtype=torch.long))
+    multiple = TINY_LENGTH_MULTIPLE[arch]
+    if multiple > 1:
+        with pytest.raises(ValueError, match=f"multiple of {multiple}"):
+            model(torch.zeros(1, multiple + 1, 1, dtype=torch.long))
+    assert model(torch.zeros(1, multiple, 1, dtype=torch.long))[0].shape == (1, multiple, 90)
+    with pytest.raises(ValueError, match=r"\[B, L, 1\]"):
+        model(torch.zeros(1, 256, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_shorter_inputs_work(arch):
+    model = build(arch, "trio", "tiny").eval()
+    logits = model(random_tokens(model, 1, 128))
+    assert [lg.shape[1] for lg in logits] == [128, 128, 128]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_rebuilds_from_config_dict(arch):
+    model = build(arch, "trio", "tiny", dropout=0.0).eval()
+    again = from_config(arch, "trio", dataclasses.asdict(model.config)).eval()
+    again.load_state_dict(model.state_dict())
+    x_t = random_tokens(model, 1, 256)
+    for a, b in zip(model(x_t), again(x_t), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_dropout_only_in_training(arch):
+    model = build(arch, "melody", "tiny", dropout=0.5)
+    x_t = random_tokens(model, 1, 128)
+    model.eval()
+    torch.testing.assert_close(model(x_t)[0], model(x_t)[0])
+    model.train()
+    assert not torch.allclose(model(x_t)[0], model(x_t)[0])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_presets_grow_from_tiny_to_paper(arch):
+    with torch.device("meta"):
+        counts = [build(arch, "trio", p).num_parameters() for p in ("tiny", "small", "paper")]
+    assert counts == sorted(counts) and counts[0] < 1_000_000 < counts[1] < 20_000_000 < counts[2]
+    assert set(PRESETS) == {"paper", "small", "tiny"}
+
+
+def test_unknown_override_is_an_error():
+    with pytest.raises(ValueError, match="unknown conv option"):
+        make_config("conv", "melody", "tiny", no_such_field=1)

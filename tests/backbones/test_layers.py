@@ -1,0 +1,63 @@
+import math
+
+import pytest
+import torch
+
+from schmubert.backbones.layers import (
+    Attention,
+    Block,
+    InputEmbedding,
+    TrackEmbedding,
+    TrackHeads,
+    check_length,
+    init_weights,
+)
+from schmubert.tokens import get_tracks
+
+
+def test_attention_matches_explicit_softmax_attention():
+    torch.manual_seed(0)
+    attn = Attention(width=16, heads=4).eval()
+    h = torch.randn(2, 10, 16)
+    q, k, v = attn.qkv(h).view(2, 10, 3, 4, 4).permute(2, 0, 3, 1, 4)
+    weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(4), dim=-1)
+    expected = attn.proj((weights @ v).transpose(1, 2).reshape(2, 10, 16))
+    torch.testing.assert_close(attn(h), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_is_permutation_equivariant_without_positions():
+    torch.manual_seed(0)
+    block = Block(width=16, heads=2).eval()
+    h = torch.randn(1, 8, 16)
+    perm = torch.randperm(8)
+    torch.testing.assert_close(block(h)[:, perm], block(h[:, perm]), rtol=1e-5, atol=1e-5)
+
+
+def test_width_must_divide_into_heads():
+    with pytest.raises(ValueError, match="divisible"):
+        Attention(width=10, heads=3)
+
+
+def test_embeddings_and_heads_follow_each_track_vocabulary():
+    tracks = get_tracks("trio")
+    emb = TrackEmbedding(tracks, 8)
+    assert [e.num_embeddings for e in emb.embeddings] == [91, 91, 513]
+    heads = TrackHeads(tracks, 8)
+    assert [h.out_features for h in heads.heads] == [90, 90, 512]
+    x_t = torch.tensor([[[90, 90, 512]]])  # the mask ids embed fine
+    out = heads(InputEmbedding(tracks, 8, 8, max_len=4)(x_t))
+    assert [tuple(o.shape) for o in out] == [(1, 1, 90), (1, 1, 90), (1, 1, 512)]
+
+
+def test_init_is_small_normal_with_zero_biases():
+    torch.manual_seed(0)
+    layer = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.LayerNorm(256))
+    init_weights(layer)
+    assert abs(layer[0].weight.std().item() - 0.02) < 0.002
+    assert layer[0].bias.abs().sum() == 0 and (layer[1].weight == 1).all()
+
+
+def test_check_length_message_names_the_model():
+    check_length(64, 1024, 32, "M")
+    with pytest.raises(ValueError, match="M: sequence length 48 must be a positive multiple of 32"):
+        check_length(48, 1024, 32, "M")
