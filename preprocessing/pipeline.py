@@ -1,0 +1,217 @@
+"""The batch run: stream files to worker processes, cache per-file results, split by file, deduplicate, and
+write ``train.npy``/``valid.npy``/``meta.json`` atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import schmubert
+from preprocessing.cache import CachedFile, WorkCache, atomic_write_bytes
+from preprocessing.config import PreprocessConfig
+from preprocessing.extract import FileResult, process_file
+from preprocessing.sources import count_inputs, iter_inputs
+from schmubert.tokens import STEPS_PER_BAR, get_tracks
+
+DUPLICATE_FILE = "duplicate file"
+_WORKER_CFG: PreprocessConfig | None = None
+
+
+def _init_worker(cfg: PreprocessConfig) -> None:
+    global _WORKER_CFG
+    _WORKER_CFG = cfg
+
+
+def _work(task: tuple[str, bytes, str]) -> FileResult:
+    name, data, sha = task
+    return process_file(name, data, _WORKER_CFG, sha)
+
+
+def valid_score(sha256: str, seed: int | None) -> float:
+    """A number in [0, 1) fixed by the file's content (and the seed, if one is given)."""
+    key = sha256 if seed is None else hashlib.sha256(f"{seed}:{sha256}".encode()).hexdigest()
+    return int(key[:16], 16) / 2**64
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing output unless asked (a clear one-line error)."""
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        what = "a finished output" if (out / "meta.json").exists() else "not empty"
+        raise FileExistsError(f"{out}: {what}; pass --overwrite to replace it")
+
+
+def _batched(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
+
+
+class _Runner:
+    """Maps tasks over a process pool (or in this process when ``workers == 0``)."""
+
+    def __init__(self, cfg: PreprocessConfig):
+        self.cfg = cfg
+        self.pool = (multiprocessing.get_context().Pool(cfg.workers, _init_worker, (cfg,))
+                     if cfg.workers > 0 else None)
+
+    def map(self, tasks: list[tuple[str, bytes, str]]) -> Iterator[FileResult]:
+        if self.pool is None:
+            return (process_file(n, d, self.cfg, s) for n, d, s in tasks)
+        chunk = max(1, min(16, len(tasks) // (4 * self.cfg.workers)))
+        return self.pool.imap_unordered(_work, tasks, chunksize=chunk)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+
+
+def collect(cfg: PreprocessConfig, cache: WorkCache) -> tuple[list[str], int]:
+    """Process every input not yet cached; returns the input hashes in stream order and the duplicate
+    file count."""
+    seen: dict[str, None] = {}
+    duplicates = 0
+    bar = tqdm(total=count_inputs(cfg.input, cfg.limit), unit="file", disable=not cfg.progress,
+               desc=f"preprocess {cfg.tracks}", file=sys.stderr)
+    runner = _Runner(cfg)
+    try:
+        for batch in _batched(iter_inputs(cfg.input, cfg.limit), cfg.batch_files):
+            tasks = []
+            for name, data in batch:
+                sha = hashlib.sha256(data).hexdigest()
+                if sha in seen:
+                    duplicates += 1
+                    bar.update()
+                    continue
+                seen[sha] = None
+                if sha in cache.files:
+                    bar.update()
+                else:
+                    tasks.append((name, data, sha))
+            results = []
+            for result in runner.map(tasks):
+                results.append(result)
+                bar.update()
+            if results:
+                cache.add_batch(results)
+    finally:
+        runner.close()
+        bar.close()
+    return list(seen), duplicates
+
+
+def split_files(used: list[CachedFile], cfg: PreprocessConfig) -> dict[str, str]:
+    """sha256 -> ``"train"``/``"valid"`` by content hash; at least one valid file when the fraction is > 0
+    and two or more files yield windows."""
+    scores = {f.sha256: valid_score(f.sha256, cfg.seed) for f in used}
+    split = {sha: "valid" if s < cfg.valid_fraction else "train" for sha, s in scores.items()}
+    if cfg.valid_fraction > 0 and len(used) >= 2 and "valid" not in split.values():
+        split[min(scores, key=scores.get)] = "valid"
+    return split
+
+
+def _plan(used: list[CachedFile], split: dict[str, str], dedup: bool) -> tuple[dict[str, list], int]:
+    """Which rows go where: per split a list of ``(file, row index)``, first occurrence kept."""
+    keep: dict[str, list] = {"train": [], "valid": []}
+    seen: set[str] = set()
+    removed = 0
+    for f in used:
+        for i, key in enumerate(f.keys):
+            if dedup and key in seen:
+                removed += 1
+                continue
+            seen.add(key)
+            keep[split[f.sha256]].append((f, i))
+    return keep, removed
+
+
+def _write_arrays(tmp: Path, cache: WorkCache, keep: dict[str, list], shape: tuple[int, int],
+                  file_index: dict[str, int]) -> dict[str, list]:
+    sources: dict[str, list] = {}
+    for name, rows in keep.items():
+        array = np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.uint16,
+                                          shape=(len(rows), *shape))
+        for j, (f, i) in enumerate(rows):
+            array[j] = cache.windows(f)[i]
+        array.flush()
+        del array
+        sources[name] = [[file_index[f.sha256], *f.rows[i]] for f, i in rows]
+    return sources
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename the finished temp folder into place (the old output, if any, only goes once the new is in)."""
+    old = out.with_name(out.name + f".old{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def run(cfg: PreprocessConfig) -> dict:
+    """Preprocess ``cfg.input`` into ``cfg.output``; returns the meta dict that was written."""
+    out = cfg.output
+    check_output(out, cfg.overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cache = WorkCache(out.with_name(out.name + ".work"), {**cfg.extraction_options(),
+                                                          "version": schmubert.__version__})
+    order, duplicate_files = collect(cfg, cache)
+    files = sorted((cache.files[sha] for sha in order), key=lambda f: f.sha256)
+    used = [f for f in files if f.rows]
+    split = split_files(used, cfg)
+    keep, removed = _plan(used, split, cfg.dedup)
+    tracks = get_tracks(cfg.tracks)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    file_index = {f.sha256: i for i, f in enumerate(used)}
+    sources = _write_arrays(tmp, cache, keep, (cfg.bars * STEPS_PER_BAR, len(tracks)), file_index)
+    reasons = Counter(f.reason for f in files if not f.rows)
+    if duplicate_files:
+        reasons[DUPLICATE_FILE] = duplicate_files
+    meta = {
+        "tracks": cfg.tracks, "track_names": [t.name for t in tracks],
+        "num_classes": [t.num_classes for t in tracks], "mask_ids": [t.mask_id for t in tracks],
+        "bars": cfg.bars, "steps_per_bar": STEPS_PER_BAR, "steps": cfg.bars * STEPS_PER_BAR,
+        "dtype": "uint16", "options": cfg.to_json(), "version": schmubert.__version__,
+        "files": [{"sha256": f.sha256, "name": f.name, "split": split[f.sha256]} for f in used],
+        "row_fields": ["file", "segment", "start_bar", *[t.name for t in tracks]],
+        "sources": sources,
+        "counts": {
+            "files_seen": len(order) + duplicate_files, "files_used": len(used),
+            "files_train": sum(s == "train" for s in split.values()),
+            "files_valid": sum(s == "valid" for s in split.values()),
+            "windows_found": sum(len(f.rows) for f in used), "duplicates_removed": removed,
+            "train": len(keep["train"]), "valid": len(keep["valid"]),
+            "skipped": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        },
+        "skip_details": {f.name: f.detail for f in files if not f.rows and f.detail}
+        if len(files) <= 10_000 else {},
+    }
+    atomic_write_bytes(tmp / "meta.json", json.dumps(meta, indent=1).encode())
+    _publish(tmp, out)
+    cache.remove()
+    return meta
+
+
+def summary_table(meta: dict) -> str:
+    """The end-of-run table: files seen/used, windows per split, and every skip reason with its count."""
+    c = meta["counts"]
+    lines = [f"{'files seen':<44}{c['files_seen']:>10}", f"{'files used':<44}{c['files_used']:>10}"]
+    lines += [f"  skipped: {reason:<34}{n:>10}" for reason, n in c["skipped"].items()]
+    lines += [f"{'windows found':<44}{c['windows_found']:>10}",
+              f"{'duplicate windows removed':<44}{c['duplicates_removed']:>10}",
+              f"{'train windows':<44}{c['train']:>10}  ({c['files_train']} files)",
+              f"{'valid windows':<44}{c['valid']:>10}  ({c['files_valid']} files)"]
+    return "\n".join(lines)
