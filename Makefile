@@ -21,8 +21,8 @@ install:
 # With no INPUT: the bundled demo corpus, trio and melody, into data/processed/demo-{trio,melody}.
 preprocess:
 ifeq ($(INPUT),)
-	$(PYTHON) -m preprocessing --tracks trio --input $(DEMO_DIR)/lakh-trio --output $(PROCESSED)/demo-trio --workers $(WORKERS)
-	$(PYTHON) -m preprocessing --tracks melody --input $(DEMO_DIR)/lakh-melody --output $(PROCESSED)/demo-melody --workers $(WORKERS)
+	$(PYTHON) -m preprocessing --tracks trio --input $(DEMO_DIR)/lakh-trio --output $(PROCESSED)/demo-trio --workers $(WORKERS) --valid-fraction 0.1 --overwrite
+	$(PYTHON) -m preprocessing --tracks melody --input $(DEMO_DIR)/lakh-melody --output $(PROCESSED)/demo-melody --workers $(WORKERS) --valid-fraction 0.1 --overwrite
 else
 	$(PYTHON) -m preprocessing --tracks $(TRACKS) --input $(INPUT) --output $(or $(OUTPUT),$(PROCESSED)/$(TRACKS)) --workers $(WORKERS)
 endif
