@@ -15,6 +15,7 @@ from schmubert.tokens import STEPS_PER_BAR, Track, encode_drums, encode_melodic
 
 def sounding_bars(notes: np.ndarray, bars: int) -> np.ndarray:
     """``(bars,)`` bool: bars in which a note sounds (from its onset to its last step)."""
+    notes = np.asarray(notes, dtype=np.int64).reshape(-1, 3)
     diff = np.zeros(bars + 1, dtype=np.int64)
     first = np.clip(notes[:, 0] // STEPS_PER_BAR, 0, bars)
     last = np.clip((notes[:, 1] - 1) // STEPS_PER_BAR + 1, 0, bars)
