@@ -1,0 +1,77 @@
+"""The evaluate CLI: selfsim/stats on arrays, MIDI and bad files; elbo on a tiny checkpoint."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from schmubert.backbones import build
+from schmubert.checkpoints import checkpoint_hparams, save_model
+from schmubert.diffusion import NoiseConfig
+from schmubert.evaluate import main
+
+
+@pytest.fixture(scope="module")
+def trio_npy(corpus, tmp_path_factory):
+    from schmubert.evaluation import load_pieces
+
+    grids = np.stack(list(load_pieces(corpus / "lakh-trio-64bar", "trio", 1024).subset(range(20))))
+    path = tmp_path_factory.mktemp("sets") / "trios.npy"
+    np.save(path, grids.astype(np.uint16))
+    return path
+
+
+def run_json(capsys, *argv):
+    assert main([*argv, "--json", "--no-progress"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_selfsim_of_a_set_against_itself_is_one(trio_npy, capsys):
+    out = run_json(capsys, "selfsim", "--reference", str(trio_npy), "--generated", str(trio_npy),
+                   "--num-evals", "3")
+    for feat in ("pitch", "duration"):
+        assert out[feat]["consistency"] == 1.0 and out[feat]["variance"] == 1.0
+    assert out["pieces_ref"] == 20 and out["evaluations"] == 3
+
+
+def test_selfsim_reads_midi_folders_and_skips_bad_files(corpus, trio_npy, tmp_path, capsys):
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    for name in ("sample_0.mid", "sample_1.mid", "sample_10.mid"):
+        shutil.copy(corpus / "lakh-trio-64bar" / name, folder)
+    shutil.copy(corpus / "bad-input" / "truncated.mid", folder)
+    assert main(["selfsim", "--reference", str(trio_npy), "--generated", str(folder), "--drums", "exclude",
+                 "--workers", "1", "--json", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["pieces_gen"] == 3 and out["skipped_gen"] == 1 and 0 < out["pitch"]["consistency"] <= 1
+    assert "truncated.mid" in captured.err and "1 file(s) skipped" in captured.err
+
+
+def test_stats_table(trio_npy, capsys):
+    assert main(["stats", "--reference", str(trio_npy), "--generated", str(trio_npy), "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "notes_per_bar" in table and "drum_consistency" in table and "1.000" in table
+
+
+def test_missing_input_is_a_one_line_error(tmp_path, capsys):
+    assert main(["selfsim", "--reference", str(tmp_path / "nope"), "--generated", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "nope" in err and "\n" not in err
+
+
+def test_elbo_on_a_tiny_checkpoint(trio_npy, tmp_path, capsys):
+    denoiser = build("transformer", "trio", "tiny")
+    ckpt = save_model(tmp_path / "tiny.ckpt", denoiser, checkpoint_hparams(
+        "transformer", "trio", denoiser.config, NoiseConfig(), 1024))
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(trio_npy, data / "valid.npy")
+    common = ["--checkpoint", str(ckpt), "--data", str(data), "--max-pieces", "2", "--samples-per-piece", "2",
+              "--batch-size", "4", "--device", "cpu"]
+    full = run_json(capsys, "elbo", *common)
+    assert full["pieces"] == 2 and full["elements_per_piece"] == 1024 * 3 and full["bits_per_element"] > 0.5
+    infill = run_json(capsys, "elbo", *common, "--infill", "16:48")
+    assert infill["elements_per_piece"] == 32 * 16 * 3 and infill["infill"] == [16, 48]
+    assert main(["elbo", "--checkpoint", str(tmp_path / "missing.ckpt"), "--data", str(data)]) == 2
