@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from schmubert.tokens import STEPS_PER_BAR
+from schmubert.tokens import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, Track
 
 Shape = Sequence[int]  # (B, L, K)
 BarRange = tuple[int, int]
@@ -95,3 +95,22 @@ def join_for_interpolation(first: torch.Tensor, second: torch.Tensor, keep_start
     if keep_end:
         x[..., -keep_end * STEPS_PER_BAR:, :] = second[..., -keep_end * STEPS_PER_BAR:, :]
     return x
+
+
+def preserve_note_ends(x: torch.Tensor, known: torch.Tensor, out: torch.Tensor, tracks: Sequence[Track]
+                       ) -> torch.Tensor:
+    """Keep the notes before a generated span ending where they ended (``[..., L, K]`` tensors).
+
+    The event that ends a note is the first step of the next span; when that step is generated and the sampler
+    wrote ``no event`` (hold) there, the kept note would run into the new bars. This writes a note-off instead
+    (a no-op when nothing sounds), so every note outside the span stays as it was.
+    """
+    out = out.clone()
+    for k, track in enumerate(tracks):
+        if track.is_drum:
+            continue
+        enters = ~known[..., 1:, k] & known[..., :-1, k]  # step s generated, step s - 1 kept
+        ended = x[..., 1:, k] != NO_EVENT  # the input had an event there: the kept note ended
+        fix = enters & ended & (out[..., 1:, k] == NO_EVENT)
+        out[..., 1:, k] = torch.where(fix, torch.full_like(out[..., 1:, k], NOTE_OFF), out[..., 1:, k])
+    return out

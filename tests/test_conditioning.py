@@ -57,3 +57,19 @@ def test_interpolation_keeps_both_ends_and_joins_pieces():
     a, b = torch.zeros(64 * 16, 3, dtype=torch.long), torch.ones(64 * 16, 3, dtype=torch.long)
     x = c.join_for_interpolation(a, b, 8, 4)
     assert (x[:-64] == 0).all() and (x[-64:] == 1).all()
+
+
+def test_preserve_note_ends_keeps_the_note_before_a_span():
+    from schmubert.tokens import TRACK_SETS
+
+    x = torch.zeros(1, 32, 3, dtype=torch.long)
+    x[0, 10, 0], x[0, 16, 0] = 50, 1  # a note ending where the span starts
+    x[0, 10, 1] = 40  # bass note held into the span: no event at 16
+    known = c.infill((1, 32, 3), [(1, 2)])
+    out = x.clone()
+    out[0, 16:, :2] = 0  # the sampler held on
+    fixed = c.preserve_note_ends(x, known, out, TRACK_SETS["trio"])
+    assert fixed[0, 16, 0] == 1  # note-off restored
+    assert fixed[0, 16, 1] == 0  # a held note may go on
+    out[0, 16, 0] = 60
+    assert c.preserve_note_ends(x, known, out, TRACK_SETS["trio"])[0, 16, 0] == 60  # a new onset ends it too

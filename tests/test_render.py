@@ -1,6 +1,7 @@
 import numpy as np
 import pretty_midi
 import pytest
+from matplotlib.colors import to_rgba
 
 from schmubert.render import _spans, atomic_path, fluidsynth_available, pianoroll, save_pianoroll, write_wav
 from schmubert.tokens import TRACK_SETS, tokens_to_midi
@@ -26,10 +27,11 @@ def test_pianoroll_draws_tracks_in_their_colours_and_shades():
     shaded[16:32] = True
     fig = pianoroll(grid(), TRIO, shaded)
     pitch_ax, drum_ax = fig.axes
-    bars = [c for c in pitch_ax.collections if len(c.get_paths())]
-    colours = {tuple(np.round(c.get_facecolor()[0], 3)) for c in bars}
-    assert len(bars) == 3  # two melody notes, one bass note
-    assert len(colours) == 2
+    melody, bass = pitch_ax.collections
+    assert len(melody.get_paths()) == 2 and len(bass.get_paths()) == 1
+    assert np.allclose(melody.get_facecolor()[0], to_rgba("tab:red"))
+    assert np.allclose(bass.get_facecolor()[0], to_rgba("tab:blue"))
+    assert np.allclose(melody.get_paths()[0].vertices[:4], [[0, 68.6], [8, 68.6], [8, 69.4], [0, 69.4]])
     hits = drum_ax.collections[0].get_offsets()
     assert len(hits) == 3 and sorted(hits[:, 1].tolist()) == [0, 0, 1]
     assert [p for p in pitch_ax.patches if p.get_label() == "regenerated"]

@@ -1,0 +1,307 @@
+"""``python -m schmubert.sample``: generate, infill, accompany, continue or interpolate music.
+
+Every scenario is one call of :func:`schmubert.sampling.sample` with a different known-mask; pieces longer
+than the model's window slide the window with overlapping context. Each sample is written as MIDI, a
+piano-roll PNG, a WAV (when FluidSynth is available) and a JSON record of options, seed and checkpoint hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from schmubert import conditioning
+from schmubert.checkpoints import LoadedModel, find_latest_checkpoint, load_model
+from schmubert.config import add_arguments, arg, from_args, to_dict
+from schmubert.guidance import NoteDensityGuidance, density_error
+from schmubert.render import save_pianoroll, write_atomic, write_wav
+from schmubert.sampling import sample_long
+from schmubert.tokens import STEPS_PER_BAR, load_midi, midi_length_steps, midi_to_tokens, tokens_to_midi
+
+EXAMPLES = """examples:
+  python -m schmubert.sample --num-samples 4 --out samples/uncond   # unconditional, newest checkpoint
+  python -m schmubert.sample --input song.mid --infill 32:48 --out samples/infill
+  python -m schmubert.sample --input song.mid --start-bar 16 --infill 8:12,20:24
+  python -m schmubert.sample --input song.mid --generate-tracks bass,drums   # accompany the melody
+  python -m schmubert.sample --input song.mid --continue-bars 16             # keep 16 bars, write the rest
+  python -m schmubert.sample --input a.mid --interpolate b.mid --keep-bars 16
+  python -m schmubert.sample --bars 256 --hop 32                             # longer than the window
+  python -m schmubert.sample --note-density 8 --steps 256 --order confidence
+"""
+
+
+@dataclass
+class SampleConfig:
+    """Options of ``python -m schmubert.sample``."""
+
+    checkpoint: Path | None = arg(None, "model checkpoint (.ckpt); default: the newest one under --runs")
+    runs: Path = arg(Path("runs"), "training output folder searched for the newest checkpoint")
+    input: Path | None = arg(None, "a MIDI file to condition on (tracks assigned by instrument role); "
+                                   "default: a random piece of the checkpoint's validation set")
+    start_bar: int = arg(0, "first bar of --input used (for songs longer than the model's window)")
+    infill: list[str] = arg([], "bar ranges START:END (end exclusive, from --start-bar) to regenerate")
+    generate_tracks: list[str] = arg([], "tracks to regenerate entirely (accompaniment), e.g. bass,drums; "
+                                         "with --infill only inside the ranges")
+    continue_bars: int | None = arg(None, "outpainting: keep the first N bars of the piece, write the rest")
+    interpolate: Path | None = arg(None, "a second MIDI file: keep the start of the piece and the end of "
+                                         "this one, generate the span between")
+    keep_bars: int | None = arg(None, "with --interpolate: bars kept from each piece (default: a quarter of "
+                                      "the output)")
+    bars: int | None = arg(None, "bars to write (default: the model's window, or the input's length when "
+                                 "shorter); more than the window slides it")
+    hop: int | None = arg(None, "bars the window moves in long generation (default: half the window)")
+    steps: int | None = arg(None, "reverse steps S (default: the T the model was trained with)")
+    temperature: float = arg(1.0, "softmax temperature of the predicted categorical")
+    top_p: float = arg(1.0, "nucleus sampling: keep the most probable classes up to this mass (1 = off)")
+    order: Literal["random", "confidence"] = arg("random", "unmasking order: random (1/t) or confidence")
+    reuse: bool = arg(True, "reuse the denoiser output when nothing changed since the last call (exact)")
+    num_samples: int = arg(1, "number of samples to write")
+    batch_size: int = arg(16, "samples generated together")
+    seed: int = arg(0, "random seed (same seed, same options: same output)")
+    device: str = arg("auto", "torch device: auto, cpu, cuda, cuda:1, ...")
+    note_density: float | None = arg(None, "guidance: target onsets per bar (thesis Algorithm 6)")
+    guidance_scale: float = arg(2.0, "guidance scale s (about 0.03 with --guidance-update additive)")
+    guidance_update: Literal["multiplicative", "additive"] = arg(
+        "multiplicative", "guidance step: in log space (keeps pitch odds) or the thesis' probs - s*grad")
+    density_tracks: list[str] = arg(["melody"], "tracks whose onsets count toward --note-density")
+    out: Path = arg(Path("samples"), "output folder")
+    name: str = arg("sample", "file name prefix: NAME_000.mid, .png, .wav, .json")
+    wav: bool = arg(True, "also render WAV audio when FluidSynth is available")
+    overwrite: bool = arg(False, "replace existing output files")
+    progress: bool = arg(True, "show progress bars")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m schmubert.sample", description=__doc__.splitlines()[0],
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p, SampleConfig)
+    return p
+
+
+# --- pieces -------------------------------------------------------------------------------------------------
+
+
+def read_piece(path: Path, model: LoadedModel) -> np.ndarray:
+    """A MIDI file -> tokens ``(steps, K)`` for the model's tracks; ValueError naming the file if unusable."""
+    pm = load_midi(path)
+    steps = midi_length_steps(pm)
+    if steps == 0:
+        raise ValueError(f"{path}: no notes")
+    return midi_to_tokens(pm, [t.name for t in model.tracks], steps=steps)
+
+
+def validation_piece(model: LoadedModel, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """A random piece of the validation set the checkpoint was trained on."""
+    data = (model.hparams.get("data") or {}).get("path")
+    valid = Path(data) / "valid.npy" if data else None
+    if valid is None or not valid.is_file():
+        raise ValueError(f"no --input given and the checkpoint's validation set ({valid}) is not available; "
+                         "pass --input song.mid")
+    pieces = np.load(valid, mmap_mode="r")
+    index = int(rng.integers(len(pieces)))
+    return np.asarray(pieces[index], dtype=np.int64), f"{valid}[{index}]"
+
+
+def crop(tokens: np.ndarray, start_bar: int, bars: int, source: str) -> np.ndarray:
+    """Bars ``start_bar .. start_bar + bars`` of a piece, padded with silence past its end."""
+    have = len(tokens) // STEPS_PER_BAR
+    if not 0 <= start_bar < have:
+        raise ValueError(f"{source}: --start-bar {start_bar} is outside the piece (bars 0:{have})")
+    part = tokens[start_bar * STEPS_PER_BAR:(start_bar + bars) * STEPS_PER_BAR]
+    pad = bars * STEPS_PER_BAR - len(part)
+    return np.concatenate([part, np.zeros((pad, tokens.shape[1]), dtype=part.dtype)]) if pad else part
+
+
+# --- scenario -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    x: np.ndarray  # (N, K) tokens of the output span (values where ~known are ignored)
+    known: np.ndarray  # (N, K) bool
+    kind: str
+    sources: list[str]
+
+
+def track_ids(names: list[str], model: LoadedModel, option: str) -> list[int]:
+    have = [t.name for t in model.tracks]
+    bad = [n for n in names if n not in have]
+    if bad:
+        raise ValueError(f"{option}: the checkpoint has no track {', '.join(bad)} (it has {', '.join(have)})")
+    return [have.index(n) for n in names]
+
+
+def scenario_kind(cfg: SampleConfig) -> str:
+    chosen = [k for k, on in (("infill", cfg.infill), ("accompaniment", cfg.generate_tracks),
+                              ("continuation", cfg.continue_bars is not None),
+                              ("interpolation", cfg.interpolate is not None)) if on]
+    if {"infill", "accompaniment"} == set(chosen):
+        return "infill"
+    if len(chosen) > 1:
+        raise ValueError("choose one of --infill/--generate-tracks, --continue-bars, --interpolate "
+                         f"(got {chosen})")
+    return chosen[0] if chosen else "unconditional"
+
+
+def build_scenario(cfg: SampleConfig, model: LoadedModel, rng: np.random.Generator) -> Scenario:
+    kind = scenario_kind(cfg)
+    window_bars = model.steps // STEPS_PER_BAR
+    K = len(model.tracks)
+    if kind == "unconditional":
+        bars = cfg.bars or window_bars
+        zeros = np.zeros((bars * STEPS_PER_BAR, K), dtype=np.int64)
+        return Scenario(zeros, np.zeros_like(zeros, dtype=bool), kind, [])
+    if cfg.input is not None:
+        piece, source = read_piece(cfg.input, model), str(cfg.input)
+    else:
+        piece, source = validation_piece(model, rng)
+    piece_bars = len(piece) // STEPS_PER_BAR - cfg.start_bar
+    fits = kind in ("infill", "accompaniment")
+    bars = cfg.bars or (min(piece_bars, window_bars) if fits else window_bars)
+    x = crop(piece, cfg.start_bar, bars, source)
+    shape = (1, len(x), K)
+    sources = [source]
+    if kind in ("infill", "accompaniment"):
+        tracks = track_ids(cfg.generate_tracks, model, "--generate-tracks") if cfg.generate_tracks else None
+        if kind == "accompaniment":
+            known = conditioning.regenerate_tracks(shape, tracks)
+        else:
+            ranges = [conditioning.parse_bar_range(r) for r in cfg.infill]
+            for r in ranges:
+                conditioning.check_range(r, min(bars, max(piece_bars, 0)))
+            known = conditioning.infill(shape, ranges, tracks)
+    elif kind == "continuation":
+        if not 0 < cfg.continue_bars <= piece_bars or cfg.continue_bars >= bars:
+            raise ValueError(f"--continue-bars {cfg.continue_bars}: must be at least 1, at most the piece's "
+                             f"{piece_bars} bars and less than the {bars} bars written")
+        known = conditioning.continuation(shape, cfg.continue_bars)
+    else:
+        other = read_piece(cfg.interpolate, model)
+        keep = cfg.keep_bars if cfg.keep_bars is not None else max(1, bars // 4)
+        if len(other) < keep * STEPS_PER_BAR or piece_bars < keep:
+            raise ValueError(f"--keep-bars {keep}: longer than one of the pieces")
+        end = other[len(other) - keep * STEPS_PER_BAR:]
+        x = x.copy()
+        x[len(x) - len(end):] = end
+        known = conditioning.interpolation(shape, keep, keep)
+        sources.append(str(cfg.interpolate))
+    return Scenario(x, known[0].numpy(), kind, sources)
+
+
+# --- running ------------------------------------------------------------------------------------------------
+
+
+def output_paths(cfg: SampleConfig, index: int) -> dict[str, Path]:
+    stem = cfg.out / f"{cfg.name}_{index:03d}"
+    return {ext: stem.with_suffix("." + ext) for ext in ("mid", "png", "wav", "json")}
+
+
+def check_outputs(cfg: SampleConfig) -> None:
+    if cfg.overwrite:
+        return
+    for i in range(cfg.num_samples):
+        for path in output_paths(cfg, i).values():
+            if path.exists():
+                raise ValueError(f"{path}: exists; pass --overwrite to replace it, or another --out/--name")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_guidance(cfg: SampleConfig, model: LoadedModel) -> NoteDensityGuidance | None:
+    if cfg.note_density is None:
+        return None
+    ids = track_ids(cfg.density_tracks, model, "--density-tracks")
+    return NoteDensityGuidance(model.tracks, cfg.note_density, cfg.guidance_scale, ids, cfg.guidance_update)
+
+
+def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, generator) -> np.ndarray:
+    """All samples ``(num_samples, N, K)``; a short piece is padded to the window with known silence."""
+    window = model.steps
+    N, K = scen.x.shape
+    pad = max(0, window - N)  # a short output still runs the model on its full window
+    x = np.concatenate([scen.x, np.zeros((pad, K), dtype=np.int64)])
+    known = np.concatenate([scen.known, np.ones((pad, K), dtype=bool)])
+    hop = (cfg.hop or window // STEPS_PER_BAR // 2) * STEPS_PER_BAR
+    steps = cfg.steps or model.diffusion.T
+    out = []
+    for start in tqdm(range(0, cfg.num_samples, cfg.batch_size), desc="batches", disable=not cfg.progress):
+        B = min(cfg.batch_size, cfg.num_samples - start)
+        xb = torch.as_tensor(x).expand(B, -1, -1).clone()
+        kb = torch.as_tensor(known).expand(B, -1, -1).clone()
+        result = sample_long(model.denoiser, model.diffusion, xb, kb, steps, generator, window=window,
+                             hop=hop, progress=cfg.progress, temperature=cfg.temperature, top_p=cfg.top_p,
+                             order=cfg.order, reuse=cfg.reuse, guidance=guidance)
+        result = conditioning.preserve_note_ends(xb, kb, result.cpu(), model.tracks)
+        out.append(result[:, :N].numpy())
+    return np.concatenate(out)
+
+
+def write_sample(cfg: SampleConfig, model: LoadedModel, scen: Scenario, tokens: np.ndarray, index: int,
+                 record: dict) -> None:
+    paths = output_paths(cfg, index)
+    names = [t.name for t in model.tracks]
+    pm = tokens_to_midi(tokens, names)
+    write_atomic(paths["mid"], lambda tmp: pm.write(str(tmp)), cfg.overwrite)
+    save_pianoroll(tokens, model.tracks, paths["png"], ~scen.known, f"{cfg.name}_{index:03d}: {scen.kind}",
+                   cfg.overwrite)
+    wav = write_wav(pm, paths["wav"], cfg.overwrite, quiet=index > 0) if cfg.wav else None
+    files = {k: str(p) for k, p in paths.items() if k != "wav" or wav is not None}
+    record = {**record, "index": index, "files": files}
+    if cfg.note_density is not None:
+        ids = track_ids(cfg.density_tracks, model, "--density-tracks")
+        record["note_density"] = density_error(tokens, model.tracks, cfg.note_density, ids)
+    text = json.dumps(record, indent=2, default=str)
+    write_atomic(paths["json"], lambda tmp: tmp.write_text(text), cfg.overwrite)
+
+
+def run(cfg: SampleConfig) -> list[Path]:
+    """Sample by ``cfg``; returns the MIDI files written; bad input raises a one-line ValueError."""
+    if cfg.num_samples < 1 or cfg.batch_size < 1:
+        raise ValueError("--num-samples and --batch-size must be at least 1")
+    check_outputs(cfg)
+    path = cfg.checkpoint if cfg.checkpoint is not None else find_latest_checkpoint(cfg.runs)
+    model = load_model(path, resolve_device(cfg.device))
+    guidance = make_guidance(cfg, model)
+    scen = build_scenario(cfg, model, np.random.default_rng(cfg.seed))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    began = time.perf_counter()
+    samples = generate(cfg, model, scen, guidance, generator)
+    seconds = time.perf_counter() - began
+    record = {"options": to_dict(cfg), "scenario": scen.kind, "sources": scen.sources, "seed": cfg.seed,
+              "checkpoint": str(model.path), "checkpoint_sha256": model.sha256, "device": str(model.device),
+              "steps": cfg.steps or model.diffusion.T, "bars": len(scen.x) // STEPS_PER_BAR,
+              "regenerated_elements": int((~scen.known).sum()), "seconds": round(seconds, 3)}
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    for i, tokens in enumerate(samples):
+        write_sample(cfg, model, scen, tokens, i, record)
+    print(f"wrote {len(samples)} sample(s) ({scen.kind}, {record['bars']} bars) to {cfg.out} "
+          f"in {seconds:.1f} s of sampling")
+    return [output_paths(cfg, i)["mid"] for i in range(len(samples))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = parser().parse_args(argv)
+    cfg = from_args(SampleConfig, ns)
+    try:
+        run(cfg)
+    except (ValueError, OSError) as err:  # CheckpointError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from schmubert.backbones import build
+from schmubert.checkpoints import checkpoint_hparams, save_model
+from schmubert.diffusion import NoiseConfig
+from schmubert.sample import main
+from schmubert.tokens import STEPS_PER_BAR, canonicalize, midi_to_tokens, tokens_to_midi, tokens_to_notes
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "corpus"
+BAR = STEPS_PER_BAR
+FAST = ["--steps", "6", "--no-progress", "--no-wav"]
+
+
+@pytest.fixture(scope="module")
+def song(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """A real 64-bar trio written back canonically, and its tokens."""
+    x = canonicalize(midi_to_tokens(sorted((CORPUS / "lakh-trio-64bar").glob("*.mid"))[0], "trio", 1024))
+    path = tmp_path_factory.mktemp("songs") / "song.mid"
+    tokens_to_midi(x, "trio").write(str(path))
+    return path, x
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, song) -> Path:
+    """A tiny untrained trio transformer (64-bar window, T = 32) whose 'validation set' holds two pieces."""
+    root = tmp_path_factory.mktemp("model")
+    np.save(root / "valid.npy", np.stack([song[1], song[1][::-1]]).astype(np.uint16))
+    torch.manual_seed(0)
+    denoiser = build("transformer", "trio", "tiny")
+    hp = checkpoint_hparams("transformer", "trio", denoiser.config, NoiseConfig(timesteps=32), 1024,
+                            data={"path": str(root)})
+    return save_model(root / "runs" / "tiny" / "checkpoints" / "last.ckpt", denoiser, hp)
+
+
+def run(ckpt, out, *args):
+    return main(["--checkpoint", str(ckpt), "--out", str(out), *FAST, *args])
+
+
+def tokens(path, bars=64):
+    return midi_to_tokens(path, "trio", bars * BAR)
+
+
+def test_infill_leaves_everything_outside_the_bars_identical(ckpt, song, tmp_path):
+    path, x = song
+    assert run(ckpt, tmp_path, "--input", str(path), "--infill", "32:48") == 0
+    y = tokens(tmp_path / "sample_000.mid")
+    outside = np.ones(len(x), bool)
+    outside[32 * BAR:48 * BAR] = False
+    assert np.array_equal(y[outside], x[outside])
+    assert not np.array_equal(y[~outside], x[~outside])
+    for before, after in zip(tokens_to_notes(x, "trio"), tokens_to_notes(y, "trio"), strict=True):
+        keep = lambda n: n[(n[:, 1] <= 32 * BAR) | (n[:, 0] >= 48 * BAR)]
+        assert {tuple(n) for n in keep(before)} <= {tuple(n) for n in after}
+    record = json.loads((tmp_path / "sample_000.json").read_text())
+    assert record["scenario"] == "infill" and record["regenerated_elements"] == 16 * BAR * 3
+    assert len(record["checkpoint_sha256"]) == 64 and record["seed"] == 0
+    assert (tmp_path / "sample_000.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_accompaniment_keeps_the_given_track(ckpt, song, tmp_path):
+    path, x = song
+    assert run(ckpt, tmp_path, "--input", str(path), "--generate-tracks", "bass,drums", "--num-samples", "2",
+               "--batch-size", "2") == 0
+    for i in range(2):
+        y = tokens(tmp_path / f"sample_{i:03d}.mid")
+        assert np.array_equal(y[:, 0], x[:, 0])
+        assert not np.array_equal(y[:, 1:], x[:, 1:])
+
+
+def test_long_continuation_keeps_the_start(ckpt, song, tmp_path):
+    path, x = song
+    args = ["--input", str(path), "--continue-bars", "16", "--bars", "96", "--hop", "32"]
+    assert run(ckpt, tmp_path, *args) == 0
+    y = tokens(tmp_path / "sample_000.mid", 96)
+    assert np.array_equal(y[:16 * BAR], x[:16 * BAR])
+    assert json.loads((tmp_path / "sample_000.json").read_text())["bars"] == 96
+
+
+def test_same_seed_same_output(ckpt, tmp_path):
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        assert run(ckpt, tmp_path, "--name", name, "--seed", str(seed), "--order", "confidence") == 0
+    a, b, c = (tokens(tmp_path / f"{n}_000.mid") for n in "abc")
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_validation_piece_when_no_input_and_interpolation(ckpt, song, tmp_path):
+    path, x = song
+    assert run(ckpt, tmp_path, "--interpolate", str(path), "--keep-bars", "8") == 0
+    y = tokens(tmp_path / "sample_000.mid")
+    assert np.array_equal(y[-8 * BAR:], x[-8 * BAR:])  # the end of the second piece
+    record = json.loads((tmp_path / "sample_000.json").read_text())
+    assert "valid.npy" in record["sources"][0] and record["scenario"] == "interpolation"
+
+
+def test_newest_checkpoint_and_guidance_record(ckpt, tmp_path):
+    runs = ckpt.parents[2]
+    out = tmp_path / "g"
+    args = ["--runs", str(runs), "--out", str(out), *FAST, "--bars", "8", "--note-density", "4"]
+    assert main(args) == 0
+    record = json.loads((out / "sample_000.json").read_text())
+    assert record["checkpoint"] == str(ckpt) and record["scenario"] == "unconditional"
+    assert record["note_density"]["mse"] < 4
+
+
+def test_refuses_to_overwrite(ckpt, tmp_path, capsys):
+    assert run(ckpt, tmp_path, "--bars", "4") == 0
+    assert run(ckpt, tmp_path, "--bars", "4") == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert run(ckpt, tmp_path, "--bars", "4", "--overwrite") == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input", str(CORPUS / "bad-input" / "zero-bytes.mid"), "--infill", "0:1"], "zero-bytes.mid"),
+    (["--input", str(CORPUS / "bad-input" / "text-not-midi.mid"), "--infill", "0:1"], "unreadable MIDI"),
+    (["--infill", "60:70"], "outside the piece"),
+    (["--infill", "32-48"], "bad bar range"),
+    (["--generate-tracks", "piano"], "no track piano"),
+    (["--continue-bars", "80"], "--continue-bars 80"),
+    (["--infill", "1:2", "--continue-bars", "4"], "choose one"),
+])
+def test_bad_input_exits_with_its_message(ckpt, song, tmp_path, capsys, args, message):
+    if "--input" not in args:
+        args = ["--input", str(song[0]), *args]
+    assert run(ckpt, tmp_path, *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_bad_checkpoints(tmp_path, capsys):
+    wrong = tmp_path / "wrong.ckpt"
+    torch.save({"state_dict": {}}, wrong)
+    assert run(wrong, tmp_path) == 2
+    assert "not a SCHmUBERT" in capsys.readouterr().err
+    assert main(["--runs", str(tmp_path / "nothing"), "--out", str(tmp_path), *FAST]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_subprocess_help_and_error():
+    cli = [sys.executable, "-m", "schmubert.sample"]
+    help_run = subprocess.run([*cli, "--help"], capture_output=True, text=True)
+    assert help_run.returncode == 0 and "examples:" in help_run.stdout and "--infill" in help_run.stdout
+    bad = subprocess.run([*cli, "--checkpoint", "missing.ckpt"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: missing.ckpt: checkpoint not found"
