@@ -8,6 +8,7 @@ member) and only then renamed to ``FILE``. A corrupt download is kept as ``FILE.
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import os
 import sys
@@ -85,7 +86,11 @@ def verify(path: Path, md5: str | None = None) -> int:
         raise DownloadError(f"{path}: MD5 mismatch (expected {md5})")
     count = 0
     try:
-        with tarfile.open(path, mode="r|*") as tar:
+        with open(path, "rb") as raw:
+            is_gzip = raw.read(2) == b"\x1f\x8b"
+        # gzip.open checks the CRC and length trailer, which tarfile's own stream reader skips
+        stream = gzip.open(path, "rb") if is_gzip else open(path, "rb")  # noqa: SIM115 - closed below
+        with stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 if member.isfile():
                     handle = tar.extractfile(member)
