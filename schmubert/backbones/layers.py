@@ -32,6 +32,9 @@ def init_weights(module: nn.Module, std: float = INIT_STD) -> None:
             nn.init.zeros_(m.bias)
         elif isinstance(m, LearnedPositions):
             nn.init.normal_(m.weight, mean=0.0, std=std)
+        for name, p in m.named_parameters(recurse=False):
+            if name == "bias" and not isinstance(m, (nn.Linear, nn.LayerNorm)):
+                nn.init.zeros_(p)
 
 
 def check_length(length: int, seq_len: int, multiple: int, name: str) -> None:

@@ -1,0 +1,195 @@
+"""Training-step benchmark of every backbone and preset: params, s/step, elements/s, peak memory, FLOPs, MFU.
+
+One step = ``AbsorbingDiffusion.q_sample`` + forward + ``diffusion.loss(...).loss.backward()`` + Adam step,
+timed after warm-up. On CPU the peak memory is the process' peak resident set (reset per run where Linux
+allows); on GPU it is ``torch.cuda.max_memory_allocated`` and the step runs under bf16 autocast. Model FLOPs
+per step are counted once with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions and
+attention, forward + backward); MFU = achieved FLOP/s / ``--peak-flops``.
+
+    python experiments/bench_train.py --archs conv --presets paper --tracks trio --batch-size 4
+    python experiments/bench_train.py --device cuda --compile          # on a GPU machine
+
+Reference (spec section 8, original code, 2 CPU cores): conv trio paper, batch 4: 4.0 s/step; 4 layers of
+width 256 (our ``small``): 0.54 s/step at batch 8, 0.016 s per forward at batch 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from schmubert.backbones import build
+from schmubert.config import add_arguments, arg, from_args
+from schmubert.diffusion import AbsorbingDiffusion
+from schmubert.tokens import mask_ids
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass
+class BenchConfig:
+    """Options of the training-step benchmark."""
+
+    archs: list[str] = arg(["transformer", "conv", "hierarchical", "utransformer"], "backbones to time")
+    presets: list[str] = arg(["tiny", "small", "paper"], "presets to time")
+    tracks: list[str] = arg(["melody", "trio"], "track sets to time")
+    batch_size: int = arg(0, "batch size; 0 = 8 for tiny/small and 4 for paper on CPU, 32 everywhere on GPU")
+    seq_len: int = arg(1024, "steps per piece L")
+    steps: int = arg(3, "timed training steps per configuration")
+    warmup: int = arg(1, "untimed training steps before timing")
+    device: Device = arg("auto", "'cpu', 'cuda', or 'auto' (CPU, and the GPU too when there is one)")
+    threads: int = arg(0, "CPU threads for torch; 0 = the cores this process may use")
+    compile: bool = arg(False, "torch.compile the backbone (GPU)")
+    peak_flops: float = arg(989e12, "the GPU's dense bf16 peak FLOP/s for MFU (H100/H200 SXM: 989e12)")
+    forward_b1: bool = arg(True, "also time one eval forward pass at batch 1 (the cost of a sampling step)")
+
+
+def default_batch(preset: str, device: str) -> int:
+    return 32 if device == "cuda" else (4 if preset == "paper" else 8)
+
+
+def reset_cpu_peak() -> None:
+    """Reset the process' peak RSS (VmHWM) where the kernel allows it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def cpu_peak_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class Step:
+    """One training step of ``model`` on random pieces ``x0 [B, L, K]``."""
+
+    def __init__(self, model: torch.nn.Module, tracks: str, batch: int, seq_len: int, device: str,
+                 compile_: bool):
+        self.model = model.to(device).train()
+        self.net = torch.compile(self.model) if compile_ else self.model
+        self.diffusion = AbsorbingDiffusion(mask_ids(tracks))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=5e-4)
+        self.x0 = torch.stack([torch.randint(0, t.num_classes, (batch, seq_len), device=device)
+                               for t in self.model.tracks], dim=-1)
+        self.device = device
+
+    def __call__(self) -> None:
+        t = self.diffusion.sample_t(self.x0.shape[0], self.device)
+        x_t, mask = self.diffusion.q_sample(self.x0, t)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
+            logits = self.net(x_t)
+        self.diffusion.loss(logits, self.x0, mask, t).loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def forward_b1(self) -> None:
+        self.model.eval()
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
+            self.net(self.x0[:1])
+        self.model.train()
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, repeats: int, device: str) -> float:
+    """Mean seconds per call of ``fn`` (0 for no repeats)."""
+    if repeats < 1:
+        return 0.0
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def count_flops(step: Step) -> int:
+    """Model FLOPs of one training step (forward + backward), counted on the uncompiled model."""
+    net, step.net = step.net, step.model
+    with FlopCounterMode(display=False) as counter:
+        step()
+    step.net = net
+    return counter.get_total_flops()
+
+
+def bench_one(cfg: BenchConfig, arch: str, preset: str, tracks: str, device: str) -> dict:
+    torch.manual_seed(0)
+    batch = cfg.batch_size or default_batch(preset, device)
+    model = build(arch, tracks, preset, seq_len=cfg.seq_len)
+    params = model.num_parameters()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        reset_cpu_peak()
+    step = Step(model, tracks, batch, cfg.seq_len, device, cfg.compile)
+    flops = count_flops(step)  # doubles as the first warm-up step
+    timed(step, max(cfg.warmup - 1, 0), device)
+    seconds = timed(step, cfg.steps, device)
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else cpu_peak_bytes()
+    fwd = timed(step.forward_b1, 3, device) if cfg.forward_b1 else float("nan")
+    elements = batch * cfg.seq_len * len(model.tracks)
+    mfu = flops / seconds / cfg.peak_flops if device == "cuda" else None
+    row = dict(arch=arch, preset=preset, tracks=tracks, device=device, params=params, batch=batch,
+               s_step=seconds, elem_s=elements / seconds, peak_gib=peak / 2**30, tflop_step=flops / 1e12,
+               tflops=flops / seconds / 1e12, mfu=mfu, fwd_b1=fwd)
+    del step, model
+    return row
+
+
+HEADER = (f"{'arch':<13}{'preset':<7}{'tracks':<7}{'device':<7}{'params':>12}{'batch':>6}{'s/step':>9}"
+          f"{'elem/s':>10}{'peak GiB':>9}{'TFLOP/step':>11}{'TFLOP/s':>9}{'MFU':>7}{'fwd B=1 s':>10}")
+
+
+def format_row(r: dict) -> str:
+    mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
+    return (f"{r['arch']:<13}{r['preset']:<7}{r['tracks']:<7}{r['device']:<7}{r['params']:>12,}"
+            f"{r['batch']:>6}"
+            f"{r['s_step']:>9.3f}{r['elem_s']:>10.0f}{r['peak_gib']:>9.2f}{r['tflop_step']:>11.3f}"
+            f"{r['tflops']:>9.2f}{mfu:>7}{r['fwd_b1']:>10.4f}")
+
+
+def devices(choice: Device) -> list[str]:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench_train: --device cuda but no CUDA device is available")
+    if choice == "auto":
+        return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    return [choice]
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser, BenchConfig)
+    cfg = from_args(BenchConfig, parser.parse_args(argv))
+    torch.set_num_threads(cfg.threads or len(os.sched_getaffinity(0)))
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+          + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
+    print(HEADER, flush=True)
+    rows = []
+    for device in devices(cfg.device):
+        for arch in cfg.archs:
+            for preset in cfg.presets:
+                for tracks in cfg.tracks:
+                    rows.append(bench_one(cfg, arch, preset, tracks, device))
+                    print(format_row(rows[-1]), flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
