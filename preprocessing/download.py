@@ -97,6 +97,8 @@ def verify(path: Path, md5: str | None = None) -> int:
                     while handle is not None and handle.read(CHUNK):
                         pass
                     count += 1
+            while stream.read(CHUNK):  # to the end, so that the gzip trailer is checked
+                pass
     except (tarfile.TarError, OSError, EOFError) as err:
         raise DownloadError(f"{path}: corrupt archive after {count} files "
                             f"({type(err).__name__}: {err})") from err
