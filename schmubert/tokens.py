@@ -62,6 +62,8 @@ _DRUM_PITCHES_BY_CLASS = (
 DRUM_PITCH_TO_CLASS: dict[int, int] = {
     pitch: cls for cls, pitches in enumerate(_DRUM_PITCHES_BY_CLASS) for pitch in pitches
 }
+_PITCH_CLASS_LUT = np.full(128, -1, dtype=np.int64)
+_PITCH_CLASS_LUT[list(DRUM_PITCH_TO_CLASS)] = list(DRUM_PITCH_TO_CLASS.values())
 #: The pitch written for each drum class when decoding.
 DRUM_CLASS_PITCHES = (36, 38, 42, 46, 45, 48, 50, 49, 51)
 
@@ -225,10 +227,11 @@ def encode_drums(hits: np.ndarray, steps: int) -> np.ndarray:
     Pitches outside the drum map and hits outside the grid are dropped.
     """
     row = np.zeros(steps, dtype=np.int64)
-    for step, pitch in np.asarray(hits, dtype=np.int64).reshape(-1, 2):
-        cls = DRUM_PITCH_TO_CLASS.get(int(pitch))
-        if cls is not None and 0 <= step < steps:
-            row[step] |= 1 << cls
+    hits = np.asarray(hits, dtype=np.int64).reshape(-1, 2)
+    step, pitch = hits[:, 0], hits[:, 1]
+    cls = np.where((pitch >= 0) & (pitch < 128), _PITCH_CLASS_LUT[np.clip(pitch, 0, 127)], -1)
+    keep = (cls >= 0) & (step >= 0) & (step < steps)
+    np.bitwise_or.at(row, step[keep], np.left_shift(1, cls[keep]))
     return row
 
 
@@ -236,11 +239,9 @@ def decode_drums(row: np.ndarray) -> np.ndarray:
     """Drum token row -> hits ``(N, 2)`` (step, representative pitch). Masks decode as silence."""
     row = np.asarray(row).reshape(-1)
     valid = (row > 0) & (row < DRUM_CLASSES)
-    steps = np.flatnonzero(valid)
-    hits = [
-        (s, DRUM_CLASS_PITCHES[c]) for s in steps for c in range(NUM_DRUM_CLASSES) if int(row[s]) >> c & 1
-    ]
-    return np.asarray(hits, dtype=np.int64).reshape(-1, 2)
+    bits = (np.where(valid, row, 0).astype(np.int64)[:, None] >> np.arange(NUM_DRUM_CLASSES)) & 1
+    steps, cls = np.nonzero(bits)  # step-major, classes in order
+    return np.stack([steps, np.asarray(DRUM_CLASS_PITCHES)[cls]], axis=1).astype(np.int64).reshape(-1, 2)
 
 
 def canonicalize(tokens: np.ndarray, tracks: str | Sequence[Track] = "trio") -> np.ndarray:
@@ -421,11 +422,11 @@ def tokens_to_midi(tokens: np.ndarray, tracks: str | Sequence[str] | None = None
         program = (programs or {}).get(track.name, track.program)
         inst = pretty_midi.Instrument(program=program, is_drum=track.is_drum, name=track.name)
         if track.is_drum:
-            for step, pitch in decode_drums(tokens[:, k]):
+            for step, pitch in decode_drums(tokens[:, k]).tolist():
                 inst.notes.append(pretty_midi.Note(DECODE_VELOCITY, int(pitch), step * seconds_per_step,
                                                    (step + 1) * seconds_per_step))
         else:
-            for start, end, pitch in decode_melodic(tokens[:, k]):
+            for start, end, pitch in decode_melodic(tokens[:, k]).tolist():
                 inst.notes.append(pretty_midi.Note(DECODE_VELOCITY, int(pitch), start * seconds_per_step,
                                                    end * seconds_per_step))
         pm.instruments.append(inst)
