@@ -1,0 +1,79 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from schmubert.checkpoints import load_model
+from schmubert.train import main, parse_overrides
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def options(data, out, *extra):
+    return ["--arch", "transformer", "--tracks", "trio", "--preset", "tiny", "--data", str(data),
+            "--logger", "csv", "--out", str(out), "--batch-size", "4", "--num-workers", "0",
+            "--sample-every", "0", "--val-batches", "1", "--warmup-steps", "2", "--accelerator", "cpu",
+            "--ema-every", "1", *map(str, extra)]
+
+
+def test_cli_trains_tiny_model_on_cpu_and_writes_a_loadable_checkpoint(trio_dataset, tmp_path):
+    cmd = [sys.executable, "-m", "schmubert.train", *options(trio_dataset, tmp_path, "--max-steps", 5,
+                                                             "--val-every", 5)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "transformer-trio-tiny"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "checkpoints").glob("best-step5-elbo*.ckpt"))
+    model = load_model(run / "checkpoints" / "last.ckpt")
+    assert model.steps == 1024 and [t.name for t in model.tracks] == ["melody", "bass", "drums"]
+    logits = model.denoiser(torch.zeros(1, 1024, 3, dtype=torch.long))
+    assert [lg.shape for lg in logits] == [(1, 1024, 90), (1, 1024, 90), (1, 1024, 512)]
+
+
+def state(path):
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    return ckpt["state_dict"], ckpt["current_model_state"], ckpt["global_step"]
+
+
+def test_resumed_run_matches_an_uninterrupted_one(trio_dataset, tmp_path):
+    assert main(options(trio_dataset, tmp_path, "--max-steps", 6, "--val-every", 3, "--name", "straight")) == 0
+    assert main(options(trio_dataset, tmp_path, "--max-steps", 3, "--val-every", 3, "--name", "cut")) == 0
+    assert main(options(trio_dataset, tmp_path, "--max-steps", 6, "--val-every", 3, "--name", "cut",
+                        "--resume", "last")) == 0
+    ema_a, raw_a, step_a = state(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    ema_b, raw_b, step_b = state(tmp_path / "cut" / "checkpoints" / "last.ckpt")
+    assert step_a == step_b == 6
+    for key in raw_a:
+        assert torch.equal(raw_a[key], raw_b[key]), key
+        assert torch.equal(ema_a[key], ema_b[key]), key
+    assert any(not torch.equal(ema_a[k], raw_a[k]) for k in raw_a)  # EMA weights are really an average
+
+
+def test_fresh_run_never_reuses_a_run_folder(trio_dataset, tmp_path):
+    (tmp_path / "transformer-trio-tiny").mkdir()
+    assert main(options(trio_dataset, tmp_path, "--max-steps", 1, "--val-every", 1)) == 0
+    assert (tmp_path / "transformer-trio-tiny-1" / "checkpoints" / "last.ckpt").is_file()
+    assert not any((tmp_path / "transformer-trio-tiny").iterdir())
+
+
+def test_missing_or_mismatched_dataset_is_a_clear_error(melody_dataset, tmp_path, capsys):
+    assert main(options(tmp_path / "absent", tmp_path, "--max-steps", 1)) == 2
+    assert "make preprocess" in capsys.readouterr().err
+    assert main(options(melody_dataset, tmp_path, "--max-steps", 1)) == 2
+    assert "does not match the model" in capsys.readouterr().err
+
+
+def test_backbone_overrides_parse_and_unknown_ones_fail(trio_dataset, tmp_path, capsys):
+    assert parse_overrides(["depth=3", "dropout=0.1", "name=x"]) == {"depth": 3, "dropout": 0.1, "name": "x"}
+    assert main(options(trio_dataset, tmp_path, "--max-steps", 1, "--set", "nonsense=1")) == 2
+    assert "nonsense" in capsys.readouterr().err
+
+
+def test_two_process_cpu_ddp(trio_dataset, tmp_path):
+    cmd = [sys.executable, "-m", "schmubert.train",
+           *options(trio_dataset, tmp_path, "--max-steps", 2, "--val-every", 2, "--devices", 2, "--strategy", "ddp")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distributed_backend=gloo" in proc.stderr + proc.stdout
+    assert (tmp_path / "transformer-trio-tiny" / "checkpoints" / "last.ckpt").is_file()
