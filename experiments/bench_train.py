@@ -47,6 +47,7 @@ class BenchConfig:
     device: Device = arg("auto", "'cpu', 'cuda', or 'auto' (CPU, and the GPU too when there is one)")
     threads: int = arg(0, "CPU threads for torch; 0 = the cores this process may use")
     compile: bool = arg(False, "torch.compile the backbone (GPU)")
+    fused_adam: bool = arg(True, "use Adam's fused implementation (CPU and GPU): one kernel per step")
     peak_flops: float = arg(989e12, "the GPU's dense bf16 peak FLOP/s for MFU (H100/H200 SXM: 989e12)")
     forward_b1: bool = arg(True, "also time one eval forward pass at batch 1 (the cost of a sampling step)")
 
@@ -74,11 +75,11 @@ class Step:
     """One training step of ``model`` on random pieces ``x0 [B, L, K]``."""
 
     def __init__(self, model: torch.nn.Module, tracks: str, batch: int, seq_len: int, device: str,
-                 compile_: bool):
+                 compile_: bool, fused_adam: bool = True):
         self.model = model.to(device).train()
         self.net = torch.compile(self.model) if compile_ else self.model
         self.diffusion = AbsorbingDiffusion(mask_ids(tracks))
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=5e-4)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=5e-4, fused=fused_adam)
         self.x0 = torch.stack([torch.randint(0, t.num_classes, (batch, seq_len), device=device)
                                for t in self.model.tracks], dim=-1)
         self.device = device
@@ -135,7 +136,7 @@ def bench_one(cfg: BenchConfig, arch: str, preset: str, tracks: str, device: str
         torch.cuda.reset_peak_memory_stats()
     else:
         reset_cpu_peak()
-    step = Step(model, tracks, batch, cfg.seq_len, device, cfg.compile)
+    step = Step(model, tracks, batch, cfg.seq_len, device, cfg.compile, cfg.fused_adam)
     flops = count_flops(step)  # doubles as the first warm-up step
     timed(step, max(cfg.warmup - 1, 0), device)
     seconds = timed(step, cfg.steps, device)

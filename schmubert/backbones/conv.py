@@ -49,7 +49,9 @@ class ConvConfig:
     width: int = arg(512, "transformer width D")
     depth: int = arg(24, "number of transformer blocks")
     heads: int = arg(8, "attention heads")
-    dropout: float = arg(0.2, "dropout rate in attention, MLP and after the embedding")
+    dropout: float = arg(0.2, "dropout rate on the residual branches and after the embedding")
+    attn_dropout: float = arg(0.0, "dropout rate on the attention probabilities (the original used 0.2; any "
+                              "value > 0 disables the fused attention kernels on CPU)")
 
 
 def paper(tracks: Sequence[Track]) -> ConvConfig:
@@ -104,7 +106,7 @@ class ConvTransformer(Backbone):
         self.merge = nn.Linear(K * c.width, c.width)
         self.pos = LearnedPositions(c.seq_len // c.patch, c.width)
         self.drop = nn.Dropout(c.dropout)
-        self.blocks = Stack(c.width, c.depth, c.heads, c.dropout)
+        self.blocks = Stack(c.width, c.depth, c.heads, c.dropout, c.attn_dropout)
         self.ln_f = nn.LayerNorm(c.width)
         self.up = nn.ModuleList(PatchUp(c.width, c.emb_dim, c.patch) for _ in range(K))
         self.heads = TrackHeads(self.tracks, c.emb_dim)

@@ -47,7 +47,9 @@ class HierarchicalConfig:
     width: int = arg(512, "width D of the upper-level transformer")
     depth: int = arg(12, "blocks of the upper-level transformer")
     heads: int = arg(8, "attention heads of the upper level")
-    dropout: float = arg(0.2, "dropout rate in attention, MLP and after the embedding")
+    dropout: float = arg(0.2, "dropout rate on the residual branches and after the embedding")
+    attn_dropout: float = arg(0.0, "dropout rate on the attention probabilities (the original used 0.2; any "
+                              "value > 0 disables the fused attention kernels on CPU)")
 
 
 PAPER = HierarchicalConfig()
@@ -67,15 +69,15 @@ class HierarchicalTransformer(Backbone):
         if c.seq_len % c.chunk:
             raise ValueError(f"seq_len {c.seq_len} is not a multiple of chunk {c.chunk}")
         self.inputs = InputEmbedding(self.tracks, c.emb_dim, c.low_width, c.seq_len, c.dropout)
-        self.encoder = Stack(c.low_width, c.low_depth, c.low_heads, c.dropout)
+        self.encoder = Stack(c.low_width, c.low_depth, c.low_heads, c.dropout, c.attn_dropout)
         self.ln_enc = nn.LayerNorm(c.low_width)
         self.summarize = nn.Linear(c.chunk * c.low_width, c.width)
         self.upper_pos = LearnedPositions(c.seq_len // c.chunk, c.width)
-        self.upper = Stack(c.width, c.depth, c.heads, c.dropout)
+        self.upper = Stack(c.width, c.depth, c.heads, c.dropout, c.attn_dropout)
         self.ln_upper = nn.LayerNorm(c.width)
         self.expand = nn.Linear(c.width, c.chunk * c.low_width)
         self.chunk_pos = LearnedPositions(c.chunk, c.low_width)
-        self.decoder = Stack(c.low_width, c.low_depth, c.low_heads, c.dropout)
+        self.decoder = Stack(c.low_width, c.low_depth, c.low_heads, c.dropout, c.attn_dropout)
         self.ln_f = nn.LayerNorm(c.low_width)
         self.heads = TrackHeads(self.tracks, c.low_width)
         init_weights(self)

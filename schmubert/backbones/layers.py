@@ -47,12 +47,12 @@ def check_length(length: int, seq_len: int, multiple: int, name: str) -> None:
 class Attention(nn.Module):
     """Bidirectional multi-head self-attention: ``[B, N, D] -> [B, N, D]``."""
 
-    def __init__(self, width: int, heads: int, dropout: float = 0.0):
+    def __init__(self, width: int, heads: int, dropout: float = 0.0, attn_dropout: float = 0.0):
         super().__init__()
         if width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
         self.heads = heads
-        self.dropout = dropout
+        self.attn_dropout = attn_dropout
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
         self.resid_drop = nn.Dropout(dropout)
@@ -60,7 +60,7 @@ class Attention(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         qkv = rearrange(self.qkv(h), "b n (three heads d) -> three b heads n d", three=3, heads=self.heads)
         q, k, v = qkv.unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
         return self.resid_drop(self.proj(rearrange(out, "b heads n d -> b n (heads d)")))
 
 
@@ -73,12 +73,16 @@ class MLP(nn.Sequential):
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block: ``[B, N, D] -> [B, N, D]``."""
+    """Pre-LayerNorm transformer block: ``[B, N, D] -> [B, N, D]``.
 
-    def __init__(self, width: int, heads: int, dropout: float = 0.0):
+    ``dropout`` acts on the residual branches; ``attn_dropout`` on the attention probabilities (any value > 0
+    makes PyTorch fall back from the fused attention kernels on CPU, which costs time).
+    """
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.0, attn_dropout: float = 0.0):
         super().__init__()
         self.ln1 = nn.LayerNorm(width)
-        self.attn = Attention(width, heads, dropout)
+        self.attn = Attention(width, heads, dropout, attn_dropout)
         self.ln2 = nn.LayerNorm(width)
         self.mlp = MLP(width, dropout)
 
@@ -90,8 +94,8 @@ class Block(nn.Module):
 class Stack(nn.Sequential):
     """``depth`` blocks: ``[B, N, D] -> [B, N, D]`` (no final norm)."""
 
-    def __init__(self, width: int, depth: int, heads: int, dropout: float = 0.0):
-        super().__init__(*(Block(width, heads, dropout) for _ in range(depth)))
+    def __init__(self, width: int, depth: int, heads: int, dropout: float = 0.0, attn_dropout: float = 0.0):
+        super().__init__(*(Block(width, heads, dropout, attn_dropout) for _ in range(depth)))
 
 
 class LearnedPositions(nn.Module):

@@ -29,7 +29,9 @@ class TransformerConfig:
     width: int = arg(512, "transformer width D")
     depth: int = arg(24, "number of transformer blocks")
     heads: int = arg(8, "attention heads")
-    dropout: float = arg(0.2, "dropout rate in attention, MLP and after the embedding")
+    dropout: float = arg(0.2, "dropout rate on the residual branches and after the embedding")
+    attn_dropout: float = arg(0.0, "dropout rate on the attention probabilities (the original used 0.2; any "
+                              "value > 0 disables the fused attention kernels on CPU)")
 
 
 PAPER = TransformerConfig()
@@ -45,7 +47,7 @@ class Transformer(Backbone):
         super().__init__(tracks, config)
         c = config
         self.inputs = InputEmbedding(self.tracks, c.emb_dim, c.width, c.seq_len, c.dropout)
-        self.blocks = Stack(c.width, c.depth, c.heads, c.dropout)
+        self.blocks = Stack(c.width, c.depth, c.heads, c.dropout, c.attn_dropout)
         self.ln_f = nn.LayerNorm(c.width)
         self.heads = TrackHeads(self.tracks, c.width)
         init_weights(self)

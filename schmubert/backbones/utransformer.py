@@ -39,7 +39,9 @@ class UTransformerConfig:
     levels: int = arg(6, "number of levels; each halves the length on the way down")
     blocks_per_level: int = arg(2, "transformer blocks per level on each side of the U")
     heads: int = arg(8, "attention heads")
-    dropout: float = arg(0.2, "dropout rate in attention, MLP and after the embedding")
+    dropout: float = arg(0.2, "dropout rate on the residual branches and after the embedding")
+    attn_dropout: float = arg(0.0, "dropout rate on the attention probabilities (the original used 0.2; any "
+                              "value > 0 disables the fused attention kernels on CPU)")
 
 
 PAPER = UTransformerConfig()
@@ -88,7 +90,7 @@ class UTransformer(Backbone):
 
     @staticmethod
     def _stage(c: UTransformerConfig) -> Stack:
-        return Stack(c.width, c.blocks_per_level, c.heads, c.dropout)
+        return Stack(c.width, c.blocks_per_level, c.heads, c.dropout, c.attn_dropout)
 
     def forward(self, x_t: torch.Tensor) -> list[torch.Tensor]:
         check_length(x_t.shape[1], self.config.seq_len, 2**self.config.levels, type(self).__name__)

@@ -61,3 +61,12 @@ def test_check_length_message_names_the_model():
     check_length(64, 1024, 32, "M")
     with pytest.raises(ValueError, match="M: sequence length 48 must be a positive multiple of 32"):
         check_length(48, 1024, 32, "M")
+
+
+def test_attention_dropout_applies_only_when_asked():
+    torch.manual_seed(0)
+    h = torch.randn(1, 16, 16)
+    plain = Block(width=16, heads=2, dropout=0.0, attn_dropout=0.0).train()
+    torch.testing.assert_close(plain(h), plain(h))
+    dropped = Block(width=16, heads=2, dropout=0.0, attn_dropout=0.5).train()
+    assert not torch.allclose(dropped(h), dropped(h))
