@@ -106,15 +106,23 @@ def sync(device: str) -> None:
 
 
 def timed(fn, repeats: int, device: str) -> float:
-    """Mean seconds per call of ``fn`` (0 for no repeats)."""
+    """Mean wall-clock seconds per call of ``fn`` (0 for no repeats)."""
+    return timed_wall_and_cpu(fn, repeats, device)[0]
+
+
+def timed_wall_and_cpu(fn, repeats: int, device: str) -> tuple[float, float]:
+    """Mean wall-clock and process CPU seconds per call of ``fn``.
+
+    On a shared machine the CPU seconds of a single-threaded run are close to its wall time on an idle one.
+    """
     if repeats < 1:
-        return 0.0
+        return 0.0, 0.0
     sync(device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         fn()
     sync(device)
-    return (time.perf_counter() - start) / repeats
+    return (time.perf_counter() - wall) / repeats, (time.process_time() - cpu) / repeats
 
 
 def count_flops(step: Step) -> int:
@@ -139,19 +147,20 @@ def bench_one(cfg: BenchConfig, arch: str, preset: str, tracks: str, device: str
     step = Step(model, tracks, batch, cfg.seq_len, device, cfg.compile, cfg.fused_adam)
     flops = count_flops(step)  # doubles as the first warm-up step
     timed(step, max(cfg.warmup - 1, 0), device)
-    seconds = timed(step, cfg.steps, device)
+    seconds, cpu_seconds = timed_wall_and_cpu(step, cfg.steps, device)
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else cpu_peak_bytes()
     fwd = timed(step.forward_b1, 3, device) if cfg.forward_b1 else float("nan")
     elements = batch * cfg.seq_len * len(model.tracks)
     mfu = flops / seconds / cfg.peak_flops if device == "cuda" else None
     row = dict(arch=arch, preset=preset, tracks=tracks, device=device, params=params, batch=batch,
                s_step=seconds, elem_s=elements / seconds, peak_gib=peak / 2**30, tflop_step=flops / 1e12,
-               tflops=flops / seconds / 1e12, mfu=mfu, fwd_b1=fwd)
+               tflops=flops / seconds / 1e12, mfu=mfu, fwd_b1=fwd, cpu_s_step=cpu_seconds)
     del step, model
     return row
 
 
 HEADER = (f"{'arch':<13}{'preset':<7}{'tracks':<7}{'device':<7}{'params':>12}{'batch':>6}{'s/step':>9}"
+          f"{'cpu s':>8}"
           f"{'elem/s':>10}{'peak GiB':>9}{'TFLOP/step':>11}{'TFLOP/s':>9}{'MFU':>7}{'fwd B=1 s':>10}")
 
 
@@ -159,7 +168,7 @@ def format_row(r: dict) -> str:
     mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
     return (f"{r['arch']:<13}{r['preset']:<7}{r['tracks']:<7}{r['device']:<7}{r['params']:>12,}"
             f"{r['batch']:>6}"
-            f"{r['s_step']:>9.3f}{r['elem_s']:>10.0f}{r['peak_gib']:>9.2f}{r['tflop_step']:>11.3f}"
+            f"{r['s_step']:>9.3f}{r['cpu_s_step']:>8.2f}{r['elem_s']:>10.0f}{r['peak_gib']:>9.2f}{r['tflop_step']:>11.3f}"
             f"{r['tflops']:>9.2f}{mfu:>7}{r['fwd_b1']:>10.4f}")
 
 
@@ -179,7 +188,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+    load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, load average {load}"
           + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
     print(HEADER, flush=True)
     rows = []

@@ -1,0 +1,33 @@
+"""Smoke test of experiments/bench_train.py on the tiny presets (no timing asserted)."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+BENCH = Path(__file__).resolve().parents[2] / "experiments" / "bench_train.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_reports_one_row_per_configuration(capsys):
+    bench = load_bench()
+    threads = torch.get_num_threads()
+    try:
+        rows = bench.main(["--archs", "conv,utransformer", "--presets", "tiny", "--tracks", "trio",
+                           "--steps", "1", "--batch-size", "2", "--seq-len", "256", "--device", "cpu",
+                           "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert [(r["arch"], r["preset"], r["tracks"], r["batch"]) for r in rows] == [
+        ("conv", "tiny", "trio", 2), ("utransformer", "tiny", "trio", 2)]
+    for r in rows:
+        assert r["s_step"] > 0 and r["tflop_step"] > 0 and r["mfu"] is None
+        assert r["elem_s"] == 2 * 256 * 3 / r["s_step"]
+    out = capsys.readouterr().out
+    assert "s/step" in out and "utransformer" in out
