@@ -10,6 +10,27 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 
+class FinalCheckpoint(L.Callback):
+    """Write ``last.ckpt`` when training ends (max steps or max time), so ``last`` is never behind the model,
+    and ``interrupted.ckpt`` when it is interrupted (Ctrl-C, an error); ``--resume last`` takes the newer one.
+
+    Placed before ``EMAWeightAveraging`` in the callback list, it saves while the averaged and the raw weights
+    are still apart, so the checkpoint resumes exactly.
+    """
+
+    def __init__(self, folder: str | Path, last: str = "last", interrupted: str = "interrupted"):
+        self.last = Path(folder) / f"{last}.ckpt"
+        self.interrupted = Path(folder) / f"{interrupted}.ckpt"
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.last)
+        if trainer.is_global_zero:
+            self.interrupted.unlink(missing_ok=True)  # stale once a later run completed
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        trainer.save_checkpoint(self.interrupted)
+
+
 class SamplePreview(L.Callback):
     """Every ``every`` steps, sample ``count`` unconditional pieces and write/log them (PNG + MIDI).
 

@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "",
             base = kwargs["type"]
             kwargs["type"] = lambda s, base=base: None if s.lower() in ("none", "") else base(s)
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
-        kwargs["help"] = f"{help_text} (default: {shown})"
+        has_default = "default" in help_text.lower()
+        kwargs["help"] = help_text if has_default else f"{help_text} (default: {shown})"
         parser.add_argument(flag, **kwargs)
 
 

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from schmubert.config import arg
-
 import torch
 import torch.nn.functional as F
+
+from schmubert.config import arg
 
 MaskSchedule = Literal["all", "tracks", "mixed"]
 TimeSampling = Literal["uniform", "stratified"]

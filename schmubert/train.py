@@ -21,6 +21,7 @@ from schmubert.data import DataConfig, DatasetError, TokenDataModule
 from schmubert.diffusion import NoiseConfig
 from schmubert.module import ASD3PM, OptimConfig
 
+INTERRUPTED = "interrupted"
 EXAMPLES = """examples:
   make preprocess && python -m schmubert.train --arch conv --tracks trio --preset small --max-steps 2000
   python -m schmubert.train --arch conv --tracks trio --data data/processed/trio --devices 4 --batch-size 64
@@ -37,6 +38,7 @@ class TrainConfig:
     preset: Literal["paper", "small", "tiny"] = arg("paper", "backbone size preset: " + ", ".join(PRESETS))
     set: list[str] = arg([], "backbone config override FIELD=VALUE (repeatable, e.g. --set depth=4)")
     max_steps: int = arg(600_000, "optimizer steps to train (thesis: 190k melody, 600k trio)")
+    max_time: str = arg("", "also stop after this wall-clock time, DD:HH:MM:SS (empty: no limit)")
     val_every: int = arg(2000, "validate (and consider a best checkpoint) every this many steps")
     val_batches: int = arg(50, "validation batches per validation run (0 = the whole validation split)")
     sample_every: int = arg(5000, "log a few samples (piano roll + MIDI) every this many steps (0 = never)")
@@ -89,9 +91,13 @@ def run_dir(config: TrainConfig) -> Path:
 
 
 def resolve_resume(config: TrainConfig, directory: Path) -> Path | None:
+    """The checkpoint to resume from; 'last' is the newer of last.ckpt and an interrupted run's checkpoint."""
     if not config.resume:
         return None
-    path = directory / "checkpoints" / "last.ckpt" if config.resume == "last" else Path(config.resume)
+    path = Path(config.resume)
+    if config.resume == "last":
+        found = [p for p in (directory / "checkpoints" / f"{n}.ckpt" for n in ("last", INTERRUPTED)) if p.is_file()]
+        path = max(found, key=lambda p: p.stat().st_mtime) if found else directory / "checkpoints" / "last.ckpt"
     if not path.is_file():
         raise FileNotFoundError(f"--resume: checkpoint {path} not found")
     return path
@@ -109,15 +115,21 @@ def make_logger(config: TrainConfig, directory: Path) -> Any:
 
 
 def make_callbacks(config: TrainConfig, optim: OptimConfig, directory: Path) -> list[Any]:
-    from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import (
+        EMAWeightAveraging,
+        LearningRateMonitor,
+        ModelCheckpoint,
+    )
 
-    from schmubert.callbacks import SamplePreview
+    from schmubert.callbacks import FinalCheckpoint, SamplePreview
 
+    folder = directory / "checkpoints"
     callbacks = [
-        ModelCheckpoint(dirpath=directory / "checkpoints", filename="last", every_n_train_steps=config.val_every,
-                        save_top_k=1, enable_version_counter=False),
-        ModelCheckpoint(dirpath=directory / "checkpoints", filename="best-step{step}-elbo{val/elbo:.4f}",
-                        monitor="val/elbo", mode="min", save_top_k=1, auto_insert_metric_name=False),
+        ModelCheckpoint(dirpath=folder, filename="last", every_n_train_steps=config.val_every, save_top_k=1,
+                        enable_version_counter=False),
+        ModelCheckpoint(dirpath=folder, filename="best-step{step}-elbo{val/elbo:.4f}", monitor="val/elbo",
+                        mode="min", save_top_k=1, auto_insert_metric_name=False),
+        FinalCheckpoint(folder, interrupted=INTERRUPTED),  # before EMA: see its docstring
         LearningRateMonitor(logging_interval="step"),
     ]
     if optim.ema_decay > 0:
@@ -160,6 +172,7 @@ def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: Nois
     trainer = L.Trainer(
         accelerator=config.accelerator, devices=_devices(config.devices), num_nodes=config.num_nodes,
         strategy=config.strategy, precision=precision, max_steps=config.max_steps,
+        max_time=config.max_time or None,
         val_check_interval=config.val_every, check_val_every_n_epoch=None,
         limit_val_batches=config.val_batches or 1.0, gradient_clip_val=optim.grad_clip or None,
         log_every_n_steps=config.log_every, logger=make_logger(config, directory),

@@ -37,13 +37,13 @@ def state(path):
 
 
 def test_resumed_run_matches_an_uninterrupted_one(trio_dataset, tmp_path):
-    assert main(options(trio_dataset, tmp_path, "--max-steps", 6, "--val-every", 3, "--name", "straight")) == 0
-    assert main(options(trio_dataset, tmp_path, "--max-steps", 3, "--val-every", 3, "--name", "cut")) == 0
-    assert main(options(trio_dataset, tmp_path, "--max-steps", 6, "--val-every", 3, "--name", "cut",
+    assert main(options(trio_dataset, tmp_path, "--max-steps", 7, "--val-every", 3, "--name", "straight")) == 0
+    assert main(options(trio_dataset, tmp_path, "--max-steps", 4, "--val-every", 3, "--name", "cut")) == 0
+    assert main(options(trio_dataset, tmp_path, "--max-steps", 7, "--val-every", 3, "--name", "cut",
                         "--resume", "last")) == 0
     ema_a, raw_a, step_a = state(tmp_path / "straight" / "checkpoints" / "last.ckpt")
     ema_b, raw_b, step_b = state(tmp_path / "cut" / "checkpoints" / "last.ckpt")
-    assert step_a == step_b == 6
+    assert step_a == step_b == 7
     for key in raw_a:
         assert torch.equal(raw_a[key], raw_b[key]), key
         assert torch.equal(ema_a[key], ema_b[key]), key
