@@ -120,14 +120,19 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
         if logits is None or changed or not reuse:
             logits = denoiser(x_t)
             calls += 1
-        probs = predict_probs(logits, temperature)
-        if guidance is not None:
-            probs = guidance(probs, x_t, masked)
-        if order == "confidence":
-            reveal = confidence_reveal(probs, masked, step)
-        else:
+        if order == "random" and guidance is None:  # softmax only the rows drawn this step
             reveal = random_reveal(masked, step, diffusion, generator)
-        x_t = reveal_draws(x_t, reveal, probs, top_p, generator)
+            rows = lambda k, where: torch.softmax(logits[k][where].float() / temperature, dim=-1)  # noqa: B023
+        else:
+            probs = predict_probs(logits, temperature)
+            if guidance is not None:
+                probs = guidance(probs, x_t, masked)
+            if order == "confidence":
+                reveal = confidence_reveal(probs, masked, step)
+            else:
+                reveal = random_reveal(masked, step, diffusion, generator)
+            rows = lambda k, where: probs[k][where]  # noqa: B023
+        x_t = reveal_draws(x_t, reveal, rows, len(logits), top_p, generator)
         masked &= ~reveal
         changed = bool(reveal.any())
     if stats is not None:
@@ -135,17 +140,20 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
     return x_t
 
 
-def reveal_draws(x_t: torch.Tensor, reveal: torch.Tensor, probs: list[torch.Tensor], top_p: float,
-                 generator: torch.Generator | None) -> torch.Tensor:
-    """Draw x0 at the revealed elements only (per track, from its categorical) and write them into ``x_t``."""
+def reveal_draws(x_t: torch.Tensor, reveal: torch.Tensor, rows: Callable[[int, torch.Tensor], torch.Tensor],
+                 num_tracks: int, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Draw x0 at the revealed elements only and write them into ``x_t``.
+
+    ``rows(k, where)`` gives track k's probabilities at the elements ``where`` (``BoolTensor[B, L]``): ``[n, C_k]``.
+    """
     x_t = x_t.clone()
-    for k, p in enumerate(probs):
+    for k in range(num_tracks):
         where = reveal[..., k]  # [B, L]
         n = int(where.sum())
         if n == 0:
             continue
-        rows = top_p_filter(p[where], top_p)  # [n, C_k]
-        x_t[..., k][where] = draw(rows, uniform((n,), generator, x_t.device))
+        p = top_p_filter(rows(k, where), top_p)  # [n, C_k]
+        x_t[..., k][where] = draw(p, uniform((n,), generator, x_t.device))
     return x_t
 
 

@@ -189,3 +189,12 @@ def test_long_generation_keeps_context_and_known():
 
     assert starts_from(out[:, 32:64]), "the second window starts from the first window's generated overlap"
     assert starts_from(out[:, 96:128]), "so does the last"
+
+
+def test_lazy_softmax_path_matches_full_probabilities():
+    den, diff, x = make()
+    known = conditioning.infill(x.shape, [(1, 3)])
+    identity = lambda probs, x_t, masked: probs  # forces the full-probability path
+    a = sample(den, diff, x, known, 16, generator=gen(5), top_p=0.9)
+    b = sample(den, diff, x, known, 16, generator=gen(5), top_p=0.9, guidance=identity)
+    assert torch.equal(a, b)
