@@ -7,7 +7,6 @@ against the model; it never touches MIDI.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,12 @@ class DatasetError(ValueError):
 
 
 def load_meta(data_dir: str | Path) -> dict[str, Any]:
-    """``meta.json`` of a processed dataset, with a clear error when the directory is not one."""
+    """``meta.json`` of a processed dataset, validated by the preprocessor that wrote it.
+
+    Raises :class:`DatasetError` naming the folder and the fix when it is not a finished dataset.
+    """
+    from preprocessing.meta import load_meta as read_meta  # the format's owner
+
     data_dir = Path(data_dir)
     missing = [n for n in ("meta.json", *(f"{s}.npy" for s in SPLITS)) if not (data_dir / n).is_file()]
     if missing:
@@ -37,9 +41,9 @@ def load_meta(data_dir: str | Path) -> dict[str, Any]:
                            "run `make preprocess` or `python -m preprocessing --input ... --output "
                            f"{data_dir}`")
     try:
-        return json.loads((data_dir / "meta.json").read_text())
-    except json.JSONDecodeError as err:
-        raise DatasetError(f"{data_dir / 'meta.json'}: unreadable ({err})") from err
+        return read_meta(data_dir)
+    except ValueError as err:
+        raise DatasetError(str(err)) from err
 
 
 def check_meta(meta: dict[str, Any], tracks: Sequence[Track], steps: int | None = None,

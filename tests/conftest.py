@@ -30,7 +30,8 @@ def write_dataset(directory: Path, tracks: str, train: np.ndarray, valid: np.nda
     meta = {"tracks": tracks, "track_names": [t.name for t in track_list],
             "num_classes": [t.num_classes for t in track_list], "mask_ids": [t.mask_id for t in track_list],
             "bars": steps // STEPS_PER_BAR, "steps_per_bar": STEPS_PER_BAR, "steps": steps,
-            "counts": {"train": len(train), "valid": len(valid)}}
+            "counts": {"train": len(train), "valid": len(valid)}, "options": {}, "version": "test",
+            "sources": {"train": [], "valid": []}}
     (directory / "meta.json").write_text(json.dumps(meta))
     return directory
 
