@@ -8,15 +8,19 @@ DEMO_DIR := data/demo
 PROCESSED := data/processed
 LMD_DIR ?= data/lmd
 
-.PHONY: install preprocess download-lmd demo test lint bench
+.PHONY: install fluidsynth preprocess download-lmd demo test lint bench
 
 install:
 	$(PYTHON) -m pip install torch==2.13.0 || $(PYTHON) -m pip install "torch>=2.3"
-	$(PYTHON) -m pip install -e ".[dev]"
-	-command -v fluidsynth >/dev/null || (command -v apt-get >/dev/null && \
+	$(PYTHON) -m pip install -e ".[dev,audio]"
+	@$(MAKE) --no-print-directory fluidsynth
+
+# Optional: the FluidSynth library for WAV rendering of samples (Debian/Ubuntu, as root); skipped otherwise.
+fluidsynth:
+	@command -v fluidsynth >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		(apt-get install -y -q fluidsynth >/dev/null 2>&1 || \
-		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fluidsynth >/dev/null 2>&1)) || \
-		echo "fluidsynth not installed: samples will be written without WAV audio")
+		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fluidsynth >/dev/null 2>&1))) || \
+		echo "note: FluidSynth not installed; samples are written without WAV audio"
 
 # With no INPUT: the bundled demo corpus, trio and melody, into data/processed/demo-{trio,melody}.
 preprocess:
