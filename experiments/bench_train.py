@@ -145,8 +145,8 @@ def bench_one(cfg: BenchConfig, arch: str, preset: str, tracks: str, device: str
     else:
         reset_cpu_peak()
     step = Step(model, tracks, batch, cfg.seq_len, device, cfg.compile, cfg.fused_adam)
-    flops = count_flops(step)  # doubles as the first warm-up step
-    timed(step, max(cfg.warmup - 1, 0), device)
+    flops = count_flops(step)  # eager, so compiled runs still warm up below
+    timed(step, cfg.warmup, device)
     seconds, cpu_seconds = timed_wall_and_cpu(step, cfg.steps, device)
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else cpu_peak_bytes()
     fwd = timed(step.forward_b1, 3, device) if cfg.forward_b1 else float("nan")
