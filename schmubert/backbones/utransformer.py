@@ -4,7 +4,7 @@
     down, for each of the `levels` levels (length L, L/2, ..., L/2^(levels-1)):
         h = blocks_per_level x Block(h); keep h as that level's skip;
         h = Linear(2D -> D) over pairs of neighbours                 [B, n, D] -> [B, n/2, D]
-    (bottom: L / 2^levels positions, one per bar for L = 1024 and 6 levels)
+    (bottom: L / 2^levels positions: 16 for L = 1024 and 6 levels, each covering 4 bars)
     up, mirrored:
         h = repeat each vector twice, Linear(D -> D), + the skip of that level   [B, n, D] -> [B, 2n, D]
         h = blocks_per_level x Block(h)
