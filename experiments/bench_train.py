@@ -16,6 +16,7 @@ width 256 (our ``small``): 0.54 s/step at batch 8, 0.016 s per forward at batch 
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import time
 from dataclasses import dataclass
@@ -49,7 +50,19 @@ class BenchConfig:
     compile: bool = arg(False, "torch.compile the backbone (GPU)")
     fused_adam: bool = arg(True, "use Adam's fused implementation (CPU and GPU): one kernel per step")
     peak_flops: float = arg(989e12, "the GPU's dense bf16 peak FLOP/s for MFU (H100/H200 SXM: 989e12)")
+    overrides: list[str] = arg([], "backbone config overrides key=value, e.g. attn_dropout=0.2,depth=4")
     forward_b1: bool = arg(True, "also time one eval forward pass at batch 1 (the cost of a sampling step)")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["depth=4", "attn_dropout=0.2"]`` -> ``{"depth": 4, "attn_dropout": 0.2}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"bench_train: override {item!r} is not key=value")
+        out[key] = ast.literal_eval(value)
+    return out
 
 
 def default_batch(preset: str, device: str) -> int:
@@ -137,7 +150,7 @@ def count_flops(step: Step) -> int:
 def bench_one(cfg: BenchConfig, arch: str, preset: str, tracks: str, device: str) -> dict:
     torch.manual_seed(0)
     batch = cfg.batch_size or default_batch(preset, device)
-    model = build(arch, tracks, preset, seq_len=cfg.seq_len)
+    model = build(arch, tracks, preset, **{"seq_len": cfg.seq_len, **parse_overrides(cfg.overrides)})
     params = model.num_parameters()
     if device == "cuda":
         torch.cuda.empty_cache()
