@@ -53,3 +53,9 @@ def trio_dataset(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 def melody_dataset(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     x = corpus_tokens(corpus, "melody", 24)
     return write_dataset(tmp_path_factory.mktemp("melody-data"), "melody", x[:16], x[16:])
+
+
+@pytest.fixture(scope="session")
+def corpus_pieces(corpus: Path):
+    """``corpus_pieces(tracks, n)``: the first n 64-bar pieces of the Lakh corpus as ``(n, 1024, K)``."""
+    return lambda tracks, n: corpus_tokens(corpus, tracks, n)

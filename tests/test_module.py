@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from schmubert.checkpoints import CHECKPOINT_KIND
+from schmubert.diffusion import NoiseConfig
+from schmubert.module import ASD3PM, OptimConfig, step_seed
+
+L = 64  # 4 bars keep the overfitting run to a few seconds
+
+
+@pytest.fixture(scope="module")
+def eight_trios(corpus_pieces):
+    return torch.from_numpy(corpus_pieces("trio", 8)[:, :L]).long()
+
+
+def fixed_mask_elbo(model, x0):
+    """ELBO term at t = T/4 with a fixed mask: comparable before and after training."""
+    d = model.diffusion
+    g = torch.Generator().manual_seed(123)
+    t = torch.full((len(x0),), d.T // 4)
+    x_t, mask = d.q_sample(x0, t, generator=g, schedule="all")
+    model.eval()
+    with torch.no_grad():
+        out = d.loss(model.denoiser(x_t), x0, mask, t)
+    model.train()
+    return out.elbo.item()
+
+
+def test_tiny_model_overfits_eight_trios(eight_trios):
+    torch.manual_seed(0)
+    model = ASD3PM.create("transformer", "trio", "tiny", NoiseConfig(timesteps=L, schedule="all"), L)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = fixed_mask_elbo(model, eight_trios)
+    for _ in range(300):
+        t = model.diffusion.sample_t(len(eight_trios))
+        x_t, mask = model.diffusion.q_sample(eight_trios, t)
+        loss = model.diffusion.loss(model(x_t), eight_trios, mask, t).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = fixed_mask_elbo(model, eight_trios)
+    assert after < before / 8, (before, after)  # measured: 7.45 -> 0.44 bits per element
+
+
+def test_create_stores_everything_a_checkpoint_needs():
+    model = ASD3PM.create("transformer", "melody", "tiny", NoiseConfig(), 1024, OptimConfig(lr=1e-3),
+                          backbone_overrides={"depth": 1}, max_transpose=3, seed=7)
+    hp = model.hparams
+    assert hp.arch == "transformer" and hp.tracks == "melody" and hp.steps == 1024
+    assert hp.backbone["depth"] == 1 and hp.optim["lr"] == 1e-3 and hp.noise["timesteps"] == 1024
+    ckpt = {}
+    model.on_save_checkpoint(ckpt)
+    assert ckpt["schmubert"]["kind"] == CHECKPOINT_KIND
+
+
+def test_step_seed_depends_on_seed_step_and_rank():
+    seeds = {step_seed(s, n, r) for s in (0, 1) for n in (0, 1, 2) for r in (0, 1)}
+    assert len(seeds) == 12 and all(0 <= s < 2**63 for s in seeds)
+    assert step_seed(3, 10, 0) == step_seed(3, 10, 0)
+
+
+def test_warmup_is_linear_then_flat():
+    model = ASD3PM.create("transformer", "melody", "tiny", NoiseConfig(), 1024, OptimConfig(lr=1.0, warmup_steps=4))
+    sched = model.configure_optimizers()["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(6):
+        lrs.append(sched.get_last_lr()[0])
+        sched.optimizer.step()
+        sched.step()
+    assert lrs == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
