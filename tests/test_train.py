@@ -77,3 +77,15 @@ def test_two_process_cpu_ddp(trio_dataset, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed_backend=gloo" in proc.stderr + proc.stdout
     assert (tmp_path / "transformer-trio-tiny" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_wandb_logs_offline_without_account_and_previews_are_written(trio_dataset, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    args = options(trio_dataset, tmp_path, "--max-steps", 2, "--val-every", 2, "--sample-every", 2,
+                   "--sample-count", 1, "--sample-steps", 4)
+    args[args.index("--logger") + 1] = "wandb"
+    assert main(args) == 0
+    run = tmp_path / "transformer-trio-tiny"
+    assert list((run / "wandb").glob("offline-run-*/*.wandb"))
+    assert {p.name for p in (run / "samples" / "step-2").iterdir()} == {"sample-0.mid", "sample-0.png"}
