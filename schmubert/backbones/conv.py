@@ -27,6 +27,7 @@ from einops import rearrange
 from torch import nn
 
 from schmubert.backbones.layers import (
+    BackboneOptions,
     LearnedPositions,
     Stack,
     TrackEmbedding,
@@ -40,18 +41,13 @@ from schmubert.tokens import Track
 
 
 @dataclass
-class ConvConfig:
+class ConvConfig(BackboneOptions):
     """Options of the Convolutional Transformer."""
 
     seq_len: int = arg(1024, "longest input length L (learned positions over L / patch)")
     emb_dim: int = arg(128, "embedding size E of each track's tokens")
     patch: int = arg(4, "steps P summarized by the per-track convolution (kernel = stride = P)")
-    width: int = arg(512, "transformer width D")
     depth: int = arg(24, "number of transformer blocks")
-    heads: int = arg(8, "attention heads")
-    dropout: float = arg(0.2, "dropout rate on the residual branches and after the embedding")
-    attn_dropout: float = arg(0.0, "dropout rate on the attention probabilities (the original used 0.2; any "
-                              "value > 0 disables the fused attention kernels on CPU)")
 
 
 def paper(tracks: Sequence[Track]) -> ConvConfig:

@@ -22,6 +22,7 @@ from einops import rearrange
 from torch import nn
 
 from schmubert.backbones.layers import (
+    BackboneOptions,
     InputEmbedding,
     LearnedPositions,
     Stack,
@@ -35,10 +36,9 @@ from schmubert.tokens import Track
 
 
 @dataclass
-class HierarchicalConfig:
+class HierarchicalConfig(BackboneOptions):
     """Options of the Hierarchical Transformer."""
 
-    seq_len: int = arg(1024, "longest input length L (learned positions)")
     chunk: int = arg(32, "steps C per chunk summarized into one upper-level vector")
     emb_dim: int = arg(256, "embedding size of each track's tokens before the tracks are concatenated")
     low_width: int = arg(256, "width d of the shared lower-level transformers")
@@ -47,9 +47,6 @@ class HierarchicalConfig:
     width: int = arg(512, "width D of the upper-level transformer")
     depth: int = arg(12, "blocks of the upper-level transformer")
     heads: int = arg(8, "attention heads of the upper level")
-    dropout: float = arg(0.2, "dropout rate on the residual branches and after the embedding")
-    attn_dropout: float = arg(0.0, "dropout rate on the attention probabilities (the original used 0.2; any "
-                              "value > 0 disables the fused attention kernels on CPU)")
 
 
 PAPER = HierarchicalConfig()

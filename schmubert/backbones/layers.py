@@ -9,15 +9,30 @@ Shapes: ``x_t`` token ids ``[B, L, K]``; hidden states ``h`` ``[B, N, D]`` (N po
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from schmubert.config import arg
 from schmubert.tokens import Track
 
 INIT_STD = 0.02
+
+
+@dataclass
+class BackboneOptions:
+    """Options every backbone has; each architecture's config extends these with its own."""
+
+    seq_len: int = arg(1024, "longest input length L (learned positions)")
+    emb_dim: int = arg(512, "embedding size of each track's tokens before the tracks are combined")
+    width: int = arg(512, "transformer width D")
+    heads: int = arg(8, "attention heads")
+    dropout: float = arg(0.2, "dropout rate on the residual branches and after the embedding")
+    attn_dropout: float = arg(0.0, "dropout rate on the attention probabilities (the original used 0.2; any "
+                              "value > 0 disables the fused attention kernels on CPU)")
 
 
 def init_weights(module: nn.Module, std: float = INIT_STD) -> None:

@@ -14,24 +14,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from schmubert.backbones.layers import InputEmbedding, Stack, TrackHeads, check_length, init_weights
+from schmubert.backbones.layers import BackboneOptions, InputEmbedding, Stack, TrackHeads, check_length, init_weights
 from schmubert.backbones.registry import Backbone, register
 from schmubert.config import arg
 from schmubert.tokens import Track
 
 
 @dataclass
-class TransformerConfig:
+class TransformerConfig(BackboneOptions):
     """Options of the baseline Transformer."""
 
-    seq_len: int = arg(1024, "longest input length L (learned positions)")
-    emb_dim: int = arg(512, "embedding size of each track's tokens before the tracks are concatenated")
-    width: int = arg(512, "transformer width D")
     depth: int = arg(24, "number of transformer blocks")
-    heads: int = arg(8, "attention heads")
-    dropout: float = arg(0.2, "dropout rate on the residual branches and after the embedding")
-    attn_dropout: float = arg(0.0, "dropout rate on the attention probabilities (the original used 0.2; any "
-                              "value > 0 disables the fused attention kernels on CPU)")
 
 
 PAPER = TransformerConfig()

@@ -23,25 +23,20 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from schmubert.backbones.layers import InputEmbedding, Stack, TrackHeads, check_length, init_weights
+from schmubert.backbones.layers import BackboneOptions, InputEmbedding, Stack, TrackHeads, check_length, init_weights
 from schmubert.backbones.registry import Backbone, register
 from schmubert.config import arg
 from schmubert.tokens import Track
 
 
 @dataclass
-class UTransformerConfig:
+class UTransformerConfig(BackboneOptions):
     """Options of the U-Transformer."""
 
     seq_len: int = arg(1024, "longest input length L (learned positions); L must be a multiple of 2^levels")
-    emb_dim: int = arg(512, "embedding size of each track's tokens before the tracks are concatenated")
     width: int = arg(512, "transformer width D (the same at every level)")
     levels: int = arg(6, "number of levels; each halves the length on the way down")
     blocks_per_level: int = arg(2, "transformer blocks per level on each side of the U")
-    heads: int = arg(8, "attention heads")
-    dropout: float = arg(0.2, "dropout rate on the residual branches and after the embedding")
-    attn_dropout: float = arg(0.0, "dropout rate on the attention probabilities (the original used 0.2; any "
-                              "value > 0 disables the fused attention kernels on CPU)")
 
 
 PAPER = UTransformerConfig()
