@@ -12,8 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -80,6 +82,22 @@ class AbsorbingDiffusion:
         """Probability that an element is masked at time ``t``: t/T."""
         return t.to(torch.float32) / self.T
 
+    def elbo_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """Weight of the summed masked cross-entropy in the ELBO at time ``t``: T/t (t drawn uniformly)."""
+        return self.T / t.to(torch.float64)
+
+    def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """Weight of the summed masked cross-entropy in the reweighted training loss: 1 - t/T."""
+        return 1 - t.to(torch.float64) / self.T
+
+    def mask_count_law(self, n: int) -> np.ndarray:
+        """Law of the masked count m among n elements in the ELBO, ``p(m) = m/n * sum_t (1/t) Binom(m; n, t/T)``.
+
+        ``float64 [n + 1]``, sums to 1, ``p(0) = 0``. Grouping the ELBO by m gives
+        ``ELBO / n = sum_m p(m) * E[mean CE of m random masked elements]`` (a lower-variance estimator).
+        """
+        return _mask_count_law(n, self.T)
+
     # --- forward process -----------------------------------------------------------------------------------
     def track_selection(self, batch_size: int, device: torch.device | str | None = None,
                         generator: torch.Generator | None = None, schedule: MaskSchedule | None = None
@@ -126,10 +144,9 @@ class AbsorbingDiffusion:
         """Reweighted training loss ``(1 - t/T) * CE`` and ELBO term ``CE * T / t``, in bits per element."""
         B, L, K = x0.shape
         ce = self.masked_cross_entropy(logits, x0, mask)  # [B]
-        t = t.to(torch.float32)
         per_element = math.log(2) * L * K
-        elbo = ce * self.T / t / per_element
-        loss = (1 - t / self.T) * ce / per_element
+        elbo = (ce * self.elbo_weight(t) / per_element).float()
+        loss = (ce * self.loss_weight(t) / per_element).float()
         return LossOutput(loss=loss.mean(), elbo=elbo.mean(), elbo_per_sample=elbo)
 
     # --- reverse process -----------------------------------------------------------------------------------
@@ -142,3 +159,14 @@ class AbsorbingDiffusion:
         if step < 1:
             raise ValueError("reverse steps count down to 1")
         return 1.0 / step
+
+
+@lru_cache(maxsize=16)
+def _mask_count_law(n: int, timesteps: int) -> np.ndarray:
+    t = torch.arange(1, timesteps + 1, dtype=torch.float64)[:, None]  # [T, 1]
+    m = torch.arange(n + 1, dtype=torch.float64)[None, :]  # [1, n+1]
+    rate = t / timesteps
+    log_binom = (math.lgamma(n + 1) - torch.lgamma(m + 1) - torch.lgamma(n - m + 1)
+                 + torch.xlogy(m, rate) + torch.xlogy(n - m, 1 - rate))
+    w = (torch.exp(log_binom) / t).sum(0)  # [n+1]: sum_t (1/t) Binom(m; n, t/T)
+    return (m[0] * w / n).numpy()

@@ -129,3 +129,12 @@ def test_reveal_probability_ends_with_everything_revealed():
     assert AbsorbingDiffusion.reveal_probability(4) == 0.25
     with pytest.raises(ValueError):
         AbsorbingDiffusion.reveal_probability(0)
+
+
+def test_mask_count_law_matches_the_sum_over_t():
+    n, timesteps = 5, 4
+    p = diffusion(T=timesteps).mask_count_law(n)
+    brute = [m / n * sum(math.comb(n, m) * (t / timesteps) ** m * (1 - t / timesteps) ** (n - m) / t
+                         for t in range(1, timesteps + 1)) for m in range(n + 1)]
+    assert p == pytest.approx(brute, rel=1e-12)
+    assert p[0] == 0 and diffusion().mask_count_law(3072).sum() == pytest.approx(1.0, abs=1e-9)

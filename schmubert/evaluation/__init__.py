@@ -5,7 +5,6 @@ from schmubert.evaluation.likelihood import (
     bar_region,
     elbo,
     infill_nll,
-    mask_count_distribution,
 )
 from schmubert.evaluation.pieces import PieceSet, load_pieces
 from schmubert.evaluation.selfsim import (
@@ -19,6 +18,6 @@ from schmubert.evaluation.stats import compare_statistics, piece_statistics, set
 
 __all__ = [
     "LikelihoodResult", "PieceSet", "bar_region", "compare_statistics", "consistency_variance", "elbo",
-    "evaluate_overlaps", "infill_nll", "load_pieces", "mask_count_distribution", "overlap_area", "overlaps",
+    "evaluate_overlaps", "infill_nll", "load_pieces", "overlap_area", "overlaps",
     "piece_statistics", "selfsim", "set_statistics",
 ]

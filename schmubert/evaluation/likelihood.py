@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -56,18 +55,6 @@ class LikelihoodResult:
         """Standard error of ``bits`` over pieces (data and Monte-Carlo noise together)."""
         return float(self.per_piece.std(ddof=1) / math.sqrt(len(self.per_piece))) if len(self.per_piece) > 1 \
             else float("nan")
-
-
-@lru_cache(maxsize=16)
-def mask_count_distribution(n: int, timesteps: int) -> np.ndarray:
-    """p(m) for m = 0..n (see the module docstring), float64 ``[n + 1]``; sums to 1, p(0) = 0."""
-    t = torch.arange(1, timesteps + 1, dtype=torch.float64)[:, None]  # [T, 1]
-    m = torch.arange(n + 1, dtype=torch.float64)[None, :]  # [1, n+1]
-    rate = t / timesteps
-    log_binom = (math.lgamma(n + 1) - torch.lgamma(m + 1) - torch.lgamma(n - m + 1)
-                 + torch.xlogy(m, rate) + torch.xlogy(n - m, 1 - rate))
-    w = (torch.exp(log_binom) / t).sum(0)  # [n+1]: sum_t (1/t) Binom(m; n, t/T)
-    return (m[0] * w / n).numpy()
 
 
 def bar_region(steps: int, num_tracks: int, bars: tuple[int, int]) -> torch.Tensor:
@@ -106,9 +93,9 @@ def _draw_masks(u: torch.Tensor, region: torch.Tensor, diffusion: AbsorbingDiffu
     keys = torch.rand((B, *region.shape), generator=generator, dtype=torch.float64)
     if estimator == "time":
         t = (u * diffusion.T).floor().clamp(0, diffusion.T - 1) + 1  # stratified t in 1..T
-        mask = (keys < (t / diffusion.T).view(B, 1, 1)) & region
-        return mask, diffusion.T / t / (n * math.log(2))
-    cdf = np.cumsum(mask_count_distribution(n, diffusion.T))
+        mask = (keys < diffusion.mask_rate(t).view(B, 1, 1)) & region
+        return mask, diffusion.elbo_weight(t) / (n * math.log(2))
+    cdf = np.cumsum(diffusion.mask_count_law(n))
     m = torch.from_numpy(np.searchsorted(cdf, u.numpy() * cdf[-1], side="right").clip(1, n))
     keys = keys.masked_fill(~region, math.inf).flatten(1)
     threshold = keys.sort(dim=1).values.gather(1, (m - 1).view(B, 1))  # the m-th smallest key
