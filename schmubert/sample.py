@@ -149,6 +149,9 @@ def scenario_kind(cfg: SampleConfig) -> str:
     if len(chosen) > 1:
         raise ValueError("choose one of --infill/--generate-tracks, --continue-bars, --interpolate "
                          f"(got {chosen})")
+    if not chosen and cfg.input is not None:
+        raise ValueError(f"{cfg.input}: say what to regenerate (--infill, --generate-tracks, --continue-bars "
+                         "or --interpolate); without one the input would be ignored")
     return chosen[0] if chosen else "unconditional"
 
 

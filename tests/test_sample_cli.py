@@ -125,6 +125,7 @@ def test_refuses_to_overwrite(ckpt, tmp_path, capsys):
     (["--generate-tracks", "piano"], "no track piano"),
     (["--continue-bars", "80"], "--continue-bars 80"),
     (["--infill", "1:2", "--continue-bars", "4"], "choose one"),
+    ([], "would be ignored"),
 ])
 def test_bad_input_exits_with_its_message(ckpt, song, tmp_path, capsys, args, message):
     if "--input" not in args:
