@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 
@@ -66,10 +67,12 @@ class SamplePreview(L.Callback):
             pl_module.train(was_training)
         folder = self.directory / f"step-{step}"
         folder.mkdir(parents=True, exist_ok=True)
-        images = []
+        images, midis = [], []
         for i, piece in enumerate(pieces.cpu().numpy()):
-            tokens_to_midi(piece, pl_module.track_list).write(str(folder / f"sample-{i}.mid"))
+            midis.append(folder / f"sample-{i}.mid")
+            tokens_to_midi(piece, pl_module.track_list).write(str(midis[-1]))
             images.append(str(save_pianoroll(piece, pl_module.track_list, folder / f"sample-{i}.png")))
-        log_image = getattr(trainer.logger, "log_image", None)
-        if log_image is not None:
-            log_image(key="samples", images=images, step=step)
+        if isinstance(trainer.logger, WandbLogger):  # images on the dashboard, MIDI among the run's files
+            trainer.logger.log_image(key="samples", images=images, step=step)
+            for path in midis:
+                trainer.logger.experiment.save(str(path), base_path=str(self.directory.parent), policy="now")

@@ -88,4 +88,5 @@ def test_wandb_logs_offline_without_account_and_previews_are_written(trio_datase
     assert main(args) == 0
     run = tmp_path / "transformer-trio-tiny"
     assert list((run / "wandb").glob("offline-run-*/*.wandb"))
+    assert list((run / "wandb").glob("offline-run-*/files/samples/step-2/sample-0.mid"))
     assert {p.name for p in (run / "samples" / "step-2").iterdir()} == {"sample-0.mid", "sample-0.png"}
