@@ -90,8 +90,8 @@ class NoteDensityGuidance:
     def step(self, p: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         if self.update == "additive":
             moved = (p - self.scale * grad).clamp_min(0.0)
-        else:
-            moved = p * torch.exp(-self.scale * (grad - grad.amax(-1, keepdim=True)))
+        else:  # p * exp(-s * grad) renormalized, as a softmax in log space: no overflow for large s * grad
+            return torch.softmax(torch.log(p) - self.scale * grad, dim=-1)
         return moved / moved.sum(-1, keepdim=True).clamp_min(1e-12)
 
 

@@ -68,6 +68,15 @@ def test_step_moves_probabilities_toward_target(update):
         assert torch.allclose(ratio, ratio[0].expand_as(ratio))
 
 
+def test_multiplicative_step_stays_finite_for_a_large_scale():
+    probs = uniform_probs(L=16)
+    x_t = torch.tensor(mask_ids("trio")).expand(1, 16, 3)
+    masked = torch.ones(1, 16, 3, dtype=torch.bool)
+    moved = NoteDensityGuidance(TRIO, target=0.0, scale=10.0)(probs, x_t, masked)[0]
+    assert torch.isfinite(moved).all() and torch.allclose(moved.sum(-1), torch.ones(1, 16))
+    assert bar_density([moved], TRIO[:1], [0]).item() < 1.0  # pushed hard toward no onsets
+
+
 def test_bad_options():
     with pytest.raises(ValueError, match="outside"):
         NoteDensityGuidance(TRIO, 8, track_ids=(3,))
