@@ -147,7 +147,8 @@ def write_wav(pm: pretty_midi.PrettyMIDI, path: str | Path, overwrite: bool = Fa
             print(f"note: skipping WAV: {reason}")
         return None
     audio = pm.fluidsynth(fs=SAMPLE_RATE)
-    pcm = (np.clip(audio / max(1e-9, np.abs(audio).max()), -1, 1) * 32767 * 0.9).astype(np.int16)
+    peak = np.abs(audio).max() if audio.size else 0.0  # a piece without notes renders to no samples
+    pcm = (np.clip(audio / max(1e-9, peak), -1, 1) * 32767 * 0.9).astype(np.int16)
 
     def write(tmp: Path) -> None:
         with wave.open(str(tmp), "wb") as wav:

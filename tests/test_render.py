@@ -68,3 +68,10 @@ def test_write_wav_or_notice(tmp_path, capsys):
         assert out is None and "skipping WAV" in capsys.readouterr().out
         assert not (tmp_path / "a.wav").exists()
     assert isinstance(pm, pretty_midi.PrettyMIDI)
+
+
+@pytest.mark.skipif(fluidsynth_available() is not None, reason="needs FluidSynth")
+def test_write_wav_of_a_silent_piece(tmp_path):
+    pm = tokens_to_midi(np.zeros((64, 3), dtype=np.int64), "trio")
+    out = write_wav(pm, tmp_path / "silent.wav")
+    assert out is not None and out.stat().st_size >= 44
