@@ -44,11 +44,23 @@ def valid_score(sha256: str, seed: int | None) -> float:
     return int(key[:16], 16) / 2**64
 
 
+OUTPUT_FILES = frozenset({"train.npy", "valid.npy", "meta.json"})
+
+
 def check_output(out: Path, overwrite: bool) -> None:
-    """Refuse to replace an existing output unless asked (a clear one-line error)."""
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        what = "a finished output" if (out / "meta.json").exists() else "not empty"
+    """Refuse to replace an existing output unless asked (a clear one-line error), and never replace anything
+    but a finished output: ``--overwrite`` removes the whole folder, so a folder holding other files (the
+    input MIDI, say) or a plain file is refused even then."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    finished = (out.is_dir() and (out / "meta.json").is_file()
+                and {p.name for p in out.iterdir()} <= OUTPUT_FILES)
+    if not overwrite:
+        what = "a finished output" if finished else "not empty"
         raise FileExistsError(f"{out}: {what}; pass --overwrite to replace it")
+    if not finished:
+        raise FileExistsError(f"{out}: not a preprocessing output (it holds more than {sorted(OUTPUT_FILES)}); "
+                              "refusing to replace it even with --overwrite")
 
 
 def _batched(items: Iterable, size: int) -> Iterator[list]:

@@ -164,3 +164,25 @@ def test_invalid_options_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="program range"):
         PreprocessConfig(melody_programs="0-200")
     assert main(["--input", str(tmp_path / "nope"), "--output", str(tmp_path / "o"), "--no-progress"]) == 2
+
+
+def test_overwrite_never_replaces_a_folder_that_is_not_a_finished_output(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(sorted((CORPUS / "lakh-melody-64bar").glob("*.mid"))[0], src / "a.mid")
+    user = tmp_path / "user"  # a folder of the user's own files, with the input inside it
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    shutil.copytree(src, user / "raw")
+    with pytest.raises(FileExistsError, match="not a preprocessing output"):
+        run(cfg(tmp_path, user / "raw", tracks="melody", output=user, overwrite=True))
+    assert (user / "notes.txt").read_text() == "mine" and (user / "raw" / "a.mid").is_file()
+    plain = tmp_path / "file.txt"
+    plain.write_text("mine")
+    with pytest.raises(FileExistsError):
+        run(cfg(tmp_path, src, tracks="melody", output=plain, overwrite=True))
+    assert plain.read_text() == "mine"
+    # a finished output is still replaced
+    run(cfg(tmp_path, src, tracks="melody"))
+    meta = run(cfg(tmp_path, src, tracks="melody", overwrite=True))
+    assert meta["counts"]["files_seen"] == 1 and (tmp_path / "out" / "meta.json").is_file()
