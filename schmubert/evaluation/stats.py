@@ -41,6 +41,8 @@ def entropy_bits(counts: np.ndarray) -> float:
 def drum_consistency(row: np.ndarray) -> float:
     """Mean Jaccard similarity of consecutive bars' drum hit sets of one drum row ``(steps,)``."""
     bars = len(row) // STEPS_PER_BAR
+    if bars < 2:  # no pair of consecutive bars
+        return float("nan")
     row = np.asarray(row[: bars * STEPS_PER_BAR], dtype=np.int64)
     row = np.where(row < 2**NUM_DRUM_CLASSES, row, 0)  # masks are silence
     hits = ((row[:, None] >> np.arange(NUM_DRUM_CLASSES)) & 1).astype(bool).reshape(bars, -1)  # [bars, 16*9]

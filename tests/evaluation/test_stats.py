@@ -64,3 +64,10 @@ def test_set_distance():
     cmp = compare_statistics(gen, gen)
     assert cmp["notes_per_bar"]["overlap"] == pytest.approx(1.0)
     assert cmp["drum_consistency"]["defined_gen"] == 0 and np.isnan(cmp["drum_consistency"]["overlap"])
+
+
+def test_piece_shorter_than_a_bar_does_not_crash():
+    from schmubert.evaluation.stats import piece_statistics
+
+    stats = piece_statistics(np.zeros((8, 3), dtype=np.int64))
+    assert np.isnan(stats["drum_consistency"]) and stats["empty_bar_rate"] == 1.0
