@@ -22,6 +22,7 @@ from schmubert.diffusion import NoiseConfig
 from schmubert.module import ASD3PM, OptimConfig
 
 INTERRUPTED = "interrupted"
+RUN_DIR_ENV = "SCHMUBERT_RUN_DIR"
 EXAMPLES = """examples:
   make preprocess && python -m schmubert.train --arch conv --tracks trio --preset small --max-steps 2000
   python -m schmubert.train --arch conv --tracks trio --data data/processed/trio --devices 4 --batch-size 64
@@ -79,7 +80,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def run_dir(config: TrainConfig) -> Path:
-    """OUT/NAME; a fresh run never reuses an existing folder (a suffix is added instead)."""
+    """OUT/NAME; a fresh run never reuses an existing folder (a suffix is added instead).
+
+    Processes that Lightning launches for the other devices inherit the folder rank 0 chose (``RUN_DIR_ENV``).
+    """
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
     name = config.name or f"{config.arch}-{config.tracks}-{config.preset}"
     path = config.out / name
     if config.resume:
@@ -166,6 +172,7 @@ def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: Nois
         model = ASD3PM.create(config.arch, config.tracks, config.preset, noise, datamodule.steps, optim,
                               backbone_overrides=parse_overrides(config.set), max_transpose=data.max_transpose,
                               seed=config.seed, data={"path": str(data.data), **summary(datamodule.meta)})
+    optim = OptimConfig(**model.hparams.optim)  # a resumed run keeps its own optimisation settings
     precision = config.precision
     if precision == "auto":
         precision = "bf16-mixed" if torch.cuda.is_available() and config.accelerator != "cpu" else "32-true"
@@ -176,10 +183,16 @@ def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: Nois
         val_check_interval=config.val_every, check_val_every_n_epoch=None,
         limit_val_batches=config.val_batches or 1.0, gradient_clip_val=optim.grad_clip or None,
         log_every_n_steps=config.log_every, logger=make_logger(config, directory),
-        callbacks=make_callbacks(config, OptimConfig(**model.hparams.optim), directory),
+        callbacks=make_callbacks(config, optim, directory),
         default_root_dir=directory, use_distributed_sampler=False, num_sanity_val_steps=0,
     )
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+    inherited = os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = str(directory)  # the DDP processes Lightning starts write to the same run
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+    finally:
+        if inherited is None:
+            os.environ.pop(RUN_DIR_ENV, None)
     return directory
 
 

@@ -77,6 +77,7 @@ def test_two_process_cpu_ddp(trio_dataset, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed_backend=gloo" in proc.stderr + proc.stdout
     assert (tmp_path / "transformer-trio-tiny" / "checkpoints" / "last.ckpt").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["transformer-trio-tiny"]  # both processes, one run folder
 
 
 def test_wandb_logs_offline_without_account_and_previews_are_written(trio_dataset, tmp_path, monkeypatch):
