@@ -436,7 +436,15 @@ def tokens_to_midi(tokens: np.ndarray, tracks: str | Sequence[str] | None = None
 def tokens_to_notes(tokens: np.ndarray, tracks: str | Sequence[str] | None = None) -> list[np.ndarray]:
     """Per-track note arrays ``(N, 3)`` (start step, end step, pitch) of a grid; drums get 1-step notes."""
     tokens = np.asarray(tokens)
-    track_list = get_tracks(tracks or {1: "melody", 3: "trio"}[tokens.shape[1]])
+    if tokens.ndim == 1:
+        tokens = tokens[:, None]
+    if tracks is None:
+        tracks = {1: "melody", 3: "trio"}.get(tokens.shape[1])
+        if tracks is None:
+            raise ValueError(f"cannot infer tracks for a grid with K={tokens.shape[1]}; pass tracks=")
+    track_list = get_tracks(tracks)
+    if len(track_list) != tokens.shape[1]:
+        raise ValueError(f"grid has K={tokens.shape[1]} tracks but {len(track_list)} track names were given")
     out = []
     for k, track in enumerate(track_list):
         if track.is_drum:

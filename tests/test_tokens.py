@@ -122,3 +122,13 @@ def test_unreadable_file_names_the_file(tmp_path):
     bad.write_bytes(b"text")
     with pytest.raises(ValueError, match="bad.mid: unreadable MIDI"):
         midi_to_tokens(bad)
+
+
+def test_tokens_to_notes_rejects_ambiguous_grids_clearly():
+    with pytest.raises(ValueError, match="K=2"):
+        tokens_to_notes(np.zeros((16, 2), dtype=np.int64))
+    with pytest.raises(ValueError, match="K=3"):
+        tokens_to_notes(np.zeros((16, 3), dtype=np.int64), "melody")
+    row = np.zeros(16, dtype=np.int64)
+    row[0] = 60 - 19
+    np.testing.assert_array_equal(tokens_to_notes(row)[0], [[0, 16, 60]])  # a 1-D row is one melody track
