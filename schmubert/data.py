@@ -121,11 +121,11 @@ def transpose(x0: torch.Tensor, tracks: Sequence[Track], max_shift: int,
         return x0
     notes = x0[..., melodic]  # [B, L, M]
     is_on = (notes > NOTE_OFF) & (notes < tracks[melodic[0]].num_classes)
-    big = torch.iinfo(torch.long).max
-    lowest = torch.where(is_on, notes, big).amin(dim=(1, 2))  # [B]
-    highest = torch.where(is_on, notes, -big).amax(dim=(1, 2))
-    lo = torch.clamp(MIN_PITCH - PITCH_OFFSET - lowest, min=-max_shift).clamp(max=0)  # empty piece: 0
-    hi = torch.clamp(MAX_PITCH - PITCH_OFFSET - highest, max=max_shift).clamp(min=0)
+    has_notes = is_on.flatten(1).any(dim=1)  # [B]; a piece without notes is not shifted
+    lowest = torch.where(is_on, notes, MAX_PITCH).flatten(1).amin(dim=1)  # [B] classes
+    highest = torch.where(is_on, notes, 0).flatten(1).amax(dim=1)
+    lo = torch.clamp(MIN_PITCH - PITCH_OFFSET - lowest, min=-max_shift, max=0) * has_notes
+    hi = torch.clamp(MAX_PITCH - PITCH_OFFSET - highest, min=0, max=max_shift) * has_notes
     u = torch.rand(x0.shape[0], generator=generator, device=x0.device)
     shift = lo + (u * (hi - lo + 1)).long().clamp(max=hi - lo)  # uniform integer in [lo, hi]
     out = x0.clone()
