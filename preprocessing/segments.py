@@ -64,9 +64,9 @@ def _changes(score: symusic.Score, split_on_tempo: bool, split_on_time_signature
     """Ticks where the tempo or time signature actually changes (repeats of the same value are ignored)."""
     ticks = {0}
     if split_on_tempo:
-        prev = None
+        prev = 120.0  # the MIDI default until the first tempo event
         for tempo in sorted(score.tempos, key=lambda t: t.time):
-            if prev is not None and abs(tempo.qpm - prev) > 1e-3:
+            if abs(tempo.qpm - prev) > 1e-3:
                 ticks.add(int(tempo.time))
             prev = tempo.qpm
     if split_on_time_signature:

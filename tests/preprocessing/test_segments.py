@@ -29,6 +29,13 @@ def test_repeated_equal_tempo_does_not_split_and_no_split_option():
     assert [s.bars for s in segments_of(data, split_on_tempo=False)[0]] == [8]
 
 
+def test_first_tempo_event_after_the_start_is_a_change_from_the_default_120():
+    data = build_midi([{"notes": bars_of_notes(0, 8)}], tempos=[(64, 100.0)])
+    assert [s.bars for s in segments_of(data)[0]] == [4, 4]
+    same = build_midi([{"notes": bars_of_notes(0, 8)}], tempos=[(64, 120.0)])
+    assert [s.bars for s in segments_of(same)[0]] == [8]
+
+
 def test_time_signature_split_keeps_only_16_steps_per_bar():
     # 4 bars 4/4, then 3/4 from step 64 to the end
     data = build_midi([{"notes": bars_of_notes(0, 8)}], time_signatures=[(0, 4, 4), (64, 3, 4)])
