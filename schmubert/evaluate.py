@@ -153,7 +153,8 @@ def run_elbo(cfg: ElboConfig) -> dict:
     res = elbo(model.denoiser, model.diffusion, data, samples_per_piece=cfg.samples_per_piece,
                batch_size=cfg.batch_size, estimator=cfg.estimator, region=region,
                generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.progress)
-    out = {"bits_per_element": res.bits, "std_error": res.std_error, "pieces": len(res.per_piece),
+    out = {"bits_per_element": res.bits, "std_error": res.std_error, "monte_carlo_error": res.monte_carlo_error,
+           "pieces": len(res.per_piece),
            "elements_per_piece": res.elements, "samples_per_piece": res.samples_per_piece,
            "estimator": res.estimator, "infill": list(bars) if bars else None, "checkpoint": str(model.path),
            "sha256": model.sha256, "seed": cfg.seed}
@@ -163,7 +164,8 @@ def run_elbo(cfg: ElboConfig) -> dict:
         what = f"infilling NLL of bars {bars[0]}:{bars[1]}" if bars else "negative ELBO"
         print(f"{what}: {res.bits:.4f} bits per element (± {res.std_error:.4f} s.e. over "
               f"{len(res.per_piece)} pieces; {cfg.samples_per_piece} samples each, {cfg.estimator} "
-              "estimator)")
+              f"estimator); Monte Carlo error ± {res.monte_carlo_error:.4f} (other seeds land about this "
+              "close; raise --samples-per-piece to shrink it)")
     return out
 
 

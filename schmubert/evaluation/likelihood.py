@@ -49,6 +49,7 @@ class LikelihoodResult:
     elements: int  # scored elements per piece (n)
     samples_per_piece: int
     estimator: str
+    monte_carlo_error: float = float("nan")  # standard error of ``bits`` from the sampling alone (see below)
 
     @property
     def std_error(self) -> float:
@@ -137,8 +138,24 @@ def elbo(denoiser: Denoiser, diffusion: AbsorbingDiffusion, data: np.ndarray | t
         logits = denoiser(x_t.to(device))
         ce = diffusion.masked_cross_entropy([lg.float() for lg in logits], x0.to(device), mask.to(device))
         estimates[lo: lo + batch_size] = ce.double().cpu() * scale
-    per_piece = estimates.view(N, S).mean(1).numpy()
-    return LikelihoodResult(float(per_piece.mean()), per_piece, int(region.sum()), S, estimator)
+    per_sample = estimates.view(N, S).numpy()
+    return LikelihoodResult(float(per_sample.mean()), per_sample.mean(1), int(region.sum()), S, estimator,
+                            monte_carlo_error(per_sample))
+
+
+def monte_carlo_error(per_sample: np.ndarray) -> float:
+    """Standard error of the mean of ``per_sample [N, S]`` (S stratified samples per piece) due to sampling.
+
+    The even and the odd strata of a piece are two independent stratified estimates with S/2 strata each; the
+    full estimate is their mean, so its sampling variance is about ``(even - odd)^2 / 4`` per piece. This is
+    how far repeated runs with other seeds are expected to land (NaN for S < 2).
+    """
+    N, S = per_sample.shape
+    if S < 2:
+        return float("nan")
+    half = S // 2 * 2
+    diff = per_sample[:, 0:half:2].mean(1) - per_sample[:, 1:half:2].mean(1)
+    return float(np.sqrt((diff**2).sum()) / (2 * N))
 
 
 def infill_nll(denoiser: Denoiser, diffusion: AbsorbingDiffusion, data: np.ndarray | torch.Tensor,

@@ -94,3 +94,12 @@ def test_regions_and_bad_input():
         parse_bars("16-48")
     with pytest.raises(ValueError, match="not inside"):
         bar_region(256, 1, (8, 20))
+
+
+def test_reported_monte_carlo_error_predicts_the_spread_across_seeds():
+    x = data_melody(n=12, steps=128)
+    runs = [elbo(mask_aware, diffusion(), x, samples_per_piece=8, batch_size=96,
+                 generator=torch.Generator().manual_seed(s)) for s in range(16)]
+    spread = np.std([r.bits for r in runs], ddof=1)
+    reported = np.mean([r.monte_carlo_error for r in runs])
+    assert spread > 0 and 0.5 < reported / spread < 2, (reported, spread)
