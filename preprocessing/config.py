@@ -48,6 +48,8 @@ class PreprocessConfig:
                                 "it sounds; a window needs all three active in every bar")
     gap_bars: int = arg(1, "melody: a rest of this many full bars or more ends a melody; windows lie inside "
                            "one melody")
+    max_file_bars: int = arg(4096, "skip a file longer than this many bars (\"too long\"): a corrupt file with a "
+                                   "stray event far out would otherwise exhaust a worker's memory")
     split_on_tempo: bool = arg(True, "split files at tempo changes (each part quantized against its own "
                                      "start)")
     split_on_time_signature: bool = arg(True, "split files at time-signature changes; only 4/4-like "
@@ -67,7 +69,8 @@ class PreprocessConfig:
         self.input, self.output = Path(self.input), Path(self.output)
         checks = {
             "bars": self.bars >= 1, "hop_bars": self.hop_bars >= 1, "activity_bars": self.activity_bars >= 0,
-            "gap_bars": self.gap_bars >= 1, "valid_fraction": 0.0 <= self.valid_fraction < 1.0,
+            "gap_bars": self.gap_bars >= 1,
+            "max_file_bars": self.max_file_bars >= self.bars, "valid_fraction": 0.0 <= self.valid_fraction < 1.0,
             "workers": self.workers >= 0, "batch_files": self.batch_files >= 1,
             "limit": self.limit is None or self.limit >= 0,
         }
@@ -80,7 +83,7 @@ class PreprocessConfig:
     def extraction_options(self) -> dict:
         """The options that decide which windows a file yields (the per-file cache is keyed by these)."""
         keys = ("tracks", "bars", "hop_bars", "melody_programs", "bass_programs", "activity_bars", "gap_bars",
-                "split_on_tempo", "split_on_time_signature")
+                "max_file_bars", "split_on_tempo", "split_on_time_signature")
         return {k: getattr(self, k) for k in keys}
 
     def to_json(self) -> dict:

@@ -72,7 +72,7 @@ def extract(data: bytes, cfg: PreprocessConfig,
     roles = tuple(t.name for t in tracks)
     trailing = cfg.activity_bars if cfg.tracks == "trio" else 0
     segments, other_meter = split_segments(read_score(data, name), cfg.split_on_tempo,
-                                           cfg.split_on_time_signature, trailing)
+                                           cfg.split_on_time_signature, trailing, cfg.max_file_bars)
     if not segments:
         raise SkipFile("no 4/4 segment", f"{other_meter} segment(s) in other meters")
     _check_roles(segments, roles, cfg)

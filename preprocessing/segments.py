@@ -112,16 +112,19 @@ def _track_arrays(score: symusic.Score) -> list[tuple[int, bool, np.ndarray]]:
 
 
 def split_segments(score: symusic.Score, split_on_tempo: bool = True, split_on_time_signature: bool = True,
-                   trailing_bars: int = 0) -> tuple[list[Segment], int]:
+                   trailing_bars: int = 0, max_bars: int | None = None) -> tuple[list[Segment], int]:
     """The file's 4/4 segments and the number of non-4/4 segments that held notes.
 
     ``trailing_bars``: the last segment may run this many bars past its last note (silent bars that a window
-    can still use, e.g. the trio activity margin).
+    can still use, e.g. the trio activity margin). ``max_bars``: a longer file is skipped as ``too long``.
     """
     tracks = _track_arrays(score)
     if not any(len(t[2]) for t in tracks):
         raise SkipFile("no notes")
     end_tick = max(int(t[2][:, 1].max()) for t in tracks if len(t[2]))
+    file_bars = end_tick * STEPS_PER_QUARTER / score.ticks_per_quarter / STEPS_PER_BAR
+    if max_bars is not None and file_bars > max_bars:
+        raise SkipFile("too long", f"{file_bars:.0f} bars (--max-file-bars {max_bars})")
     bounds = _changes(score, split_on_tempo, split_on_time_signature)
     bounds = [b for b in bounds if b < end_tick] + [end_tick]
     tpq = score.ticks_per_quarter

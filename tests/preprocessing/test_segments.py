@@ -82,3 +82,11 @@ def test_unreadable_and_empty():
         read_score(b"not a midi file", "x.mid")
     with pytest.raises(SkipFile, match="no notes"):
         segments_of(build_midi([{"notes": []}]))
+
+
+def test_a_stray_note_far_out_makes_the_file_too_long_not_a_memory_blowup():
+    notes = bars_of_notes(0, 4) + [(16 * 100_000, 16 * 100_000 + 1, 60)]  # one note 100k bars later
+    with pytest.raises(SkipFile) as err:
+        segments_of(build_midi([{"notes": notes}]), max_bars=4096)
+    assert err.value.reason == "too long" and "100000 bars" in str(err.value)
+    assert segments_of(build_midi([{"notes": bars_of_notes(0, 8)}]), max_bars=8)[0][0].bars == 8
