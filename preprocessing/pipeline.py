@@ -21,10 +21,12 @@ import schmubert
 from preprocessing.cache import CachedFile, WorkCache, atomic_write_bytes
 from preprocessing.config import PreprocessConfig
 from preprocessing.extract import FileResult, process_file
+from preprocessing.segments import UNREADABLE_REASON
 from preprocessing.sources import count_inputs, iter_inputs
 from schmubert.tokens import STEPS_PER_BAR, get_tracks
 
 DUPLICATE_FILE = "duplicate file"
+UNREADABLE = UNREADABLE_REASON  # repeated empty inputs share one hash but are not duplicates
 _WORKER_CFG: PreprocessConfig | None = None
 
 
@@ -89,11 +91,11 @@ class _Runner:
             self.pool.join()
 
 
-def collect(cfg: PreprocessConfig, cache: WorkCache) -> tuple[list[str], int]:
-    """Process every input not yet cached; returns the input hashes in stream order and the duplicate
-    file count."""
+def collect(cfg: PreprocessConfig, cache: WorkCache) -> tuple[list[str], Counter]:
+    """Process every input not yet cached; returns the input hashes in stream order and the counts of inputs
+    skipped before parsing: repeated files, and repeated empty (unreadable) ones, which all share a hash."""
     seen: dict[str, None] = {}
-    duplicates = 0
+    repeated: Counter = Counter()
     bar = tqdm(total=count_inputs(cfg.input, cfg.limit), unit="file", disable=not cfg.progress,
                desc=f"preprocess {cfg.tracks}", file=sys.stderr)
     runner = _Runner(cfg)
@@ -103,7 +105,7 @@ def collect(cfg: PreprocessConfig, cache: WorkCache) -> tuple[list[str], int]:
             for name, data in batch:
                 sha = hashlib.sha256(data).hexdigest()
                 if sha in seen:
-                    duplicates += 1
+                    repeated[UNREADABLE if not data else DUPLICATE_FILE] += 1
                     bar.update()
                     continue
                 seen[sha] = None
@@ -120,7 +122,7 @@ def collect(cfg: PreprocessConfig, cache: WorkCache) -> tuple[list[str], int]:
     finally:
         runner.close()
         bar.close()
-    return list(seen), duplicates
+    return list(seen), repeated
 
 
 def split_files(used: list[CachedFile], cfg: PreprocessConfig) -> dict[str, str]:
@@ -178,7 +180,7 @@ def run(cfg: PreprocessConfig) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     cache = WorkCache(out.with_name(out.name + ".work"), {**cfg.extraction_options(),
                                                           "version": schmubert.__version__})
-    order, duplicate_files = collect(cfg, cache)
+    order, repeated = collect(cfg, cache)
     files = sorted((cache.files[sha] for sha in order), key=lambda f: f.sha256)
     used = [f for f in files if f.rows]
     split = split_files(used, cfg)
@@ -189,9 +191,7 @@ def run(cfg: PreprocessConfig) -> dict:
     tmp.mkdir()
     file_index = {f.sha256: i for i, f in enumerate(used)}
     sources = _write_arrays(tmp, cache, keep, (cfg.bars * STEPS_PER_BAR, len(tracks)), file_index)
-    reasons = Counter(f.reason for f in files if not f.rows)
-    if duplicate_files:
-        reasons[DUPLICATE_FILE] = duplicate_files
+    reasons = Counter(f.reason for f in files if not f.rows) + repeated
     meta = {
         "tracks": cfg.tracks, "track_names": [t.name for t in tracks],
         "num_classes": [t.num_classes for t in tracks], "mask_ids": [t.mask_id for t in tracks],
@@ -201,7 +201,7 @@ def run(cfg: PreprocessConfig) -> dict:
         "row_fields": ["file", "segment", "start_bar", *[t.name for t in tracks]],
         "sources": sources,
         "counts": {
-            "files_seen": len(order) + duplicate_files, "files_used": len(used),
+            "files_seen": len(order) + sum(repeated.values()), "files_used": len(used),
             "files_train": sum(s == "train" for s in split.values()),
             "files_valid": sum(s == "valid" for s in split.values()),
             "windows_found": sum(len(f.rows) for f in used), "duplicates_removed": removed,

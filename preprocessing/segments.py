@@ -21,6 +21,8 @@ from schmubert.tokens import (
     monophonize,
 )
 
+UNREADABLE_REASON = "unreadable"
+
 
 class SkipFile(Exception):  # noqa: N818 - it is a verdict, not an error
     """A file that yields no window, with the reason it is counted under."""
@@ -57,7 +59,7 @@ def read_score(data: bytes, name: str = "<bytes>") -> symusic.Score:
     try:
         return symusic.Score.from_midi(data)
     except Exception as err:  # symusic raises RuntimeError/ValueError for broken files
-        raise SkipFile("unreadable", f"{name}: {err}") from err
+        raise SkipFile(UNREADABLE_REASON, f"{name}: {err}") from err
 
 
 def _changes(score: symusic.Score, split_on_tempo: bool, split_on_time_signature: bool) -> list[int]:

@@ -186,3 +186,16 @@ def test_overwrite_never_replaces_a_folder_that_is_not_a_finished_output(tmp_pat
     run(cfg(tmp_path, src, tracks="melody"))
     meta = run(cfg(tmp_path, src, tracks="melody", overwrite=True))
     assert meta["counts"]["files_seen"] == 1 and (tmp_path / "out" / "meta.json").is_file()
+
+
+def test_several_empty_files_each_count_as_unreadable_not_as_duplicates(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.mid", "b.mid", "c.mid"):
+        (folder / name).write_bytes(b"")
+    (folder / "d.mid").write_bytes((CORPUS / "lakh-trio-64bar" / sorted(
+        p.name for p in (CORPUS / "lakh-trio-64bar").glob("*.mid"))[0]).read_bytes())
+    (folder / "e.mid").write_bytes((folder / "d.mid").read_bytes())
+    c = run(cfg(tmp_path, folder))["counts"]
+    assert c["files_seen"] == 5
+    assert c["skipped"]["unreadable"] == 3 and c["skipped"]["duplicate file"] == 1
