@@ -399,6 +399,35 @@ def midi_to_tokens(midi: str | Path | pretty_midi.PrettyMIDI, tracks: str | Sequ
     return np.stack(columns, axis=1) if columns else np.zeros((steps, 0), dtype=np.int64)
 
 
+def _grid_tracks(tokens: np.ndarray, tracks: str | Sequence[str] | None) -> tuple[np.ndarray, tuple[Track, ...]]:
+    """A grid as ``(steps, K)`` and its tracks (``None``: inferred from K, 1 = melody, 3 = trio), checked."""
+    tokens = np.asarray(tokens)
+    if tokens.ndim == 1:
+        tokens = tokens[:, None]
+    if tracks is None:
+        tracks = {1: "melody", 3: "trio"}.get(tokens.shape[1])
+        if tracks is None:
+            raise ValueError(f"cannot infer tracks for a grid with K={tokens.shape[1]}; pass tracks=")
+    track_list = get_tracks(tracks)
+    if len(track_list) != tokens.shape[1]:
+        raise ValueError(f"grid has K={tokens.shape[1]} tracks but {len(track_list)} track names were given")
+    return tokens, track_list
+
+
+def tokens_to_notes(tokens: np.ndarray, tracks: str | Sequence[str] | None = None) -> list[np.ndarray]:
+    """Per-track note arrays ``(N, 3)`` (start step, end step, pitch) of a grid; drums get 1-step notes at
+    their class's representative pitch. Mask tokens decode as silence."""
+    tokens, track_list = _grid_tracks(tokens, tracks)
+    out = []
+    for k, track in enumerate(track_list):
+        if track.is_drum:
+            hits = decode_drums(tokens[:, k])
+            out.append(np.stack([hits[:, 0], hits[:, 0] + 1, hits[:, 1]], axis=1))
+        else:
+            out.append(decode_melodic(tokens[:, k]))
+    return out
+
+
 def tokens_to_midi(tokens: np.ndarray, tracks: str | Sequence[str] | None = None,
                    qpm: float = DECODE_QPM, programs: dict[str, int] | None = None) -> pretty_midi.PrettyMIDI:
     """A token grid ``(steps, K)`` -> ``PrettyMIDI`` by the decoding conventions of the spec.
@@ -406,51 +435,13 @@ def tokens_to_midi(tokens: np.ndarray, tracks: str | Sequence[str] | None = None
     ``tracks`` defaults from K (1 = melody, 3 = trio). Mask tokens decode as silence. ``programs`` overrides the
     General MIDI program of melodic tracks by name (e.g. ``{"melody": 81}``).
     """
-    tokens = np.asarray(tokens)
-    if tokens.ndim == 1:
-        tokens = tokens[:, None]
-    if tracks is None:
-        tracks = {1: "melody", 3: "trio"}.get(tokens.shape[1])
-        if tracks is None:
-            raise ValueError(f"cannot infer tracks for a grid with K={tokens.shape[1]}; pass tracks=")
-    track_list = get_tracks(tracks)
-    if len(track_list) != tokens.shape[1]:
-        raise ValueError(f"grid has K={tokens.shape[1]} tracks but {len(track_list)} track names were given")
+    tokens, track_list = _grid_tracks(tokens, tracks)
     seconds_per_step = 60.0 / qpm / STEPS_PER_QUARTER
     pm = pretty_midi.PrettyMIDI(initial_tempo=qpm, resolution=DECODE_RESOLUTION)
-    for k, track in enumerate(track_list):
+    for track, notes in zip(track_list, tokens_to_notes(tokens, track_list), strict=True):
         program = (programs or {}).get(track.name, track.program)
         inst = pretty_midi.Instrument(program=program, is_drum=track.is_drum, name=track.name)
-        if track.is_drum:
-            for step, pitch in decode_drums(tokens[:, k]).tolist():
-                inst.notes.append(pretty_midi.Note(DECODE_VELOCITY, int(pitch), step * seconds_per_step,
-                                                   (step + 1) * seconds_per_step))
-        else:
-            for start, end, pitch in decode_melodic(tokens[:, k]).tolist():
-                inst.notes.append(pretty_midi.Note(DECODE_VELOCITY, int(pitch), start * seconds_per_step,
-                                                   end * seconds_per_step))
+        inst.notes = [pretty_midi.Note(DECODE_VELOCITY, pitch, start * seconds_per_step, end * seconds_per_step)
+                      for start, end, pitch in notes.tolist()]
         pm.instruments.append(inst)
     return pm
-
-
-def tokens_to_notes(tokens: np.ndarray, tracks: str | Sequence[str] | None = None) -> list[np.ndarray]:
-    """Per-track note arrays ``(N, 3)`` (start step, end step, pitch) of a grid; drums get 1-step notes."""
-    tokens = np.asarray(tokens)
-    if tokens.ndim == 1:
-        tokens = tokens[:, None]
-    if tracks is None:
-        tracks = {1: "melody", 3: "trio"}.get(tokens.shape[1])
-        if tracks is None:
-            raise ValueError(f"cannot infer tracks for a grid with K={tokens.shape[1]}; pass tracks=")
-    track_list = get_tracks(tracks)
-    if len(track_list) != tokens.shape[1]:
-        raise ValueError(f"grid has K={tokens.shape[1]} tracks but {len(track_list)} track names were given")
-    out = []
-    for k, track in enumerate(track_list):
-        if track.is_drum:
-            hits = decode_drums(tokens[:, k])
-            out.append(np.stack([hits[:, 0], hits[:, 0] + 1, hits[:, 1]], axis=1) if len(hits) else
-                       np.zeros((0, 3), dtype=np.int64))
-        else:
-            out.append(decode_melodic(tokens[:, k]))
-    return out
