@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "",
         flag = "--" + prefix + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         kwargs: dict[str, Any] = {"dest": prefix.replace("-", "_") + f.name, "default": default}
+        if "choices" in f.metadata:
+            kwargs["choices"] = list(f.metadata["choices"])
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(tp) is typing.Literal:

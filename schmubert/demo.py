@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schmubert import sample, train
+from schmubert.backbones import PRESETS, architectures
 from schmubert.config import add_arguments, arg, from_args
 from schmubert.data import DataConfig
 from schmubert.diffusion import NoiseConfig
@@ -24,8 +25,8 @@ class DemoConfig:
     data: Path = arg(Path("data/processed/demo-trio"), "processed demo dataset (from `make preprocess`)")
     minutes: float = arg(4.0, "training time budget in minutes")
     max_steps: int = arg(3000, "training steps at most (the time budget usually ends training first)")
-    arch: str = arg("conv", "backbone architecture")
-    preset: str = arg("small", "backbone preset")
+    arch: str = arg("conv", "backbone architecture", choices=architectures())
+    preset: str = arg("small", "backbone preset", choices=PRESETS)
     batch_size: int = arg(8, "training batch size")
     sample_steps: int = arg(256, "reverse diffusion steps per sample")
     out: Path = arg(Path("runs"), "training output folder (the run goes to OUT/demo, or demo-N)")

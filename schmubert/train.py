@@ -34,7 +34,7 @@ EXAMPLES = """examples:
 
 @dataclass
 class TrainConfig:
-    arch: str = arg("conv", "backbone architecture (one of: " + ", ".join(architectures()) + ")")
+    arch: str = arg("conv", "backbone architecture", choices=architectures())
     tracks: Literal["trio", "melody"] = arg("trio", "track set: trio (melody, bass, drums) or melody")
     preset: Literal["paper", "small", "tiny"] = arg("paper", "backbone size preset: " + ", ".join(PRESETS))
     set: list[str] = arg([], "backbone config override FIELD=VALUE (repeatable, e.g. --set depth=4)")
