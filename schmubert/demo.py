@@ -1,6 +1,7 @@
-"""The end-to-end demo behind ``make demo``: train a small conv trio model on the bundled demo corpus for a few
-minutes on CPU, then write infilled, accompanied and unconditional samples (MIDI, piano-roll PNG, WAV when
-FluidSynth is there, JSON record).
+"""The end-to-end demo behind ``make demo``: train a small model on the demo corpus, then sample from it.
+
+It trains a small conv trio model on the bundled demo corpus for a few minutes on CPU, then writes infilled,
+accompanied and unconditional samples (MIDI, piano-roll PNG, WAV when FluidSynth is there, JSON record).
 
 ``make demo`` runs ``make preprocess`` first, which writes ``data/processed/demo-trio``.
 """
