@@ -141,15 +141,6 @@ def num_classes(tracks: str | Sequence[Track]) -> list[int]:
     return [t.num_classes for t in get_tracks(tracks)]
 
 
-def masked_like(tokens: np.ndarray, tracks: str | Sequence[Track]) -> np.ndarray:
-    """An all-mask array with the shape of ``tokens`` ``(..., K)``."""
-    return np.broadcast_to(np.asarray(mask_ids(tracks)), tokens.shape).astype(tokens.dtype)
-
-
-# --- notes <-> grid ----------------------------------------------------------------------------------------
-# A note list is an int array (N, 3): start step, end step (exclusive), MIDI pitch.
-
-
 def pitch_to_class(pitch: np.ndarray | int) -> np.ndarray | int:
     return pitch - PITCH_OFFSET
 
@@ -310,17 +301,6 @@ def instrument_notes(pm: pretty_midi.PrettyMIDI, inst: pretty_midi.Instrument) -
     ends = time_to_step(pm, [n.end for n in notes])
     pitches = np.array([n.pitch for n in notes], dtype=np.int64)
     return np.stack([starts, ends, pitches], axis=1)
-
-
-def encode_instrument(pm: pretty_midi.PrettyMIDI, inst: pretty_midi.Instrument | None, track: Track,
-                      steps: int) -> np.ndarray:
-    """One instrument -> token row ``(steps,)`` for ``track`` (a missing instrument is a silent row)."""
-    if inst is None:
-        return np.zeros(steps, dtype=np.int64)
-    notes = instrument_notes(pm, inst)
-    if track.is_drum:
-        return encode_drums(notes[:, [0, 2]], steps)
-    return encode_melodic(notes, steps)
 
 
 def midi_length_steps(pm: pretty_midi.PrettyMIDI) -> int:
