@@ -30,7 +30,6 @@ from tqdm import tqdm
 
 from schmubert.config import add_arguments, arg, from_args, to_dict
 from schmubert.evaluation import evaluate_overlaps, overlaps
-from schmubert.evaluation.likelihood import parse_bars
 
 METRICS = ("pitch C", "pitch Var", "duration C", "duration Var")
 SETTINGS = ("unconditional", "infilling")
@@ -87,7 +86,7 @@ def one_evaluation(model, valid: np.ndarray, cfg: Table55Config, rng: np.random.
     shape = (cfg.batch_size, L, K)
     uncond = sample_pieces(model, np.zeros_like(ref), conditioning.unconditional(shape), steps,
                            cfg.batch_size, generator)
-    infilled = sample_pieces(model, ref, conditioning.infill(shape, [parse_bars(cfg.infill)]), steps,
+    infilled = sample_pieces(model, ref, conditioning.infill(shape, [conditioning.parse_bar_range(cfg.infill)]), steps,
                              cfg.batch_size, generator)
     ref_oa = overlaps(ref, model.tracks, cfg.drums)
     rows = {"unconditional": overlaps(uncond, model.tracks, cfg.drums),

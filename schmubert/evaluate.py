@@ -138,8 +138,8 @@ def _validation_array(path: Path) -> np.ndarray:
 
 def run_elbo(cfg: ElboConfig) -> dict:
     from schmubert.checkpoints import find_latest_checkpoint, load_model
+    from schmubert.conditioning import parse_bar_range
     from schmubert.evaluation import bar_region, elbo
-    from schmubert.evaluation.likelihood import parse_bars
 
     model = load_model(cfg.checkpoint or find_latest_checkpoint("runs"), cfg.device)
     data = _validation_array(Path(cfg.data))
@@ -148,7 +148,7 @@ def run_elbo(cfg: ElboConfig) -> dict:
                          f"({model.steps}, {len(model.tracks)})")
     if cfg.max_pieces and cfg.max_pieces < len(data):
         data = data[np.linspace(0, len(data) - 1, cfg.max_pieces).round().astype(int)]
-    bars = parse_bars(cfg.infill) if cfg.infill else None
+    bars = parse_bar_range(cfg.infill) if cfg.infill else None
     region = bar_region(model.steps, len(model.tracks), bars) if bars else None
     res = elbo(model.denoiser, model.diffusion, data, samples_per_piece=cfg.samples_per_piece,
                batch_size=cfg.batch_size, estimator=cfg.estimator, region=region,

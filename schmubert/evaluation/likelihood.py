@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from schmubert import conditioning
 from schmubert.diffusion import AbsorbingDiffusion
-from schmubert.tokens import STEPS_PER_BAR
 
 Estimator = Literal["count", "time"]
 Denoiser = Callable[[torch.Tensor], Sequence[torch.Tensor]]
@@ -59,22 +59,8 @@ class LikelihoodResult:
 
 
 def bar_region(steps: int, num_tracks: int, bars: tuple[int, int]) -> torch.Tensor:
-    """Elements of bars ``[start, stop)`` on all tracks, ``BoolTensor[L, K]``."""
-    start, stop = bars
-    if not 0 <= start < stop <= steps // STEPS_PER_BAR:
-        raise ValueError(f"bar range {start}:{stop} is not inside a {steps // STEPS_PER_BAR}-bar piece")
-    region = torch.zeros(steps, num_tracks, dtype=torch.bool)
-    region[start * STEPS_PER_BAR: stop * STEPS_PER_BAR] = True
-    return region
-
-
-def parse_bars(text: str) -> tuple[int, int]:
-    """``"16:48"`` -> (16, 48), bars 16..47."""
-    try:
-        start, stop = (int(v) for v in text.split(":"))
-    except ValueError as err:
-        raise ValueError(f"bar range {text!r}: expected START:STOP, e.g. 16:48") from err
-    return start, stop
+    """Elements of bars ``[start, stop)`` on all tracks, ``BoolTensor[L, K]``: what infilling them regenerates."""
+    return ~conditioning.infill((1, steps, num_tracks), [bars])[0]
 
 
 def _model_device(denoiser: Denoiser, device: str | torch.device | None) -> torch.device:

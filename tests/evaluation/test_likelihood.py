@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from schmubert.conditioning import parse_bar_range
 from schmubert.diffusion import AbsorbingDiffusion, NoiseConfig
-from schmubert.evaluation.likelihood import bar_region, elbo, infill_nll, parse_bars
+from schmubert.evaluation.likelihood import bar_region, elbo, infill_nll
 from schmubert.tokens import mask_ids
 
 T = 64
@@ -89,10 +90,10 @@ def test_time_estimator_matches_diffusion_loss_elbo():
 def test_regions_and_bad_input():
     region = bar_region(1024, 3, (16, 48))
     assert region.sum() == 32 * 16 * 3 and region[256:768].all() and not region[:256].any()
-    assert parse_bars("16:48") == (16, 48)
-    with pytest.raises(ValueError, match="START:STOP"):
-        parse_bars("16-48")
-    with pytest.raises(ValueError, match="not inside"):
+    assert parse_bar_range("16:48") == (16, 48)
+    with pytest.raises(ValueError, match="START:END"):
+        parse_bar_range("16-48")
+    with pytest.raises(ValueError, match="outside the piece"):
         bar_region(256, 1, (8, 20))
 
 
