@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from schmubert.config import add_arguments, arg, from_args, to_dict
 from schmubert.evaluation import evaluate_overlaps, overlaps
+from schmubert.files import write_atomic
 
 METRICS = ("pitch C", "pitch Var", "duration C", "duration Var")
 SETTINGS = ("unconditional", "infilling")
@@ -141,16 +142,12 @@ def bar_chart(ours: dict[str, np.ndarray], path: Path) -> None:
     axes[0].set_ylabel("score (1 = like the reference)")
     axes[1].legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"), overwrite=True)
     plt.close(fig)
-    tmp.replace(path)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+def write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(text), overwrite=True)  # --overwrite was checked up front
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             for _ in tqdm(range(cfg.num_evals), desc="evaluations")]
     ours = {k: np.array([r[k] for r in runs]) for k in runs[0]}
     cfg.output.mkdir(parents=True, exist_ok=True)
-    write_atomic(outputs[0], markdown(ours, cfg, model))
+    write_text(outputs[0], markdown(ours, cfg, model))
     bar_chart(ours, outputs[1])
-    write_atomic(outputs[2], json.dumps({"config": to_dict(cfg), "metrics": list(METRICS),
+    write_text(outputs[2], json.dumps({"config": to_dict(cfg), "metrics": list(METRICS),
                                          "evaluations": {k: v.tolist() for k, v in ours.items()},
                                          "seconds": time.perf_counter() - start}, indent=2))
     print(outputs[0].read_text())

@@ -9,7 +9,6 @@ work folder made with other options is discarded.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.extract import FileResult
+from schmubert.files import write_atomic
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_bytes(data), overwrite=True)
 
 
 @dataclass
@@ -64,9 +62,7 @@ class WorkCache:
         steps_k = results[0].windows.shape[1:] if results else (0, 0)
         grids = [r.windows for r in results if len(r.windows)]
         array = np.concatenate(grids) if grids else np.zeros((0, *steps_k), dtype=np.uint16)
-        tmp = self.folder / f"batch-{batch:05d}.tmp.npy"
-        np.save(tmp, array)
-        os.replace(tmp, self.folder / f"batch-{batch:05d}.npy")
+        write_atomic(self.folder / f"batch-{batch:05d}.npy", lambda tmp: np.save(tmp, array), overwrite=True)
         entries, offset = [], 0
         for r in results:
             entries.append({"sha256": r.sha256, "name": r.name, "reason": r.reason, "detail": r.detail,

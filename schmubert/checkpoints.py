@@ -21,6 +21,7 @@ import torch
 
 from schmubert.backbones import Backbone, from_config
 from schmubert.diffusion import AbsorbingDiffusion, NoiseConfig
+from schmubert.files import write_atomic
 from schmubert.tokens import Track, get_tracks, mask_ids
 
 CHECKPOINT_KIND = "asd3pm"
@@ -106,14 +107,9 @@ def save_model(path: str | Path, denoiser: Backbone, hparams: dict[str, Any]) ->
     """Write a minimal inference checkpoint (no optimizer state) atomically; loadable by :func:`load_model`."""
     from schmubert import __version__
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ckpt = {
         "schmubert": {"kind": CHECKPOINT_KIND, "version": __version__},
         "hyper_parameters": hparams,
         "state_dict": {DENOISER_PREFIX + k: v.detach().cpu() for k, v in denoiser.state_dict().items()},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
-    return path
+    return write_atomic(path, lambda tmp: torch.save(ckpt, tmp), overwrite=True)

@@ -7,10 +7,8 @@ regenerated region is shaded.
 
 from __future__ import annotations
 
-import os
 import wave
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -23,32 +21,11 @@ import pretty_midi  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from schmubert.files import write_atomic  # noqa: E402
 from schmubert.tokens import DRUM_CLASS_NAMES, STEPS_PER_BAR, Track, tokens_to_notes  # noqa: E402
 
 TRACK_COLOURS = {"melody": "tab:red", "bass": "tab:blue", "drums": "black"}
 SAMPLE_RATE = 44100
-
-
-@contextmanager
-def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path`` (refusing to overwrite)."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_atomic(path: str | Path, write: Callable[[Path], object], overwrite: bool = False) -> Path:
-    """Call ``write(tmp_path)`` and move the result onto ``path`` atomically."""
-    with atomic_path(path, overwrite) as tmp:
-        write(tmp)
-    return Path(path)
 
 
 def note_boxes(notes: np.ndarray) -> np.ndarray:

@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 from schmubert import conditioning
 from schmubert.checkpoints import LoadedModel, find_latest_checkpoint, load_model
 from schmubert.config import add_arguments, arg, from_args, to_dict
+from schmubert.files import write_atomic
 from schmubert.guidance import NoteDensityGuidance, density_error
-from schmubert.render import save_pianoroll, write_atomic, write_wav
+from schmubert.render import save_pianoroll, write_wav
 from schmubert.sampling import sample_long
 from schmubert.tokens import STEPS_PER_BAR, load_midi, midi_length_steps, midi_to_tokens, tokens_to_midi
 

@@ -3,7 +3,7 @@ import pretty_midi
 import pytest
 from matplotlib.colors import to_rgba
 
-from schmubert.render import _spans, atomic_path, fluidsynth_available, pianoroll, save_pianoroll, write_wav
+from schmubert.render import _spans, fluidsynth_available, pianoroll, save_pianoroll, write_wav
 from schmubert.tokens import TRACK_SETS, tokens_to_midi
 
 TRIO = TRACK_SETS["trio"]
@@ -49,14 +49,6 @@ def test_save_pianoroll_writes_png_and_refuses_to_overwrite(tmp_path):
         save_pianoroll(grid(), TRIO, path)
     save_pianoroll(grid(), TRIO, path, overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]  # no temp file left
-
-
-def test_atomic_path_leaves_nothing_on_failure(tmp_path):
-    with pytest.raises(RuntimeError):
-        with atomic_path(tmp_path / "x.mid") as tmp:
-            tmp.write_text("half")
-            raise RuntimeError
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_write_wav_or_notice(tmp_path, capsys):
