@@ -19,9 +19,6 @@ from torch import nn
 from schmubert.config import arg
 from schmubert.tokens import Track
 
-INIT_STD = 0.02
-
-
 @dataclass
 class BackboneOptions:
     """Options every backbone has; each architecture's config extends these with its own."""
@@ -35,20 +32,23 @@ class BackboneOptions:
                               "value > 0 disables the fused attention kernels on CPU)")
 
 
-def init_weights(module: nn.Module, std: float = INIT_STD) -> None:
-    """GPT-style init: normal(0, std) for linear/conv/embedding weights, zero biases, unit LayerNorms."""
+def init_weights(module: nn.Module) -> None:
+    """Variance-preserving init: a signal keeps its scale through every layer, so the content reaches the heads.
+
+    Linear layers: normal(0, 1/sqrt(fan_in)) (LeCun), so each output has about the scale of its inputs; token
+    embeddings and learned positions: normal(0, 1), content and position on the same scale; biases zero,
+    LayerNorms unit. (The GPT-style normal(0, 0.02) everywhere crushed the content signal through the stacked
+    embedding -> patch -> merge layers to ~1e-3 of the positions: the model could not learn from its context.)
+    """
     for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Conv1d, nn.ConvTranspose1d, nn.Embedding)):
-            nn.init.normal_(m.weight, mean=0.0, std=std)
-            if getattr(m, "bias", None) is not None:
-                nn.init.zeros_(m.bias)
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=m.in_features ** -0.5)
+        elif isinstance(m, (nn.Embedding, LearnedPositions)):
+            nn.init.normal_(m.weight, mean=0.0, std=1.0)
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, LearnedPositions):
-            nn.init.normal_(m.weight, mean=0.0, std=std)
         for name, p in m.named_parameters(recurse=False):
-            if name == "bias" and not isinstance(m, (nn.Linear, nn.LayerNorm)):
+            if name == "bias":
                 nn.init.zeros_(p)
 
 

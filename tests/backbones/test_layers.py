@@ -49,12 +49,17 @@ def test_embeddings_and_heads_follow_each_track_vocabulary():
     assert [tuple(o.shape) for o in out] == [(1, 1, 90), (1, 1, 90), (1, 1, 512)]
 
 
-def test_init_is_small_normal_with_zero_biases():
+def test_init_preserves_the_signal_scale_with_zero_biases():
     torch.manual_seed(0)
-    layer = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.LayerNorm(256))
+    layer = torch.nn.Sequential(torch.nn.Linear(256, 64), torch.nn.LayerNorm(64))
+    emb = TrackEmbedding(get_tracks("melody"), 32)
     init_weights(layer)
-    assert abs(layer[0].weight.std().item() - 0.02) < 0.002
+    init_weights(emb)
+    assert abs(layer[0].weight.std().item() - 256**-0.5) < 0.005  # LeCun: 1/sqrt(fan_in)
     assert layer[0].bias.abs().sum() == 0 and (layer[1].weight == 1).all()
+    assert abs(emb.embeddings[0].weight.std().item() - 1.0) < 0.1
+    h = layer[0](torch.randn(4096, 256))
+    assert 0.9 < h.std().item() < 1.1  # a unit-scale input keeps its scale
 
 
 def test_check_length_message_names_the_model():
