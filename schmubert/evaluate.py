@@ -34,7 +34,8 @@ class SetsConfig:
     reference: Path = arg(None, "reference set (e.g. the validation split): .npy arrays, MIDI, or a folder")
     generated: Path = arg(None, "generated set: .npy token arrays, MIDI files, or a folder of them")
     tracks: Literal["trio", "melody"] = arg("trio", "the tracks MIDI files are read as (by instrument role)")
-    steps: int = arg(1024, "MIDI files are cut/padded to this many 16th steps (0 = each file's own length)")
+    steps: int = arg(1024, "MIDI files are cut/padded to this many 16th steps (0 = each file's own length in "
+                           "whole bars, unpadded)")
     workers: int = arg(DEFAULT_WORKERS, "processes reading MIDI files")
     json: bool = arg(False, "print machine-readable JSON instead of a table")
     progress: bool = arg(True, "show progress bars (on stderr)")
@@ -45,6 +46,8 @@ class SelfsimConfig(SetsConfig):
     num_evals: int = arg(20, "evaluations to average (the thesis: 20); each draws --num-pieces from each set")
     num_pieces: int = arg(1000, "pieces drawn per set per evaluation; a set no larger is used whole")
     drums: Literal["include", "exclude"] = arg("include", "pool drum hits with notes (the original) or not")
+    silent: Literal["zero", "drop"] = arg("zero", "a piece without notes (or ending before bar 6): overlap 0, "
+                                          "kept in mean and variance (the original), or drop it (not the original)")
     use_tracks: list[str] | None = arg(None, "only these tracks, e.g. melody (default: all)")
     seed: int = arg(0, "seed of the draws")
 
@@ -90,8 +93,8 @@ def run_selfsim(cfg: SelfsimConfig) -> dict:
     from schmubert.evaluation import selfsim
 
     ref, gen = _load_set(cfg.reference, cfg), _load_set(cfg.generated, cfg)
-    out = selfsim(gen, ref, drums=cfg.drums, use_tracks=cfg.use_tracks, num_evals=cfg.num_evals,
-                  num_pieces=cfg.num_pieces, seed=cfg.seed, progress=cfg.progress)
+    out = selfsim(gen, ref, drums=cfg.drums, use_tracks=cfg.use_tracks, silent=cfg.silent,
+                  num_evals=cfg.num_evals, num_pieces=cfg.num_pieces, seed=cfg.seed, progress=cfg.progress)
     out.update(reference=str(cfg.reference), generated=str(cfg.generated), skipped_ref=len(ref.skipped),
                skipped_gen=len(gen.skipped), num_pieces=cfg.num_pieces)
     if cfg.json:
@@ -103,9 +106,11 @@ def run_selfsim(cfg: SelfsimConfig) -> dict:
         print(f"{feat:10}{_fmt(r['consistency'], r['consistency_std']):>18}"
               f"{_fmt(r['variance'], r['variance_std']):>18}{r['mean_gen']:>10.4f}/{r['mean_ref']:.4f}"
               f"{r['var_gen']:>12.5f}/{r['var_ref']:.5f}")
+    rule = "scored 0" if cfg.silent == "zero" else "left out"
     print(f"{cfg.num_evals} evaluation(s), up to {cfg.num_pieces} pieces per set; reference "
-          f"{out['pieces_ref']} pieces ({out['empty_ref']} empty, left out), generated {out['pieces_gen']} "
-          f"({out['empty_gen']} empty); drums {cfg.drums}")
+          f"{out['pieces_ref']} pieces ({out['silent_ref']} silent, {out['short_ref']} under 6 bars), generated "
+          f"{out['pieces_gen']} ({out['silent_gen']} silent, {out['short_gen']} under 6 bars); those are {rule}; "
+          f"drums {cfg.drums}")
     return out
 
 
