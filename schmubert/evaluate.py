@@ -54,7 +54,7 @@ class SelfsimConfig(SetsConfig):
 
 @dataclass
 class StatsConfig(SetsConfig):
-    bins: int = arg(30, "histogram bins for the overlap of two sets' distributions")
+    bins: int = arg(30, "histogram bins over the reference's range for the overlap of two sets' distributions")
 
 
 @dataclass
@@ -83,6 +83,17 @@ def _load_set(path: Path, cfg: SetsConfig):
     return pieces
 
 
+def _json(out: dict) -> str:
+    """JSON with undefined values (NaN) as null, so that strict parsers read it."""
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        return None if isinstance(v, float) and math.isnan(v) else v
+    return json.dumps(clean(out), indent=2)
+
+
 def _fmt(value: float, std: float | None = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -98,7 +109,7 @@ def run_selfsim(cfg: SelfsimConfig) -> dict:
     out.update(reference=str(cfg.reference), generated=str(cfg.generated), skipped_ref=len(ref.skipped),
                skipped_gen=len(gen.skipped), num_pieces=cfg.num_pieces)
     if cfg.json:
-        print(json.dumps(out, indent=2))
+        print(_json(out))
         return out
     print(f"{'':10}{'consistency':>18}{'variance':>18}{'mean OA gen/ref':>20}{'var OA gen/ref':>22}")
     for feat in ("pitch", "duration"):
@@ -115,20 +126,21 @@ def run_selfsim(cfg: SelfsimConfig) -> dict:
 
 
 def run_stats(cfg: StatsConfig) -> dict:
-    from schmubert.evaluation import compare_statistics, set_statistics
+    from schmubert.evaluation import compare_sets
 
     ref, gen = _load_set(cfg.reference, cfg), _load_set(cfg.generated, cfg)
-    out = compare_statistics(set_statistics(gen, progress=cfg.progress),
-                             set_statistics(ref, progress=cfg.progress), cfg.bins)
+    out = compare_sets(gen, ref, bins=cfg.bins, progress=cfg.progress)
+    out.update(reference=str(cfg.reference), generated=str(cfg.generated), bins=cfg.bins)
     if cfg.json:
-        print(json.dumps(out, indent=2))
+        print(_json(out))
         return out
     print(f"{'statistic':22}{'generated':>18}{'reference':>18}{'overlap':>10}")
-    for name, r in out.items():
+    for name, r in out["statistics"].items():
         print(f"{name:22}{_fmt(r['mean_gen'], r['std_gen']):>18}{_fmt(r['mean_ref'], r['std_ref']):>18}"
               f"{_fmt(r['overlap']):>10}")
+    print(f"{'summary (mean overlap)':22}{'':36}{_fmt(out['summary']):>10}")
     print(f"generated {len(gen)} pieces, reference {len(ref)} pieces; mean ± std over pieces; overlap of the "
-          f"two distributions (1 = identical)")
+          f"two distributions ({cfg.bins} bins over the reference's range; 1 = identical); n/a = undefined")
     return out
 
 
