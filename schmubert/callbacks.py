@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -32,10 +33,26 @@ class FinalCheckpoint(L.Callback):
         trainer.save_checkpoint(self.interrupted)
 
 
+def sampling_module(trainer: L.Trainer, pl_module: L.LightningModule) -> L.LightningModule:
+    """The module whose weights are sampled from: the averaged copy that Lightning's weight averaging
+    (``EMAWeightAveraging``) keeps during training, if the trainer has one, else ``pl_module`` (raw weights).
+
+    Lightning offers no public accessor for the copy; ``WeightAveraging._average_model`` is an ``AveragedModel``
+    whose ``module`` is a full copy of the LightningModule with the averaged weights, on the module's device.
+    """
+    for callback in trainer.callbacks:
+        average = getattr(callback, "_average_model", None) if isinstance(callback, WeightAveraging) else None
+        if average is not None:
+            return average.module
+    return pl_module
+
+
 class SamplePreview(L.Callback):
     """Every ``every`` steps, sample ``count`` unconditional pieces and write/log them (PNG + MIDI).
 
-    Files go to ``directory/step-N/``; with a wandb logger the piano rolls are logged as images too.
+    Sampling uses the EMA weights when training averages them (:func:`sampling_module`; place this callback
+    after ``EMAWeightAveraging`` so the average includes the current step). Files go to ``directory/step-N/``;
+    with a wandb logger the piano rolls are logged as images too.
     """
 
     def __init__(self, every: int, count: int = 2, steps: int = 64, directory: str | Path = "samples",
@@ -55,16 +72,18 @@ class SamplePreview(L.Callback):
         from schmubert.sampling import sample
         from schmubert.tokens import tokens_to_midi
 
+        model = sampling_module(trainer, pl_module)
         steps, K = pl_module.hparams.steps, len(pl_module.track_list)
-        x = torch.zeros(self.count, steps, K, dtype=torch.long, device=pl_module.device)
+        device = next(model.parameters()).device
+        x = torch.zeros(self.count, steps, K, dtype=torch.long, device=device)
         known = torch.zeros_like(x, dtype=torch.bool)
-        generator = torch.Generator(pl_module.device).manual_seed(self.seed)
-        was_training = pl_module.training
-        pl_module.eval()
+        generator = torch.Generator(device).manual_seed(self.seed)
+        was_training = model.training
+        model.eval()
         try:
-            pieces = sample(pl_module.denoiser, pl_module.diffusion, x, known, min(self.steps, steps), generator)
+            pieces = sample(model.denoiser, model.diffusion, x, known, min(self.steps, steps), generator)
         finally:
-            pl_module.train(was_training)
+            model.train(was_training)
         folder = self.directory / f"step-{step}"
         folder.mkdir(parents=True, exist_ok=True)
         images, midis = [], []

@@ -34,7 +34,8 @@ class SetsConfig:
     reference: Path = arg(None, "reference set (e.g. the validation split): .npy arrays, MIDI, or a folder")
     generated: Path = arg(None, "generated set: .npy token arrays, MIDI files, or a folder of them")
     tracks: Literal["trio", "melody"] = arg("trio", "the tracks MIDI files are read as (by instrument role)")
-    steps: int = arg(1024, "MIDI files are cut/padded to this many 16th steps (0 = each file's own length)")
+    steps: int = arg(1024, "MIDI files are cut/padded to this many 16th steps (0 = each file's own length in "
+                           "whole bars, unpadded)")
     workers: int = arg(DEFAULT_WORKERS, "processes reading MIDI files")
     json: bool = arg(False, "print machine-readable JSON instead of a table")
     progress: bool = arg(True, "show progress bars (on stderr)")
@@ -45,13 +46,15 @@ class SelfsimConfig(SetsConfig):
     num_evals: int = arg(20, "evaluations to average (the thesis: 20); each draws --num-pieces from each set")
     num_pieces: int = arg(1000, "pieces drawn per set per evaluation; a set no larger is used whole")
     drums: Literal["include", "exclude"] = arg("include", "pool drum hits with notes (the original) or not")
+    silent: Literal["zero", "drop"] = arg("zero", "a piece without notes (or ending before bar 6): overlap 0, "
+                                          "kept in mean and variance (the original), or drop it (not the original)")
     use_tracks: list[str] | None = arg(None, "only these tracks, e.g. melody (default: all)")
     seed: int = arg(0, "seed of the draws")
 
 
 @dataclass
 class StatsConfig(SetsConfig):
-    bins: int = arg(30, "histogram bins for the overlap of two sets' distributions")
+    bins: int = arg(30, "histogram bins over the reference's range for the overlap of two sets' distributions")
 
 
 @dataclass
@@ -80,6 +83,17 @@ def _load_set(path: Path, cfg: SetsConfig):
     return pieces
 
 
+def _json(out: dict) -> str:
+    """JSON with undefined values (NaN) as null, so that strict parsers read it."""
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        return None if isinstance(v, float) and math.isnan(v) else v
+    return json.dumps(clean(out), indent=2)
+
+
 def _fmt(value: float, std: float | None = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -90,12 +104,12 @@ def run_selfsim(cfg: SelfsimConfig) -> dict:
     from schmubert.evaluation import selfsim
 
     ref, gen = _load_set(cfg.reference, cfg), _load_set(cfg.generated, cfg)
-    out = selfsim(gen, ref, drums=cfg.drums, use_tracks=cfg.use_tracks, num_evals=cfg.num_evals,
-                  num_pieces=cfg.num_pieces, seed=cfg.seed, progress=cfg.progress)
+    out = selfsim(gen, ref, drums=cfg.drums, use_tracks=cfg.use_tracks, silent=cfg.silent,
+                  num_evals=cfg.num_evals, num_pieces=cfg.num_pieces, seed=cfg.seed, progress=cfg.progress)
     out.update(reference=str(cfg.reference), generated=str(cfg.generated), skipped_ref=len(ref.skipped),
                skipped_gen=len(gen.skipped), num_pieces=cfg.num_pieces)
     if cfg.json:
-        print(json.dumps(out, indent=2))
+        print(_json(out))
         return out
     print(f"{'':10}{'consistency':>18}{'variance':>18}{'mean OA gen/ref':>20}{'var OA gen/ref':>22}")
     for feat in ("pitch", "duration"):
@@ -103,27 +117,30 @@ def run_selfsim(cfg: SelfsimConfig) -> dict:
         print(f"{feat:10}{_fmt(r['consistency'], r['consistency_std']):>18}"
               f"{_fmt(r['variance'], r['variance_std']):>18}{r['mean_gen']:>10.4f}/{r['mean_ref']:.4f}"
               f"{r['var_gen']:>12.5f}/{r['var_ref']:.5f}")
+    rule = "scored 0" if cfg.silent == "zero" else "left out"
     print(f"{cfg.num_evals} evaluation(s), up to {cfg.num_pieces} pieces per set; reference "
-          f"{out['pieces_ref']} pieces ({out['empty_ref']} empty, left out), generated {out['pieces_gen']} "
-          f"({out['empty_gen']} empty); drums {cfg.drums}")
+          f"{out['pieces_ref']} pieces ({out['silent_ref']} silent, {out['short_ref']} under 6 bars), generated "
+          f"{out['pieces_gen']} ({out['silent_gen']} silent, {out['short_gen']} under 6 bars); those are {rule}; "
+          f"drums {cfg.drums}")
     return out
 
 
 def run_stats(cfg: StatsConfig) -> dict:
-    from schmubert.evaluation import compare_statistics, set_statistics
+    from schmubert.evaluation import compare_sets
 
     ref, gen = _load_set(cfg.reference, cfg), _load_set(cfg.generated, cfg)
-    out = compare_statistics(set_statistics(gen, progress=cfg.progress),
-                             set_statistics(ref, progress=cfg.progress), cfg.bins)
+    out = compare_sets(gen, ref, bins=cfg.bins, progress=cfg.progress)
+    out.update(reference=str(cfg.reference), generated=str(cfg.generated), bins=cfg.bins)
     if cfg.json:
-        print(json.dumps(out, indent=2))
+        print(_json(out))
         return out
     print(f"{'statistic':22}{'generated':>18}{'reference':>18}{'overlap':>10}")
-    for name, r in out.items():
+    for name, r in out["statistics"].items():
         print(f"{name:22}{_fmt(r['mean_gen'], r['std_gen']):>18}{_fmt(r['mean_ref'], r['std_ref']):>18}"
               f"{_fmt(r['overlap']):>10}")
+    print(f"{'summary (mean overlap)':22}{'':36}{_fmt(out['summary']):>10}")
     print(f"generated {len(gen)} pieces, reference {len(ref)} pieces; mean ± std over pieces; overlap of the "
-          f"two distributions (1 = identical)")
+          f"two distributions ({cfg.bins} bins over the reference's range; 1 = identical); n/a = undefined")
     return out
 
 

@@ -49,10 +49,17 @@ def test_selfsim_reads_midi_folders_and_skips_bad_files(corpus, trio_npy, tmp_pa
     assert "truncated.mid" in captured.err and "1 file(s) skipped" in captured.err
 
 
-def test_stats_table(trio_npy, capsys):
+def test_stats_table_and_json(trio_npy, tmp_path, capsys):
     assert main(["stats", "--reference", str(trio_npy), "--generated", str(trio_npy), "--no-progress"]) == 0
     table = capsys.readouterr().out
-    assert "notes_per_bar" in table and "drum_consistency" in table and "1.000" in table
+    for name in ("notes_per_bar", "drum_consistency", "groove_consistency", "scale_consistency", "summary"):
+        assert name in table
+    out = run_json(capsys, "stats", "--reference", str(trio_npy), "--generated", str(trio_npy))
+    assert out["summary"] == 1.0 and all(v == 1.0 for v in out["overlaps"].values())
+    melodies = tmp_path / "melodies.npy"
+    np.save(melodies, np.load(trio_npy)[:, :, :1])  # no drum track: drum consistency undefined, null in JSON
+    out = run_json(capsys, "stats", "--reference", str(melodies), "--generated", str(melodies))
+    assert out["overlaps"]["drum_consistency"] is None and out["summary"] == 1.0
 
 
 def test_missing_input_is_a_one_line_error(tmp_path, capsys):

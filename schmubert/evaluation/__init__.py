@@ -14,10 +14,17 @@ from schmubert.evaluation.selfsim import (
     overlaps,
     selfsim,
 )
-from schmubert.evaluation.stats import compare_statistics, piece_statistics, set_statistics
+from schmubert.evaluation.stats import (
+    compare_sets,
+    compare_statistics,
+    groove_consistency,
+    piece_statistics,
+    scale_consistency,
+    set_statistics,
+)
 
 __all__ = [
-    "LikelihoodResult", "PieceSet", "bar_region", "compare_statistics", "consistency_variance", "elbo",
-    "evaluate_overlaps", "infill_nll", "load_pieces", "overlap_area", "overlaps",
-    "piece_statistics", "selfsim", "set_statistics",
+    "LikelihoodResult", "PieceSet", "bar_region", "compare_sets", "compare_statistics", "consistency_variance",
+    "elbo", "evaluate_overlaps", "groove_consistency", "infill_nll", "load_pieces", "overlap_area", "overlaps",
+    "piece_statistics", "scale_consistency", "selfsim", "set_statistics",
 ]

@@ -2,7 +2,8 @@
 
 - ``.npy``: ``(N, steps, K)`` or ``(steps, K)`` integer grids, memory-mapped (a processed ``valid.npy``
   works as is).
-- ``.mid``/``.midi``: read with :func:`schmubert.tokens.midi_to_tokens` (tracks by role), on worker processes.
+- ``.mid``/``.midi``: read with :func:`schmubert.tokens.midi_to_tokens` (tracks by role), on worker processes,
+  cut/padded to a given number of steps or at each file's own length in whole bars (never padded to 64 bars).
 
 Bad files are skipped, counted and reported with their reason; a batch never dies on one file.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from schmubert.tokens import midi_to_tokens
+from schmubert.tokens import STEPS_PER_BAR, STEPS_PER_QUARTER, midi_to_tokens
 
 MIDI_SUFFIXES = (".mid", ".midi")
 ARRAY_SUFFIXES = (".npy",)
@@ -65,14 +66,30 @@ def load_array(path: Path) -> np.ndarray:
     return arr
 
 
+def own_steps(path: str | Path) -> int:
+    """A MIDI file's length in 16th steps, rounded up to whole bars (the end of its last event), at least one
+    bar (a file without notes is a silent piece, which self-similarity scores as such); ``ValueError`` naming
+    the file if it cannot be read.
+
+    :func:`schmubert.tokens.midi_to_tokens` pads a shorter file to 64 bars by default (a model's length); an
+    evaluation "at each file's own length" must not, or a 40-bar file is scored over 64 bars.
+    """
+    import symusic
+
+    try:
+        score = symusic.Score(str(path))
+    except Exception as err:
+        raise ValueError(f"{path}: unreadable MIDI ({type(err).__name__}: {err})") from err
+    length = int(np.ceil(score.end() * STEPS_PER_QUARTER / score.ticks_per_quarter - 1e-6))
+    return max(1, -(-length // STEPS_PER_BAR)) * STEPS_PER_BAR
+
+
 def _read_midi(args: tuple[Path, str, int | None]) -> tuple[np.ndarray | None, str]:
     path, tracks, steps = args
     try:
-        grid = midi_to_tokens(path, tracks, steps)
+        grid = midi_to_tokens(path, tracks, own_steps(path) if steps is None else steps)
     except Exception as err:  # a bad file is reported, never fatal
         return None, str(err) if str(path) in str(err) else f"{path}: {type(err).__name__}: {err}"
-    if len(grid) == 0:
-        return None, f"{path}: no notes"
     return grid, ""
 
 
@@ -88,7 +105,7 @@ def list_files(path: Path) -> list[Path]:
 def load_pieces(path: str | Path, tracks: str = "trio", steps: int | None = None, workers: int = 1,
                 progress: bool = False) -> PieceSet:
     """All pieces under ``path``. MIDI files are read as ``tracks`` (``"trio"``/``"melody"``) with ``steps``
-    steps (default: each file's own length in whole bars), on ``workers`` processes."""
+    steps (``None``: each file's own length in whole bars, :func:`own_steps`), on ``workers`` processes."""
     path = Path(path)
     out = PieceSet()
     files = list_files(path)

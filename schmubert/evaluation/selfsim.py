@@ -9,13 +9,18 @@ pieces, the mean and variance (ddof=0) of those per-piece values are compared wi
     Consistency = max(0, 1 - |mean_gen - mean_ref| / mean_ref)
     Variance    = max(0, 1 - |var_gen - var_ref| / var_ref)
 
-Choices (and where they differ from the original code, ``utils/eval_utils.py`` of the thesis repository):
+These follow the original implementation (``utils/eval_utils.py`` of the thesis repository):
 
-- Frames cover the whole grid: a 64-bar piece has (64 - 4) // 2 + 1 = 31 frames and 30 adjacent pairs. The
-  original derived the bar count from the last note's end and dropped the last frame, so its frame count
-  depended on the content (29-30 frames for 64 bars).
-- A piece without any note has no defined self-similarity; like the original, it is left out of the set
-  statistics, and the number left out is reported (``SetOverlaps.empty``).
+- Bars are counted up to the end of the last note, ``last_end // 16 + 1``, not from the grid's length, and
+  every full frame is used: ``(bars - 4) // 2 + 1`` frames. A 64-bar piece whose last note ends on the final
+  barline (step 1024) has 65 bars and 31 frames, as does one ending inside bar 63; a piece that ends at bar 40
+  has 19 frames, however long its grid. Trailing silence adds no frames.
+- A piece without any note scores overlap 0 for pitch and duration and stays in the mean and variance
+  (``silent="zero"``), so a model that emits silence is penalised. ``silent="drop"`` instead leaves such
+  pieces out (this package's earlier behaviour, not the original's); either way they are counted.
+- A piece with notes but fewer than two frames (its notes end before bar 6) has no adjacent frames; the
+  original's code returns NaN for it, which turns the whole set's result into NaN. Here it follows the same
+  rule as a silent piece (0, or left out with ``silent="drop"``) and is counted separately.
 - Drums are pooled with the melodic tracks as 1-step notes at their representative pitch (the original's
   choice), or excluded (``drums="exclude"``).
 
@@ -36,6 +41,7 @@ from tqdm import tqdm
 from schmubert.tokens import STEPS_PER_BAR, Track, get_tracks, tokens_to_notes
 
 DrumMode = Literal["include", "exclude"]
+SilentMode = Literal["zero", "drop"]
 FEATURES = ("pitch", "duration")
 FRAME_BARS = 4
 HOP_BARS = 2
@@ -77,9 +83,15 @@ def overlap_area(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: n
     return np.clip(np.where(equal, oa_equal, oa_unequal), 0.0, 1.0)
 
 
-def num_frames(steps: int) -> int:
-    """Full 4-bar frames at a 2-bar hop in a grid of ``steps`` (31 for 64 bars; 0 if shorter than a frame)."""
-    bars = steps // STEPS_PER_BAR
+def num_frames(last_end: int) -> int:
+    """Full 4-bar frames at a 2-bar hop of a piece whose last note ends at step ``last_end`` (0: no notes).
+
+    The original's rule: ``last_end // 16 + 1`` bars, ``(bars - 4) // 2 + 1`` frames (31 for a piece that
+    ends anywhere in bar 63 or on its closing barline; 19 for one ending at bar 40; 0 if shorter than a frame).
+    """
+    if last_end <= 0:
+        return 0
+    bars = int(last_end) // STEPS_PER_BAR + 1
     return max(0, (bars - FRAME_BARS) // HOP_BARS + 1)
 
 
@@ -114,18 +126,19 @@ class FrameGaussians:
 
     mean: np.ndarray
     std: np.ndarray
-    frames: np.ndarray  # [N] number of valid frames of each piece
+    frames: np.ndarray  # [N] number of frames of each piece (from its last note's end)
     notes: np.ndarray  # [N] number of notes of each piece
 
 
 def frame_gaussians(pieces: Iterable[np.ndarray], tracks: str | Sequence[Track] | None = None,
                     drums: DrumMode = "include", use_tracks: Sequence[str] | None = None,
                     progress: bool = False) -> FrameGaussians:
-    """Fit pitch and duration Gaussians to every frame of every piece (pieces may differ in length)."""
+    """Fit pitch and duration Gaussians to every frame of every piece (pieces may differ in length); a piece's
+    frames run up to its last note's end (:func:`num_frames`)."""
     rows, frame_counts, note_counts = [], [], []
     for i, grid in enumerate(tqdm(pieces, desc="decoding", disable=not progress, leave=False)):
         notes = piece_notes(grid, tracks, drums, use_tracks)
-        frame_counts.append(num_frames(len(grid)))
+        frame_counts.append(num_frames(int((notes[:, 0] + notes[:, 1]).max()) if len(notes) else 0))
         note_counts.append(len(notes))
         rows.append(np.concatenate([np.full((len(notes), 1), i), notes], axis=1))
     n, fmax = len(frame_counts), max(frame_counts, default=0)
@@ -164,26 +177,32 @@ def _sums(idx: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
     return np.stack([np.bincount(idx, values[:, f], minlength=size) for f in range(values.shape[1])], axis=1)
 
 
-def piece_overlaps(gaussians: FrameGaussians) -> np.ndarray:
-    """Mean OA of consecutive frames per piece, ``[N, 2]`` (pitch, duration); NaN where a piece has no notes
-    or fewer than two frames."""
+def piece_overlaps(gaussians: FrameGaussians, silent: SilentMode = "zero") -> np.ndarray:
+    """Mean OA of consecutive frames per piece, ``[N, 2]`` (pitch, duration).
+
+    A piece without two frames (no notes, or notes ending before bar 6) scores 0 (``silent="zero"``, the
+    original's rule for silent pieces) or NaN (``silent="drop"``: left out of the set statistics).
+    """
+    if silent not in ("zero", "drop"):
+        raise ValueError(f"silent must be 'zero' or 'drop', not {silent!r}")
     m, s = gaussians.mean, gaussians.std
+    fill = 0.0 if silent == "zero" else np.nan
     if m.shape[1] < 2:
-        return np.full((len(m), 2), np.nan)
+        return np.full((len(m), 2), fill)
     oa = overlap_area(m[:, :-1], s[:, :-1], m[:, 1:], s[:, 1:])  # [N, F-1, 2]
     pair_ok = np.arange(m.shape[1] - 1)[None, :] < (gaussians.frames - 1)[:, None]  # [N, F-1]
     pairs = pair_ok.sum(1)
     per_piece = (oa * pair_ok[..., None]).sum(1) / np.maximum(pairs, 1)[:, None]
-    undefined = (pairs == 0) | (gaussians.notes == 0)
-    per_piece[undefined] = np.nan
+    per_piece[pairs == 0] = fill  # also every piece without notes: it has no frames
     return per_piece
 
 
 def overlaps(pieces: Iterable[np.ndarray], tracks: str | Sequence[Track] | None = None,
-             drums: DrumMode = "include", use_tracks: Sequence[str] | None = None,
+             drums: DrumMode = "include", use_tracks: Sequence[str] | None = None, silent: SilentMode = "zero",
              progress: bool = False) -> np.ndarray:
-    """Per-piece mean OA ``[N, 2]`` (pitch, duration) of a set of grids; NaN for pieces without notes."""
-    return piece_overlaps(frame_gaussians(pieces, tracks, drums, use_tracks, progress))
+    """Per-piece mean OA ``[N, 2]`` (pitch, duration) of a set of grids; pieces without notes (or too short for
+    two frames) score 0, or NaN with ``silent="drop"`` (see :func:`piece_overlaps`)."""
+    return piece_overlaps(frame_gaussians(pieces, tracks, drums, use_tracks, progress), silent)
 
 
 def relative_similarity(value: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -204,7 +223,8 @@ def consistency_variance(generated: np.ndarray, reference: np.ndarray) -> dict[s
     gen = generated[~np.isnan(generated).any(1)]
     ref = reference[~np.isnan(reference).any(1)]
     if len(gen) == 0 or len(ref) == 0:
-        raise ValueError("self-similarity needs at least one piece with notes in each set")
+        raise ValueError("self-similarity needs at least one scored piece in each set (with silent='drop', "
+                         "pieces without notes or shorter than two frames are left out)")
     mg, vg, mr, vr = gen.mean(0), gen.var(0), ref.mean(0), ref.var(0)
     cons, var = relative_similarity(mg, mr), relative_similarity(vg, vr)
     return {
@@ -241,18 +261,29 @@ def evaluate_overlaps(generated: np.ndarray, reference: np.ndarray, num_evals: i
     return out
 
 
+def _undefined_counts(gaussians: FrameGaussians) -> tuple[int, int]:
+    """(pieces without notes, pieces with notes but fewer than two frames)."""
+    silent = gaussians.notes == 0
+    return int(silent.sum()), int((~silent & (gaussians.frames < 2)).sum())
+
+
 def selfsim(generated: Iterable[np.ndarray], reference: Iterable[np.ndarray],
             tracks: str | Sequence[Track] | None = None, drums: DrumMode = "include",
-            use_tracks: Sequence[str] | None = None, num_evals: int = 1, num_pieces: int = 1000,
-            seed: int = 0, progress: bool = False) -> dict:
+            use_tracks: Sequence[str] | None = None, silent: SilentMode = "zero", num_evals: int = 1,
+            num_pieces: int = 1000, seed: int = 0, progress: bool = False) -> dict:
     """Consistency and Variance (pitch, duration) of a generated set against a reference set of grids.
 
-    The result of :func:`evaluate_overlaps` plus ``pieces_gen``/``pieces_ref`` (pieces read) and
-    ``empty_gen``/``empty_ref`` (pieces without notes, left out).
+    The result of :func:`evaluate_overlaps` plus ``pieces_gen``/``pieces_ref`` (pieces read),
+    ``silent_gen``/``silent_ref`` (pieces without notes) and ``short_gen``/``short_ref`` (notes, but fewer
+    than two frames); those score 0 (``silent="zero"``, the original's rule) or are left out (``"drop"``).
     """
-    gen = overlaps(generated, tracks, drums, use_tracks, progress)
-    ref = overlaps(reference, tracks, drums, use_tracks, progress)
-    out = evaluate_overlaps(gen, ref, num_evals, num_pieces, seed)
-    out.update(pieces_gen=len(gen), pieces_ref=len(ref), empty_gen=int(np.isnan(gen).any(1).sum()),
-               empty_ref=int(np.isnan(ref).any(1).sum()), drums=drums)
+    out: dict = {}
+    per_set = {}
+    for name, pieces in (("gen", generated), ("ref", reference)):
+        gaussians = frame_gaussians(pieces, tracks, drums, use_tracks, progress)
+        per_set[name] = piece_overlaps(gaussians, silent)
+        out[f"pieces_{name}"] = len(per_set[name])
+        out[f"silent_{name}"], out[f"short_{name}"] = _undefined_counts(gaussians)
+    out = {**evaluate_overlaps(per_set["gen"], per_set["ref"], num_evals, num_pieces, seed), **out}
+    out.update(drums=drums, silent=silent)
     return out

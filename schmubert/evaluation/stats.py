@@ -1,4 +1,4 @@
-"""Music statistics per piece and per set, and how far a generated set lies from a reference set.
+"""Music statistics per piece and per set, and how close a generated set's distributions lie to a reference's.
 
 Per piece (melodic = every non-drum track, pooled):
 
@@ -8,10 +8,19 @@ Per piece (melodic = every non-drum track, pooled):
 - ``empty_bar_rate``: fraction of bars where no track has an onset,
 - ``drum_consistency``: mean Jaccard similarity of the (step, drum class) hit sets of consecutive bars, over
   the pairs where either bar has a hit (1 = the same pattern every bar). NaN without a drum track or hits.
+- ``groove_consistency`` (MusPy's ``groove_consistency`` with a 16-step measure; Wu & Yang 2020): each bar's
+  binary onset vector over its 16 steps, all tracks and drums pooled; 1 minus the mean Hamming distance of
+  consecutive bars divided by 16. As in MusPy the bars run up to the end of the last note
+  (``last_end // 16 + 1``, so a piece ending on its closing barline gets one empty bar more); NaN with fewer
+  than two bars.
+- ``scale_consistency`` (MusPy's ``scale_consistency``; Mogren 2016): the largest fraction of melodic notes
+  whose pitch class lies in one major or natural-minor scale, over the 24 scales. NaN without melodic notes.
 
-A statistic that is undefined for a piece (no melodic notes, no drums) is NaN and left out of the set figures.
-The distance of two sets for a statistic is the overlap of their histograms on shared bins (1 = identical
-distributions, 0 = disjoint), plus both means and standard deviations.
+A statistic that is undefined for a piece is NaN and left out of the set figures. Two sets are compared per
+statistic by the overlap of their histograms (sum of the bin-wise minima of the normalized histograms; 1 =
+identical distributions, 0 = disjoint). The bins are ``bins`` equal bins over the reference's range plus one
+open bin below and one above it, so a generated value outside the reference's range never overlaps, and an
+outlier cannot widen the bins. The summary is the mean overlap over the statistics defined in both sets.
 """
 
 from __future__ import annotations
@@ -24,8 +33,13 @@ from tqdm import tqdm
 from schmubert.evaluation.selfsim import grid_tracks
 from schmubert.tokens import NUM_DRUM_CLASSES, STEPS_PER_BAR, Track, tokens_to_notes
 
-STATISTICS = ("notes_per_bar", "pitch_class_entropy", "pitch_range", "empty_bar_rate", "drum_consistency")
+STATISTICS = ("notes_per_bar", "pitch_class_entropy", "pitch_range", "empty_bar_rate", "drum_consistency",
+              "groove_consistency", "scale_consistency")
 HISTOGRAM_BINS = 30
+#: The 12 major then the 12 natural-minor scales as pitch-class masks ``[24, 12]`` (MusPy's ``_get_scale``).
+_MAJOR = np.array([1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1], dtype=bool)
+_MINOR = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0], dtype=bool)
+SCALES = np.stack([np.roll(mask, root) for mask in (_MAJOR, _MINOR) for root in range(12)])
 
 
 def entropy_bits(counts: np.ndarray) -> float:
@@ -52,6 +66,29 @@ def drum_consistency(row: np.ndarray) -> float:
     return float((inter[used] / union[used]).mean()) if used.any() else float("nan")
 
 
+def groove_consistency(notes: np.ndarray) -> float:
+    """MusPy's groove consistency of notes ``(N, 3)`` (start step, end step, pitch), all tracks pooled, with a
+    16-step measure: ``1 - sum_i hamming(G_i, G_i+1) / (16 (T - 1))`` over ``T = last_end // 16 + 1`` bars of
+    binary onset vectors ``G``; NaN if ``T < 2``."""
+    last_end = int(notes[:, 1].max()) if len(notes) else 0
+    bars = last_end // STEPS_PER_BAR + 1
+    if bars < 2:
+        return float("nan")
+    onsets = np.zeros(bars * STEPS_PER_BAR, dtype=bool)
+    onsets[notes[:, 0]] = True
+    patterns = onsets.reshape(bars, STEPS_PER_BAR)
+    return float(1.0 - np.count_nonzero(patterns[:-1] != patterns[1:]) / (STEPS_PER_BAR * (bars - 1)))
+
+
+def scale_consistency(pitches: np.ndarray) -> float:
+    """MusPy's scale consistency of melodic pitches ``(N,)``: the largest in-scale fraction over the 24 major
+    and natural-minor scales; NaN without notes."""
+    if len(pitches) == 0:
+        return float("nan")
+    histogram = np.bincount(np.asarray(pitches) % 12, minlength=12)
+    return float((SCALES @ histogram).max() / len(pitches))
+
+
 def piece_statistics(grid: np.ndarray, tracks: str | Sequence[Track] | None = None) -> dict[str, float]:
     """The statistics of one grid ``(steps, K)`` (see the module docstring)."""
     grid = np.asarray(grid)
@@ -60,7 +97,8 @@ def piece_statistics(grid: np.ndarray, tracks: str | Sequence[Track] | None = No
     notes = tokens_to_notes(grid, track_list)
     melodic = [n for n, tr in zip(notes, track_list, strict=True) if not tr.is_drum]
     mel = np.concatenate(melodic) if melodic else np.zeros((0, 3), dtype=np.int64)
-    onset_bars = np.concatenate([n[:, 0] // STEPS_PER_BAR for n in notes]) if notes else np.zeros(0, int)
+    every = np.concatenate(notes) if notes else np.zeros((0, 3), dtype=np.int64)
+    onset_bars = every[:, 0] // STEPS_PER_BAR
     drum_rows = [grid[:, k] for k, tr in enumerate(track_list) if tr.is_drum]
     return {
         "notes_per_bar": len(mel) / bars,
@@ -68,6 +106,8 @@ def piece_statistics(grid: np.ndarray, tracks: str | Sequence[Track] | None = No
         "pitch_range": float(np.ptp(mel[:, 2])) if len(mel) else float("nan"),
         "empty_bar_rate": 1.0 - len(np.unique(onset_bars[onset_bars < bars])) / bars,
         "drum_consistency": drum_consistency(drum_rows[0]) if drum_rows else float("nan"),
+        "groove_consistency": groove_consistency(every),
+        "scale_consistency": scale_consistency(mel[:, 2]),
     }
 
 
@@ -79,16 +119,23 @@ def set_statistics(pieces: Iterable[np.ndarray], tracks: str | Sequence[Track] |
     return {name: np.array([r[name] for r in rows], dtype=np.float64) for name in STATISTICS}
 
 
-def histogram_overlap(a: np.ndarray, b: np.ndarray, bins: int = HISTOGRAM_BINS) -> float:
-    """Overlap (sum of bin-wise minima) of the normalized histograms of ``a`` and ``b`` on shared bins."""
-    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
-    if len(a) == 0 or len(b) == 0:
+def _histogram(values: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
+    """Normalized counts ``[bins + 2]``: below ``lo``, ``bins`` equal bins over [lo, hi] (hi included), above."""
+    inner = np.clip(np.floor((values - lo) / (hi - lo) * bins), 0, bins - 1).astype(np.int64) + 1
+    index = np.where(values < lo, 0, np.where(values > hi, bins + 1, inner))
+    return np.bincount(index, minlength=bins + 2) / len(values)
+
+
+def histogram_overlap(generated: np.ndarray, reference: np.ndarray, bins: int = HISTOGRAM_BINS) -> float:
+    """Overlap (sum of bin-wise minima) of the normalized histograms of two samples, on ``bins`` equal bins over
+    the reference's range plus an open bin on either side; NaN if either sample has no defined value."""
+    gen, ref = generated[~np.isnan(generated)], reference[~np.isnan(reference)]
+    if len(gen) == 0 or len(ref) == 0:
         return float("nan")
-    lo, hi = min(a.min(), b.min()), max(a.max(), b.max())
-    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
-    ha = np.histogram(a, edges)[0] / len(a)
-    hb = np.histogram(b, edges)[0] / len(b)
-    return float(np.minimum(ha, hb).sum())
+    lo, hi = float(ref.min()), float(ref.max())
+    if hi <= lo:  # a constant reference: one bin around its value
+        lo, hi, bins = lo - 0.5, hi + 0.5, 1
+    return float(np.minimum(_histogram(gen, lo, hi, bins), _histogram(ref, lo, hi, bins)).sum())
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
@@ -106,3 +153,27 @@ def compare_statistics(generated: dict[str, np.ndarray], reference: dict[str, np
         out[name] = {**{f"{k}_gen": v for k, v in gen.items()}, **{f"{k}_ref": v for k, v in ref.items()},
                      "overlap": histogram_overlap(generated[name], reference[name], bins)}
     return out
+
+
+def summary_overlap(per_statistic: dict[str, float]) -> float:
+    """The mean of the defined per-statistic overlaps (NaN if none is defined)."""
+    values = [v for v in per_statistic.values() if not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def compare_sets(generated: Iterable[np.ndarray], reference: Iterable[np.ndarray],
+                 tracks: str | Sequence[Track] | None = None, bins: int = HISTOGRAM_BINS,
+                 progress: bool = False) -> dict:
+    """How close a generated set's music statistics lie to a reference set's.
+
+    ``generated`` and ``reference`` are iterables of token grids ``(steps, K)`` (e.g. arrays ``[N, steps, K]``);
+    ``tracks`` defaults from K (1 = melody, 3 = trio). Returns ``{"overlaps": {statistic: overlap in [0, 1],
+    NaN where undefined in either set}, "summary": mean of the defined overlaps, "statistics": {statistic:
+    {mean_gen, std_gen, defined_gen, mean_ref, std_ref, defined_ref, overlap}}, "pieces_gen", "pieces_ref"}``.
+    """
+    gen = set_statistics(generated, tracks, progress)
+    ref = set_statistics(reference, tracks, progress)
+    per_statistic = compare_statistics(gen, ref, bins)
+    per_overlap = {name: r["overlap"] for name, r in per_statistic.items()}
+    return {"overlaps": per_overlap, "summary": summary_overlap(per_overlap), "statistics": per_statistic,
+            "pieces_gen": len(gen[STATISTICS[0]]), "pieces_ref": len(ref[STATISTICS[0]])}

@@ -54,15 +54,17 @@ def test_overlap_hand_values():
     assert overlap_area(60.0, 1e-6, 72.0, 1e-6) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_frame_count():
-    assert num_frames(1024) == 31  # 64 bars: frames start at bars 0, 2, ..., 60
-    assert num_frames(6 * STEPS_PER_BAR) == 2
-    assert num_frames(3 * STEPS_PER_BAR) == 0
+def test_frame_count_follows_the_last_note_not_the_grid():
+    assert num_frames(1024) == 31  # last note ends on the closing barline: 65 bars, frames at bars 0, 2, ..., 60
+    assert num_frames(1023) == 31  # ends inside bar 63: 64 bars
+    assert num_frames(640) == 19  # ends at bar 40: 41 bars, frames at bars 0, 2, ..., 36
+    assert num_frames(79) == 1 and num_frames(80) == 2  # 5 bars: one frame; 6 bars: two
+    assert num_frames(3 * STEPS_PER_BAR - 1) == 0 and num_frames(0) == 0  # 3 bars: no full frame
 
 
 def test_hand_computed_piece():
-    # whole-bar notes 60 (bar 0), 62 (bar 2), 64 (bar 4) in 6 bars:
-    # frames bars 0-3 {60, 62}, bars 2-5 {62, 64}
+    # whole-bar notes 60 (bar 0), 62 (bar 2), 64 (bar 4); the last ends at step 80: 6 bars, 2 frames:
+    # bars 0-3 {60, 62}, bars 2-5 {62, 64}
     grid = melody([(0, 16, 60), (32, 48, 62), (64, 80, 64)], bars=6)
     oa = overlaps([grid])
     # pitch: N(61, 1) vs N(63, 1)
@@ -70,13 +72,53 @@ def test_hand_computed_piece():
     assert oa[0, 1] == pytest.approx(1.0)  # durations all 16 steps
 
 
-def test_empty_frames_and_empty_pieces():
-    # notes only in bars 0-1 of 8 bars: frames {60, 60}, {}, {}
-    # -> OAs 0 (note frame vs empty) and 1 (two empty)
-    grid = melody([(0, 4, 60), (16, 20, 60)], bars=8)
-    oa = overlaps([grid, np.zeros((8 * STEPS_PER_BAR, 1), dtype=np.int64)])
-    np.testing.assert_allclose(oa[0], [0.5, 0.5], atol=1e-9)
-    assert np.isnan(oa[1]).all()  # a piece without notes has no defined self-similarity
+def test_piece_ending_at_bar_40_of_a_64_bar_grid():
+    # whole-bar notes: 60 in bars 0-38, 64 in bar 39; the last ends at step 640, so 41 bars and 19 frames
+    # (not the grid's 31): frames 0-17 hold only 60s, frame 18 (bars 36-39) holds 60, 60, 60, 64
+    notes = [(16 * b, 16 * b + 16, 60) for b in range(39)] + [(624, 640, 64)]
+    grid = melody(notes, bars=64)
+    nd = statistics.NormalDist
+    last = nd(61, np.sqrt(3) + 1e-6).overlap(nd(60, 1e-6))  # the one pair that differs
+    oa = overlaps([grid])
+    np.testing.assert_allclose(oa[0], [(17 + last) / 18, 1.0], atol=1e-9)
+    assert last < 1e-4  # so the piece scores 17/18; the grid's 31 frames would add 12 frames of silence
+    np.testing.assert_array_equal(overlaps([grid[:640]]), oa)  # trailing silence adds no frames
+
+
+def test_trailing_silence_and_frames_without_notes():
+    # notes in bars 0-1 and 7 of 8 bars: frames bars 0-3 {60, 60}, 2-5 {}, 4-7 {60}
+    # -> OAs 0 (note frame vs empty frame) and 0 (empty vs note frame) for pitch and duration
+    grid = melody([(0, 4, 60), (16, 20, 60), (112, 116, 60)], bars=8)
+    np.testing.assert_allclose(overlaps([grid])[0], [0.0, 0.0], atol=1e-9)
+    # notes only in bars 0-1: they end before bar 6, no two frames, scored like a silent piece
+    short = melody([(0, 4, 60), (16, 20, 60)], bars=8)
+    np.testing.assert_array_equal(overlaps([short]), [[0.0, 0.0]])
+    assert np.isnan(overlaps([short], silent="drop")).all()
+
+
+def test_silent_piece_scores_zero_and_stays_in_the_set():
+    nd = statistics.NormalDist
+    a = nd(61, 1 + 1e-6).overlap(nd(63, 1 + 1e-6))  # the pitch OA of the hand-computed piece above
+    p = melody([(0, 16, 60), (32, 48, 62), (64, 80, 64)], bars=6)  # OA (a, 1)
+    q = melody([(0, 16, 60), (32, 48, 60), (64, 80, 60)], bars=6)  # OA (1, 1)
+    silent = np.zeros_like(p)
+    np.testing.assert_allclose(overlaps([p, q, silent]), [[a, 1], [1, 1], [0, 0]], atol=1e-9)
+    # generated (p, silent) = OAs (a, 1), (0, 0) against reference (p, q) = OAs (a, 1), (1, 1):
+    res = selfsim([p, silent], [p, q])
+    # pitch: mean a/2 vs (1+a)/2 -> consistency a/(1+a); var a^2/4 vs (1-a)^2/4 -> 1 - |2a-1|/(1-a)^2
+    assert res["pitch"]["consistency"] == pytest.approx(a / (1 + a), abs=1e-6)
+    assert res["pitch"]["variance"] == pytest.approx(1 - abs(2 * a - 1) / (1 - a) ** 2, abs=1e-6)
+    # duration: mean 0.5 vs 1 -> 0.5; var 0.25 vs 0 -> 0
+    assert res["duration"]["consistency"] == pytest.approx(0.5)
+    assert res["duration"]["variance"] == 0.0
+    assert (res["pieces_gen"], res["silent_gen"], res["short_gen"], res["silent_ref"]) == (2, 1, 0, 0)
+    # the explicit option leaves it out: gen = (a, 1) alone
+    dropped = selfsim([p, silent], [p, q], silent="drop")
+    assert dropped["pitch"]["consistency"] == pytest.approx(2 * a / (1 + a), abs=1e-6)
+    assert dropped["pitch"]["variance"] == 0.0  # one piece: no variance against (1-a)^2/4
+    assert dropped["duration"]["consistency"] == 1.0 and dropped["silent_gen"] == 1
+    with pytest.raises(ValueError, match="silent"):
+        overlaps([p], silent="nan")
 
 
 def test_drums_are_pooled_as_one_step_notes_or_excluded(corpus):
@@ -94,7 +136,7 @@ def test_drums_are_pooled_as_one_step_notes_or_excluded(corpus):
 def naive_overlaps(grid):
     """A direct, loop-based reading of spec section 5 with statistics.NormalDist, for comparison."""
     notes = piece_notes(grid)
-    bars = len(grid) // STEPS_PER_BAR
+    bars = (notes[:, 0] + notes[:, 1]).max() // 16 + 1  # up to the end of the last note
     frames = []
     for start in range(0, bars - 4 + 1, 2):
         inside = notes[(notes[:, 0] // 16 >= start) & (notes[:, 0] // 16 < start + 4)]

@@ -4,10 +4,15 @@ import numpy as np
 import pytest
 
 from schmubert.evaluation.stats import (
+    SCALES,
+    STATISTICS,
+    compare_sets,
     compare_statistics,
     drum_consistency,
+    groove_consistency,
     histogram_overlap,
     piece_statistics,
+    scale_consistency,
     set_statistics,
 )
 from schmubert.tokens import NOTE_OFF, STEPS_PER_BAR, pitch_to_class
@@ -71,3 +76,77 @@ def test_piece_shorter_than_a_bar_does_not_crash():
 
     stats = piece_statistics(np.zeros((8, 3), dtype=np.int64))
     assert np.isnan(stats["drum_consistency"]) and stats["empty_bar_rate"] == 1.0
+
+
+def melody_grid(notes, bars):
+    """A melody grid (bars*16, 1) from (start step, end step, pitch) notes."""
+    row = np.zeros(bars * STEPS_PER_BAR, dtype=np.int64)
+    for start, end, pitch in notes:
+        row[start] = pitch_to_class(pitch)
+        if end < len(row) and row[end] == 0:
+            row[end] = NOTE_OFF
+    return row[:, None]
+
+
+def test_groove_consistency_hand_computed():
+    # bars 0 and 1: onsets on the 4 beats; bar 2: beats 1 and 3 only (quarter notes, the last ends at 44)
+    onsets = [0, 4, 8, 12, 16, 20, 24, 28, 32, 40]
+    notes = np.array([(s, s + 4, 60) for s in onsets])
+    # 3 bars, Hamming distances 0 and 2: 1 - 2 / (16 * 2)
+    assert groove_consistency(notes) == pytest.approx(1 - 2 / 32)
+    # the same piece ending on the barline (step 48): MusPy counts one more (empty) bar, distance 2 more
+    notes[-1, 1] = 48
+    assert groove_consistency(notes) == pytest.approx(1 - 4 / 48)
+    assert np.isnan(groove_consistency(notes[:1]))  # one bar: no pair
+    assert np.isnan(groove_consistency(np.zeros((0, 3), dtype=np.int64)))
+    # on a grid: drums pooled with the melody as onsets (a hit on step 2 of every bar adds no distance)
+    grid = np.zeros((4 * STEPS_PER_BAR, 3), dtype=np.int64)
+    grid[:, :1] = melody_grid([tuple(n) for n in notes], bars=4)
+    grid[2::16, 2] = 1  # kick on step 2 of bars 0-3
+    assert piece_statistics(grid)["groove_consistency"] == pytest.approx(1 - 4 / 48)
+
+
+def test_scale_consistency_hand_computed():
+    c_major = [60, 62, 64, 65, 67, 69, 71]
+    assert scale_consistency(np.array(c_major)) == 1.0
+    assert scale_consistency(np.array(c_major + [66])) == pytest.approx(7 / 8)  # C or G major: 7 of 8
+    assert scale_consistency(np.arange(60, 72)) == pytest.approx(7 / 12)  # chromatic
+    assert np.isnan(scale_consistency(np.zeros(0, dtype=np.int64)))
+    assert SCALES.shape == (24, 12) and (SCALES.sum(1) == 7).all()
+    np.testing.assert_array_equal(SCALES[12 + 9], SCALES[0])  # A minor holds the pitch classes of C major
+    # drums are ignored: only the melody's F# lies outside C major
+    grid = np.zeros((2 * STEPS_PER_BAR, 3), dtype=np.int64)
+    grid[:, :1] = melody_grid([(2 * i, 2 * i + 2, p) for i, p in enumerate(c_major + [66])], bars=2)
+    grid[::4, 2] = 0b111
+    assert piece_statistics(grid)["scale_consistency"] == pytest.approx(7 / 8)
+
+
+def test_overlap_bins_follow_the_reference_range():
+    ref = np.array([0.0, 1.0, 2.0, 3.0])
+    # 3 bins of width 1 over [0, 3], the maximum in the top bin: ref (0, .25, .25, .5, 0) with open outer bins
+    gen = np.array([3.0, 3.5, -1.0, 1.5])  # (.25, 0, .25, .25, .25)
+    assert histogram_overlap(gen, ref, bins=3) == pytest.approx(0.5)
+    # an outlier does not widen the bins: the rest still matches bin for bin
+    assert histogram_overlap(np.array([0.0, 1.0, 2.0, 3.0, 1e6]), ref, bins=3) == pytest.approx(0.8)
+    assert histogram_overlap(np.full(5, 2.0), np.full(3, 2.0)) == 1.0  # constant reference
+    assert np.isnan(histogram_overlap(np.array([np.nan]), ref))
+
+
+def test_compare_sets_reports_every_overlap_and_their_mean():
+    a, b = trio(), trio()
+    b[2::16, 2] = 1  # a kick on step 2 of every bar
+    same = compare_sets([a, b], [a, b])
+    assert set(same["overlaps"]) == set(STATISTICS)
+    assert all(v == 1.0 for v in same["overlaps"].values()) and same["summary"] == 1.0
+    # generated: two copies of a (no drums); reference a, b
+    res = compare_sets([a, a], [a, b], bins=3)
+    # drum consistency is defined only in the reference: left out of the summary
+    assert np.isnan(res["overlaps"]["drum_consistency"])
+    # empty bar rate: gen (0.5, 0.5), ref (0.5, 0) -> 0.5. Groove (5 bars: the bass ends on the closing
+    # barline): a has onsets {0, 4, 8, 12}, {0}, {}, {}, {} -> 1 - 4/64; b adds step 2 to bars 0-3 -> 1 - 5/64;
+    # so gen (a, a) vs ref (a, b) -> 0.5. The other four statistics agree -> 1
+    assert res["overlaps"]["empty_bar_rate"] == pytest.approx(0.5)
+    assert res["statistics"]["groove_consistency"]["mean_ref"] == pytest.approx(1 - 4.5 / 64)
+    assert res["overlaps"]["groove_consistency"] == pytest.approx(0.5)
+    assert res["summary"] == pytest.approx((4 * 1.0 + 0.5 + 0.5) / 6)
+    assert res["pieces_gen"] == 2 and res["statistics"]["pitch_range"]["mean_ref"] == 36
