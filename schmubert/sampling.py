@@ -296,6 +296,39 @@ def reveal_draws(x_t: torch.Tensor, reveal: torch.Tensor, rows: RowProbs, num_tr
     return x_t
 
 
+Precision = Literal["fp32", "bf16"]
+
+
+class Autocast(torch.nn.Module):
+    """Runs ``denoiser`` under ``torch.autocast`` in bfloat16 (logits come back in float32)."""
+
+    def __init__(self, denoiser: torch.nn.Module):
+        super().__init__()
+        self.denoiser = denoiser
+
+    def forward(self, x_t: torch.Tensor) -> list[torch.Tensor]:
+        device = next(self.denoiser.parameters()).device
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return [lg.float() for lg in self.denoiser(x_t)]
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bfloat16 matmuls run natively: a CUDA device that says so, or a CPU with AVX512-BF16/AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def fast_denoiser(denoiser: torch.nn.Module, precision: Precision = "fp32", compile: bool = False
+                  ) -> torch.nn.Module:
+    """``denoiser`` for sampling: under bf16 autocast and/or ``torch.compile`` (same inputs, same outputs up to
+    rounding; compiling takes a while on the first call and again for each new batch shape)."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"unknown precision {precision!r}; expected fp32 or bf16")
+    model = Autocast(denoiser) if precision == "bf16" else denoiser
+    return torch.compile(model) if compile else model
+
+
 def window_starts(length: int, window: int, hop: int) -> list[int]:
     """Starts of ``window``-step windows hopping by ``hop`` over ``length``; the last ends at the end."""
     if length <= window:
