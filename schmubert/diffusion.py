@@ -10,6 +10,7 @@ Shapes: ``x0``/``x_t`` are ``LongTensor[B, L, K]``; ``t`` is ``LongTensor[B]`` i
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,6 +24,9 @@ from schmubert.config import arg
 
 MaskSchedule = Literal["all", "tracks", "mixed"]
 TimeSampling = Literal["uniform", "stratified"]
+#: How many elements the reverse process reveals per step (the denoiser does not see t, so any works).
+RevealSchedule = Literal["linear", "cosine", "square"]
+REVEAL_SCHEDULES: tuple[str, ...] = typing.get_args(RevealSchedule)
 
 
 @dataclass
@@ -151,14 +155,52 @@ class AbsorbingDiffusion:
 
     # --- reverse process -----------------------------------------------------------------------------------
     @staticmethod
-    def reveal_probability(step: int) -> float:
-        """Probability that a still-masked element is revealed at reverse step ``step`` (S..1): 1/step.
+    def reveal_probability(step: int, steps: int | None = None, schedule: RevealSchedule = "linear") -> float:
+        """Probability that a still-masked element is revealed at reverse step ``step`` (``steps``..1).
 
-        Uniform over the remaining steps, so after step 1 nothing is masked (thesis Algorithm 4).
+        ``1 - masked_fraction((step - 1) / steps) / masked_fraction(step / steps)``; for 'linear' exactly
+        ``1 / step`` (uniform over the remaining steps, thesis Algorithm 4, and independent of ``steps``). At
+        step 1 it is 1 for every schedule, so nothing is left masked.
         """
         if step < 1:
             raise ValueError("reverse steps count down to 1")
-        return 1.0 / step
+        if schedule == "linear":
+            return 1.0 / step
+        if steps is None or step > steps:
+            raise ValueError(f"schedule {schedule!r} needs steps >= step, got steps={steps}, step={step}")
+        return 1.0 - masked_fraction((step - 1) / steps, schedule) / masked_fraction(step / steps, schedule)
+
+    @classmethod
+    def reveal_count(cls, n_masked: torch.Tensor, step: int, steps: int | None = None,
+                     schedule: RevealSchedule = "linear") -> torch.Tensor:
+        """Elements to reveal at ``step`` among ``n_masked [B]`` still masked: the expected count, rounded.
+
+        'linear' divides, ``round(n_masked / step)``, as the original confidence order did (a product with
+        ``1 / step`` rounds differently at some halves). All of them at step 1.
+        """
+        if step == 1:
+            return n_masked
+        if schedule == "linear":
+            return torch.round(n_masked.float() / step).long()
+        return torch.round(n_masked.float() * cls.reveal_probability(step, steps, schedule)).long()
+
+
+def masked_fraction(r: float, schedule: RevealSchedule = "linear") -> float:
+    """Fraction of the generated elements still masked at reverse time ``r`` (1 = start, all masked; 0 = end).
+
+    'linear': ``r`` (the forward process' t/T; reveals the same share of the remaining steps each step).
+    'cosine': ``sin(pi r / 2)``, MaskGIT's ``cos(pi/2 * progress)``: few reveals first, many at the end.
+    'square': ``1 - (1 - r)^2``, MaskGIT's ``1 - progress^2``: between the two.
+    """
+    if not 0.0 <= r <= 1.0:
+        raise ValueError(f"reverse time must be in [0, 1], got {r}")
+    if schedule == "linear":
+        return r
+    if schedule == "cosine":
+        return math.sin(math.pi * r / 2)
+    if schedule == "square":
+        return 1.0 - (1.0 - r) ** 2
+    raise ValueError(f"unknown reveal schedule {schedule!r}; expected one of {REVEAL_SCHEDULES}")
 
 
 @lru_cache(maxsize=16)

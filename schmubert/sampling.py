@@ -9,18 +9,48 @@ Shapes: ``x``/``x_t`` ``LongTensor[B, L, K]``; ``known`` ``BoolTensor[B, L, K]``
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
 
-from schmubert.diffusion import AbsorbingDiffusion
+from schmubert.config import arg
+from schmubert.diffusion import AbsorbingDiffusion, RevealSchedule, masked_fraction
 
 Order = Literal["random", "confidence"]
-ORDERS: tuple[str, ...] = ("random", "confidence")
+ORDERS: tuple[str, ...] = typing.get_args(Order)
+Remask = Literal["off", "cap", "rescale"]
+REMASKS: tuple[str, ...] = typing.get_args(Remask)
 #: ``guidance(probs, x_t, masked) -> probs``: moves the predicted x0 probabilities (thesis Algorithm 6).
 Guidance = Callable[[list[torch.Tensor], torch.Tensor, torch.Tensor], list[torch.Tensor]]
+
+
+@dataclass
+class SamplerOptions:
+    """Options of :func:`sample` (also the sampling options of ``python -m schmubert.sample``)."""
+
+    temperature: float = arg(1.0, "softmax temperature of the predicted categorical")
+    top_p: float = arg(1.0, "nucleus sampling: keep the most probable classes up to this mass (1 = off)")
+    order: Order = arg("random", "unmasking order: random (each masked element by the schedule's rate) or "
+                                 "confidence (the same count, most certain first)")
+    schedule: RevealSchedule = arg(
+        "linear", "how many elements each step reveals: linear (1/t of the rest, the thesis), cosine "
+                  "(MaskGIT: few first, many last) or square (between)")
+    reuse: bool = arg(True, "reuse the denoiser output when nothing changed since the last call (exact)")
+    remask: Remask = arg(
+        "off", "ReMDM re-masking of generated (never known) elements so later steps can revise them: off, "
+               "cap (rate min(eta, sigma_max)) or rescale (rate eta * sigma_max); sigma_max is the most the "
+               "schedule allows")
+    remask_eta: float = arg(0.02, "ReMDM eta: the rate cap (--remask cap) or the share of sigma_max (rescale)")
+    remask_order: Order = arg("random", "which generated elements are re-masked: random, or confidence (the "
+                                        "least probable when they were drawn, ReMDM-conf)")
+    remask_loop: float = arg(0.0, "ReMDM-loop: share of the steps spent at the fixed masked fraction "
+                                  "--remask-loop-level, re-masking only there (0 = re-mask at every step)")
+    remask_loop_level: float = arg(0.1, "masked fraction held during the ReMDM loop")
 
 
 def uniform(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -53,98 +83,204 @@ def predict_probs(logits: Sequence[torch.Tensor], temperature: float) -> list[to
     return [torch.softmax(lg.float() / temperature, dim=-1) for lg in logits]
 
 
-def confidence_reveal(probs: list[torch.Tensor], masked: torch.Tensor, step: int) -> torch.Tensor:
-    """Reveal ``round(masked / step)`` elements per sample, the most certain (highest max-probability) first.
+# --- the plan of a run: reveal and re-mask rates per step ---------------------------------------------------
 
-    At step 1 every remaining masked element is revealed. Returns ``BoolTensor[B, L, K]``.
-    """
+
+@dataclass(frozen=True)
+class Step:
+    """One reverse step: ``step`` (S..1), the probability a masked element is revealed (``reveal``; the
+    confidence order reveals ``count(n_masked)``) and the probability a generated one is re-masked (``remask``)."""
+
+    step: int
+    reveal: float
+    remask: float
+    count: Callable[[torch.Tensor], torch.Tensor]
+
+
+def plan_steps(diffusion: AbsorbingDiffusion, steps: int, opts: SamplerOptions) -> list[Step]:
+    """The steps S..1 of a run. Without re-masking, the schedule's own rates (exactly 1/t for 'linear')."""
+    if opts.remask == "off":
+        return [Step(s, diffusion.reveal_probability(s, steps, opts.schedule), 0.0,
+                     lambda n, s=s: diffusion.reveal_count(n, s, steps, opts.schedule)) for s in range(steps, 0, -1)]
+    levels, looping = noise_levels(steps, opts)
+    plan = []
+    for i, s in enumerate(range(steps, 0, -1)):
+        sigma = remask_rate(levels[i], levels[i + 1], opts) if looping[i] or opts.remask_loop == 0 else 0.0
+        p = reveal_with_remask(levels[i], levels[i + 1], sigma)
+        plan.append(Step(s, p, sigma, lambda n, p=p: torch.round(n.float() * p).long()))
+    return plan
+
+
+def noise_levels(steps: int, opts: SamplerOptions) -> tuple[list[float], list[bool]]:
+    """Masked fraction before each step and after the last (``steps + 1`` values from 1 down to 0), and
+    per step whether it is a ReMDM loop step (held at ``remask_loop_level``)."""
+    n_loop = round(opts.remask_loop * steps)
+    n_main = steps - n_loop - (1 if n_loop else 0)
+    main = [masked_fraction(j / n_main, opts.schedule) for j in range(n_main, -1, -1)]
+    if n_loop == 0:
+        return main, [False] * steps
+    level = opts.remask_loop_level
+    levels = sorted(main + [level] * (n_loop + 1), reverse=True)
+    looping = [a == b == level for a, b in zip(levels, levels[1:], strict=False)]
+    return levels, looping
+
+
+def remask_rate(before: float, after: float, opts: SamplerOptions) -> float:
+    """ReMDM sigma for a step from masked fraction ``before`` to ``after``, at most
+    ``sigma_max = min(1, after / (1 - before))`` so the step can still reach ``after`` in expectation."""
+    if before >= 1.0:
+        return 0.0  # nothing generated yet
+    sigma_max = min(1.0, after / (1.0 - before))
+    return min(opts.remask_eta, sigma_max) if opts.remask == "cap" else opts.remask_eta * sigma_max
+
+
+def reveal_with_remask(before: float, after: float, sigma: float) -> float:
+    """ReMDM's reveal probability of a masked element: ``(before - after + sigma (1 - before)) / before``,
+    so that the expected masked fraction after the step is ``after`` while a share sigma is re-masked."""
+    return min(1.0, (before - after + sigma * (1.0 - before)) / before)
+
+
+# --- choosing elements --------------------------------------------------------------------------------------
+
+
+def certainty(probs: list[torch.Tensor]) -> torch.Tensor:
+    """The highest class probability of every element, ``[B, L, K]``."""
+    return torch.stack([p.max(-1).values for p in probs], dim=-1)
+
+
+def pick_top(score: torch.Tensor, among: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """``count [B]`` elements of ``among [B, L, K]`` with the highest ``score`` per sample (``score`` must
+    rank every element outside ``among`` below those inside)."""
+    B = among.shape[0]
+    score = score.view(B, -1)
+    ranks = score.argsort(dim=1, descending=True).argsort(dim=1)  # rank of each element per sample
+    return ((ranks < count.unsqueeze(1)) & among.view(B, -1)).view_as(among)
+
+
+def confidence_reveal(probs: list[torch.Tensor], masked: torch.Tensor, step: Step) -> torch.Tensor:
+    """Reveal ``step.count(masked)`` elements per sample, the most certain (highest max-probability) first."""
     B = masked.shape[0]
-    certainty = torch.stack([p.max(-1).values for p in probs], dim=-1)  # [B, L, K]
-    certainty = certainty.masked_fill(~masked, -1.0).view(B, -1)
-    n_masked = masked.view(B, -1).sum(1)
-    count = n_masked if step == 1 else torch.round(n_masked.float() / step).long()
-    ranks = certainty.argsort(dim=1, descending=True).argsort(dim=1)  # rank of each element per sample
-    reveal = (ranks < count.unsqueeze(1)) & masked.view(B, -1)
-    return reveal.view_as(masked)
+    return pick_top(certainty(probs).masked_fill(~masked, -1.0), masked, step.count(masked.view(B, -1).sum(1)))
 
 
-def random_reveal(masked: torch.Tensor, step: int, diffusion: AbsorbingDiffusion,
-                  generator: torch.Generator | None) -> torch.Tensor:
-    """Reveal each masked element with probability ``diffusion.reveal_probability(step)`` (1/step)."""
+def random_reveal(masked: torch.Tensor, probability: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Reveal each masked element with ``probability``."""
     u = uniform(masked.shape, generator, masked.device)
-    return masked & (u < diffusion.reveal_probability(step))
+    return masked & (u < probability)
+
+
+def choose_remask(generated: torch.Tensor, step: Step, opts: SamplerOptions, drawn_p: torch.Tensor | None,
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """Generated elements to re-mask ``[B, L, K]``: each with ``step.remask`` (random), or the same expected
+    count, least probable at their draw first (confidence)."""
+    if step.remask == 0.0 or not generated.any():
+        return torch.zeros_like(generated)
+    if opts.remask_order == "random":
+        return generated & (uniform(generated.shape, generator, generated.device) < step.remask)
+    count = torch.round(generated.view(len(generated), -1).sum(1).float() * step.remask).long()
+    return pick_top((-drawn_p).masked_fill(~generated, -2.0), generated, count)
 
 
 def check_inputs(diffusion: AbsorbingDiffusion, x: torch.Tensor, known: torch.Tensor, steps: int,
-                 temperature: float, top_p: float, order: str) -> None:
+                 opts: SamplerOptions) -> None:
     if x.dim() != 3 or known.shape != x.shape:
         raise ValueError(f"x and known must both be [B, L, K]; got {tuple(x.shape)} and {tuple(known.shape)}")
     if x.shape[-1] != diffusion.num_tracks:
         raise ValueError(f"x has K={x.shape[-1]} tracks but the model has {diffusion.num_tracks}")
     if not 1 <= steps:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if order not in ORDERS:
-        raise ValueError(f"unknown order {order!r}; expected one of {ORDERS}")
+    if opts.temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {opts.temperature}")
+    if not 0 < opts.top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {opts.top_p}")
+    for name, value, allowed in (("order", opts.order, ORDERS), ("remask_order", opts.remask_order, ORDERS),
+                                 ("remask", opts.remask, REMASKS)):
+        if value not in allowed:
+            raise ValueError(f"unknown {name} {value!r}; expected one of {allowed}")
+    masked_fraction(1.0, opts.schedule)  # names an unknown schedule
+    if opts.remask_eta < 0 or (opts.remask == "rescale" and opts.remask_eta > 1):
+        raise ValueError(f"remask_eta must be >= 0 (at most 1 with rescale), got {opts.remask_eta}")
+    if not 0 <= opts.remask_loop < 1 or not 0 < opts.remask_loop_level < 1:
+        raise ValueError(f"remask_loop must be in [0, 1) and remask_loop_level in (0, 1); got "
+                         f"{opts.remask_loop} and {opts.remask_loop_level}")
+    if opts.remask_loop and opts.remask == "off":
+        raise ValueError("remask_loop needs a re-masking rate (remask cap or rescale)")
+    if opts.remask_loop and steps - round(opts.remask_loop * steps) < 2:
+        raise ValueError(f"remask_loop {opts.remask_loop} leaves fewer than 2 of the {steps} steps to unmask")
+
+
+# --- the sampler --------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
 def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Tensor, known: torch.Tensor,
-           steps: int, generator: torch.Generator | None = None, *, temperature: float = 1.0,
-           top_p: float = 1.0, order: Order = "random", reuse: bool = True, guidance: Guidance | None = None,
-           progress: bool = False, stats: dict | None = None) -> torch.Tensor:
+           steps: int, generator: torch.Generator | None = None, options: SamplerOptions | None = None, *,
+           guidance: Guidance | None = None, progress: bool = False, stats: dict | None = None,
+           **fields) -> torch.Tensor:
     """Fill every unknown element of ``x`` by the reverse process; returns ``LongTensor[B, L, K]``.
 
     x: ``LongTensor[B, L, K]`` known tokens (values where ``~known`` are ignored); known:
-    ``BoolTensor[B, L, K]`` (True = keep). steps: the number S of reverse steps (any S >= 1; S <= T as trained
-    is the usual choice). order: 'random' reveals each masked element with probability 1/t (thesis
-    Algorithm 4); 'confidence' reveals the same expected number, most certain first. reuse: skip the denoiser
-    when ``x_t`` did not change since the last call (exact: the denoiser does not see t). guidance: a function
-    moving the probabilities before the draw (thesis Algorithm 6). ``generator`` drives every random draw.
-    ``stats`` (a dict) receives ``calls``, the number of denoiser calls.
+    ``BoolTensor[B, L, K]`` (True = keep). steps: the number S of reverse steps (any S >= 1; the denoiser does
+    not see t). options: :class:`SamplerOptions` (``fields`` override single ones, e.g. ``order="confidence"``):
+    the order and schedule of reveals (thesis Algorithm 4 is 'random' + 'linear': each masked element with
+    probability 1/t), temperature and top-p of the draws, exact reuse of the denoiser output when ``x_t`` did
+    not change, and ReMDM re-masking. guidance: a function moving the probabilities before the draw (thesis
+    Algorithm 6). ``generator`` drives every random draw. ``stats`` (a dict) receives ``calls``, the number of
+    denoiser calls, and ``remasked``, the number of re-masked elements.
     The result has no mask left and ``x[known]`` unchanged. Runs on the denoiser's device.
     """
-    check_inputs(diffusion, x, known, steps, temperature, top_p, order)
+    opts = dataclasses.replace(options or SamplerOptions(), **fields)
+    check_inputs(diffusion, x, known, steps, opts)
     device = next(denoiser.parameters()).device
     x, known = x.to(device), known.to(device)
     mask_value = diffusion.mask_value(device)  # [K]
     x_t = torch.where(known, x, mask_value)
     masked = ~known
-    logits, changed, calls = None, True, 0
-    for step in tqdm(range(steps, 0, -1), desc="sampling", disable=not progress, leave=False):
-        if not masked.any():
-            break
-        if logits is None or changed or not reuse:
+    track_p = opts.remask != "off" and opts.remask_order == "confidence"
+    drawn_p = torch.zeros(x.shape, device=device) if track_p else None  # probability of each drawn element
+    logits, changed, calls, remasked = None, True, 0, 0
+    for step in tqdm(plan_steps(diffusion, steps, opts), desc="sampling", disable=not progress, leave=False):
+        if not masked.any() and step.remask == 0.0:
+            continue
+        if logits is None or changed or not opts.reuse:
             logits = denoiser(x_t)
             calls += 1
-        if order == "random" and guidance is None:  # softmax only the rows drawn this step
-            reveal = random_reveal(masked, step, diffusion, generator)
-            rows = lambda k, where: torch.softmax(logits[k][where].float() / temperature, dim=-1)  # noqa: B023
-        else:
-            probs = predict_probs(logits, temperature)
-            if guidance is not None:
-                probs = guidance(probs, x_t, masked)
-            if order == "confidence":
-                reveal = confidence_reveal(probs, masked, step)
-            else:
-                reveal = random_reveal(masked, step, diffusion, generator)
-            rows = lambda k, where: probs[k][where]  # noqa: B023
-        x_t = reveal_draws(x_t, reveal, rows, len(logits), top_p, generator)
-        masked &= ~reveal
-        changed = bool(reveal.any())
+        reveal, rows = choose_reveal(logits, x_t, masked, step, opts, guidance, generator)
+        remask = choose_remask(~known & ~masked, step, opts, drawn_p, generator)
+        x_t = reveal_draws(x_t, reveal, rows, len(logits), opts.top_p, generator, drawn_p)
+        x_t = torch.where(remask, mask_value, x_t)
+        masked = (masked & ~reveal) | remask
+        changed = bool(reveal.any() or remask.any())
+        remasked += int(remask.sum())
     if stats is not None:
-        stats["calls"] = calls
+        stats.update(calls=calls, remasked=remasked)
     return x_t
 
 
-def reveal_draws(x_t: torch.Tensor, reveal: torch.Tensor, rows: Callable[[int, torch.Tensor], torch.Tensor],
-                 num_tracks: int, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Draw x0 at the revealed elements only and write them into ``x_t``.
+RowProbs = Callable[[int, torch.Tensor], torch.Tensor]
 
-    ``rows(k, where)`` gives track k's probabilities at the elements ``where`` (``BoolTensor[B, L]``): ``[n, C_k]``.
+
+def choose_reveal(logits: list[torch.Tensor], x_t: torch.Tensor, masked: torch.Tensor, step: Step,
+                  opts: SamplerOptions, guidance: Guidance | None, generator: torch.Generator | None
+                  ) -> tuple[torch.Tensor, RowProbs]:
+    """The elements revealed this step ``[B, L, K]`` and ``rows(k, where)``, track k's probabilities there."""
+    if opts.order == "random" and guidance is None:  # softmax only the rows drawn this step
+        reveal = random_reveal(masked, step.reveal, generator)
+        return reveal, lambda k, where: torch.softmax(logits[k][where].float() / opts.temperature, dim=-1)
+    probs = predict_probs(logits, opts.temperature)
+    if guidance is not None:
+        probs = guidance(probs, x_t, masked)
+    if opts.order == "confidence":
+        reveal = confidence_reveal(probs, masked, step)
+    else:
+        reveal = random_reveal(masked, step.reveal, generator)
+    return reveal, lambda k, where: probs[k][where]
+
+
+def reveal_draws(x_t: torch.Tensor, reveal: torch.Tensor, rows: RowProbs, num_tracks: int, top_p: float,
+                 generator: torch.Generator | None, drawn_p: torch.Tensor | None = None) -> torch.Tensor:
+    """Draw x0 at the revealed elements only and write them into ``x_t`` (and their probability into
+    ``drawn_p [B, L, K]`` when given). ``rows(k, where)``: track k's probabilities at ``where [B, L]``, ``[n, C_k]``.
     """
     x_t = x_t.clone()
     for k in range(num_tracks):
@@ -153,8 +289,44 @@ def reveal_draws(x_t: torch.Tensor, reveal: torch.Tensor, rows: Callable[[int, t
         if n == 0:
             continue
         p = top_p_filter(rows(k, where), top_p)  # [n, C_k]
-        x_t[..., k][where] = draw(p, uniform((n,), generator, x_t.device))
+        tokens = draw(p, uniform((n,), generator, x_t.device))
+        x_t[..., k][where] = tokens
+        if drawn_p is not None:
+            drawn_p[..., k][where] = p.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     return x_t
+
+
+Precision = Literal["fp32", "bf16"]
+
+
+class Autocast(torch.nn.Module):
+    """Runs ``denoiser`` under ``torch.autocast`` in bfloat16 (logits come back in float32)."""
+
+    def __init__(self, denoiser: torch.nn.Module):
+        super().__init__()
+        self.denoiser = denoiser
+
+    def forward(self, x_t: torch.Tensor) -> list[torch.Tensor]:
+        device = next(self.denoiser.parameters()).device
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return [lg.float() for lg in self.denoiser(x_t)]
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bfloat16 matmuls run natively: a CUDA device that says so, or a CPU with AVX512-BF16/AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def fast_denoiser(denoiser: torch.nn.Module, precision: Precision = "fp32", compile: bool = False
+                  ) -> torch.nn.Module:
+    """``denoiser`` for sampling: under bf16 autocast and/or ``torch.compile`` (same inputs, same outputs up to
+    rounding; compiling takes a while on the first call and again for each new batch shape)."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"unknown precision {precision!r}; expected fp32 or bf16")
+    model = Autocast(denoiser) if precision == "bf16" else denoiser
+    return torch.compile(model) if compile else model
 
 
 def window_starts(length: int, window: int, hop: int) -> list[int]:

@@ -65,6 +65,28 @@ def test_infill_leaves_everything_outside_the_bars_identical(ckpt, song, tmp_pat
     assert (tmp_path / "sample_000.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_sampler_options_reach_the_sampler_and_the_record(ckpt, song, tmp_path):
+    path, x = song
+    args = ["--input", str(path), "--infill", "16:48", "--order", "confidence", "--schedule", "cosine",
+            "--remask", "cap", "--remask-eta", "0.1", "--remask-order", "confidence"]
+    assert run(ckpt, tmp_path, *args) == 0
+    y = tokens(tmp_path / "sample_000.mid")
+    outside = np.ones(len(x), bool)
+    outside[16 * BAR:48 * BAR] = False
+    assert np.array_equal(y[outside], x[outside])
+    sampler = json.loads((tmp_path / "sample_000.json").read_text())["options"]["sampler"]
+    assert sampler["schedule"] == "cosine" and sampler["remask"] == "cap" and sampler["remask_eta"] == 0.1
+
+
+def test_bf16_precision_samples(ckpt, tmp_path):
+    from schmubert.sampling import bf16_supported
+    if not bf16_supported(torch.device("cpu")):
+        pytest.skip("this CPU has no native bf16")
+    assert run(ckpt, tmp_path, "--bars", "4", "--precision", "bf16") == 0
+    record = json.loads((tmp_path / "sample_000.json").read_text())
+    assert record["options"]["precision"] == "bf16"
+
+
 def test_accompaniment_keeps_the_given_track(ckpt, song, tmp_path):
     path, x = song
     assert run(ckpt, tmp_path, "--input", str(path), "--generate-tracks", "bass,drums", "--num-samples", "2",
@@ -125,6 +147,7 @@ def test_refuses_to_overwrite(ckpt, tmp_path, capsys):
     (["--generate-tracks", "piano"], "no track piano"),
     (["--continue-bars", "80"], "--continue-bars 80"),
     (["--infill", "1:2", "--continue-bars", "4"], "choose one"),
+    (["--infill", "1:2", "--remask-loop", "0.5"], "re-masking rate"),
     ([], "would be ignored"),
 ])
 def test_bad_input_exits_with_its_message(ckpt, song, tmp_path, capsys, args, message):

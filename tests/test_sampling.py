@@ -3,8 +3,17 @@ import torch
 from torch import nn
 
 from schmubert import conditioning
-from schmubert.diffusion import AbsorbingDiffusion, NoiseConfig
-from schmubert.sampling import draw, sample, sample_long, top_p_filter, window_starts
+from schmubert.diffusion import REVEAL_SCHEDULES, AbsorbingDiffusion, NoiseConfig, masked_fraction
+from schmubert.sampling import (
+    SamplerOptions,
+    draw,
+    noise_levels,
+    plan_steps,
+    sample,
+    sample_long,
+    top_p_filter,
+    window_starts,
+)
 from schmubert.tokens import TRACK_SETS, mask_ids
 
 TRIO = TRACK_SETS["trio"]
@@ -166,6 +175,14 @@ def test_bad_arguments_are_clear():
         sample(den, diff, x, known, 4, temperature=0)
     with pytest.raises(ValueError, match="tracks"):
         sample(den, diff, x[..., :1], known[..., :1], 4)
+    with pytest.raises(ValueError, match="schedule"):
+        sample(den, diff, x, known, 4, schedule="zigzag")
+    with pytest.raises(ValueError, match="remask"):
+        sample(den, diff, x, known, 4, remask="sometimes")
+    with pytest.raises(ValueError, match="re-masking rate"):
+        sample(den, diff, x, known, 8, remask_loop=0.25)
+    with pytest.raises(ValueError, match="fewer than 2"):
+        sample(den, diff, x, known, 4, remask="cap", remask_loop=0.75)
 
 
 def test_window_starts_cover_and_end_at_the_end():
@@ -198,3 +215,228 @@ def test_lazy_softmax_path_matches_full_probabilities():
     a = sample(den, diff, x, known, 16, generator=gen(5), top_p=0.9)
     b = sample(den, diff, x, known, 16, generator=gen(5), top_p=0.9, guidance=identity)
     assert torch.equal(a, b)
+
+
+# --- the original sampler's output, pinned ------------------------------------------------------------------
+
+
+class Fixed(nn.Module):
+    """Logits a fixed function of position, class and input: no weights drawn, so the pin holds on any seed."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x_t):
+        B, L, K = x_t.shape
+        pos = torch.arange(L, dtype=torch.float32).view(1, L, 1)
+        ctx = (x_t.float().sum(-1, keepdim=True) % 97) / 97  # [B, L, 1]
+        out = []
+        for k, t in enumerate(TRIO):
+            c = torch.arange(t.num_classes, dtype=torch.float32).view(1, 1, -1)
+            out.append(3 * torch.sin(0.37 * c * (k + 1) + 0.11 * pos + 2 * ctx) + 0.5 * torch.cos(0.05 * c))
+        return out
+
+
+PINNED = {  # main@322a14b outputs of Fixed, 2 x 16 x 3 tokens flattened, by (order, top_p, steps)
+    ("random", 1.0, 8): (
+        "0 0 0 3 4 5 6 8 10 9 12 15 85 9 12 1 42 470 1 52 373 67 17 63 89 19 141 16 75 63 47 40 476 33 44 486 "
+        "15 48 101 33 52 158 81 56 496 14 60 481 48 64 80 51 68 85 54 72 90 57 76 95 65 17 375 3 43 39 70 2 "
+        "238 17 86 356 86 32 397 18 77 118 19 14 103 83 18 141 34 22 90 82 26 418 17 30 503 66 34 327 "
+    ),
+    ("random", 1.0, 200): (
+        "0 0 0 3 4 5 6 8 10 9 12 15 18 1 237 36 50 356 34 10 124 53 76 29 17 18 442 87 44 396 18 40 480 16 44 "
+        "180 63 48 118 64 52 412 14 56 345 83 60 83 48 64 80 51 68 85 54 72 90 57 76 95 2 7 233 84 51 137 69 "
+        "0 498 0 76 159 0 17 418 0 74 181 64 14 238 64 18 40 14 22 503 13 26 458 33 30 236 82 34 260 "
+    ),
+    ("random", 0.9, 8): (
+        "0 0 0 3 4 5 6 8 10 9 12 15 86 8 12 1 41 470 1 51 373 67 16 63 86 18 141 16 75 62 34 40 476 33 44 486 "
+        "15 48 101 33 52 158 81 56 497 13 60 482 48 64 80 51 68 85 54 72 90 57 76 95 56 17 379 3 42 39 70 2 "
+        "239 16 86 357 86 31 397 18 77 118 18 14 107 83 18 136 34 22 90 82 26 418 17 30 503 66 34 328 "
+    ),
+    ("random", 0.9, 200): (
+        "0 0 0 3 4 5 6 8 10 9 12 15 17 0 238 36 50 356 34 9 124 52 76 29 17 17 447 86 43 396 17 40 480 16 44 "
+        "180 63 48 118 63 52 412 14 56 345 83 60 84 48 64 80 51 68 85 54 72 90 57 76 95 2 2 233 84 44 136 69 "
+        "0 502 0 76 159 0 17 418 0 74 181 65 14 238 52 18 35 14 22 503 13 26 458 33 30 236 82 34 260 "
+    ),
+    ("confidence", 1.0, 8): (
+        "0 0 0 3 4 5 6 8 10 9 12 15 38 77 221 53 35 46 34 11 379 35 44 261 36 19 135 81 59 209 28 40 235 80 "
+        "44 129 33 48 379 14 52 123 47 56 11 47 60 118 48 64 80 51 68 85 54 72 90 57 76 95 55 9 487 38 9 39 "
+        "85 43 498 66 51 255 1 26 383 1 18 475 86 14 509 81 18 244 13 22 373 81 26 277 15 30 197 30 34 111 "
+    ),
+    ("confidence", 1.0, 200): (
+        "0 0 0 3 4 5 6 8 10 9 12 15 65 52 131 82 70 497 84 70 379 72 1 381 49 42 221 33 51 510 31 40 45 16 44 "
+        "208 15 48 39 14 52 123 32 56 379 47 60 197 48 64 80 51 68 85 54 72 90 57 76 95 14 35 254 18 25 373 "
+        "35 43 261 85 35 232 67 1 111 84 1 487 20 14 118 50 18 277 66 22 11 29 26 474 49 30 244 14 34 129 "
+    ),
+    ("confidence", 0.9, 8): (
+        "0 0 0 3 4 5 6 8 10 9 12 15 33 19 226 52 34 41 36 10 379 34 69 260 47 52 131 82 44 209 18 40 129 80 "
+        "44 232 32 48 379 14 52 123 47 56 11 46 60 118 48 64 80 51 68 85 54 72 90 57 76 95 53 9 487 36 9 255 "
+        "0 36 34 85 43 379 86 25 476 1 17 509 83 14 498 66 18 244 13 22 373 81 26 277 15 30 202 30 34 111 "
+    ),
+    ("confidence", 0.9, 200): (
+        "0 0 0 3 4 5 6 8 10 9 12 15 37 1 380 84 69 39 82 69 379 65 43 221 64 76 497 33 44 131 31 40 40 16 44 "
+        "213 14 48 508 14 52 123 31 56 379 47 60 197 48 64 80 51 68 85 54 72 90 57 76 95 14 34 373 83 19 255 "
+        "66 36 476 85 36 11 1 1 260 52 17 118 19 14 491 34 18 277 47 22 111 18 26 129 48 30 248 14 34 236 "
+    ),
+}
+
+
+def pinned_case():
+    B, L = 2, 16
+    x = torch.stack([(torch.arange(B * L).view(B, L) * (k + 3)) % t.num_classes for k, t in enumerate(TRIO)], -1)
+    known = torch.zeros_like(x, dtype=torch.bool)
+    known[:, :4] = True
+    known[:, 10:, 1] = True
+    return x, known, AbsorbingDiffusion(mask_ids("trio"), NoiseConfig(timesteps=64))
+
+
+@pytest.mark.parametrize("case", sorted(PINNED))
+def test_default_options_reproduce_the_original_sampler_bit_for_bit(case):
+    order, top_p, steps = case
+    x, known, diff = pinned_case()
+    out = sample(Fixed(), diff, x, known, steps, gen(7), order=order, top_p=top_p)
+    assert out.flatten().tolist() == [int(v) for v in PINNED[case].split()]
+    # the same with the options spelled out: linear schedule, re-masking off
+    opts = SamplerOptions(order=order, top_p=top_p, schedule="linear", remask="off")
+    assert torch.equal(sample(Fixed(), diff, x, known, steps, gen(7), opts), out)
+
+
+# --- unmasking schedules ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schedule", REVEAL_SCHEDULES)
+@pytest.mark.parametrize("steps", [1, 2, 7, 64])
+def test_every_schedule_reveals_everything_by_the_last_step(schedule, steps):
+    rates = [AbsorbingDiffusion.reveal_probability(s, steps, schedule) for s in range(steps, 0, -1)]
+    assert rates[-1] == 1.0 and all(0 < r <= 1 for r in rates)
+    n = torch.tensor([1000, 7, 0])
+    left = n.clone()
+    for s in range(steps, 0, -1):
+        left -= AbsorbingDiffusion.reveal_count(left, s, steps, schedule)
+        assert (left >= 0).all()
+    assert (left == 0).all()
+    for order in ("random", "confidence"):
+        den, diff, x = make(B=2, L=32)
+        out = sample(den, diff, x, conditioning.unconditional(x.shape), steps, gen(), order=order,
+                     schedule=schedule, reuse=False)
+        assert (out != diff.mask_value()).all()
+
+
+def test_schedules_follow_their_masked_fraction():
+    # remaining time 3/4 after the first of 4 steps: linear 0.75, cosine sin(3 pi / 8), square 1 - 1/16
+    expected = {"linear": 0.75, "cosine": 0.9239, "square": 0.9375}
+    for schedule, fraction in expected.items():
+        assert masked_fraction(0.75, schedule) == pytest.approx(fraction, abs=1e-4)
+        den, diff, x = make(B=4, L=256)
+        sample(den, diff, x, conditioning.unconditional(x.shape), steps=4, generator=gen(), schedule=schedule)
+        masked_after_first = (den.inputs[1] == diff.mask_value()).float().mean()
+        assert abs(masked_after_first - fraction) < 0.03
+        assert masked_fraction(0.0, schedule) == 0.0 and masked_fraction(1.0, schedule) == 1.0
+
+
+def test_schedule_is_orthogonal_to_order():
+    den, diff, x = make(B=1, L=64)  # 192 elements; cosine's first of 8 steps reveals 192 (1 - sin(7 pi/16)) = 4
+    sample(den, diff, x, conditioning.unconditional(x.shape), 8, gen(), order="confidence", schedule="cosine")
+    assert (den.inputs[1] != diff.mask_value()).sum() == 4
+
+
+# --- ReMDM re-masking ---------------------------------------------------------------------------------------
+
+REMASKING = [dict(remask="cap", remask_eta=0.1), dict(remask="rescale", remask_eta=0.5),
+             dict(remask="cap", remask_eta=0.1, remask_order="confidence"),
+             dict(remask="cap", remask_eta=0.2, remask_loop=0.25, remask_loop_level=0.2)]
+
+
+@pytest.mark.parametrize("order", ["random", "confidence"])
+@pytest.mark.parametrize("options", REMASKING, ids=lambda o: "-".join(str(v) for v in o.values()))
+def test_remasking_never_changes_a_known_element_and_leaves_no_mask(order, options):
+    den, diff, x = make(B=2, L=64)
+    known = conditioning.infill(x.shape, [(1, 3)]) & ~conditioning.regenerate_tracks(x.shape, [2])
+    stats = {}
+    out = sample(den, diff, x, known, 32, gen(), order=order, stats=stats, **options)
+    assert stats["remasked"] > 0, "re-masking took place"
+    assert torch.equal(out[known], x[known])
+    assert (out != diff.mask_value()).all()
+    mask = diff.mask_value()
+    generated_then_masked = torch.zeros_like(known)
+    for before, after in zip(den.inputs, den.inputs[1:], strict=False):
+        assert torch.equal(after[known], x[known])
+        generated_then_masked |= (before != mask) & (after == mask)
+    assert generated_then_masked.any() and not generated_then_masked[known].any()
+
+
+def test_remasking_off_draws_nothing_extra_and_zero_eta_changes_nothing_but_the_rates():
+    den, diff, x = make()
+    known = conditioning.unconditional(x.shape)
+    stats = {}
+    sample(den, diff, x, known, 16, gen(), remask="cap", remask_eta=0.0, stats=stats)
+    assert stats["remasked"] == 0
+
+
+def test_plan_keeps_the_schedule_in_expectation():
+    opts = SamplerOptions(remask="cap", remask_eta=0.05)
+    masked = 1.0
+    plan = plan_steps(AbsorbingDiffusion(mask_ids("trio")), 16, opts)
+    levels, _ = noise_levels(16, opts)
+    for step, after in zip(plan, levels[1:], strict=True):
+        masked = masked * (1 - step.reveal) + (1 - masked) * step.remask  # expected masked fraction
+        assert masked == pytest.approx(after, abs=1e-9)
+        assert step.remask <= 0.05
+    assert plan[0].remask == 0.0 and plan[-1].remask == 0.0 and plan[-1].reveal == 1.0
+
+
+def test_loop_holds_the_masked_fraction_and_remasks_only_there():
+    opts = SamplerOptions(remask="cap", remask_eta=0.1, remask_loop=0.25, remask_loop_level=0.3)
+    levels, looping = noise_levels(32, opts)
+    assert len(levels) == 33 and sum(looping) == 8
+    assert all(a == b == 0.3 for a, b, on in zip(levels, levels[1:], looping, strict=False) if on)
+    plan = plan_steps(AbsorbingDiffusion(mask_ids("trio")), 32, opts)
+    assert [s.remask > 0 for s in plan] == looping
+    for s in plan:
+        if s.remask:
+            assert s.remask == 0.1 and s.reveal == pytest.approx(0.1 * 0.7 / 0.3)
+
+
+def test_confidence_remasking_picks_the_least_probable_draws():
+    _, diff, x = make(B=1, L=32)
+
+    class Unsure(nn.Module):
+        """Certain everywhere except element (3, track 0); records its inputs."""
+
+        def __init__(self):
+            super().__init__()
+            self.p = nn.Parameter(torch.zeros(()))
+            self.seen = []
+
+        def forward(self, x_t):
+            self.seen.append(x_t.clone())
+            logits = [torch.zeros(*x_t.shape[:2], t.num_classes) for t in TRIO]
+            for lg in logits:
+                lg[..., 1] = 30.0
+            logits[0][0, 3, 1] = 0.0
+            return logits
+
+    den = Unsure()
+    sample(den, diff, x, conditioning.unconditional(x.shape), 48, gen(), remask="cap", remask_eta=0.02,
+           remask_order="confidence")
+    mask = diff.mask_value()
+    remasked = [(a != mask) & (b == mask) for a, b in zip(den.seen, den.seen[1:], strict=False)]
+    steps_with_remasks = 0
+    for before, r in zip(den.seen, remasked, strict=False):
+        if r.any() and before[0, 3, 0] != mask[0]:  # whenever it was generated, the unsure one goes first
+            assert r[0, 3, 0]
+            steps_with_remasks += 1
+    assert steps_with_remasks >= 2
+
+
+def test_linear_confidence_count_is_the_original_division():
+    # the original confidence order revealed round(n / step) in float32; a product with 1/step differs at some
+    # halves (e.g. n = 91, step = 14), which would change outputs
+    n = torch.arange(0, 3 * 1024 + 1)
+    differs = 0
+    for step in range(2, 257):
+        count = AbsorbingDiffusion.reveal_count(n, step)
+        assert torch.equal(count, torch.round(n.float() / step).long())
+        differs += int((count != torch.round(n.float() * (1.0 / step)).long()).sum())
+    assert differs > 0
