@@ -4,7 +4,7 @@
 "use strict";
 
 const COLOURS = { melody: "#d62728", bass: "#1f77b4", drums: "#111111" };
-const GUTTER = 78;   // px: track names and pitch labels
+const GUTTER = 86;   // px: track names and pitch labels
 const RULER = 22;    // px: bar numbers
 const MELODIC_LANE = 170;
 const DRUM_ROW = 13;
@@ -376,9 +376,9 @@ class PianoRoll {
           if (x0 + w < GUTTER) continue;
           ctx.fillStyle = COLOURS[name] || "#555";
           ctx.fillRect(x0, y, w, rh);
-          if (chosen.some((r) => n[0] >= r.start && n[0] < r.end)) {
+          if (w >= 6 && chosen.some((r) => n[0] >= r.start && n[0] < r.end)) {
             ctx.strokeStyle = "#ffb000";
-            ctx.lineWidth = 1.5;
+            ctx.lineWidth = 1;
             ctx.strokeRect(x0 - 0.5, y - 0.5, w + 1, rh + 1);
           }
         }
@@ -412,23 +412,28 @@ class PianoRoll {
     for (const lane of this.lanes) {
       ctx.fillStyle = COLOURS[lane.track.name] || "#555";
       ctx.fillRect(0, lane.top, 4, lane.height);
+      ctx.save();  // the track name, vertical along the lane
+      ctx.translate(15, lane.top + lane.height / 2);
+      ctx.rotate(-Math.PI / 2);
       ctx.font = "bold 12px sans-serif";
-      ctx.fillText(lane.track.name, 8, lane.top + 9);
+      ctx.textAlign = "center";
+      ctx.fillText(lane.track.name, 0, 0);
+      ctx.restore();
       ctx.font = "10px sans-serif";
       ctx.fillStyle = "#666";
+      ctx.textAlign = "right";
       if (lane.track.is_drum) {
-        ctx.textAlign = "right";
         this.info.drum_classes.forEach((c, i) => {
-          ctx.fillText(c.replace("_", " "), GUTTER - 4, lane.top + i * DRUM_ROW + DRUM_ROW / 2 + (i ? 0 : 4));
+          ctx.fillText(c.replace("_", " "), GUTTER - 4, lane.top + i * DRUM_ROW + DRUM_ROW / 2);
         });
-        ctx.textAlign = "left";
       } else {
         for (let p = lane.low; p <= lane.high; p++) {
           if (p % 12 === 0) {
-            ctx.fillText(NOTE_NAMES[0] + (p / 12 - 1), GUTTER - 26, this.rowY(lane, p) + this.rowHeight(lane) / 2);
+            ctx.fillText(NOTE_NAMES[0] + (p / 12 - 1), GUTTER - 4, this.rowY(lane, p) + this.rowHeight(lane) / 2);
           }
         }
       }
+      ctx.textAlign = "left";
     }
     ctx.fillStyle = "#999";
     ctx.fillRect(GUTTER - 1, 0, 1, this.height);
