@@ -94,7 +94,7 @@ def browser_latencies(url: str, midi: Path, bars: tuple[int, int], steps: int, r
         for i in range(repeats):
             driver.execute_script(f"editor.panels[0].selectBars({bars[0]}, {bars[1]})")
             driver.find_element(By.ID, "diffuse").click()
-            WebDriverWait(driver, 600).until(lambda d: d.execute_script("return editor.runs") == i + 1)
+            WebDriverWait(driver, 600).until(lambda d, n=i + 1: d.execute_script("return editor.runs") == n)
             out.append(driver.execute_script("return editor.lastLatencyMs") / 1000)
         return out
     finally:

@@ -30,3 +30,16 @@ def test_arguments_reach_the_subcommand():
     r = subprocess.run([sys.executable, "-m", "schmubert.cli", "sample", "--checkpoint", "missing.ckpt"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "missing.ckpt: checkpoint not found" in r.stderr
+
+
+def test_the_console_script_and_the_page_are_packaged():
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["schmubert"] == "schmubert.cli:main"
+    assert "editor/static/*" in project["tool"]["setuptools"]["package-data"]["schmubert"]
+    static = {p.name for p in (root / "schmubert" / "editor" / "static").iterdir()}
+    assert {"index.html", "app.js", "roll.js", "synth.js", "editor.css"} <= static

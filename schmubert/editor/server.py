@@ -10,8 +10,8 @@ any request.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import io
+import ipaddress
 import socket
 import sys
 import threading
@@ -139,6 +139,7 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
     app.state.sampler = sampler
     app.router.on_shutdown.append(sampler.close)
     tracks, L = model.tracks, model.steps
+    plotting = threading.Lock()
 
     @app.middleware("http")
     async def limit_bodies(request: Request, call_next):
@@ -274,12 +275,13 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
 
         x = grid(body.tokens)
         known = pieces.known_mask((1, L, len(tracks)), regions(body, need=False))[0].numpy()
-        fig = pianoroll(x, tracks, ~known)
         buf = io.BytesIO()
-        try:
-            fig.savefig(buf, dpi=100, format="png")
-        finally:
-            plt.close(fig)
+        with plotting:  # pyplot is not thread-safe; requests run in a thread pool
+            fig = pianoroll(x, tracks, ~known)
+            try:
+                fig.savefig(buf, dpi=100, format="png")
+            finally:
+                plt.close(fig)
         return Response(buf.getvalue(), media_type="image/png")
 
     return app

@@ -152,7 +152,7 @@ def test_every_bad_file_shows_a_message_and_the_server_stays_up(browser, running
     for path in sorted((corpus / "bad-input").glob("*")):
         browser.execute_script("editor.clearMessages()")
         upload(browser, path)
-        WebDriverWait(browser, 20).until(lambda d: any(m.startswith(path.name) for m in messages(d)))
+        WebDriverWait(browser, 20).until(lambda d, name=path.name: any(m.startswith(name) for m in messages(d)))
         shown = [m for m in messages(browser) if m.startswith(path.name)]
         assert all("Traceback" not in m and "500" not in m for m in shown), shown
         assert httpx.get(f"{running.url}/api/info", timeout=10).status_code == 200

@@ -187,3 +187,21 @@ def test_cli_refuses_a_taken_port_and_warns_for_other_hosts(tmp_path, capsys, tr
     captured = capsys.readouterr()
     assert "warning: listening on 0.0.0.0" in captured.err and served
     served[0][0].close()
+
+
+def test_a_melody_model_gets_one_lane(melody_model, corpus):
+    srv = start_background(melody_model)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as client:
+            info = client.get("/api/info").json()
+            assert [t["name"] for t in info["tracks"]] == ["melody"] and info["validation_set"] is False
+            path = sorted((corpus / "lakh-melody-64bar").glob("*.mid"))[0]
+            piece = load(client, path).json()["piece"]
+            assert list(piece["tokens"]) == ["melody"]
+            assert np.array_equal(piece["tokens"]["melody"], midi_to_tokens(path, "melody", 1024)[:, 0])
+            r = client.get("/api/validation")
+            assert r.status_code == 400 and "validation set is not on this machine" in r.json()["error"]
+            r = client.post("/api/export/midi", json={"tokens": piece["tokens"], "programs": {"bass": 33}})
+            assert r.status_code == 400 and "no melodic track 'bass'" in r.json()["error"]
+    finally:
+        srv.stop()

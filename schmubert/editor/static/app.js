@@ -121,8 +121,16 @@ class Editor {
     return "selected: " + (parts.length > 4 ? `${parts.slice(0, 4).join(", ")} …` : parts.join(", "));
   }
 
+  busyWith(panel) {
+    if (this.job && this.job.panel === panel) {
+      this.message(`panel ${panel.title} is being diffused; wait for it or cancel it first`, "warning");
+      return true;
+    }
+    return false;
+  }
+
   async loadFile(file, panel = this.active) {
-    if (!file) return;
+    if (!file || this.busyWith(panel)) return;
     if (file.size > 64 * 1024 * 1024) { this.message(`${file.name}: too large to be a MIDI file`, "error"); return; }
     const start = Math.max(0, parseInt($("start-bar").value, 10) || 0);
     const params = new URLSearchParams({ name: file.name, start_bar: String(start) });
@@ -145,6 +153,7 @@ class Editor {
   }
 
   async newPiece(kind, panel = this.active) {
+    if (this.busyWith(panel)) return;
     await this.guard(async () => {
       const out = await api(kind === "empty" ? "/api/empty" : "/api/validation");
       panel.masked = []; panel.lastMask = []; panel.selection = [];
@@ -257,6 +266,9 @@ class Editor {
 
   // --- edits ------------------------------------------------------------------------------------------------
 
+  undo() { if (!this.busyWith(this.active)) this.active.undo(); }
+  redo() { if (!this.busyWith(this.active)) this.active.redo(); }
+
   async edit(op, amount = 0, panel = this.active, extra = {}) {
     if (this.job) return;
     const regions = extra.regions || panel.selection;
@@ -282,7 +294,7 @@ class Editor {
 
   async paste(target = this.active, offset) {
     const clip = this.clipboard;
-    if (!clip) return;
+    if (!clip || this.job) return;
     if (offset === undefined) {
       const from = Math.min(...clip.regions.map((r) => r.start));
       offset = target.selection.length ? Math.min(...target.selection.map((r) => r.start)) - from : 0;
@@ -400,8 +412,8 @@ class Editor {
     $("diffuse").onclick = () => this.diffuse();
     $("regenerate").onclick = () => this.diffuse(this.active.lastMask);
     $("cancel").onclick = () => this.cancel();
-    $("undo").onclick = () => { this.active.undo(); };
-    $("redo").onclick = () => { this.active.redo(); };
+    $("undo").onclick = () => this.undo();
+    $("redo").onclick = () => this.redo();
     document.querySelectorAll("[data-transpose]").forEach((b) => {
       b.onclick = () => this.edit("transpose", parseInt(b.dataset.transpose, 10));
     });
@@ -427,8 +439,8 @@ class Editor {
     const ctrl = e.ctrlKey || e.metaKey;
     const k = e.key;
     const act = (fn) => { e.preventDefault(); fn(); };
-    if (ctrl && (k === "z" || k === "Z")) act(() => (e.shiftKey ? this.active.redo() : this.active.undo()));
-    else if (ctrl && k === "y") act(() => this.active.redo());
+    if (ctrl && (k === "z" || k === "Z")) act(() => (e.shiftKey ? this.redo() : this.undo()));
+    else if (ctrl && k === "y") act(() => this.redo());
     else if (ctrl && k === "c") act(() => this.copy());
     else if (ctrl && k === "v") act(() => this.paste());
     else if (ctrl && k === "a") act(() => this.active.selectAll());
