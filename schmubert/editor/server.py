@@ -10,6 +10,7 @@ any request.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import ipaddress
 import socket
@@ -132,12 +133,17 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
                allowed_hosts: list[str] | None = None) -> FastAPI:
     """The editor as an ASGI app around a loaded model. ``allowed_hosts``: the Host headers accepted (the
     loopback names by default, which stops DNS-rebinding pages from reaching a laptop's editor)."""
-    app = FastAPI(title="SCHmUBERT editor", version=__version__, docs_url=None, redoc_url=None,
+    sampler = Sampler(model, max_queued=max_queued)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        sampler.close()
+
+    app = FastAPI(title="SCHmUBERT editor", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Piano-roll editor API: load, mask, sample with progress, edit, export.")
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOOPBACK_NAMES)
-    sampler = Sampler(model, max_queued=max_queued)
     app.state.sampler = sampler
-    app.router.on_shutdown.append(sampler.close)
     tracks, L = model.tracks, model.steps
     plotting = threading.Lock()
 
@@ -365,7 +371,7 @@ class EditorConfig:
     host: str = arg("127.0.0.1", "address to listen on; anything but loopback lets other machines use the "
                                  "editor and this computer's CPU (a warning is printed)")
     port: int = arg(8765, "port to listen on (0: any free port)")
-    browser: bool = arg(True, "open the default web browser on the page")
+    browser: bool = arg(True, "open the web browser on the page (--no-browser: do not)")
     device: str = arg("auto", "torch device: auto, cpu, cuda, ...")
     max_upload_mb: float = arg(4.0, "largest accepted upload or request, in MiB")
     max_queued: int = arg(8, "sampling runs allowed to wait for the model at once")

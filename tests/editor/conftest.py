@@ -12,9 +12,6 @@ from schmubert.backbones import build
 from schmubert.checkpoints import checkpoint_hparams, load_model, save_model
 from schmubert.diffusion import NoiseConfig
 
-REPO = Path(__file__).resolve().parents[2]
-CORPUS = REPO.parent / "shared" / "corpus"
-
 
 def tiny_checkpoint(root: Path, tracks: str = "trio", valid: np.ndarray | None = None) -> Path:
     """A randomly initialised conv model (tiny preset, 64-bar window, T = 64), with a validation set if given."""
