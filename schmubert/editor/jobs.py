@@ -1,0 +1,205 @@
+"""The model worker: the model is loaded once and one thread runs one sampling job at a time.
+
+Requests queue for the model (two samplers on 2 cores would each run at half speed and use twice the memory);
+each job reports its progress and can be cancelled, queued or running. A job is exactly ``python -m
+schmubert.sample --input ... --infill ...``: :func:`schmubert.sample.generate` over the known mask (one
+:func:`schmubert.sampling.sample` call for a piece of the model's window), note ends before the masked span
+preserved, guidance by :func:`schmubert.sample.make_guidance`.
+
+Progress and cancelling need no hook in the sampler: the denoiser is wrapped (:class:`Watched`). Each reverse
+step reveals an expected ``1/t`` of what is still masked, so the revealed share of the masked elements grows
+linearly with the steps taken; the wrapper reads it from ``x_t`` at every denoiser call, and raises
+:class:`Cancelled` there when the job was cancelled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import queue
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from schmubert import sample
+from schmubert.checkpoints import LoadedModel
+from schmubert.sample import SampleConfig, Scenario
+
+State = Literal["queued", "running", "done", "cancelled", "failed"]
+
+
+class Cancelled(Exception):
+    """Raised inside the sampler when its job was cancelled."""
+
+
+class Busy(Exception):
+    """The queue is full."""
+
+
+@dataclass
+class Options:
+    """What a user chooses for one sampling run (the editor's subset of :class:`SampleConfig`)."""
+
+    steps: int = 32
+    order: Literal["random", "confidence"] = "random"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    note_density: float | None = None
+    density_tracks: list[str] = field(default_factory=list)  # empty: the tracks being generated
+    seed: int | None = None  # None: a fresh seed per run (another take each time)
+
+    def config(self, seed: int) -> SampleConfig:
+        return SampleConfig(steps=self.steps, order=self.order, temperature=self.temperature, top_p=self.top_p,
+                            note_density=self.note_density, density_tracks=list(self.density_tracks),
+                            seed=seed, num_samples=1, batch_size=1, progress=False, wav=False, device="cpu")
+
+
+@dataclass
+class Job:
+    id: str
+    x: np.ndarray  # (L, K) tokens
+    known: np.ndarray  # (L, K) bool, True = keep
+    options: Options
+    seed: int
+    state: State = "queued"
+    progress: float = 0.0
+    result: np.ndarray | None = None
+    error: str | None = None
+    seconds: float | None = None
+    created: float = field(default_factory=time.monotonic)
+    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "cancelled", "failed")
+
+
+class Watched(nn.Module):
+    """The denoiser, reporting the share of masked elements revealed so far and honouring a cancel."""
+
+    def __init__(self, denoiser: nn.Module, job: Job, mask_value: torch.Tensor):
+        super().__init__()
+        self.denoiser = denoiser
+        self.job = job
+        self.register_buffer("mask_value", mask_value, persistent=False)
+        self.total: int | None = None
+
+    def forward(self, x_t: torch.Tensor) -> list[torch.Tensor]:
+        if self.job.cancel_event.is_set():
+            raise Cancelled
+        masked = int((x_t == self.mask_value.to(x_t.device)).sum())
+        self.total = masked if self.total is None else self.total
+        self.job.progress = 1.0 - masked / max(self.total, 1)
+        return self.denoiser(x_t)
+
+
+class Sampler:
+    """One worker thread over a queue of jobs; jobs are kept (results included) until ``keep`` newer ones."""
+
+    def __init__(self, model: LoadedModel, max_queued: int = 8, keep: int = 32):
+        self.model = model
+        self.max_queued = max_queued
+        self.keep = keep
+        self.jobs: OrderedDict[str, Job] = OrderedDict()
+        self.queue: queue.Queue[Job | None] = queue.Queue()
+        self.lock = threading.Lock()
+        self.ids = itertools.count(1)
+        self.seeds = np.random.default_rng()
+        self.thread = threading.Thread(target=self._work, name="schmubert-sampler", daemon=True)
+        self.thread.start()
+
+    # --- the API's side -------------------------------------------------------------------------------------
+
+    def submit(self, x: np.ndarray, known: np.ndarray, options: Options) -> Job:
+        """Queue a run; :class:`Busy` when ``max_queued`` runs already wait; ``ValueError`` for bad options."""
+        self.check(options)
+        seed = int(self.seeds.integers(2**31)) if options.seed is None else int(options.seed)
+        with self.lock:
+            if sum(j.state == "queued" for j in self.jobs.values()) >= self.max_queued:
+                raise Busy(f"{self.max_queued} runs are already waiting; try again when one has finished")
+            job = Job(str(next(self.ids)), np.asarray(x, dtype=np.int64), np.asarray(known, dtype=bool), options,
+                      seed)
+            self.jobs[job.id] = job
+            self._forget_old()
+        self.queue.put(job)
+        return job
+
+    def check(self, options: Options) -> None:
+        names = [t.name for t in self.model.tracks]
+        if not 1 <= options.steps <= 4096:
+            raise ValueError(f"steps must be between 1 and 4096, got {options.steps}")
+        if options.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {options.temperature}")
+        if not 0 < options.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {options.top_p}")
+        bad = [n for n in options.density_tracks if n not in names]
+        if bad:
+            raise ValueError(f"density tracks {bad}: the model has {', '.join(names)}")
+
+    def get(self, job_id: str) -> Job | None:
+        with self.lock:
+            return self.jobs.get(job_id)
+
+    def position(self, job: Job) -> int:
+        """How many runs are ahead of ``job`` (0 when it runs or is next)."""
+        with self.lock:
+            ahead = [j for j in self.jobs.values() if not j.finished and j.created < job.created]
+        return len(ahead)
+
+    def cancel(self, job_id: str) -> Job | None:
+        job = self.get(job_id)
+        if job is not None and not job.finished:
+            job.cancel_event.set()
+            if job.state == "queued":
+                job.state = "cancelled"
+        return job
+
+    def close(self) -> None:
+        for job in list(self.jobs.values()):
+            job.cancel_event.set()
+        self.queue.put(None)
+        self.thread.join(timeout=10)
+
+    # --- the worker's side ----------------------------------------------------------------------------------
+
+    def _forget_old(self) -> None:
+        finished = [k for k, j in self.jobs.items() if j.finished]
+        for k in finished[:max(0, len(finished) - self.keep)]:
+            del self.jobs[k]
+
+    def _work(self) -> None:
+        while (job := self.queue.get()) is not None:
+            if job.cancel_event.is_set():
+                job.state = "cancelled"
+                continue
+            job.state = "running"
+            began = time.perf_counter()
+            try:
+                job.result = self.run(job)
+                job.progress, job.state = 1.0, "done"
+            except Cancelled:
+                job.state = "cancelled"
+            except Exception as err:  # a failed run must never take the worker down
+                job.error, job.state = f"sampling failed: {type(err).__name__}: {err}", "failed"
+            job.seconds = time.perf_counter() - began
+
+    def run(self, job: Job) -> np.ndarray:
+        """The sampled grid ``(L, K)`` for a job (the same path as ``python -m schmubert.sample``)."""
+        model = self.model
+        options = job.options
+        if options.note_density is not None and not options.density_tracks:
+            generated = [t.name for k, t in enumerate(model.tracks) if not job.known[:, k].all()]
+            options = dataclasses.replace(options, density_tracks=generated or [model.tracks[0].name])
+        cfg = options.config(job.seed)
+        guidance = sample.make_guidance(cfg, model)
+        watched = Watched(model.denoiser, job, model.diffusion.mask_value(model.device))
+        scenario = Scenario(job.x, job.known, "editor", [])
+        generator = torch.Generator().manual_seed(job.seed)
+        return sample.generate(cfg, dataclasses.replace(model, denoiser=watched), scenario, guidance,
+                               generator)[0]

@@ -1,0 +1,293 @@
+"""Pieces as the editor sees them: uploads, selections, JSON, and the edits (transpose, shift, copy, clear).
+
+A piece is a token grid ``(L, K)`` (int64) for the model's tracks, as everywhere in the toolkit. On the wire a
+piece is ``{"tokens": {track: [L ints]}, "notes": {track: [[start, end, pitch], ...]}, "steps": L}``; the notes
+are what the page draws (drums: one-step notes at their class's representative pitch). A selection is a list of
+regions ``{"track": name, "start": step, "end": step}`` (end exclusive); a bar range is a region on a 16-step
+boundary.
+
+Uploads are parsed in memory (never written to disk); every way a file can be unusable is a :class:`PieceError`
+whose message names the file and the reason, and every way it is usable but not as the user may expect (a
+missing role, extra instruments, a 3/4 file, dropped notes, more bars than the window) is a warning.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pretty_midi
+import torch
+
+from schmubert import conditioning, sample
+from schmubert.checkpoints import LoadedModel
+from schmubert.tokens import (
+    BASS_PROGRAMS,
+    MAX_PITCH,
+    MELODY_PROGRAMS,
+    MIN_PITCH,
+    NOTE_OFF,
+    STEPS_PER_BAR,
+    Track,
+    decode_melodic,
+    encode_melodic,
+    midi_length_steps,
+    role_instruments,
+    tokens_to_notes,
+)
+
+#: Longest upload, in bars (a guard against a small file that claims an enormous length).
+MAX_BARS = 4096
+ROLE_RULES = {"melody": f"GM programs {MELODY_PROGRAMS.start}-{MELODY_PROGRAMS.stop - 1}",
+              "bass": f"GM programs {BASS_PROGRAMS.start}-{BASS_PROGRAMS.stop - 1}",
+              "drums": "the drum channel"}
+
+
+class PieceError(ValueError):
+    """A file or request the editor cannot use; the message is shown to the user as it is."""
+
+
+@dataclass
+class Region:
+    """Steps ``start .. end`` (exclusive) of track index ``k``."""
+
+    k: int
+    start: int
+    end: int
+
+    @property
+    def bar_aligned(self) -> bool:
+        return self.start % STEPS_PER_BAR == 0 and self.end % STEPS_PER_BAR == 0
+
+
+@dataclass
+class Upload:
+    tokens: np.ndarray  # (L, K) the model's window of the file
+    name: str
+    warnings: list[str] = field(default_factory=list)
+    bars_in_file: int = 0
+    qpm: float = 120.0
+
+
+# --- uploads ----------------------------------------------------------------------------------------------------
+
+
+def parse_midi(data: bytes, name: str) -> pretty_midi.PrettyMIDI:
+    """MIDI bytes -> PrettyMIDI, in memory; :class:`PieceError` naming the file if it is not readable MIDI."""
+    if not data:
+        raise PieceError(f"{name}: the file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pretty_midi warns about meta events on non-zero tracks
+            return pretty_midi.PrettyMIDI(io.BytesIO(data))
+    except Exception as err:  # mido raises OSError, EOFError, ValueError, KeyError, ... for broken files
+        reason = str(err) or type(err).__name__
+        if isinstance(err, EOFError):
+            reason = "the file ends early (truncated)"
+        raise PieceError(f"{name}: not a readable MIDI file ({reason})") from None
+
+
+def read_upload(data: bytes, name: str, model: LoadedModel, start_bar: int = 0) -> Upload:
+    """An uploaded MIDI file -> the model's window of it from ``start_bar``, tracks by instrument role exactly
+    as ``python -m schmubert.sample --input`` reads them (:func:`schmubert.sample.read_piece`)."""
+    pm = parse_midi(data, name)
+    steps = midi_length_steps(pm)
+    if steps == 0:
+        raise PieceError(f"{name}: the file has no notes")
+    bars = steps // STEPS_PER_BAR
+    if bars > MAX_BARS:
+        raise PieceError(f"{name}: {bars} bars is longer than the editor reads (at most {MAX_BARS})")
+    roles = role_instruments(pm)
+    names = [t.name for t in model.tracks]
+    if not any(roles[n] for n in names):
+        wanted = ", ".join(f"{n} ({ROLE_RULES[n]})" for n in names)
+        raise PieceError(f"{name}: no instrument the model can use; it needs {wanted}")
+    window_bars = model.steps // STEPS_PER_BAR
+    if not 0 <= start_bar < bars:
+        raise PieceError(f"{name}: start bar {start_bar} is outside the file (bars 0-{bars - 1})")
+    try:
+        piece = sample.read_piece(pm, model)
+        tokens = sample.crop(piece, start_bar, window_bars, name)
+    except ValueError as err:
+        raise PieceError(str(err)) from None
+    return Upload(tokens, name, upload_warnings(pm, roles, names, bars, start_bar, window_bars, name), bars,
+                  float(pm.get_tempo_changes()[1][0]) if len(pm.get_tempo_changes()[1]) else 120.0)
+
+
+def upload_warnings(pm: pretty_midi.PrettyMIDI, roles: Mapping[str, list], names: Sequence[str], bars: int,
+                    start_bar: int, window_bars: int, name: str) -> list[str]:
+    """What the user should know about a file that loaded: each a sentence naming the file."""
+    out = []
+    for role in names:
+        if not roles[role]:
+            out.append(f"{name}: no {role} instrument ({ROLE_RULES[role]}); the {role} lane starts empty")
+        elif len(roles[role]) > 1:
+            out.append(f"{name}: {len(roles[role])} {role} instruments; the first one is used")
+    other = [k for k in roles if roles[k] and k not in names]
+    if other:
+        out.append(f"{name}: the model has no {' or '.join(other)} track; those instruments are left out")
+    odd = sorted({f"{ts.numerator}/{ts.denominator}" for ts in pm.time_signature_changes
+                  if (ts.numerator, ts.denominator) != (4, 4)})
+    if odd:
+        out.append(f"{name}: in {', '.join(odd)} time; the editor's bars are 4/4 (16 sixteenths), so its bar "
+                   "lines do not match the file's")
+    melodic = [inst for role in names if role != "drums" for inst in roles[role][:1]]
+    outside = sum(1 for inst in melodic for n in inst.notes if not MIN_PITCH <= n.pitch <= MAX_PITCH)
+    if outside:
+        out.append(f"{name}: {outside} notes outside MIDI pitch {MIN_PITCH}-{MAX_PITCH} were dropped")
+    if bars > window_bars or start_bar:
+        end = min(start_bar + window_bars, bars)
+        out.append(f"{name}: {bars} bars; the editor shows bars {start_bar}-{end} (choose another start bar to "
+                   "see the rest)")
+    return out
+
+
+# --- JSON -------------------------------------------------------------------------------------------------------
+
+
+def piece_json(tokens: np.ndarray, tracks: Sequence[Track]) -> dict[str, Any]:
+    """A grid ``(L, K)`` as the API's piece object (tokens and the notes they decode to, per track)."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    notes = tokens_to_notes(tokens, list(tracks))
+    return {"steps": int(tokens.shape[0]),
+            "tokens": {t.name: tokens[:, k].tolist() for k, t in enumerate(tracks)},
+            "notes": {t.name: n.tolist() for t, n in zip(tracks, notes, strict=True)}}
+
+
+def tokens_from_json(obj: Any, tracks: Sequence[Track], steps: int) -> np.ndarray:
+    """The API's ``tokens`` object ``{track: [L ints]}`` -> grid ``(L, K)``, checked (mask ids allowed)."""
+    if not isinstance(obj, Mapping):
+        raise PieceError("tokens must be an object {track name: [one integer per step]}")
+    columns = []
+    for t in tracks:
+        col = obj.get(t.name)
+        if not isinstance(col, list) or len(col) != steps:
+            raise PieceError(f"tokens.{t.name} must be a list of {steps} integers")
+        try:
+            arr = np.asarray(col, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            raise PieceError(f"tokens.{t.name} must hold integers only") from None
+        if arr.ndim != 1 or arr.min() < 0 or arr.max() > t.mask_id:
+            raise PieceError(f"tokens.{t.name}: values must lie in 0..{t.mask_id} ({t.mask_id} = mask)")
+        columns.append(arr)
+    return np.stack(columns, axis=1)
+
+
+def regions_from_json(obj: Any, tracks: Sequence[Track], steps: int) -> list[Region]:
+    """The API's selection ``[{"track", "start", "end"}]`` (steps, end exclusive) -> regions, checked."""
+    if not isinstance(obj, list):
+        raise PieceError("regions must be a list of {track, start, end}")
+    names = [t.name for t in tracks]
+    out = []
+    for r in obj:
+        if not isinstance(r, Mapping) or r.get("track") not in names:
+            raise PieceError(f"each region needs a track, one of {', '.join(names)}")
+        start, end = r.get("start"), r.get("end")
+        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= steps):
+            raise PieceError(f"region {start}:{end} of {r['track']} is outside the piece (steps 0:{steps})")
+        out.append(Region(names.index(r["track"]), start, end))
+    return out
+
+
+# --- masks ------------------------------------------------------------------------------------------------------
+
+
+def known_mask(shape: Sequence[int], regions: Sequence[Region]) -> torch.Tensor:
+    """``BoolTensor[B, L, K]``: everything known except the regions. Bar ranges are
+    :func:`schmubert.conditioning.infill` masks; a region finer than a bar (a single note) is note-level
+    conditioning, the same mask at step resolution."""
+    known = torch.ones(tuple(shape), dtype=torch.bool)
+    for r in regions:
+        if r.bar_aligned:
+            known &= conditioning.infill(shape, [(r.start // STEPS_PER_BAR, r.end // STEPS_PER_BAR)], [r.k])
+        else:
+            known[:, r.start:r.end, r.k] = False
+    return known
+
+
+def masked(tokens: np.ndarray, known: np.ndarray, tracks: Sequence[Track]) -> np.ndarray:
+    """The grid with each unknown element set to its track's mask id (what the sampler starts from)."""
+    mask_ids = np.array([t.mask_id for t in tracks], dtype=np.int64)
+    return np.where(known, tokens, mask_ids[None, :])
+
+
+# --- edits ------------------------------------------------------------------------------------------------------
+
+
+def _notes_in(row: np.ndarray, start: int, end: int) -> np.ndarray:
+    """Notes ``(N, 3)`` of a melodic row with their onset in ``start .. end``, cut at ``end``."""
+    notes = decode_melodic(row)
+    notes = notes[(notes[:, 0] >= start) & (notes[:, 0] < end)].copy()
+    notes[:, 1] = np.minimum(notes[:, 1], end)
+    return notes
+
+
+def _without(notes: np.ndarray, start: int, end: int) -> np.ndarray:
+    """Notes with the span ``start .. end`` silenced: notes starting there removed, notes sounding into it cut."""
+    notes = notes[(notes[:, 0] < start) | (notes[:, 0] >= end)].copy()
+    into = (notes[:, 0] < start) & (notes[:, 1] > start)
+    notes[into, 1] = start
+    return notes
+
+
+def clear(tokens: np.ndarray, regions: Sequence[Region], tracks: Sequence[Track]) -> np.ndarray:
+    """Silence the regions (notes starting there are removed, notes sounding into them end at their start)."""
+    out = np.array(tokens, dtype=np.int64)
+    L = len(out)
+    for r in regions:
+        if tracks[r.k].is_drum:
+            out[r.start:r.end, r.k] = 0
+        else:
+            out[:, r.k] = encode_melodic(_without(decode_melodic(out[:, r.k]), r.start, r.end), L)
+    return out
+
+
+def paste(source: np.ndarray, target: np.ndarray, regions: Sequence[Region], offset: int,
+          tracks: Sequence[Track]) -> np.ndarray:
+    """``target`` with the regions of ``source`` written ``offset`` steps later (earlier when negative).
+
+    What was in the target span is replaced; the parts that would fall outside the piece are dropped.
+    """
+    out = np.array(target, dtype=np.int64)
+    L = len(out)
+    for r in regions:
+        start, end = max(r.start + offset, 0), min(r.end + offset, L)
+        if start >= end:
+            continue
+        if tracks[r.k].is_drum:
+            out[start:end, r.k] = source[start - offset:end - offset, r.k]
+            continue
+        moved = _notes_in(source[:, r.k], start - offset, end - offset)
+        moved[:, :2] += offset
+        kept = _without(decode_melodic(out[:, r.k]), start, end)
+        out[:, r.k] = encode_melodic(np.concatenate([kept, moved]), L)
+    return out
+
+
+def shift(tokens: np.ndarray, regions: Sequence[Region], offset: int, tracks: Sequence[Track]) -> np.ndarray:
+    """Move the content of the regions by ``offset`` steps; the regions left behind become silent."""
+    return paste(tokens, clear(tokens, regions, tracks), regions, offset, tracks)
+
+
+def transpose(tokens: np.ndarray, regions: Sequence[Region], semitones: int, tracks: Sequence[Track]
+              ) -> np.ndarray:
+    """Transpose the note-ons of melodic regions by ``semitones`` (drums are left alone).
+
+    :class:`PieceError` if a note would leave MIDI pitch 21..108; nothing else changes.
+    """
+    out = np.array(tokens, dtype=np.int64)
+    for r in regions:
+        if tracks[r.k].is_drum:
+            continue
+        cells = out[r.start:r.end, r.k]
+        on = (cells > NOTE_OFF) & (cells < tracks[r.k].num_classes)
+        moved = cells[on] + semitones
+        if len(moved) and (moved.min() <= NOTE_OFF or moved.max() >= tracks[r.k].num_classes):
+            raise PieceError(f"transposing by {semitones:+d} moves a {tracks[r.k].name} note outside MIDI pitch "
+                             f"{MIN_PITCH}-{MAX_PITCH}")
+        cells[on] = moved
+    return out

@@ -1,0 +1,421 @@
+"""The editor's web server: the page, its static files and the JSON API (FastAPI on uvicorn).
+
+The API is documented in ``docs/editor.md`` and, machine-readably, at ``/openapi.json``. The model is loaded once;
+sampling runs queue for it in :class:`schmubert.editor.jobs.Sampler`. Every bad request or unusable file is an
+HTTP 4xx with ``{"error": "<one sentence naming the file or field and the reason>"}``; nothing the client sends
+becomes a server-side path, uploads are read into memory only and size-limited, and the server stays up after
+any request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import ipaddress
+import socket
+import sys
+import threading
+import time
+import webbrowser
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from schmubert import __version__, sample
+from schmubert.checkpoints import LoadedModel, find_latest_checkpoint, load_model
+from schmubert.config import add_arguments, arg, from_args
+from schmubert.editor import pieces
+from schmubert.editor.jobs import Busy, Job, Options, Sampler
+from schmubert.editor.pieces import PieceError
+from schmubert.tokens import (
+    BASS_PROGRAMS,
+    DECODE_QPM,
+    DRUM_CLASS_NAMES,
+    DRUM_CLASS_PITCHES,
+    MELODY_PROGRAMS,
+    STEPS_PER_BAR,
+    tokens_to_midi,
+)
+
+STATIC = Path(__file__).parent / "static"
+LOOPBACK_NAMES = ["127.0.0.1", "localhost"]
+
+
+# --- request bodies (the schema in /openapi.json) ------------------------------------------------------------
+
+
+class RegionIn(BaseModel):
+    track: str = Field(description="track name, e.g. 'bass'")
+    start: int = Field(description="first step (16 per bar)")
+    end: int = Field(description="step after the last one (end exclusive)")
+
+
+class PieceIn(BaseModel):
+    tokens: dict[str, list[int]] = Field(description="{track: one token per step}, as returned in a piece")
+
+
+class MaskIn(PieceIn):
+    regions: list[RegionIn] = Field(description="the selection to mask")
+
+
+class SampleIn(MaskIn):
+    steps: int = Field(32, description="reverse diffusion steps S")
+    order: Literal["random", "confidence"] = Field("random", description="unmasking order")
+    temperature: float = Field(1.0, description="softmax temperature")
+    top_p: float = Field(1.0, description="nucleus sampling mass (1 = off)")
+    note_density: float | None = Field(None, description="guidance target: onsets per bar (null = off)")
+    density_tracks: list[str] = Field([], description="tracks whose onsets count (default: the masked ones)")
+    seed: int | None = Field(None, description="random seed (null: a new take each time)")
+
+
+class EditIn(MaskIn):
+    op: Literal["transpose", "shift", "clear", "paste"] = Field(
+        description="transpose: semitones; shift: move by `amount` steps; clear: silence; paste: write the "
+                    "regions of `source` into `tokens`, `amount` steps later")
+    amount: int = Field(0, description="semitones (transpose) or steps (shift, paste)")
+    source: dict[str, list[int]] | None = Field(None, description="paste: the grid the regions are copied from")
+
+
+class ExportIn(PieceIn):
+    programs: dict[str, int] = Field({}, description="General MIDI program per melodic track, e.g. {'melody': 4}")
+    qpm: float = Field(DECODE_QPM, description="tempo in quarter notes per minute")
+    regions: list[RegionIn] = Field([], description="PNG only: a region to shade")
+
+
+# --- the app -------------------------------------------------------------------------------------------------
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def model_info(model: LoadedModel) -> dict[str, Any]:
+    return {
+        "version": __version__,
+        "checkpoint": model.path.name,
+        "arch": model.hparams.get("arch"),
+        "tracks": [{"name": t.name, "is_drum": t.is_drum, "num_classes": t.num_classes, "mask_id": t.mask_id,
+                    "program": t.program} for t in model.tracks],
+        "steps": model.steps, "bars": model.steps // STEPS_PER_BAR, "steps_per_bar": STEPS_PER_BAR,
+        "timesteps": model.diffusion.T, "qpm": DECODE_QPM,
+        "drum_classes": list(DRUM_CLASS_NAMES), "drum_pitches": list(DRUM_CLASS_PITCHES),
+        "programs": {"melody": [MELODY_PROGRAMS.start, MELODY_PROGRAMS.stop - 1],
+                     "bass": [BASS_PROGRAMS.start, BASS_PROGRAMS.stop - 1]},
+        "validation_set": validation_available(model),
+    }
+
+
+def validation_available(model: LoadedModel) -> bool:
+    data = (model.hparams.get("data") or {}).get("path")
+    return bool(data) and (Path(data) / "valid.npy").is_file()
+
+
+def job_json(sampler: Sampler, job: Job) -> dict[str, Any]:
+    out: dict[str, Any] = {"job": job.id, "state": job.state, "progress": round(job.progress, 4),
+                           "position": sampler.position(job), "seed": job.seed, "error": job.error,
+                           "seconds": None if job.seconds is None else round(job.seconds, 3)}
+    if job.state == "done" and job.result is not None:
+        out["piece"] = pieces.piece_json(job.result, sampler.model.tracks)
+    return out
+
+
+def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: int = 8,
+               allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The editor as an ASGI app around a loaded model. ``allowed_hosts``: the Host headers accepted (the
+    loopback names by default, which stops DNS-rebinding pages from reaching a laptop's editor)."""
+    sampler = Sampler(model, max_queued=max_queued)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        sampler.close()
+
+    app = FastAPI(title="SCHmUBERT editor", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan,
+                  description="Piano-roll editor API: load, mask, sample with progress, edit, export.")
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOOPBACK_NAMES)
+    app.state.sampler = sampler
+    tracks, L = model.tracks, model.steps
+    plotting = threading.Lock()
+
+    @app.middleware("http")
+    async def limit_bodies(request: Request, call_next):
+        if request.method in ("POST", "PUT"):
+            length = request.headers.get("content-length")
+            if length is None or not length.isdigit():
+                return error(411, "send the request with a Content-Length header")
+            if int(length) > max_upload_bytes:
+                return error(413, f"the request is {int(length) / 2**20:.1f} MiB; the editor accepts at most "
+                                  f"{max_upload_bytes / 2**20:.1f} MiB")
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return error(400, f"bad request: {where or 'body'}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(PieceError)
+    async def piece_error(request: Request, exc: PieceError):
+        return error(400, str(exc))
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception):
+        return error(500, f"internal error ({type(exc).__name__}); the server is still running")
+
+    def grid(tokens: dict[str, list[int]]) -> np.ndarray:
+        return pieces.tokens_from_json(tokens, tracks, L)
+
+    def regions(body: MaskIn, need: bool = True) -> list[pieces.Region]:
+        out = pieces.regions_from_json([r.model_dump() for r in body.regions], tracks, L)
+        if need and not out:
+            raise PieceError("select something first (drag over bars and tracks, or click a note or a track)")
+        return out
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/api/info", summary="The model: tracks, window, vocabulary, drum classes")
+    def info() -> dict[str, Any]:
+        return model_info(model)
+
+    @app.post("/api/load", summary="Upload a MIDI file (the raw bytes as the body)")
+    async def load(request: Request, name: str = Query("upload.mid", max_length=200),
+                   start_bar: int = Query(0, ge=0)) -> Any:
+        data = await request.body()
+        if len(data) > max_upload_bytes:
+            return error(413, f"{name}: larger than {max_upload_bytes / 2**20:.1f} MiB")
+        display = Path(name).name or "upload.mid"  # shown in messages only; never used as a path
+        up = await run_in_threadpool(pieces.read_upload, data, display, model, start_bar)
+        return {"piece": pieces.piece_json(up.tokens, tracks), "name": up.name, "warnings": up.warnings,
+                "bars_in_file": up.bars_in_file, "qpm": up.qpm}
+
+    @app.get("/api/empty", summary="An empty piece of the model's window")
+    def empty() -> dict[str, Any]:
+        return {"piece": pieces.piece_json(np.zeros((L, len(tracks)), dtype=np.int64), tracks), "name": "empty"}
+
+    @app.get("/api/validation", summary="A random piece of the checkpoint's validation set")
+    def validation(seed: int | None = None) -> Any:
+        try:
+            x, source = sample.validation_piece(model, np.random.default_rng(seed))
+        except ValueError:
+            raise PieceError("this checkpoint's validation set is not on this machine; upload a MIDI file "
+                             "instead") from None
+        x = sample.crop(x, 0, L // STEPS_PER_BAR, source)
+        return {"piece": pieces.piece_json(x, tracks), "name": f"validation piece {source.rsplit('[', 1)[-1]}"}
+
+    @app.post("/api/mask", summary="The piece with the selection masked (what the sampler starts from)")
+    def mask(body: MaskIn) -> dict[str, Any]:
+        x = grid(body.tokens)
+        known = pieces.known_mask((1, L, len(tracks)), regions(body))[0].numpy()
+        return {"piece": pieces.piece_json(pieces.masked(x, known, tracks), tracks),
+                "masked": int((~known).sum())}
+
+    @app.post("/api/sample", summary="Queue a sampling run over the masked selection; poll /api/jobs/{job}")
+    def start(body: SampleIn) -> Any:
+        x = grid(body.tokens)
+        known = pieces.known_mask((1, L, len(tracks)), regions(body))[0].numpy()
+        options = Options(steps=body.steps, order=body.order, temperature=body.temperature, top_p=body.top_p,
+                          note_density=body.note_density, density_tracks=body.density_tracks, seed=body.seed)
+        try:
+            job = sampler.submit(x, known, options)
+        except Busy as err:
+            return error(429, str(err))
+        except ValueError as err:
+            return error(400, str(err))
+        return job_json(sampler, job)
+
+    @app.get("/api/jobs/{job_id}", summary="A run's state and progress; its piece once done")
+    def status(job_id: str) -> Any:
+        job = sampler.get(job_id)
+        return error(404, f"no run {job_id!r} (finished runs are kept for a while)") if job is None else (
+            job_json(sampler, job))
+
+    @app.post("/api/jobs/{job_id}/cancel", summary="Cancel a queued or running run")
+    def cancel(job_id: str) -> Any:
+        job = sampler.cancel(job_id)
+        return error(404, f"no run {job_id!r}") if job is None else job_json(sampler, job)
+
+    @app.post("/api/edit", summary="Transpose, shift, clear or paste a selection")
+    def edit(body: EditIn) -> dict[str, Any]:
+        x, sel = grid(body.tokens), regions(body)
+        if body.op == "transpose":
+            y = pieces.transpose(x, sel, body.amount, tracks)
+        elif body.op == "shift":
+            y = pieces.shift(x, sel, body.amount, tracks)
+        elif body.op == "clear":
+            y = pieces.clear(x, sel, tracks)
+        else:
+            if body.source is None:
+                raise PieceError("paste needs the source grid")
+            y = pieces.paste(grid(body.source), x, sel, body.amount, tracks)
+        return {"piece": pieces.piece_json(y, tracks)}
+
+    @app.post("/api/export/midi", summary="The piece as a MIDI file", response_class=Response)
+    def export_midi(body: ExportIn) -> Response:
+        x = grid(body.tokens)
+        check_programs(body.programs, tracks)
+        if not 20 <= body.qpm <= 400:
+            raise PieceError(f"tempo {body.qpm} is outside 20-400 quarter notes per minute")
+        buf = io.BytesIO()
+        tokens_to_midi(x, list(tracks), qpm=body.qpm, programs=body.programs).write(buf)
+        return Response(buf.getvalue(), media_type="audio/midi",
+                        headers={"Content-Disposition": 'attachment; filename="schmubert.mid"'})
+
+    @app.post("/api/export/png", summary="The piano roll as a PNG (the sample CLI's picture)",
+              response_class=Response)
+    def export_png(body: ExportIn) -> Response:
+        from schmubert.render import pianoroll, plt
+
+        x = grid(body.tokens)
+        known = pieces.known_mask((1, L, len(tracks)), regions(body, need=False))[0].numpy()
+        buf = io.BytesIO()
+        with plotting:  # pyplot is not thread-safe; requests run in a thread pool
+            fig = pianoroll(x, tracks, ~known)
+            try:
+                fig.savefig(buf, dpi=100, format="png")
+            finally:
+                plt.close(fig)
+        return Response(buf.getvalue(), media_type="image/png")
+
+    return app
+
+
+def check_programs(programs: dict[str, int], tracks) -> None:
+    """Programs must keep each track's role, so that the exported file loads back onto the same lanes."""
+    ranges = {"melody": MELODY_PROGRAMS, "bass": BASS_PROGRAMS}
+    for name, program in programs.items():
+        if name not in ranges or name not in [t.name for t in tracks]:
+            raise PieceError(f"programs: no melodic track {name!r}")
+        if program not in ranges[name]:
+            raise PieceError(f"programs.{name}: {program} is not a {name} program "
+                             f"({ranges[name].start}-{ranges[name].stop - 1})")
+
+
+# --- running it ----------------------------------------------------------------------------------------------
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket; ``OSError`` with a clear reason if the address is taken or not ours."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port} ({err.strerror or err}); choose another --port") from None
+    sock.listen(64)
+    sock.set_inheritable(True)
+    return sock
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Running:
+    """A server started in a background thread (for tests, benchmarks and embedding)."""
+
+    def __init__(self, app: FastAPI, sock: socket.socket):
+        import uvicorn
+
+        self.sock = sock
+        host, port = sock.getsockname()[:2]
+        self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '127.0.0.1') else host}:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not self.server.started:
+            raise RuntimeError("the editor server did not start")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()
+
+
+def start_background(model: LoadedModel, host: str = "127.0.0.1", port: int = 0, **options) -> Running:
+    return Running(create_app(model, **options), bind(host, port))
+
+
+# --- command line ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EditorConfig:
+    """Options of ``python -m schmubert.editor``."""
+
+    checkpoint: Path | None = arg(None, "model checkpoint (.ckpt); default: the newest one under --runs")
+    runs: Path = arg(Path("runs"), "training output folder searched for the newest checkpoint")
+    host: str = arg("127.0.0.1", "address to listen on; anything but loopback lets other machines use the "
+                                 "editor and this computer's CPU (a warning is printed)")
+    port: int = arg(8765, "port to listen on (0: any free port)")
+    browser: bool = arg(True, "open the web browser on the page (--no-browser: do not)")
+    device: str = arg("auto", "torch device: auto, cpu, cuda, ...")
+    max_upload_mb: float = arg(4.0, "largest accepted upload or request, in MiB")
+    max_queued: int = arg(8, "sampling runs allowed to wait for the model at once")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m schmubert.editor", description="A browser piano-roll editor: upload MIDI, select, "
+        "diffuse, listen, download.", epilog="example:\n  python -m schmubert.editor --checkpoint "
+        "runs/demo/checkpoints/last.ckpt", formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p, EditorConfig)
+    return p
+
+
+def run(cfg: EditorConfig) -> None:
+    """Load the model, listen, open the browser, serve until interrupted. ``ValueError``/``OSError`` for bad
+    options, a missing checkpoint or a taken port."""
+    import uvicorn
+
+    path = cfg.checkpoint if cfg.checkpoint is not None else find_latest_checkpoint(cfg.runs)
+    model = load_model(path, sample.resolve_device(cfg.device))
+    sock = bind(cfg.host, cfg.port)
+    loopback = is_loopback(cfg.host)
+    if not loopback:
+        print(f"warning: listening on {cfg.host}, not on this computer only: anyone who can reach this address "
+              "can use the editor (there is no login). Use the default --host 127.0.0.1 unless you mean it.",
+              file=sys.stderr)
+    app = create_app(model, int(cfg.max_upload_mb * 2**20), cfg.max_queued,
+                     allowed_hosts=None if loopback and ":" not in cfg.host else ["*"])
+    port = sock.getsockname()[1]
+    url = f"http://{'127.0.0.1' if loopback or cfg.host in ('0.0.0.0', '::') else cfg.host}:{port}/"
+    print(f"SCHmUBERT editor: {url}  (model {model.path}, {len(model.tracks)} tracks, "
+          f"{model.steps // STEPS_PER_BAR} bars; Ctrl+C stops it)")
+    if cfg.browser:
+        threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = from_args(EditorConfig, parser().parse_args(argv))
+    try:
+        run(cfg)
+    except (ValueError, OSError) as err:  # CheckpointError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+

@@ -1,0 +1,160 @@
+"""The editor in a real browser: headless Chromium (Debian's ``chromium`` and ``chromium-driver``) driven by
+Selenium with the system driver, so nothing is downloaded. Skipped, with the reason, where they are missing.
+
+Set ``SCHMUBERT_EDITOR_SCREENSHOT=docs/editor.png`` to keep the screenshot the infill test takes (the README's
+picture); otherwise it goes to the test's temporary folder. ``SCHMUBERT_EDITOR_CHECKPOINT`` runs the tests on
+a real trio checkpoint (64-bar window) instead of the tiny random one, for a screenshot with music in it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from schmubert.checkpoints import load_model
+from schmubert.editor.server import start_background
+from schmubert.tokens import STEPS_PER_BAR, midi_to_tokens, tokens_to_notes
+
+BAR = STEPS_PER_BAR
+NAMES = ("melody", "bass", "drums")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+if CHROMIUM is None or DRIVER is None:
+    pytest.skip("headless Chromium is not installed (apt-get install chromium chromium-driver)",
+                allow_module_level=True)
+
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.actions.action_builder import ActionBuilder  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def running(trio_model):
+    checkpoint = os.environ.get("SCHMUBERT_EDITOR_CHECKPOINT")
+    srv = start_background(load_model(checkpoint) if checkpoint else trio_model)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1400,1000", "--no-first-run", "--disable-extensions"):
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.set_script_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def open_page(driver, url):
+    driver.get(url)
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.body.dataset.ready === 'true'"))
+
+
+def upload(driver, path: Path) -> None:
+    driver.find_element(By.ID, "file").send_keys(str(path))
+
+
+def messages(driver) -> list[str]:
+    return [m.text for m in driver.find_elements(By.CSS_SELECTOR, "#messages .message")]
+
+
+def page_tokens(driver) -> np.ndarray:
+    tokens = driver.execute_script("return editor.panels[0].piece.tokens")
+    return np.stack([np.asarray(tokens[n]) for n in NAMES], axis=1)
+
+
+def drag(driver, start: dict, end: dict) -> None:
+    actions = ActionBuilder(driver)
+    mouse = actions.pointer_action
+    mouse.move_to_location(int(start["x"]), int(start["y"])).pointer_down()
+    mouse.move_to_location(int((start["x"] + end["x"]) / 2), int(start["y"]))
+    mouse.move_to_location(int(end["x"]), int(end["y"])).pointer_up()
+    actions.perform()
+
+
+def test_infill_bass_bars_32_to_48_in_the_browser(browser, running, trio_file, downloads, tmp_path):
+    original = midi_to_tokens(trio_file, "trio", 1024)
+    open_page(browser, running.url)
+    upload(browser, trio_file)
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script("return editor.panels[0].name") == trio_file.name)
+    assert np.array_equal(page_tokens(browser), original)
+
+    # drag across the bass lane from inside bar 32 to inside bar 47: the selection snaps to bars 32-48
+    point = lambda step: browser.execute_script(f"return editor.panels[0].clientPoint({step}, 'bass')")
+    drag(browser, point(32 * BAR + 8), point(47 * BAR + 8))
+    assert browser.execute_script("return editor.panels[0].selection") == [
+        {"track": "bass", "start": 32 * BAR, "end": 48 * BAR}]
+
+    steps = browser.find_element(By.ID, "steps")
+    steps.clear()
+    steps.send_keys("16")
+    browser.find_element(By.ID, "diffuse").click()
+    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "status").text.startswith("done"))
+    shot = tmp_path / "editor.png"
+    browser.save_screenshot(str(shot))
+    assert shot.read_bytes()[:4] == b"\x89PNG"
+    if os.environ.get("SCHMUBERT_EDITOR_SCREENSHOT"):
+        shutil.copy(shot, os.environ["SCHMUBERT_EDITOR_SCREENSHOT"])
+
+    result = page_tokens(browser)
+    inside = np.zeros_like(result, dtype=bool)
+    inside[32 * BAR:48 * BAR, 1] = True
+    assert np.array_equal(result[~inside], original[~inside])  # outside the selection: unchanged
+    assert (result[inside] < 90).all()  # inside: nothing left masked
+    assert not np.array_equal(result[inside], original[inside])
+    assert browser.execute_script("return editor.lastLatencyMs") > 0
+
+    browser.find_element(By.ID, "download-midi").click()
+    deadline = time.monotonic() + 20
+    while not list(downloads.glob("*.mid")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    files = list(downloads.glob("*.mid"))
+    assert [f.name for f in files] == [trio_file.stem + "-schmubert.mid"]
+    downloaded = midi_to_tokens(files[0], "trio", 1024)
+    before, after = tokens_to_notes(original, "trio"), tokens_to_notes(downloaded, "trio")
+    notes = lambda n: {tuple(row) for row in n.tolist()}
+    assert notes(after[0]) == notes(before[0]) and notes(after[2]) == notes(before[2])  # melody, drums
+    outside_bass = lambda n: n[(n[:, 0] < 32 * BAR) | (n[:, 0] >= 48 * BAR)]
+    assert notes(outside_bass(after[1])) == notes(outside_bass(before[1]))
+    shown = tokens_to_notes(result, "trio")
+    assert all(notes(a) == notes(b) for a, b in zip(after, shown, strict=True))  # the file is what the page shows
+
+    # undo brings the original back, redo the take
+    browser.find_element(By.ID, "undo").click()
+    assert np.array_equal(page_tokens(browser), original)
+    browser.find_element(By.ID, "redo").click()
+    assert np.array_equal(page_tokens(browser), result)
+
+
+def test_every_bad_file_shows_a_message_and_the_server_stays_up(browser, running, corpus):
+    open_page(browser, running.url)
+    for path in sorted((corpus / "bad-input").glob("*")):
+        browser.execute_script("editor.clearMessages()")
+        upload(browser, path)
+        WebDriverWait(browser, 20).until(lambda d, name=path.name: any(m.startswith(name) for m in messages(d)))
+        shown = [m for m in messages(browser) if m.startswith(path.name)]
+        assert all("Traceback" not in m and "500" not in m for m in shown), shown
+        assert httpx.get(f"{running.url}/api/info", timeout=10).status_code == 200
+    kinds = browser.execute_script("return [...document.querySelectorAll('#messages .message')].map(m => m.className)")
+    assert kinds  # the last file's messages are still on the page

@@ -1,0 +1,133 @@
+import dataclasses
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from schmubert import sample
+from schmubert.editor.jobs import Busy, Options, Sampler
+from schmubert.editor.pieces import Region, known_mask
+from schmubert.tokens import STEPS_PER_BAR, midi_to_tokens
+
+BAR = STEPS_PER_BAR
+
+
+class Slow(nn.Module):
+    """The denoiser, slowed down and counting how many calls run at once."""
+
+    def __init__(self, inner: nn.Module, seconds: float):
+        super().__init__()
+        self.inner, self.seconds = inner, seconds
+        self.running = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def forward(self, x_t):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(self.seconds)
+        with self.lock:
+            self.running -= 1
+        return self.inner(x_t)
+
+
+def wait(job, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not job.finished and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert job.finished, f"job still {job.state} after {timeout} s"
+    return job
+
+
+@pytest.fixture
+def piece(trio_file):
+    return midi_to_tokens(trio_file, "trio", 1024)
+
+
+def bass_known():
+    return known_mask((1, 1024, 3), [Region(1, 32 * BAR, 48 * BAR)])[0].numpy()
+
+
+def test_a_run_is_the_sample_cli_path(trio_model, piece):
+    sampler = Sampler(trio_model)
+    try:
+        known = bass_known()
+        job = wait(sampler.submit(piece, known, Options(steps=16, seed=3)))
+        assert job.state == "done" and job.progress == 1.0 and job.seconds > 0
+        y = job.result
+        assert np.array_equal(y[known], piece[known])
+        assert (y[:, :2] < 90).all() and (y[:, 2] < 512).all()
+        cfg = Options(steps=16, seed=3).config(3)
+        expected = sample.generate(cfg, trio_model, sample.Scenario(piece, known, "x", []), None,
+                                   torch.Generator().manual_seed(3))[0]
+        assert np.array_equal(y, expected)
+        again = wait(sampler.submit(piece, known, Options(steps=16)))
+        assert again.seed != job.seed  # a fresh take unless a seed is asked for
+    finally:
+        sampler.close()
+
+
+def test_note_density_guides_the_generated_tracks(trio_model, piece):
+    sampler = Sampler(trio_model)
+    try:
+        known = bass_known()
+        job = wait(sampler.submit(piece, known, Options(steps=8, note_density=4.0, seed=1)))
+        assert job.state == "done", job.error
+        assert np.array_equal(job.result[known], piece[known])
+        with pytest.raises(ValueError, match="density tracks"):
+            sampler.submit(piece, known, Options(note_density=4.0, density_tracks=["piano"]))
+        with pytest.raises(ValueError, match="steps"):
+            sampler.submit(piece, known, Options(steps=0))
+    finally:
+        sampler.close()
+
+
+def test_runs_queue_one_at_a_time_and_can_be_cancelled(trio_model, piece):
+    slow = Slow(trio_model.denoiser, 0.02)
+    sampler = Sampler(dataclasses.replace(trio_model, denoiser=slow), max_queued=2)
+    try:
+        known = bass_known()
+        first = sampler.submit(piece, known, Options(steps=2000, seed=0))  # ~40 s if not cancelled
+        deadline = time.monotonic() + 10
+        while first.progress == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second = sampler.submit(piece, known, Options(steps=4, seed=0))
+        third = sampler.submit(piece, known, Options(steps=4, seed=0))
+        with pytest.raises(Busy):
+            sampler.submit(piece, known, Options(steps=4))
+        assert first.state == "running" and 0 < first.progress < 1
+        assert second.state == "queued" and sampler.position(second) == 1 and sampler.position(third) == 2
+        sampler.cancel(third.id)
+        assert third.state == "cancelled"
+        began = time.monotonic()
+        sampler.cancel(first.id)
+        wait(first)
+        assert first.state == "cancelled" and first.result is None and time.monotonic() - began < 2
+        assert wait(second).state == "done"
+        time.sleep(0.1)
+        assert third.state == "cancelled" and third.result is None
+        assert slow.most == 1
+    finally:
+        sampler.close()
+
+
+def test_a_failing_run_reports_and_the_worker_goes_on(trio_model, piece):
+    class Broken(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x_t):
+            raise RuntimeError("boom")
+
+    sampler = Sampler(dataclasses.replace(trio_model, denoiser=Broken(trio_model.denoiser)))
+    try:
+        job = wait(sampler.submit(piece, bass_known(), Options(steps=4)))
+        assert job.state == "failed" and "boom" in job.error
+        assert sampler.thread.is_alive()
+    finally:
+        sampler.close()

@@ -1,0 +1,207 @@
+import io
+import socket
+import time
+
+import httpx
+import numpy as np
+import pretty_midi
+import pytest
+
+from schmubert.editor import server as editor_server
+from schmubert.editor.server import start_background
+from schmubert.tokens import STEPS_PER_BAR, canonicalize, midi_to_tokens
+
+BAR = STEPS_PER_BAR
+NAMES = ("melody", "bass", "drums")
+OCTET = {"content-type": "application/octet-stream"}
+
+
+@pytest.fixture(scope="module")
+def running(trio_model):
+    srv = start_background(trio_model, max_upload_bytes=256 * 1024, max_queued=4)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(running):
+    with httpx.Client(base_url=running.url, timeout=30) as c:
+        yield c
+
+
+def grid(tokens: dict) -> np.ndarray:
+    return np.stack([np.asarray(tokens[n]) for n in NAMES], axis=1)
+
+
+def load(client, path, **params):
+    return client.post("/api/load", params={"name": path.name, **params}, content=path.read_bytes(),
+                       headers=OCTET)
+
+
+def run_job(client, body, timeout=30):
+    r = client.post("/api/sample", json=body)
+    assert r.status_code == 200, r.text
+    job = r.json()["job"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.get(f"/api/jobs/{job}").json()
+        if state["state"] not in ("queued", "running"):
+            return state
+        time.sleep(0.02)
+    raise AssertionError("the run did not finish")
+
+
+def test_info_describes_the_model(client):
+    info = client.get("/api/info").json()
+    assert [t["name"] for t in info["tracks"]] == list(NAMES)
+    assert info["bars"] == 64 and info["steps"] == 1024 and info["validation_set"] is True
+    assert client.get("/").text.startswith("<!doctype html>")
+    assert "PianoRoll" in client.get("/static/roll.js").text
+
+
+def test_upload_mask_sample_export(client, trio_file):
+    r = load(client, trio_file)
+    assert r.status_code == 200 and r.json()["warnings"] == []
+    tokens = r.json()["piece"]["tokens"]
+    x = grid(tokens)
+    assert np.array_equal(x, midi_to_tokens(trio_file, "trio", 1024))
+    regions = [{"track": "bass", "start": 32 * BAR, "end": 48 * BAR}]
+    masked = client.post("/api/mask", json={"tokens": tokens, "regions": regions}).json()
+    assert masked["masked"] == 16 * BAR and (np.asarray(masked["piece"]["tokens"]["bass"][512:768]) == 90).all()
+    state = run_job(client, {"tokens": tokens, "regions": regions, "steps": 16, "seed": 5})
+    assert state["state"] == "done" and state["progress"] == 1 and state["seed"] == 5
+    y = grid(state["piece"]["tokens"])
+    outside = np.ones_like(x, dtype=bool)
+    outside[32 * BAR:48 * BAR, 1] = False
+    assert np.array_equal(y[outside], x[outside]) and (y[~outside] != 90).all()
+    assert not np.array_equal(y[~outside], x[~outside])
+    again = run_job(client, {"tokens": tokens, "regions": regions, "steps": 16, "seed": 5})
+    assert again["piece"]["tokens"] == state["piece"]["tokens"]  # a seed reproduces a take
+
+    r = client.post("/api/export/midi", json={"tokens": state["piece"]["tokens"], "programs": {"melody": 4},
+                                               "qpm": 100})
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/midi"
+    pm = pretty_midi.PrettyMIDI(io.BytesIO(r.content))
+    assert pm.instruments[0].program == 4 and pm.get_tempo_changes()[1][0] == pytest.approx(100)
+    assert np.array_equal(midi_to_tokens(pm, "trio", 1024), canonicalize(y, "trio"))
+    png = client.post("/api/export/png", json={"tokens": tokens, "regions": regions})
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+
+
+def test_every_bad_file_gets_a_message_and_the_server_stays_up(client, corpus):
+    for path in sorted((corpus / "bad-input").glob("*")):
+        r = load(client, path)
+        body = r.json()
+        assert r.status_code in (200, 400), (path.name, r.status_code)
+        message = body["error"] if r.status_code == 400 else " ".join(body["warnings"])
+        assert message.startswith(path.name + ":"), (path.name, body)
+        assert client.get("/api/info").status_code == 200
+    r = client.post("/api/load", params={"name": "noise.mid"}, content=np.random.default_rng(0).bytes(5000),
+                    headers=OCTET)
+    assert r.status_code == 400 and "noise.mid: not a readable MIDI file" in r.json()["error"]
+
+
+def test_names_are_never_paths_and_uploads_are_limited(client, trio_file):
+    r = client.post("/api/load", params={"name": "../../etc/passwd"}, content=b"MThd", headers=OCTET)
+    assert r.status_code == 400 and r.json()["error"].startswith("passwd:")
+    r = client.post("/api/load", params={"name": "big.mid"}, content=b"0" * (300 * 1024), headers=OCTET)
+    assert r.status_code == 413 and "at most 0.2 MiB" in r.json()["error"]
+
+    def chunks():
+        yield trio_file.read_bytes()
+
+    r = client.post("/api/load", content=chunks(), headers=OCTET)  # no Content-Length
+    assert r.status_code == 411
+    assert client.get("/api/info").status_code == 200
+
+
+def test_bad_requests_are_4xx_with_a_reason(client, trio_file):
+    tokens = load(client, trio_file).json()["piece"]["tokens"]
+    cases = [
+        ("/api/sample", {"tokens": tokens, "regions": []}, "select something first"),
+        ("/api/sample", {"tokens": tokens, "regions": [{"track": "bass", "start": 0, "end": 16}], "steps": 0},
+         "steps must be"),
+        ("/api/sample", {"tokens": {"melody": [0]}, "regions": []}, "tokens.melody must be a list of 1024"),
+        ("/api/sample", {"regions": []}, "bad request: tokens"),
+        ("/api/edit", {"op": "transpose", "amount": 99, "tokens": tokens,
+                       "regions": [{"track": "melody", "start": 0, "end": 1024}]}, "outside MIDI pitch"),
+        ("/api/edit", {"op": "paste", "tokens": tokens, "regions": [{"track": "melody", "start": 0, "end": 16}]},
+         "paste needs the source"),
+        ("/api/export/midi", {"tokens": tokens, "programs": {"bass": 0}}, "not a bass program"),
+    ]
+    for path, body, reason in cases:
+        r = client.post(path, json=body)
+        assert r.status_code == 400 and reason in r.json()["error"], (path, r.text)
+    r = client.post("/api/sample", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "JSON" in r.json()["error"]
+    assert client.get("/api/jobs/nope").status_code == 404
+    assert client.get("/api/info", headers={"host": "attacker.example"}).status_code == 400
+
+
+def test_edits_through_the_api(client, trio_file):
+    tokens = load(client, trio_file).json()["piece"]["tokens"]
+    x = grid(tokens)
+    bar0 = [{"track": "melody", "start": 0, "end": 4 * BAR}]
+    up = grid(client.post("/api/edit", json={"op": "transpose", "amount": 2, "tokens": tokens,
+                                             "regions": bar0}).json()["piece"]["tokens"])
+    on = x[:4 * BAR, 0] > 1
+    assert np.array_equal(up[:4 * BAR, 0][on], x[:4 * BAR, 0][on] + 2) and np.array_equal(up[4 * BAR:], x[4 * BAR:])
+    cleared = client.post("/api/edit", json={"op": "clear", "tokens": tokens, "regions": bar0}).json()["piece"]
+    assert all(n[0] >= 4 * BAR for n in cleared["notes"]["melody"])
+    empty = client.get("/api/empty").json()["piece"]["tokens"]
+    pasted = client.post("/api/edit", json={"op": "paste", "amount": 0, "tokens": empty, "source": tokens,
+                                            "regions": bar0}).json()["piece"]["notes"]
+    assert pasted["melody"] and pasted["bass"] == [] and all(n[0] < 4 * BAR for n in pasted["melody"])
+
+
+def test_cancel_and_validation_piece(client, trio_file, corpus_pieces):
+    tokens = load(client, trio_file).json()["piece"]["tokens"]
+    r = client.post("/api/sample", json={"tokens": tokens, "steps": 4096,
+                                         "regions": [{"track": "melody", "start": 0, "end": 1024}]})
+    job = r.json()["job"]
+    assert client.post(f"/api/jobs/{job}/cancel", json={}).status_code == 200
+    deadline = time.monotonic() + 10
+    while client.get(f"/api/jobs/{job}").json()["state"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.get(f"/api/jobs/{job}").json()["state"] == "cancelled"
+    piece = client.get("/api/validation", params={"seed": 0}).json()["piece"]
+    assert any(np.array_equal(grid(piece["tokens"]), v) for v in corpus_pieces("trio", 2))
+
+
+def test_cli_refuses_a_taken_port_and_warns_for_other_hosts(tmp_path, capsys, trio_model, monkeypatch):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        code = editor_server.main(["--checkpoint", str(trio_model.path), "--port", str(port), "--no-browser"])
+        assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    finally:
+        taken.close()
+    assert editor_server.main(["--runs", str(tmp_path), "--no-browser"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    served = []
+    monkeypatch.setattr("uvicorn.Server.run", lambda self, sockets: served.append(sockets))
+    assert editor_server.main(["--checkpoint", str(trio_model.path), "--host", "0.0.0.0", "--port", "0",
+                               "--no-browser"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: listening on 0.0.0.0" in captured.err and served
+    served[0][0].close()
+
+
+def test_a_melody_model_gets_one_lane(melody_model, corpus):
+    srv = start_background(melody_model)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as client:
+            info = client.get("/api/info").json()
+            assert [t["name"] for t in info["tracks"]] == ["melody"] and info["validation_set"] is False
+            path = sorted((corpus / "lakh-melody-64bar").glob("*.mid"))[0]
+            piece = load(client, path).json()["piece"]
+            assert list(piece["tokens"]) == ["melody"]
+            assert np.array_equal(piece["tokens"]["melody"], midi_to_tokens(path, "melody", 1024)[:, 0])
+            r = client.get("/api/validation")
+            assert r.status_code == 400 and "validation set is not on this machine" in r.json()["error"]
+            r = client.post("/api/export/midi", json={"tokens": piece["tokens"], "programs": {"bass": 33}})
+            assert r.status_code == 400 and "no melodic track 'bass'" in r.json()["error"]
+    finally:
+        srv.stop()
