@@ -8,15 +8,22 @@ A SCHmUBERT checkpoint is a Lightning checkpoint written by :class:`schmubert.mo
   (the dataset's ``meta.json`` summary),
 - ``checkpoint["state_dict"]``: ``denoiser.*`` weights; when training used EMA these are the EMA weights
   (Lightning's ``EMAWeightAveraging`` puts the average there and the raw weights under ``current_model_state``).
+
+Pretrained models ship inside the package (``schmubert/weights/NAME.safetensors``: the denoiser's weights in half
+precision, the same ``hyper_parameters`` as JSON in the file's metadata, a model card ``NAME.md`` and held-out
+windows ``NAME-heldout.npz`` beside it). Everything that takes a checkpoint also takes ``pretrained:NAME``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from schmubert.backbones import Backbone, from_config
@@ -26,6 +33,9 @@ from schmubert.tokens import Track, get_tracks, mask_ids
 
 CHECKPOINT_KIND = "asd3pm"
 DENOISER_PREFIX = "denoiser."
+PRETRAINED_PREFIX = "pretrained:"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+METADATA_KEY = "schmubert"
 
 
 class CheckpointError(ValueError):
@@ -79,18 +89,105 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the denoiser (EMA weights when present) and its noise process from a checkpoint."""
-    path = Path(path)
+def pretrained_names() -> list[str]:
+    """Names of the pretrained models shipped with the package (``pretrained:NAME``)."""
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+
+
+def pretrained_path(name: str) -> Path:
+    """The weights file of pretrained model ``name`` (``trio``, ``melody``); CheckpointError if there is none."""
+    path = WEIGHTS_DIR / f"{name}.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"pretrained:{name}: no such pretrained model; shipped: {pretrained_names()}")
+    return path
+
+
+def resolve(checkpoint: str | Path) -> Path:
+    """A checkpoint path, with ``pretrained:NAME`` turned into the shipped weights file."""
+    text = str(checkpoint)
+    return pretrained_path(text[len(PRETRAINED_PREFIX):]) if text.startswith(PRETRAINED_PREFIX) else Path(text)
+
+
+def default_checkpoint(runs: str | Path, tracks: str | None = None) -> str | Path:
+    """The newest checkpoint under ``runs``; with none there, the pretrained model of ``tracks`` (default trio)."""
+    try:
+        return find_latest_checkpoint(runs)
+    except CheckpointError:
+        name = f"{PRETRAINED_PREFIX}{tracks or 'trio'}"
+        print(f"no checkpoint under {runs}: using the shipped model {name}", file=sys.stderr)
+        return name
+
+
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state dict and hyper-parameters of a ``.safetensors`` weights file written by :func:`export_weights`."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except Exception as err:
+        raise CheckpointError(f"{path}: unreadable weights file ({type(err).__name__}: {err})") from err
+    if METADATA_KEY not in meta:
+        raise CheckpointError(f"{path}: not a SCHmUBERT weights file (no '{METADATA_KEY}' metadata)")
+    return state, json.loads(meta[METADATA_KEY])
+
+
+def read_model_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The denoiser's state dict and the hyper-parameters, from a Lightning checkpoint or a weights file."""
+    if path.suffix == ".safetensors":
+        return read_weights(path)
     ckpt = read_checkpoint(path)
-    hp = ckpt["hyper_parameters"]
+    state = {k[len(DENOISER_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(DENOISER_PREFIX)}
+    return state, ckpt["hyper_parameters"]
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the denoiser (EMA weights when present) and its noise process from a checkpoint.
+
+    ``path``: a Lightning ``.ckpt``, a ``.safetensors`` weights file, or ``pretrained:NAME``.
+    """
+    path = resolve(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    state, hp = read_model_state(path)
     tracks = get_tracks(hp["tracks"])
     denoiser = from_config(hp["arch"], tracks, hp["backbone"])
-    state = {k[len(DENOISER_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(DENOISER_PREFIX)}
-    denoiser.load_state_dict(state)
+    try:
+        denoiser.load_state_dict(state)  # half-precision weights are cast to the model's float32
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the model they describe ({err})") from err
     denoiser.to(device).eval()
     diffusion = AbsorbingDiffusion(mask_ids(tracks), NoiseConfig(**hp["noise"]))
     return LoadedModel(denoiser, diffusion, tracks, int(hp["steps"]), hp, path, file_sha256(path))
+
+
+def export_weights(checkpoint: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
+                   overwrite: bool = False) -> Path:
+    """Write the denoiser of ``checkpoint`` as a ``.safetensors`` weights file (``dtype``, hparams in metadata)."""
+    from safetensors.torch import save_file
+
+    state, hp = read_model_state(resolve(checkpoint))
+    tensors = {k: v.detach().to(dtype).contiguous() for k, v in state.items()}
+    meta = {METADATA_KEY: json.dumps(hp, default=str)}
+    return write_atomic(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta), overwrite=overwrite)
+
+
+def held_out_pieces(model: LoadedModel) -> tuple[np.ndarray, str] | None:
+    """Held-out windows of the data the model was trained on, ``(N, steps, K)``, and where they come from.
+
+    A shipped model carries its own (``NAME-heldout.npz``); a training checkpoint points at its dataset's
+    ``valid.npy``. None when neither is on this machine.
+    """
+    bundled = model.path.with_name(f"{model.path.stem}-heldout.npz")
+    if model.path.suffix == ".safetensors" and bundled.is_file():
+        with np.load(bundled) as archive:
+            return archive["pieces"].astype(np.int64), str(bundled)
+    data = (model.hparams.get("data") or {}).get("path")
+    valid = Path(data) / "valid.npy" if data else None
+    if valid is not None and valid.is_file():
+        return np.load(valid, mmap_mode="r"), str(valid)
+    return None
 
 
 def checkpoint_hparams(arch: str, tracks: str, backbone: Any, noise: NoiseConfig, steps: int,

@@ -59,7 +59,8 @@ class StatsConfig(SetsConfig):
 
 @dataclass
 class ElboConfig:
-    checkpoint: Path | None = arg(None, "checkpoint (.ckpt); default: the newest under runs/")
+    checkpoint: Path | None = arg(None, "checkpoint (.ckpt, .safetensors or pretrained:NAME); default: the newest "
+                                  "under runs/, else the shipped trio model")
     data: Path = arg(None, "processed dataset folder (its valid.npy is used) or a .npy token array")
     infill: str | None = arg(None, "score only bars START:STOP (e.g. 16:48), the rest known: infilling NLL")
     estimator: Literal["count", "time"] = arg("count", "stratified over the mask count (low variance) or t")
@@ -154,11 +155,11 @@ def _validation_array(path: Path) -> np.ndarray:
 
 
 def run_elbo(cfg: ElboConfig) -> dict:
-    from schmubert.checkpoints import find_latest_checkpoint, load_model
+    from schmubert.checkpoints import default_checkpoint, load_model
     from schmubert.conditioning import parse_bar_range
     from schmubert.evaluation import bar_region, elbo
 
-    model = load_model(cfg.checkpoint or find_latest_checkpoint("runs"), cfg.device)
+    model = load_model(cfg.checkpoint or default_checkpoint("runs"), cfg.device)
     data = _validation_array(Path(cfg.data))
     if data.shape[1:] != (model.steps, len(model.tracks)):
         raise ValueError(f"{cfg.data}: pieces are {data.shape[1:]} but the model expects "

@@ -10,8 +10,9 @@ and dropout of step ``n`` are the same whether or not the run was interrupted be
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -30,15 +31,36 @@ from schmubert.tokens import get_tracks, mask_ids
 class OptimConfig:
     lr: float = arg(5e-4, "Adam learning rate after warm-up (thesis: 5e-4)")
     warmup_steps: int = arg(10_000, "linear learning-rate warm-up steps (thesis: 10k)")
+    decay: Literal["constant", "cosine", "inverse_sqrt"] = arg(
+        "constant", "learning rate after warm-up: 'constant' (thesis), 'cosine' to --min-lr-ratio at --max-steps, "
+        "or 'inverse_sqrt' (lr * sqrt(warmup / step))")
+    min_lr_ratio: float = arg(0.1, "with --decay cosine, the final learning rate as a fraction of --lr")
     weight_decay: float = arg(0.0, "AdamW weight decay (0 = plain Adam)")
     grad_clip: float = arg(1.0, "clip the gradient norm to this value (0 = off)")
     ema_decay: float = arg(0.995, "EMA decay of the weights used for validation, sampling and checkpoints")
     ema_every: int = arg(10, "update the EMA weights every this many steps (thesis: 10)")
+    ema_warmup: bool = arg(True, "ramp the EMA decay up as min(decay, (1 + n) / (10 + n)) over its first n "
+                           "updates, so the average of a short run is not its initial weights")
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
     """A 63-bit seed that depends only on the run seed, the global step and the process rank."""
     return int(np.random.SeedSequence([seed, step + 2**31, rank]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def lr_factor(step: int, optim: OptimConfig, total_steps: int | None) -> float:
+    """Learning rate at optimizer step ``step`` as a fraction of ``optim.lr``: linear warm-up, then the decay."""
+    warmup = max(1, optim.warmup_steps)
+    if step + 1 < warmup or optim.decay == "constant":
+        return min(1.0, (step + 1) / warmup)
+    if optim.decay == "inverse_sqrt":
+        return math.sqrt(warmup / (step + 1))
+    if optim.decay == "cosine":
+        if total_steps is None:
+            raise ValueError("--decay cosine needs --max-steps")
+        progress = min(1.0, (step + 1 - warmup) / max(1, total_steps - warmup))
+        return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown learning-rate decay {optim.decay!r}")
 
 
 class ASD3PM(L.LightningModule):
@@ -94,8 +116,8 @@ class ASD3PM(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         opt = torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay,
                                 fused=True)  # one kernel for all parameters, on CPU and GPU
-        warmup = max(1, self.optim.warmup_steps)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        total = self._trainer.max_steps if self._trainer is not None and self._trainer.max_steps > 0 else None
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, self.optim, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

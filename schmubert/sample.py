@@ -20,13 +20,20 @@ import torch
 from tqdm.auto import tqdm
 
 from schmubert import conditioning
-from schmubert.checkpoints import LoadedModel, find_latest_checkpoint, load_model
+from schmubert.checkpoints import LoadedModel, default_checkpoint, held_out_pieces, load_model
 from schmubert.config import add_arguments, arg, from_args, to_dict
 from schmubert.files import write_atomic
 from schmubert.guidance import NoteDensityGuidance, density_error
 from schmubert.render import save_pianoroll, write_wav
 from schmubert.sampling import Precision, SamplerOptions, fast_denoiser, sample_long
-from schmubert.tokens import STEPS_PER_BAR, load_midi, midi_length_steps, midi_to_tokens, tokens_to_midi
+from schmubert.tokens import (
+    STEPS_PER_BAR,
+    load_midi,
+    midi_length_steps,
+    midi_to_tokens,
+    tokens_to_midi,
+    track_set_name,
+)
 
 EXAMPLES = """examples:
   python -m schmubert.sample --num-samples 4 --out samples/uncond   # unconditional, newest checkpoint
@@ -44,8 +51,12 @@ EXAMPLES = """examples:
 class SampleConfig:
     """Options of ``python -m schmubert.sample``."""
 
-    checkpoint: Path | None = arg(None, "model checkpoint (.ckpt); default: the newest one under --runs")
+    checkpoint: Path | None = arg(None, "model checkpoint (.ckpt, .safetensors or pretrained:NAME, e.g. "
+                                  "pretrained:trio); default: the newest one under --runs, else the shipped "
+                                  "model of --tracks")
     runs: Path = arg(Path("runs"), "training output folder searched for the newest checkpoint")
+    tracks: str | None = arg(None, "the shipped model to use when there is no --checkpoint and no run: trio or "
+                             "melody (default: trio)", choices=["trio", "melody"])
     input: Path | None = arg(None, "a MIDI file to condition on (tracks assigned by instrument role); "
                                    "default: a random piece of the checkpoint's validation set")
     start_bar: int = arg(0, "first bar of --input used (for songs longer than the model's window)")
@@ -104,15 +115,14 @@ def read_piece(path: Path, model: LoadedModel) -> np.ndarray:
 
 
 def validation_piece(model: LoadedModel, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """A random piece of the validation set the checkpoint was trained on."""
-    data = (model.hparams.get("data") or {}).get("path")
-    valid = Path(data) / "valid.npy" if data else None
-    if valid is None or not valid.is_file():
-        raise ValueError(f"no --input given and the checkpoint's validation set ({valid}) is not available; "
+    """A random held-out piece of the data the model was trained on (shipped models carry theirs)."""
+    found = held_out_pieces(model)
+    if found is None:
+        raise ValueError(f"no --input given and the validation set of {model.path} is not on this machine; "
                          "pass --input song.mid")
-    pieces = np.load(valid, mmap_mode="r")
+    pieces, source = found
     index = int(rng.integers(len(pieces)))
-    return np.asarray(pieces[index], dtype=np.int64), f"{valid}[{index}]"
+    return np.asarray(pieces[index], dtype=np.int64), f"{source}[{index}]"
 
 
 def crop(tokens: np.ndarray, start_bar: int, bars: int, source: str) -> np.ndarray:
@@ -280,8 +290,11 @@ def run(cfg: SampleConfig) -> list[Path]:
     if cfg.num_samples < 1 or cfg.batch_size < 1:
         raise ValueError("--num-samples and --batch-size must be at least 1")
     check_outputs(cfg)
-    path = cfg.checkpoint if cfg.checkpoint is not None else find_latest_checkpoint(cfg.runs)
+    path = cfg.checkpoint if cfg.checkpoint is not None else default_checkpoint(cfg.runs, cfg.tracks)
     model = load_model(path, resolve_device(cfg.device))
+    if cfg.tracks and track_set_name(model.tracks) != cfg.tracks:
+        raise ValueError(f"--tracks {cfg.tracks}: {model.path} is a {track_set_name(model.tracks)} model; "
+                         f"pass --checkpoint pretrained:{cfg.tracks} or a {cfg.tracks} checkpoint")
     guidance = make_guidance(cfg, model)
     scen = build_scenario(cfg, model, np.random.default_rng(cfg.seed))
     generator = torch.Generator().manual_seed(cfg.seed)

@@ -20,6 +20,7 @@ from schmubert.config import add_arguments, arg, from_args, to_dict
 from schmubert.data import DataConfig, DatasetError, TokenDataModule
 from schmubert.diffusion import NoiseConfig
 from schmubert.module import ASD3PM, OptimConfig
+from schmubert.recipes import get_recipe, recipe_names
 
 INTERRUPTED = "interrupted"
 RUN_DIR_ENV = "SCHMUBERT_RUN_DIR"
@@ -34,9 +35,12 @@ EXAMPLES = """examples:
 
 @dataclass
 class TrainConfig:
+    recipe: str = arg("", "a named recipe (schmubert.recipes) whose options become the defaults: "
+                      + ", ".join(recipe_names()))
     arch: str = arg("conv", "backbone architecture", choices=architectures())
     tracks: Literal["trio", "melody"] = arg("trio", "track set: trio (melody, bass, drums) or melody")
-    preset: Literal["paper", "small", "tiny"] = arg("paper", "backbone size preset: " + ", ".join(PRESETS))
+    preset: str = arg("paper", "backbone size preset: " + ", ".join(PRESETS) + " for every architecture, "
+                      "or one of an architecture's own (an unknown name lists them)")
     set: list[str] = arg([], "backbone config override FIELD=VALUE (repeatable, e.g. --set depth=4)")
     max_steps: int = arg(600_000, "optimizer steps to train (thesis: 190k melody, 600k trio)")
     max_time: str = arg("", "also stop after this wall-clock time, DD:HH:MM:SS (empty: no limit)")
@@ -59,6 +63,9 @@ class TrainConfig:
     wandb_project: str = arg("schmubert", "wandb project name")
     seed: int = arg(0, "random seed: same seed, same run (also after --resume)")
     log_every: int = arg(50, "log training metrics every this many steps")
+    progress: Literal["auto", "bar", "lines"] = arg(
+        "auto", "progress display: a live bar, plain lines every --log-every steps, or auto (the bar on a "
+        "terminal, lines in a redirected log)")
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -121,13 +128,9 @@ def make_logger(config: TrainConfig, directory: Path) -> Any:
 
 
 def make_callbacks(config: TrainConfig, optim: OptimConfig, directory: Path) -> list[Any]:
-    from lightning.pytorch.callbacks import (
-        EMAWeightAveraging,
-        LearningRateMonitor,
-        ModelCheckpoint,
-    )
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from schmubert.callbacks import FinalCheckpoint, SamplePreview
+    from schmubert.callbacks import FinalCheckpoint, LogLines, SamplePreview, WarmupEMA
 
     folder = directory / "checkpoints"
     callbacks = [
@@ -139,11 +142,20 @@ def make_callbacks(config: TrainConfig, optim: OptimConfig, directory: Path) -> 
         LearningRateMonitor(logging_interval="step"),
     ]
     if optim.ema_decay > 0:
-        callbacks.append(EMAWeightAveraging(decay=optim.ema_decay, update_every_n_steps=optim.ema_every))
+        callbacks.append(WarmupEMA(optim.ema_decay, optim.ema_every, warmup=optim.ema_warmup))
+    if not use_progress_bar(config):
+        callbacks.append(LogLines(config.log_every))
     if config.sample_every > 0:
         callbacks.append(SamplePreview(every=config.sample_every, count=config.sample_count,
                                        steps=config.sample_steps, directory=directory / "samples"))
     return callbacks
+
+
+def use_progress_bar(config: TrainConfig) -> bool:
+    """The live bar on a terminal; plain log lines when the output is redirected (no carriage-return floods)."""
+    if config.progress == "auto":
+        return sys.stdout.isatty() and sys.stderr.isatty()
+    return config.progress == "bar"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: NoiseConfig) -> Path:
-    """Train; returns the run folder."""
+def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: NoiseConfig,
+          extra_callbacks: list[Any] | None = None) -> Path:
+    """Train; returns the run folder. ``extra_callbacks`` are added to the trainer's (e.g. a benchmark's timer)."""
     import lightning as L
 
     if config.arch not in architectures():
@@ -183,7 +196,8 @@ def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: Nois
         val_check_interval=config.val_every, check_val_every_n_epoch=None,
         limit_val_batches=config.val_batches or 1.0, gradient_clip_val=optim.grad_clip or None,
         log_every_n_steps=config.log_every, logger=make_logger(config, directory),
-        callbacks=make_callbacks(config, optim, directory),
+        callbacks=make_callbacks(config, optim, directory) + list(extra_callbacks or []),
+        enable_progress_bar=use_progress_bar(config),
         default_root_dir=directory, use_distributed_sampler=False, num_sanity_val_steps=0,
     )
     inherited = os.environ.get(RUN_DIR_ENV)
@@ -209,8 +223,21 @@ def _devices(value: str) -> Any:
     return [int(v) for v in value.split(",") if v] if "," in value else int(value)
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the train CLI; ``--recipe NAME`` turns the recipe's options into defaults the command line overrides."""
+    parser = build_parser()
+    known, _ = parser.parse_known_args(argv)
+    if known.recipe:
+        try:
+            options = get_recipe(known.recipe).options
+        except ValueError as err:
+            parser.error(str(err))
+        parser.set_defaults(**{k: list(v) if isinstance(v, list) else v for k, v in options.items()})
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     config, data = from_args(TrainConfig, args), from_args(DataConfig, args)
     optim, noise = from_args(OptimConfig, args), from_args(NoiseConfig, args)
     try:

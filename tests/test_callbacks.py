@@ -55,3 +55,13 @@ def test_preview_samples_with_the_ema_weights(module, tmp_path, monkeypatch):
     preview.on_train_batch_end(SimpleNamespace(callbacks=[preview], global_step=10, logger=None), module,
                                None, None, 0)
     assert used[-1][0] is module.denoiser  # without EMA, the raw weights
+
+
+def test_warmup_ema_follows_recent_weights_early_and_the_decay_later():
+    from schmubert.callbacks import warmup_ema_avg_fn
+
+    update = warmup_ema_avg_fn(0.999)
+    ema, one = torch.zeros(1), torch.ones(1)
+    assert update(ema, one, 0).item() == pytest.approx(0.9)  # d = 1/10
+    assert update(ema, one, 10_000).item() == pytest.approx(0.001)  # d = decay
+    assert warmup_ema_avg_fn(0.999, warmup=False)(ema, one, 0).item() == pytest.approx(0.001)

@@ -3,7 +3,7 @@ import torch
 
 from schmubert.checkpoints import CHECKPOINT_KIND
 from schmubert.diffusion import NoiseConfig
-from schmubert.module import ASD3PM, OptimConfig, step_seed
+from schmubert.module import ASD3PM, OptimConfig, lr_factor, step_seed
 
 L = 64  # 4 bars keep the overfitting run to a few seconds
 
@@ -68,3 +68,17 @@ def test_warmup_is_linear_then_flat():
         sched.optimizer.step()
         sched.step()
     assert lrs == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+
+
+def test_decays_follow_their_formulas_after_the_warm_up():
+    cosine = OptimConfig(warmup_steps=10, decay="cosine", min_lr_ratio=0.1)
+    assert lr_factor(4, cosine, 110) == pytest.approx(0.5)  # warm-up
+    assert lr_factor(9, cosine, 110) == pytest.approx(1.0)
+    assert lr_factor(59, cosine, 110) == pytest.approx(0.55)  # half way: (1 + 0.1) / 2
+    assert lr_factor(109, cosine, 110) == pytest.approx(0.1)
+    assert lr_factor(500, cosine, 110) == pytest.approx(0.1)  # stays at the floor
+    inv = OptimConfig(warmup_steps=100, decay="inverse_sqrt")
+    assert lr_factor(399, inv, None) == pytest.approx(0.5)
+    assert lr_factor(399, OptimConfig(warmup_steps=100), None) == 1.0
+    with pytest.raises(ValueError, match="--decay cosine needs --max-steps"):
+        lr_factor(50, cosine, None)

@@ -91,3 +91,29 @@ def test_wandb_logs_offline_without_account_and_previews_are_written(trio_datase
     assert list((run / "wandb").glob("offline-run-*/*.wandb"))
     assert list((run / "wandb").glob("offline-run-*/files/samples/step-2/sample-0.mid"))
     assert {p.name for p in (run / "samples" / "step-2").iterdir()} == {"sample-0.mid", "sample-0.png"}
+
+
+def test_a_recipe_sets_defaults_that_the_command_line_overrides(trio_dataset):
+    from schmubert.recipes import get_recipe
+    from schmubert.train import parse_args
+
+    base = get_recipe("cpu-base").options
+    args = parse_args(["--recipe", "cpu-base", "--data", str(trio_dataset)])
+    assert (args.lr, args.batch_size, args.preset, args.ema_decay) == (base["lr"], base["batch_size"],
+                                                                        base["preset"], base["ema_decay"])
+    args = parse_args(["--recipe", "cpu-base", "--lr", "0.01", "--set", "depth=2"])
+    assert args.lr == 0.01 and args.set[-1] == "depth=2"
+    assert get_recipe("cpu-base").options.get("set", []) == list(base.get("set", []))  # not mutated
+    with pytest.raises(SystemExit):
+        parse_args(["--recipe", "no-such-recipe"])
+
+
+def test_redirected_training_logs_plain_lines_not_a_bar(trio_dataset, tmp_path):
+    cmd = [sys.executable, "-m", "schmubert.train", *options(trio_dataset, tmp_path, "--max-steps", 6,
+                                                             "--val-every", 3, "--log-every", 3)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("step ")]
+    assert [ln.split()[1] for ln in lines] == ["3/6", "6/6"]
+    assert "val/elbo" in lines[-1] and "steps/s" in lines[-1]
+    assert "\r" not in proc.stdout + proc.stderr

@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from schmubert import __version__, sample
-from schmubert.checkpoints import LoadedModel, find_latest_checkpoint, load_model
+from schmubert.checkpoints import LoadedModel, default_checkpoint, load_model
 from schmubert.config import add_arguments, arg, from_args
 from schmubert.editor import pieces
 from schmubert.editor.jobs import Busy, Job, Options, Sampler
@@ -211,7 +211,7 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
         try:
             x, source = sample.validation_piece(model, np.random.default_rng(seed))
         except ValueError:
-            raise PieceError("this checkpoint's validation set is not on this machine; upload a MIDI file "
+            raise PieceError("this model's validation set is not on this machine; upload a MIDI file "
                              "instead") from None
         x = sample.crop(x, 0, L // STEPS_PER_BAR, source)
         return {"piece": pieces.piece_json(x, tracks), "name": f"validation piece {source.rsplit('[', 1)[-1]}"}
@@ -366,7 +366,8 @@ def start_background(model: LoadedModel, host: str = "127.0.0.1", port: int = 0,
 class EditorConfig:
     """Options of ``python -m schmubert.editor``."""
 
-    checkpoint: Path | None = arg(None, "model checkpoint (.ckpt); default: the newest one under --runs")
+    checkpoint: Path | None = arg(None, "model checkpoint (.ckpt, .safetensors or pretrained:NAME, e.g. "
+                                  "pretrained:trio); default: the newest one under --runs, else pretrained:trio")
     runs: Path = arg(Path("runs"), "training output folder searched for the newest checkpoint")
     host: str = arg("127.0.0.1", "address to listen on; anything but loopback lets other machines use the "
                                  "editor and this computer's CPU (a warning is printed)")
@@ -380,8 +381,8 @@ class EditorConfig:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m schmubert.editor", description="A browser piano-roll editor: upload MIDI, select, "
-        "diffuse, listen, download.", epilog="example:\n  python -m schmubert.editor --checkpoint "
-        "runs/demo/checkpoints/last.ckpt", formatter_class=argparse.RawDescriptionHelpFormatter)
+        "diffuse, listen, download.", epilog="examples:\n  python -m schmubert.editor --checkpoint "
+        "pretrained:trio\n  python -m schmubert.editor --checkpoint runs/demo/checkpoints/last.ckpt", formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p, EditorConfig)
     return p
 
@@ -391,7 +392,7 @@ def run(cfg: EditorConfig) -> None:
     options, a missing checkpoint or a taken port."""
     import uvicorn
 
-    path = cfg.checkpoint if cfg.checkpoint is not None else find_latest_checkpoint(cfg.runs)
+    path = cfg.checkpoint if cfg.checkpoint is not None else default_checkpoint(cfg.runs)
     model = load_model(path, sample.resolve_device(cfg.device))
     sock = bind(cfg.host, cfg.port)
     loopback = is_loopback(cfg.host)

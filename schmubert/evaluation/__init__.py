@@ -1,5 +1,6 @@
 """Evaluation: framewise self-similarity, music statistics, held-out likelihood (spec section 5)."""
 
+from schmubert.evaluation.context import context_curve, format_context
 from schmubert.evaluation.likelihood import (
     LikelihoodResult,
     bar_region,
@@ -25,6 +26,7 @@ from schmubert.evaluation.stats import (
 
 __all__ = [
     "LikelihoodResult", "PieceSet", "bar_region", "compare_sets", "compare_statistics", "consistency_variance",
+    "context_curve", "format_context",
     "elbo", "evaluate_overlaps", "groove_consistency", "infill_nll", "load_pieces", "overlap_area", "overlaps",
     "piece_statistics", "scale_consistency", "selfsim", "set_statistics",
 ]

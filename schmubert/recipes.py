@@ -1,0 +1,48 @@
+"""Named training recipes: sets of ``python -m schmubert.train`` defaults that were measured to work.
+
+``python -m schmubert.train --recipe cpu-trio --data data/processed/lakh-trio`` trains with every option of the
+recipe as its default; any option given on the command line still wins. ``experiments/bench_recipe.py`` is the
+study the recipes come from (held-out ELBO against training minutes, and the context diagnostic), and its table
+is in ``experiments/README.md``.
+
+Options are the train CLI's destination names (``lr``, ``batch_size``, ``set`` for backbone overrides, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    help: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+# The recipe study's shared base: conv small on a few thousand windows, on 2 CPU cores.
+CPU_BASE: dict[str, Any] = {
+    "arch": "conv", "preset": "small", "batch_size": 8, "num_workers": 0, "max_transpose": 6,
+    "lr": 1e-3, "warmup_steps": 200, "decay": "constant", "ema_decay": 0.999, "ema_every": 1,
+    "grad_clip": 1.0, "schedule": "mixed", "val_batches": 0, "sample_every": 0, "logger": "csv",
+}
+
+
+def _recipe(name: str, help: str, **options: Any) -> Recipe:  # noqa: A002
+    return Recipe(name, help, {**CPU_BASE, **options})
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    _recipe("cpu-base", "the study's baseline: conv small, batch 8, lr 1e-3 constant, EMA 0.999"),
+)}
+
+
+def recipe_names() -> list[str]:
+    return sorted(RECIPES)
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; expected one of {recipe_names()}")
+    return RECIPES[name]
