@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from schmubert import conditioning
-from schmubert.checkpoints import LoadedModel, load_model
+from schmubert.checkpoints import LoadedModel, held_out_pieces, load_model
 from schmubert.evaluation import load_pieces, selfsim
-from schmubert.evaluation.stats import STATISTICS, compare_statistics, set_statistics
+from schmubert.evaluation.stats import compare_sets
 from schmubert.files import write_atomic
 from schmubert.sampling import SamplerOptions, fast_denoiser, sample
 from schmubert.tokens import NO_EVENT, NOTE_OFF, STEPS_PER_BAR
@@ -60,13 +60,8 @@ VARIANTS: dict[str, dict] = {
 
 
 def stats_overlap(generated: Sequence[np.ndarray], reference: Sequence[np.ndarray], tracks) -> float:
-    """Mean histogram overlap of the statistics with the reference set (1 = same distributions).
-
-    An adapter over the functions on main (``set_statistics`` + ``compare_statistics``); switch it to the
-    evaluation module's own set-overlap function once that lands.
-    """
-    compared = compare_statistics(set_statistics(generated, tracks), set_statistics(reference, tracks))
-    return float(np.nanmean([compared[name]["overlap"] for name in STATISTICS]))
+    """The statistics' summary overlap with the reference set (:func:`schmubert.evaluation.compare_sets`)."""
+    return float(compare_sets(list(generated), list(reference), tracks)["summary"])
 
 
 def self_similarity(generated: Sequence[np.ndarray], reference: Sequence[np.ndarray], tracks) -> tuple[float, float]:
@@ -179,10 +174,10 @@ def print_header(scenario: str, columns: Sequence[str]) -> None:
 def reference_pieces(args: argparse.Namespace, model: LoadedModel) -> list[np.ndarray]:
     path = args.reference
     if path is None:
-        data = (model.hparams.get("data") or {}).get("path")
-        path = Path(data) / "valid.npy" if data else None
-        if path is None or not path.is_file():
-            raise SystemExit(f"error: the checkpoint's validation set ({path}) is not here; pass --reference")
+        found = held_out_pieces(model)
+        if found is None:
+            raise SystemExit(f"error: the validation set of {model.path} is not here; pass --reference")
+        return [np.asarray(p, dtype=np.int64) for p in found[0]]
     names = [t.name for t in model.tracks]
     pieces = load_pieces(path, "trio" if len(names) == 3 else "melody", model.steps)
     return [np.asarray(p, dtype=np.int64) for p in pieces]

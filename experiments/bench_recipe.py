@@ -29,7 +29,6 @@ import torch
 from schmubert import train
 from schmubert.checkpoints import load_model
 from schmubert.evaluation.context import context_curve, format_context
-from schmubert.recipes import get_recipe
 
 # name -> (recipe, overrides of its options)
 CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {

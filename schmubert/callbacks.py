@@ -153,7 +153,7 @@ def warmup_ema_avg_fn(decay: float, warmup: bool = True) -> Callable[[torch.Tens
 
 
 class WarmupEMA(EMAWeightAveraging):
-    """Lightning's ``EMAWeightAveraging`` with the decay ramped up over the first updates (:func:`warmup_ema_avg_fn`)."""
+    """Lightning's ``EMAWeightAveraging``, the decay ramped up over the first updates (:func:`warmup_ema_avg_fn`)."""
 
     def __init__(self, decay: float, update_every_n_steps: int = 1, warmup: bool = True, **kwargs: Any):
         super().__init__(decay=decay, update_every_n_steps=update_every_n_steps, **kwargs)

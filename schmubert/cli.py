@@ -28,7 +28,7 @@ COMMANDS: dict[str, Command] = {
     "sample": Command("schmubert.sample", "generate, infill, accompany, continue or interpolate music"),
     "evaluate": Command("schmubert.evaluate", "self-similarity, music statistics, held-out ELBO"),
     "editor": Command("schmubert.editor.server", "the browser piano-roll editor"),
-    "demo": Command("schmubert.demo", "train a small model on the demo corpus and sample from it"),
+    "demo": Command("schmubert.demo", "music from the shipped models, and a short fine-tuning run"),
 }
 
 

@@ -1,7 +1,11 @@
-"""The end-to-end demo behind ``make demo``: train a small model on the demo corpus, then sample from it.
+"""The end-to-end demo behind ``make demo``: music from the shipped models, and a short fine-tuning run.
 
-It trains a small conv trio model on the bundled demo corpus for a few minutes on CPU, then writes infilled,
-accompanied and unconditional samples (MIDI, piano-roll PNG, WAV when FluidSynth is there, JSON record).
+1. The shipped trio model (``pretrained:trio``) infills bars 32-48 of a held-out piece, writes bass and drums
+   for a given melody, continues the first 16 bars, and generates unconditionally; the shipped melody model
+   (``pretrained:melody``) infills, continues and generates melodies. Each writes MIDI, a piano-roll PNG, a WAV
+   when FluidSynth is there and a JSON record, under ``samples/demo/<scenario>/``.
+2. Training still shows: the trio model is fine-tuned on the bundled demo corpus for ``--minutes`` (one
+   minute by default), and the fine-tuned model infills bars 32-48 once more.
 
 ``make demo`` runs ``make preprocess`` first, which writes ``data/processed/demo-trio``.
 """
@@ -14,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schmubert import sample, train
-from schmubert.backbones import PRESETS, architectures
 from schmubert.config import add_arguments, arg, from_args
 from schmubert.data import DataConfig
 from schmubert.diffusion import NoiseConfig
@@ -24,41 +27,56 @@ from schmubert.module import OptimConfig
 @dataclass
 class DemoConfig:
     data: Path = arg(Path("data/processed/demo-trio"), "processed demo dataset (from `make preprocess`)")
-    minutes: float = arg(4.0, "training time budget in minutes")
-    max_steps: int = arg(3000, "training steps at most (the time budget usually ends training first)")
-    arch: str = arg("conv", "backbone architecture", choices=architectures())
-    preset: str = arg("small", "backbone preset", choices=PRESETS)
-    batch_size: int = arg(8, "training batch size")
-    sample_steps: int = arg(256, "reverse diffusion steps per sample")
-    out: Path = arg(Path("runs"), "training output folder (the run goes to OUT/demo, or demo-N)")
+    minutes: float = arg(1.0, "fine-tuning time budget in minutes (0: skip the fine-tuning)")
+    batch_size: int = arg(8, "fine-tuning batch size")
+    sample_steps: int = arg(128, "reverse diffusion steps per sample")
+    num_samples: int = arg(2, "samples per scenario")
+    out: Path = arg(Path("runs"), "fine-tuning output folder (the run goes to OUT/demo-finetune, or -N)")
     samples: Path = arg(Path("samples/demo"), "where the demo samples go (replaced on every demo run)")
     seed: int = arg(0, "random seed")
 
 
-SCENARIOS = {  # name -> sample CLI options
-    "infill-bars-32-48": ["--infill", "32:48"],
-    "accompaniment-bass-drums": ["--generate-tracks", "bass,drums"],
-    "unconditional": [],
+# scenario -> (model, sample CLI options); inputs are held-out pieces shipped with each model
+SCENARIOS = {
+    "trio-infill-bars-32-48": ("pretrained:trio", ["--infill", "32:48"]),
+    "trio-accompaniment-bass-drums": ("pretrained:trio", ["--generate-tracks", "bass,drums"]),
+    "trio-continuation-from-bar-16": ("pretrained:trio", ["--continue-bars", "16"]),
+    "trio-unconditional": ("pretrained:trio", []),
+    "melody-infill-bars-32-48": ("pretrained:melody", ["--infill", "32:48"]),
+    "melody-continuation-from-bar-16": ("pretrained:melody", ["--continue-bars", "16"]),
+    "melody-unconditional": ("pretrained:melody", []),
 }
 
 
-def run(cfg: DemoConfig) -> Path:
-    minutes = int(cfg.minutes * 60)
+def sample_scenario(cfg: DemoConfig, name: str, checkpoint: str | Path, options: list[str]) -> None:
+    argv = ["--checkpoint", str(checkpoint), "--steps", str(cfg.sample_steps), "--num-samples",
+            str(cfg.num_samples), "--seed", str(cfg.seed), "--out", str(cfg.samples / name), "--name", name,
+            "--overwrite", "--device", "cpu", "--no-progress", *options]
+    if sample.main(argv) != 0:
+        raise RuntimeError(f"sampling failed for the {name} demo")
+
+
+def fine_tune(cfg: DemoConfig) -> Path:
+    seconds = int(cfg.minutes * 60)
     run_config = train.TrainConfig(
-        arch=cfg.arch, tracks="trio", preset=cfg.preset, max_steps=cfg.max_steps, val_every=200, val_batches=0,
-        sample_every=0, max_time=f"00:00:{minutes // 60:02d}:{minutes % 60:02d}", out=cfg.out, name="demo",
-        logger="csv", seed=cfg.seed, log_every=10)
+        init="pretrained:trio", max_steps=100_000, val_every=50, val_batches=0, sample_every=0,
+        max_time=f"00:00:{seconds // 60:02d}:{seconds % 60:02d}", out=cfg.out, name="demo-finetune",
+        logger="csv", seed=cfg.seed, log_every=10, progress="lines")
     data = DataConfig(data=cfg.data, batch_size=cfg.batch_size, num_workers=0, max_transpose=6)
-    optim = OptimConfig(lr=1e-3, warmup_steps=100, ema_decay=0.99, ema_every=1)
-    directory = train.train(run_config, data, optim, NoiseConfig(schedule="mixed"))
-    checkpoint = directory / "checkpoints" / "last.ckpt"
-    for name, options in SCENARIOS.items():
-        argv = ["--checkpoint", str(checkpoint), "--steps", str(cfg.sample_steps), "--num-samples", "2",
-                "--seed", str(cfg.seed), "--out", str(cfg.samples / name), "--name", name, "--overwrite",
-                "--device", "cpu", *options]
-        if sample.main(argv) != 0:
-            raise RuntimeError(f"sampling failed for the {name} demo")
-    print(f"\ndemo done: model in {directory}, samples (MIDI, PNG, JSON) in {cfg.samples}/")
+    optim = OptimConfig(lr=2e-4, warmup_steps=20, ema_decay=0.99, ema_every=1)
+    return train.train(run_config, data, optim, NoiseConfig())
+
+
+def run(cfg: DemoConfig) -> Path | None:
+    for name, (checkpoint, options) in SCENARIOS.items():
+        sample_scenario(cfg, name, checkpoint, options)
+    directory = None
+    if cfg.minutes > 0:
+        directory = fine_tune(cfg)
+        sample_scenario(cfg, "finetuned-trio-infill-bars-32-48", directory / "checkpoints" / "last.ckpt",
+                        ["--infill", "32:48"])
+    print(f"\ndemo done: samples (MIDI, PNG, WAV, JSON) in {cfg.samples}/"
+          + (f", fine-tuned model in {directory}" if directory else ""))
     return directory
 
 

@@ -68,7 +68,8 @@ class ASD3PM(L.LightningModule):
 
     def __init__(self, arch: str, tracks: str, backbone: dict[str, Any], noise: dict[str, Any], steps: int,
                  optim: dict[str, Any] | None = None, max_transpose: int = 0, seed: int = 0,
-                 data: dict[str, Any] | None = None):
+                 data: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None):
+        """``provenance``: where the run came from (``recipe``, ``init`` weights), kept for model cards."""
         super().__init__()
         self.save_hyperparameters()
         self.track_list = get_tracks(tracks)

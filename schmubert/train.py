@@ -57,6 +57,8 @@ class TrainConfig:
     out: Path = arg(Path("runs"), "output folder; the run goes to OUT/NAME (checkpoints, logs, samples)")
     name: str = arg("", "run name (default ARCH-TRACKS-PRESET; a new suffix if that folder exists)")
     resume: str = arg("", "checkpoint to resume from, or 'last' for OUT/NAME/checkpoints/last.ckpt")
+    init: str = arg("", "fine-tune: start from these weights (a checkpoint, .safetensors or pretrained:NAME); "
+                    "architecture, tracks and noise come from them, --arch/--preset/--set are ignored")
     logger: Literal["wandb", "csv"] = arg("wandb", "where metrics go: wandb (offline unless --wandb-mode "
                                            "online) or csv")
     wandb_mode: Literal["offline", "online", "disabled"] = arg("offline", "wandb mode; online needs an account")
@@ -180,11 +182,14 @@ def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: Nois
     if resume is not None:  # the checkpoint defines the model; command-line model options are ignored
         model = ASD3PM.load_from_checkpoint(resume, map_location="cpu")
         datamodule = TokenDataModule(data, model.track_list, model.hparams.steps, seed=model.hparams.seed)
+    elif config.init:
+        model, datamodule = fine_tune_model(config, data, optim)
     else:
         datamodule = TokenDataModule(data, config.tracks, seed=config.seed)
         model = ASD3PM.create(config.arch, config.tracks, config.preset, noise, datamodule.steps, optim,
                               backbone_overrides=parse_overrides(config.set), max_transpose=data.max_transpose,
-                              seed=config.seed, data={"path": str(data.data), **summary(datamodule.meta)})
+                              seed=config.seed, data={"path": str(data.data), **summary(datamodule.meta)},
+                              provenance={"recipe": config.recipe})
     optim = OptimConfig(**model.hparams.optim)  # a resumed run keeps its own optimisation settings
     precision = config.precision
     if precision == "auto":
@@ -208,6 +213,21 @@ def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: Nois
         if inherited is None:
             os.environ.pop(RUN_DIR_ENV, None)
     return directory
+
+
+def fine_tune_model(config: TrainConfig, data: DataConfig, optim: OptimConfig) -> tuple[ASD3PM, TokenDataModule]:
+    """A new run whose model is a copy of the ``--init`` weights (architecture and noise from them too)."""
+    from schmubert.checkpoints import checkpoint_hparams, load_model
+
+    start = load_model(config.init)
+    hp = start.hparams
+    datamodule = TokenDataModule(data, hp["tracks"], start.steps, seed=config.seed)
+    model = ASD3PM(**checkpoint_hparams(
+        hp["arch"], hp["tracks"], hp["backbone"], NoiseConfig(**hp["noise"]), start.steps, optim=vars(optim),
+        max_transpose=data.max_transpose, seed=config.seed, data={"path": str(data.data), **summary(datamodule.meta)},
+        provenance={"recipe": config.recipe, "init": str(config.init)}))
+    model.denoiser.load_state_dict(start.denoiser.state_dict())
+    return model, datamodule
 
 
 def summary(meta: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from torch import nn
 from schmubert.config import arg
 from schmubert.tokens import Track
 
+
 @dataclass
 class BackboneOptions:
     """Options every backbone has; each architecture's config extends these with its own."""

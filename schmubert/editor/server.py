@@ -382,7 +382,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m schmubert.editor", description="A browser piano-roll editor: upload MIDI, select, "
         "diffuse, listen, download.", epilog="examples:\n  python -m schmubert.editor --checkpoint "
-        "pretrained:trio\n  python -m schmubert.editor --checkpoint runs/demo/checkpoints/last.ckpt", formatter_class=argparse.RawDescriptionHelpFormatter)
+        "pretrained:trio\n  python -m schmubert.editor --checkpoint runs/demo-finetune/checkpoints/last.ckpt",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p, EditorConfig)
     return p
 
