@@ -4,6 +4,8 @@
     python -m schmubert.evaluate stats --reference data/trio/valid.npy --generated samples/
     python -m schmubert.evaluate elbo --checkpoint runs/x/checkpoints/last.ckpt --data data/trio \
         [--infill 16:48]
+    python -m schmubert.evaluate elbo --checkpoint pretrained:trio --json     # its shipped held-out windows
+    python -m schmubert.evaluate context --checkpoint pretrained:trio        # does it use its context?
 
 REF and GEN are ``.npy`` token arrays ``(N, steps, K)`` / ``(steps, K)``, MIDI files, or folders of either.
 """
@@ -61,7 +63,8 @@ class StatsConfig(SetsConfig):
 class ElboConfig:
     checkpoint: Path | None = arg(None, "checkpoint (.ckpt, .safetensors or pretrained:NAME); default: the newest "
                                   "under runs/, else the shipped trio model")
-    data: Path = arg(None, "processed dataset folder (its valid.npy is used) or a .npy token array")
+    data: Path | None = arg(None, "processed dataset folder (its valid.npy is used) or a .npy token array; "
+                            "default: the held-out windows the model ships with (or its dataset's valid.npy)")
     infill: str | None = arg(None, "score only bars START:STOP (e.g. 16:48), the rest known: infilling NLL")
     estimator: Literal["count", "time"] = arg("count", "stratified over the mask count (low variance) or t")
     samples_per_piece: int = arg(16, "Monte-Carlo samples per piece (stratified)")
@@ -71,6 +74,19 @@ class ElboConfig:
     device: str = arg("cuda" if torch.cuda.is_available() else "cpu", "torch device")
     json: bool = arg(False, "print machine-readable JSON")
     progress: bool = arg(True, "show a progress bar (on stderr)")
+
+
+@dataclass
+class ContextConfig:
+    checkpoint: Path | None = arg(None, "checkpoint (.ckpt, .safetensors or pretrained:NAME); default: the newest "
+                                  "under runs/, else the shipped trio model")
+    data: Path | None = arg(None, "processed dataset folder (its valid.npy) or a .npy token array; default: the "
+                            "held-out windows the model ships with (or its dataset's valid.npy)")
+    rates: list[float] = arg([0.05, 0.3, 0.6, 0.95], "mask rates")
+    batch_size: int = arg(8, "denoiser batch size")
+    seed: int = arg(0, "seed of the masks")
+    device: str = arg("cuda" if torch.cuda.is_available() else "cpu", "torch device")
+    json: bool = arg(False, "print machine-readable JSON")
 
 
 def _load_set(path: Path, cfg: SetsConfig):
@@ -154,16 +170,29 @@ def _validation_array(path: Path) -> np.ndarray:
     return load_array(file)
 
 
-def run_elbo(cfg: ElboConfig) -> dict:
-    from schmubert.checkpoints import default_checkpoint, load_model
-    from schmubert.conditioning import parse_bar_range
-    from schmubert.evaluation import bar_region, elbo
+def _model_and_held_out(cfg: ElboConfig | ContextConfig):
+    """The model of ``cfg.checkpoint`` and its held-out pieces (``cfg.data``, else those it ships with)."""
+    from schmubert.checkpoints import default_checkpoint, held_out_pieces, load_model
 
     model = load_model(cfg.checkpoint or default_checkpoint("runs"), cfg.device)
-    data = _validation_array(Path(cfg.data))
+    if cfg.data is None:
+        found = held_out_pieces(model)
+        if found is None:
+            raise FileNotFoundError(f"the validation set of {model.path} is not on this machine; pass --data")
+        data, cfg.data = np.asarray(found[0]), Path(found[1])
+    else:
+        data = _validation_array(Path(cfg.data))
     if data.shape[1:] != (model.steps, len(model.tracks)):
         raise ValueError(f"{cfg.data}: pieces are {data.shape[1:]} but the model expects "
                          f"({model.steps}, {len(model.tracks)})")
+    return model, data
+
+
+def run_elbo(cfg: ElboConfig) -> dict:
+    from schmubert.conditioning import parse_bar_range
+    from schmubert.evaluation import bar_region, elbo
+
+    model, data = _model_and_held_out(cfg)
     if cfg.max_pieces and cfg.max_pieces < len(data):
         data = data[np.linspace(0, len(data) - 1, cfg.max_pieces).round().astype(int)]
     bars = parse_bar_range(cfg.infill) if cfg.infill else None
@@ -175,7 +204,7 @@ def run_elbo(cfg: ElboConfig) -> dict:
            "pieces": len(res.per_piece),
            "elements_per_piece": res.elements, "samples_per_piece": res.samples_per_piece,
            "estimator": res.estimator, "infill": list(bars) if bars else None, "checkpoint": str(model.path),
-           "sha256": model.sha256, "seed": cfg.seed}
+           "sha256": model.sha256, "seed": cfg.seed, "data": str(cfg.data)}
     if cfg.json:
         print(json.dumps(out, indent=2))
     else:
@@ -187,10 +216,28 @@ def run_elbo(cfg: ElboConfig) -> dict:
     return out
 
 
+def run_context(cfg: ContextConfig) -> dict:
+    from schmubert.evaluation import context_curve, format_context
+
+    model, data = _model_and_held_out(cfg)
+    curve = context_curve(model.denoiser, data, [t.mask_id for t in model.tracks], cfg.rates,
+                          torch.Generator().manual_seed(cfg.seed), cfg.batch_size, cfg.device)
+    names = [t.name for t in model.tracks]
+    out = {"bits": {str(rate): dict(zip(names, bits, strict=True)) for rate, bits in curve.items()},
+           "pieces": len(data), "checkpoint": str(model.path), "data": str(cfg.data), "seed": cfg.seed}
+    if cfg.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print("cross-entropy per masked element (bits), every element masked at each rate (far lower at low "
+              f"rates = the model uses its context); {len(data)} pieces\n{format_context(curve, names)}")
+    return out
+
+
 COMMANDS = {"selfsim": (SelfsimConfig, run_selfsim, "framewise self-similarity: consistency and variance"),
             "stats": (StatsConfig, run_stats, "music statistics of two sets and their overlap"),
-            "elbo": (ElboConfig, run_elbo, "held-out negative ELBO / infilling NLL in bits per element")}
-REQUIRED = {"reference", "generated", "data"}
+            "elbo": (ElboConfig, run_elbo, "held-out negative ELBO / infilling NLL in bits per element"),
+            "context": (ContextConfig, run_context, "cross-entropy per masked element at fixed mask rates")}
+REQUIRED = {"reference", "generated"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -82,3 +82,17 @@ def test_elbo_on_a_tiny_checkpoint(trio_npy, tmp_path, capsys):
     infill = run_json(capsys, "elbo", *common, "--infill", "16:48")
     assert infill["elements_per_piece"] == 32 * 16 * 3 and infill["infill"] == [16, 48]
     assert main(["elbo", "--checkpoint", str(tmp_path / "missing.ckpt"), "--data", str(data)]) == 2
+
+
+def test_context_command_reports_every_rate_and_track(tmp_path, capsys):
+    import torch
+
+    torch.manual_seed(0)
+    denoiser = build("conv", "trio", "tiny", seq_len=64)
+    np.save(tmp_path / "valid.npy", np.zeros((2, 64, 3), dtype=np.uint16))
+    ckpt = save_model(tmp_path / "m.ckpt", denoiser, checkpoint_hparams(
+        "conv", "trio", denoiser.config, NoiseConfig(timesteps=8), 64, data={"path": str(tmp_path)}))
+    assert main(["context", "--checkpoint", str(ckpt), "--rates", "0.1,0.9", "--json", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["bits"]) == {"0.1", "0.9"} and set(out["bits"]["0.1"]) == {"melody", "bass", "drums"}
+    assert out["data"].endswith("valid.npy") and out["pieces"] == 2
