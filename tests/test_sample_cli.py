@@ -163,8 +163,14 @@ def test_bad_checkpoints(tmp_path, capsys):
     torch.save({"state_dict": {}}, wrong)
     assert run(wrong, tmp_path) == 2
     assert "not a SCHmUBERT" in capsys.readouterr().err
-    assert main(["--runs", str(tmp_path / "nothing"), "--out", str(tmp_path), *FAST]) == 2
-    assert "no checkpoint" in capsys.readouterr().err
+
+
+
+def test_no_run_falls_back_to_the_shipped_model_and_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("schmubert.checkpoints.WEIGHTS_DIR", tmp_path / "no-weights")
+    assert main(["--runs", str(tmp_path / "nothing"), "--out", str(tmp_path), "--tracks", "melody", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "using the shipped model pretrained:melody" in err and "pretrained:melody: no such pretrained" in err
 
 
 def test_subprocess_help_and_error():

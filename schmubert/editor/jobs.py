@@ -30,6 +30,7 @@ from torch import nn
 from schmubert import sample
 from schmubert.checkpoints import LoadedModel
 from schmubert.sample import SampleConfig, Scenario
+from schmubert.sampling import SamplerOptions
 
 State = Literal["queued", "running", "done", "cancelled", "failed"]
 
@@ -48,6 +49,7 @@ class Options:
 
     steps: int = 32
     order: Literal["random", "confidence"] = "random"
+    schedule: Literal["linear", "cosine", "square"] = "linear"
     temperature: float = 1.0
     top_p: float = 1.0
     note_density: float | None = None
@@ -55,9 +57,11 @@ class Options:
     seed: int | None = None  # None: a fresh seed per run (another take each time)
 
     def config(self, seed: int) -> SampleConfig:
-        return SampleConfig(steps=self.steps, order=self.order, temperature=self.temperature, top_p=self.top_p,
-                            note_density=self.note_density, density_tracks=list(self.density_tracks),
-                            seed=seed, num_samples=1, batch_size=1, progress=False, wav=False, device="cpu")
+        sampler = SamplerOptions(order=self.order, schedule=self.schedule, temperature=self.temperature,
+                                 top_p=self.top_p)
+        return SampleConfig(steps=self.steps, sampler=sampler, note_density=self.note_density,
+                            density_tracks=list(self.density_tracks), seed=seed, num_samples=1, batch_size=1,
+                            progress=False, wav=False, device="cpu")
 
 
 @dataclass

@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from schmubert import __version__, sample
-from schmubert.checkpoints import LoadedModel, default_checkpoint, load_model
+from schmubert.checkpoints import LoadedModel, default_checkpoint, held_out_pieces, load_model
 from schmubert.config import add_arguments, arg, from_args
 from schmubert.editor import pieces
 from schmubert.editor.jobs import Busy, Job, Options, Sampler
@@ -71,6 +71,8 @@ class MaskIn(PieceIn):
 class SampleIn(MaskIn):
     steps: int = Field(32, description="reverse diffusion steps S")
     order: Literal["random", "confidence"] = Field("random", description="unmasking order")
+    schedule: Literal["linear", "cosine", "square"] = Field(
+        "linear", description="how many masked elements each step reveals (see schmubert.sampling)")
     temperature: float = Field(1.0, description="softmax temperature")
     top_p: float = Field(1.0, description="nucleus sampling mass (1 = off)")
     note_density: float | None = Field(None, description="guidance target: onsets per bar (null = off)")
@@ -99,7 +101,7 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def model_info(model: LoadedModel) -> dict[str, Any]:
+def model_info(model: LoadedModel, validation_set: bool) -> dict[str, Any]:
     return {
         "version": __version__,
         "checkpoint": model.path.name,
@@ -111,13 +113,8 @@ def model_info(model: LoadedModel) -> dict[str, Any]:
         "drum_classes": list(DRUM_CLASS_NAMES), "drum_pitches": list(DRUM_CLASS_PITCHES),
         "programs": {"melody": [MELODY_PROGRAMS.start, MELODY_PROGRAMS.stop - 1],
                      "bass": [BASS_PROGRAMS.start, BASS_PROGRAMS.stop - 1]},
-        "validation_set": validation_available(model),
+        "validation_set": validation_set,
     }
-
-
-def validation_available(model: LoadedModel) -> bool:
-    data = (model.hparams.get("data") or {}).get("path")
-    return bool(data) and (Path(data) / "valid.npy").is_file()
 
 
 def job_json(sampler: Sampler, job: Job) -> dict[str, Any]:
@@ -146,6 +143,7 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
     app.state.sampler = sampler
     tracks, L = model.tracks, model.steps
     plotting = threading.Lock()
+    held_out = held_out_pieces(model)  # shipped with the model, or its dataset's valid.npy; read once
 
     @app.middleware("http")
     async def limit_bodies(request: Request, call_next):
@@ -189,7 +187,7 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
 
     @app.get("/api/info", summary="The model: tracks, window, vocabulary, drum classes")
     def info() -> dict[str, Any]:
-        return model_info(model)
+        return model_info(model, held_out is not None)
 
     @app.post("/api/load", summary="Upload a MIDI file (the raw bytes as the body)")
     async def load(request: Request, name: str = Query("upload.mid", max_length=200),
@@ -208,12 +206,11 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
 
     @app.get("/api/validation", summary="A random piece of the checkpoint's validation set")
     def validation(seed: int | None = None) -> Any:
-        try:
-            x, source = sample.validation_piece(model, np.random.default_rng(seed))
-        except ValueError:
-            raise PieceError("this model's validation set is not on this machine; upload a MIDI file "
-                             "instead") from None
-        x = sample.crop(x, 0, L // STEPS_PER_BAR, source)
+        if held_out is None:
+            raise PieceError("this model's validation set is not on this machine; upload a MIDI file instead")
+        index = int(np.random.default_rng(seed).integers(len(held_out[0])))
+        source = f"{held_out[1]}[{index}]"
+        x = sample.crop(np.asarray(held_out[0][index], dtype=np.int64), 0, L // STEPS_PER_BAR, source)
         return {"piece": pieces.piece_json(x, tracks), "name": f"validation piece {source.rsplit('[', 1)[-1]}"}
 
     @app.post("/api/mask", summary="The piece with the selection masked (what the sampler starts from)")
@@ -227,7 +224,9 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
     def start(body: SampleIn) -> Any:
         x = grid(body.tokens)
         known = pieces.known_mask((1, L, len(tracks)), regions(body))[0].numpy()
-        options = Options(steps=body.steps, order=body.order, temperature=body.temperature, top_p=body.top_p,
+        known &= x != np.array([t.mask_id for t in tracks])  # mask ids a client sent are filled too
+        options = Options(steps=body.steps, order=body.order, schedule=body.schedule,
+                          temperature=body.temperature, top_p=body.top_p,
                           note_density=body.note_density, density_tracks=body.density_tracks, seed=body.seed)
         try:
             job = sampler.submit(x, known, options)

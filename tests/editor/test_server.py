@@ -178,10 +178,12 @@ def test_cli_refuses_a_taken_port_and_warns_for_other_hosts(tmp_path, capsys, tr
         assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     finally:
         taken.close()
-    assert editor_server.main(["--runs", str(tmp_path), "--no-browser"]) == 2
-    assert "no checkpoint" in capsys.readouterr().err
     served = []
     monkeypatch.setattr("uvicorn.Server.run", lambda self, sockets: served.append(sockets))
+    monkeypatch.setattr("schmubert.checkpoints.WEIGHTS_DIR", tmp_path / "no-weights")
+    assert editor_server.main(["--runs", str(tmp_path), "--no-browser"]) == 2  # no run, no shipped model
+    assert "using the shipped model pretrained:trio" in capsys.readouterr().err
+    assert served == []
     assert editor_server.main(["--checkpoint", str(trio_model.path), "--host", "0.0.0.0", "--port", "0",
                                "--no-browser"]) == 0
     captured = capsys.readouterr()

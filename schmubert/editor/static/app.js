@@ -191,6 +191,7 @@ class Editor {
       tokens: p.piece.tokens, regions,
       steps: parseInt($("steps").value, 10) || 32,
       order: $("order").value,
+      schedule: $("schedule").value,
       temperature: parseFloat($("temperature").value) || 1.0,
       note_density: $("density-on").checked ? parseFloat($("density").value) : null,
     };
