@@ -92,7 +92,8 @@ def card(name: str, model, fig: dict[str, Any], args: argparse.Namespace) -> str
         "public SCHmUBERT repository (Colin Raffel, CC-BY 4.0; plassma/symbolic-music-discrete-diffusion, MIT). "
         f"The held-out windows ship beside the weights (`{name}-heldout.npz`).", "",
         "## Training", "",
-        f"- Recipe and options: `{json.dumps(hp.get('recipe_options') or hp.get('optim'))}`",
+        f"- Recipe: `{(hp.get('provenance') or {}).get('recipe') or '(none)'}`; optimisation: "
+        f"`{json.dumps(hp.get('optim'))}`",
         f"- Backbone: `{json.dumps(hp['backbone'])}`",
         f"- Noise: `{json.dumps(hp['noise'])}`, transposition augmentation +-{hp.get('max_transpose', 0)}",
         f"- Steps, hardware, time: {args.trained}",

@@ -10,8 +10,9 @@ A SCHmUBERT checkpoint is a Lightning checkpoint written by :class:`schmubert.mo
   (Lightning's ``EMAWeightAveraging`` puts the average there and the raw weights under ``current_model_state``).
 
 Pretrained models ship inside the package (``schmubert/weights/NAME.safetensors``: the denoiser's weights in half
-precision, the same ``hyper_parameters`` as JSON in the file's metadata, a model card ``NAME.md`` and held-out
-windows ``NAME-heldout.npz`` beside it). Everything that takes a checkpoint also takes ``pretrained:NAME``.
+precision, the same ``hyper_parameters`` as JSON in the file's metadata, and held-out windows
+``NAME-heldout.npz`` beside it; the model card is ``docs/models/NAME.md``). Everything that takes a checkpoint
+also takes ``pretrained:NAME``.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def pretrained_names() -> list[str]:
 def pretrained_path(name: str) -> Path:
     """The weights file of pretrained model ``name`` (``trio``, ``melody``); CheckpointError if there is none."""
     path = WEIGHTS_DIR / f"{name}.safetensors"
-    if not path.is_file():
+    if name not in pretrained_names() or not path.is_file():  # also keeps a name from leaving the folder
         raise CheckpointError(f"pretrained:{name}: no such pretrained model; shipped: {pretrained_names()}")
     return path
 

@@ -83,6 +83,7 @@ class ContextConfig:
     data: Path | None = arg(None, "processed dataset folder (its valid.npy) or a .npy token array; default: the "
                             "held-out windows the model ships with (or its dataset's valid.npy)")
     rates: list[float] = arg([0.05, 0.3, 0.6, 0.95], "mask rates")
+    max_pieces: int | None = arg(256, "score at most this many pieces, evenly spaced over the array (none: all)")
     batch_size: int = arg(8, "denoiser batch size")
     seed: int = arg(0, "seed of the masks")
     device: str = arg("cuda" if torch.cuda.is_available() else "cpu", "torch device")
@@ -185,6 +186,8 @@ def _model_and_held_out(cfg: ElboConfig | ContextConfig):
     if data.shape[1:] != (model.steps, len(model.tracks)):
         raise ValueError(f"{cfg.data}: pieces are {data.shape[1:]} but the model expects "
                          f"({model.steps}, {len(model.tracks)})")
+    if cfg.max_pieces and cfg.max_pieces < len(data):
+        data = data[np.linspace(0, len(data) - 1, cfg.max_pieces).round().astype(int)]
     return model, data
 
 
@@ -193,8 +196,6 @@ def run_elbo(cfg: ElboConfig) -> dict:
     from schmubert.evaluation import bar_region, elbo
 
     model, data = _model_and_held_out(cfg)
-    if cfg.max_pieces and cfg.max_pieces < len(data):
-        data = data[np.linspace(0, len(data) - 1, cfg.max_pieces).round().astype(int)]
     bars = parse_bar_range(cfg.infill) if cfg.infill else None
     region = bar_region(model.steps, len(model.tracks), bars) if bars else None
     res = elbo(model.denoiser, model.diffusion, data, samples_per_piece=cfg.samples_per_piece,

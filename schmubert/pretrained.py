@@ -1,7 +1,7 @@
 """The pretrained models shipped with the package: ``schmubert.pretrained.load("trio")``.
 
-Each model is ``schmubert/weights/NAME.safetensors`` (half-precision weights, hyper-parameters in the metadata),
-its model card ``NAME.md`` and held-out windows ``NAME-heldout.npz``. Loading lives in
+Each model is ``schmubert/weights/NAME.safetensors`` (half-precision weights, hyper-parameters in the metadata)
+and held-out windows ``NAME-heldout.npz``; its model card is ``docs/models/NAME.md``. Loading lives in
 :mod:`schmubert.checkpoints` (every ``--checkpoint`` option takes ``pretrained:NAME``); this module is the
 Python entry point and the export command that turns a training checkpoint into a shipped model::
 

@@ -77,8 +77,8 @@ class SampleConfig:
                               "per sample than one at a time)")
     seed: int = arg(0, "random seed (same seed, same options: same output)")
     device: str = arg("auto", "torch device: auto, cpu, cuda, cuda:1, ...")
-    precision: Precision = arg("fp32", "denoiser arithmetic: fp32, or bf16 autocast (where the device has "
-                                       "native bf16)")
+    precision: Precision = arg("fp32", "denoiser arithmetic: fp32, or bf16 autocast (fast only where the device "
+                                       "has native bf16, e.g. AVX512-BF16 or AMX CPUs and recent GPUs)")
     compile: bool = arg(False, "torch.compile the denoiser (pays a compile on the first call of each batch "
                                "shape; see experiments/bench_sample.py --modes)")
     note_density: float | None = arg(None, "guidance: target onsets per bar (thesis Algorithm 6)")

@@ -65,3 +65,19 @@ def test_warmup_ema_follows_recent_weights_early_and_the_decay_later():
     assert update(ema, one, 0).item() == pytest.approx(0.9)  # d = 1/10
     assert update(ema, one, 10_000).item() == pytest.approx(0.001)  # d = decay
     assert warmup_ema_avg_fn(0.999, warmup=False)(ema, one, 0).item() == pytest.approx(0.001)
+
+
+def test_warmup_ema_callback_ramps_the_average_lightning_builds():
+    from torch.optim.swa_utils import AveragedModel
+
+    from schmubert.callbacks import WarmupEMA
+
+    callback = WarmupEMA(0.999)
+    layer = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(layer.weight)
+    average = AveragedModel(layer, use_buffers=True, **callback._kwargs)  # as WeightAveraging.setup builds it
+    layer.weight.data.fill_(1.0)
+    average.update_parameters(layer)  # the first update copies the weights
+    layer.weight.data.fill_(2.0)
+    average.update_parameters(layer)  # then d = (1 + 1) / (10 + 1)
+    assert average.module.weight.item() == pytest.approx(2 / 11 * 1 + 9 / 11 * 2)

@@ -26,13 +26,14 @@ def context_curve(denoiser: Denoiser, x0: torch.Tensor | np.ndarray, mask_ids: S
 
     x0: ``[N, L, K]`` pieces; each element of every track is masked independently with probability ``rate``.
     """
-    x0 = torch.as_tensor(np.asarray(x0), dtype=torch.long)
+    x0 = np.asarray(x0)  # converted batch by batch (a memory-mapped valid.npy stays on disk)
     mask_value = torch.tensor(list(mask_ids), dtype=torch.long)
     out: dict[float, list[float]] = {}
     for rate in rates:
         total = torch.zeros(x0.shape[-1], dtype=torch.float64)
         count = torch.zeros(x0.shape[-1], dtype=torch.float64)
-        for batch in x0.split(batch_size):
+        for start in range(0, len(x0), batch_size):
+            batch = torch.as_tensor(np.asarray(x0[start:start + batch_size]), dtype=torch.long)
             mask = torch.rand(batch.shape, generator=generator) < rate  # [B, L, K]
             x_t = torch.where(mask, mask_value, batch)
             logits = denoiser(x_t.to(device))

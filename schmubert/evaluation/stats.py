@@ -120,22 +120,27 @@ def set_statistics(pieces: Iterable[np.ndarray], tracks: str | Sequence[Track] |
 
 
 def _histogram(values: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
-    """Normalized counts ``[bins + 2]``: below ``lo``, ``bins`` equal bins over [lo, hi] (hi included), above."""
-    inner = np.clip(np.floor((values - lo) / (hi - lo) * bins), 0, bins - 1).astype(np.int64) + 1
-    index = np.where(values < lo, 0, np.where(values > hi, bins + 1, inner))
-    return np.bincount(index, minlength=bins + 2) / len(values)
+    """Normalized counts ``[bins + 3]``: below ``lo``, ``bins`` equal bins over [lo, hi] (hi included), above,
+    and undefined (NaN: e.g. a piece without notes)."""
+    defined = ~np.isnan(values)
+    inner = np.clip(np.floor((np.where(defined, values, lo) - lo) / (hi - lo) * bins), 0, bins - 1)
+    index = np.where(values < lo, 0, np.where(values > hi, bins + 1, inner.astype(np.int64) + 1))
+    index = np.where(defined, index, bins + 2)
+    return np.bincount(index, minlength=bins + 3) / len(values)
 
 
 def histogram_overlap(generated: np.ndarray, reference: np.ndarray, bins: int = HISTOGRAM_BINS) -> float:
     """Overlap (sum of bin-wise minima) of the normalized histograms of two samples, on ``bins`` equal bins over
-    the reference's range plus an open bin on either side; NaN if either sample has no defined value."""
-    gen, ref = generated[~np.isnan(generated)], reference[~np.isnan(reference)]
-    if len(gen) == 0 or len(ref) == 0:
+    the reference's range, an open bin on either side and one for undefined values, so pieces where a statistic
+    the reference has is undefined (silence, no drums) lower the overlap instead of leaving the comparison.
+    NaN only where the reference never defines the statistic (drum consistency of melodies) or a set is empty."""
+    ref = reference[~np.isnan(reference)]
+    if len(ref) == 0 or len(generated) == 0:
         return float("nan")
     lo, hi = float(ref.min()), float(ref.max())
     if hi <= lo:  # a constant reference: one bin around its value
         lo, hi, bins = lo - 0.5, hi + 0.5, 1
-    return float(np.minimum(_histogram(gen, lo, hi, bins), _histogram(ref, lo, hi, bins)).sum())
+    return float(np.minimum(_histogram(generated, lo, hi, bins), _histogram(reference, lo, hi, bins)).sum())
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:

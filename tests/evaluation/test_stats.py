@@ -129,7 +129,8 @@ def test_overlap_bins_follow_the_reference_range():
     # an outlier does not widen the bins: the rest still matches bin for bin
     assert histogram_overlap(np.array([0.0, 1.0, 2.0, 3.0, 1e6]), ref, bins=3) == pytest.approx(0.8)
     assert histogram_overlap(np.full(5, 2.0), np.full(3, 2.0)) == 1.0  # constant reference
-    assert np.isnan(histogram_overlap(np.array([np.nan]), ref))
+    assert histogram_overlap(np.array([np.nan]), ref) == 0.0  # undefined where the reference is defined
+    assert np.isnan(histogram_overlap(ref, np.array([np.nan])))  # the reference never defines it
 
 
 def test_compare_sets_reports_every_overlap_and_their_mean():
@@ -140,13 +141,25 @@ def test_compare_sets_reports_every_overlap_and_their_mean():
     assert all(v == 1.0 for v in same["overlaps"].values()) and same["summary"] == 1.0
     # generated: two copies of a (no drums); reference a, b
     res = compare_sets([a, a], [a, b], bins=3)
-    # drum consistency is defined only in the reference: left out of the summary
-    assert np.isnan(res["overlaps"]["drum_consistency"])
+    # drum consistency is defined in half the reference (b) and in no generated piece: the undefined share
+    # (gen 1.0, ref 0.5) is all they have in common
+    assert res["overlaps"]["drum_consistency"] == pytest.approx(0.5)
     # empty bar rate: gen (0.5, 0.5), ref (0.5, 0) -> 0.5. Groove (5 bars: the bass ends on the closing
     # barline): a has onsets {0, 4, 8, 12}, {0}, {}, {}, {} -> 1 - 4/64; b adds step 2 to bars 0-3 -> 1 - 5/64;
     # so gen (a, a) vs ref (a, b) -> 0.5. The other four statistics agree -> 1
     assert res["overlaps"]["empty_bar_rate"] == pytest.approx(0.5)
     assert res["statistics"]["groove_consistency"]["mean_ref"] == pytest.approx(1 - 4.5 / 64)
     assert res["overlaps"]["groove_consistency"] == pytest.approx(0.5)
-    assert res["summary"] == pytest.approx((4 * 1.0 + 0.5 + 0.5) / 6)
+    assert res["summary"] == pytest.approx((4 * 1.0 + 0.5 + 0.5 + 0.5) / 7)
     assert res["pieces_gen"] == 2 and res["statistics"]["pitch_range"]["mean_ref"] == 36
+
+
+def test_pieces_where_a_statistic_is_undefined_lower_the_overlap():
+    from schmubert.evaluation.stats import histogram_overlap
+
+    ref = np.array([1.0, 2.0, 3.0, 4.0])
+    assert histogram_overlap(ref.copy(), ref, bins=4) == pytest.approx(1.0)
+    half_silent = np.array([1.0, 2.0, np.nan, np.nan])
+    assert histogram_overlap(half_silent, ref, bins=4) == pytest.approx(0.5)
+    assert histogram_overlap(np.full(4, np.nan), ref, bins=4) == 0.0  # a silent set is as far as it gets
+    assert np.isnan(histogram_overlap(ref, np.full(4, np.nan)))  # the reference never defines it
