@@ -8,7 +8,9 @@ DEMO_DIR := data/demo
 PROCESSED := data/processed
 LMD_DIR ?= data/lmd
 
-.PHONY: install fluidsynth preprocess download-lmd demo test lint bench
+CORPUS ?= ../shared/corpus
+
+.PHONY: install fluidsynth preprocess download-lmd demo test lint bench pretrained-trio pretrained-melody
 
 install:
 	$(PYTHON) -m pip install torch==2.13.0 || $(PYTHON) -m pip install "torch>=2.3"
@@ -36,6 +38,13 @@ download-lmd:
 
 demo: preprocess
 	$(PYTHON) -m schmubert.demo
+
+# Reproduce a shipped model (docs/models/*.md): the Lakh windows of the corpus, the recipe, the export into the
+# package (replacing the shipped weights: review with git diff). About 70 min on 2 CPU cores.
+pretrained-trio pretrained-melody: pretrained-%:
+	$(PYTHON) -m preprocessing --tracks $* --input $(CORPUS)/lakh-$*-64bar --output $(PROCESSED)/lakh-$* --workers $(WORKERS) --valid-fraction 0.05 --overwrite
+	$(PYTHON) -m schmubert.train --recipe cpu-$* --data $(PROCESSED)/lakh-$* --name cpu-$*-repro
+	$(PYTHON) -m schmubert.pretrained export --checkpoint runs/cpu-$*-repro/checkpoints/last.ckpt --name $* --heldout $(PROCESSED)/lakh-$*/valid.npy --overwrite
 
 test:
 	$(PYTHON) -m pytest -q

@@ -185,9 +185,9 @@ def reference_pieces(args: argparse.Namespace, model: LoadedModel) -> list[np.nd
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="a .ckpt (later also pretrained:trio)")
+    p.add_argument("--checkpoint", required=True, help="a .ckpt, .safetensors or pretrained:NAME")
     p.add_argument("--reference", type=Path, default=None,
-                   help="held-out pieces (.npy or MIDI folder); default: the checkpoint's valid.npy")
+                   help="held-out pieces (.npy or MIDI folder); default: those the model ships with, or its valid.npy")
     p.add_argument("--pieces", type=int, default=16, help="pieces per scenario, variant and S")
     p.add_argument("--steps", type=lambda s: [int(v) for v in s.split(",")], default=STEPS)
     p.add_argument("--variants", type=lambda s: s.split(","), default=list(VARIANTS),
