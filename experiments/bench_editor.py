@@ -9,8 +9,8 @@ Three figures per repeat, from one editor server on this machine:
   ``editor.lastLatencyMs``); only where Debian's ``chromium`` and ``chromium-driver`` and selenium are installed.
 
 Sampling speed does not depend on the weights, so without ``--checkpoint`` (and no checkpoint under ``runs/``)
-a randomly initialised model of ``--arch``/``--preset`` stands in (the conv paper preset is the pretrained trio
-model's architecture); the model used is printed.
+a randomly initialised model of ``--arch``/``--preset`` stands in (``pretrained:trio`` is conv ``small``; the
+paper preset is the thesis' size); the model used is printed.
 
     python experiments/bench_editor.py --checkpoint pretrained:trio
     python experiments/bench_editor.py --preset small --repeats 3

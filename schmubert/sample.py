@@ -25,7 +25,7 @@ from schmubert.config import add_arguments, arg, from_args, to_dict
 from schmubert.files import write_atomic
 from schmubert.guidance import NoteDensityGuidance, density_error
 from schmubert.render import save_pianoroll, write_wav
-from schmubert.sampling import Precision, SamplerOptions, fast_denoiser, sample_long
+from schmubert.sampling import DEFAULT_STEPS, Precision, SamplerOptions, fast_denoiser, sample_long
 from schmubert.tokens import (
     STEPS_PER_BAR,
     load_midi,
@@ -71,7 +71,8 @@ class SampleConfig:
     bars: int | None = arg(None, "bars to write (default: the model's window, or the input's length when "
                                  "shorter); more than the window slides it")
     hop: int | None = arg(None, "bars the window moves in long generation (default: half the window)")
-    steps: int | None = arg(None, "reverse steps S (default: the T the model was trained with)")
+    steps: int | None = arg(DEFAULT_STEPS, "reverse steps S, chosen from the quality-vs-steps curve in "
+                            "experiments/README.md; 'none': the T the model was trained with, as the thesis")
     num_samples: int = arg(1, "number of samples to write")
     batch_size: int = arg(16, "samples generated together (on 2 CPU cores 16 at once take ~15%% less time "
                               "per sample than one at a time)")

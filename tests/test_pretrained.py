@@ -10,9 +10,10 @@ from schmubert.backbones import from_config
 from schmubert.checkpoints import held_out_pieces
 from schmubert.evaluation import elbo
 
-# bits per element on 4 held-out windows: an untrained model of the same shape scores ~7 (trio) and ~6.6
-# (melody) bits; the shipped ones are far below (docs/models/*.md)
-THRESHOLD = {"trio": 3.0, "melody": 3.0}
+# bits per element on the first 4 held-out windows (2 samples each): an untrained model of the same shape scores
+# 7.73 (trio) and 6.93 (melody), the shipped ones 2.13 and 3.05 (1.90 and 1.60 over all held-out windows,
+# docs/models/*.md; the first melody windows are harder than the average)
+THRESHOLD = {"trio": 4.5, "melody": 4.5}
 
 
 @pytest.mark.parametrize("name", ["trio", "melody"])

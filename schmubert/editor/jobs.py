@@ -30,7 +30,7 @@ from torch import nn
 from schmubert import sample
 from schmubert.checkpoints import LoadedModel
 from schmubert.sample import SampleConfig, Scenario
-from schmubert.sampling import SamplerOptions
+from schmubert.sampling import EDITOR_STEPS, SamplerOptions
 
 State = Literal["queued", "running", "done", "cancelled", "failed"]
 
@@ -47,7 +47,7 @@ class Busy(Exception):
 class Options:
     """What a user chooses for one sampling run (the editor's subset of :class:`SampleConfig`)."""
 
-    steps: int = 32
+    steps: int = EDITOR_STEPS
     order: Literal["random", "confidence"] = "random"
     schedule: Literal["linear", "cosine", "square"] = "linear"
     temperature: float = 1.0

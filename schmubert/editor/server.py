@@ -37,6 +37,7 @@ from schmubert.config import add_arguments, arg, from_args
 from schmubert.editor import pieces
 from schmubert.editor.jobs import Busy, Job, Options, Sampler
 from schmubert.editor.pieces import PieceError
+from schmubert.sampling import EDITOR_STEPS
 from schmubert.tokens import (
     BASS_PROGRAMS,
     DECODE_QPM,
@@ -69,7 +70,7 @@ class MaskIn(PieceIn):
 
 
 class SampleIn(MaskIn):
-    steps: int = Field(32, description="reverse diffusion steps S")
+    steps: int = Field(EDITOR_STEPS, description="reverse diffusion steps S (default from the quality curve)")
     order: Literal["random", "confidence"] = Field("random", description="unmasking order")
     schedule: Literal["linear", "cosine", "square"] = Field(
         "linear", description="how many masked elements each step reveals (see schmubert.sampling)")
