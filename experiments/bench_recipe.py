@@ -109,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(CANDIDATES))
     if unknown:
         parser.error(f"unknown candidates {unknown}; expected some of {sorted(CANDIDATES)}")
-    torch.set_num_threads(torch.get_num_threads())
     results = []
     with tempfile.TemporaryDirectory(prefix="recipe-study-") as tmp:
         for name in names:

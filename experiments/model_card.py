@@ -61,10 +61,14 @@ def quality(generated: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
             "stats": stats["overlaps"]}
 
 
-def listen(model, tokens: np.ndarray, known: np.ndarray | None, stem: Path, title: str) -> None:
+def listen(model, tokens: np.ndarray, known: np.ndarray | None, stem: Path, title: str, audio: bool = True
+           ) -> None:
+    """``stem.png`` (a piano roll, ``~known`` shaded) and, with ``audio``, ``stem.mid`` and ``stem.wav``."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     save_pianoroll(tokens, model.tracks, stem.with_suffix(".png"), None if known is None else ~known, title,
                    overwrite=True)
+    if not audio:
+        return
     pm = tokens_to_midi(tokens, model.tracks)
     pm.write(str(stem.with_suffix(".mid")))
     write_wav(pm, stem.with_suffix(".wav"), overwrite=True, quiet=True)
@@ -114,7 +118,8 @@ def card(name: str, model, fig: dict[str, Any], args: argparse.Namespace) -> str
         selfsim_row("unconditional samples", fig["unconditional"]),
         selfsim_row("infilled bars 16:48 (whole pieces)", fig["infill"]),
         selfsim_row("held-out vs training windows (ceiling)", fig["ceiling"]), "",
-        f"Seconds per sample on this machine (CPU, batch {args.samples}): unconditional "
+        f"Seconds per sample on this machine (CPU, {torch.get_num_threads()} thread(s), batch {args.samples}): "
+        "unconditional "
         f"{fig['seconds']['unconditional']:.1f}, infilling {fig['seconds']['infill']:.1f}.", "",
         "Per-statistic overlaps (unconditional): " + ", ".join(
             f"{k} {v:.2f}" for k, v in fig["unconditional"]["stats"].items() if v == v), "",
@@ -156,15 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     fig["ceiling"] = quality(pieces, np.asarray(train, dtype=np.int64))
     shape = (1, model.steps, len(model.tracks))
     known = conditioning.infill(shape, [INFILL])[0].numpy()
-    listen(model, uncond[0], None, args.out / f"{args.name}-unconditional", f"pretrained:{args.name}, unconditional")
+    listen(model, uncond[0], None, args.out / f"{args.name}-unconditional", f"pretrained:{args.name}, unconditional",
+           audio=False)  # the card keeps only the pictures
     listen(model, infill[0], known, args.out / f"{args.name}-infill",
-           f"pretrained:{args.name}, bars {INFILL[0]}:{INFILL[1]} infilled")
+           f"pretrained:{args.name}, bars {INFILL[0]}:{INFILL[1]} infilled", audio=False)
     for i in range(min(4, args.samples)):  # more to listen to, not committed
         listen(model, uncond[i], None, args.listen / f"{args.name}-unconditional-{i}", "unconditional")
         listen(model, infill[i], known, args.listen / f"{args.name}-infill-{i}", "infill 16:48")
-    for ext in (".mid", ".wav"):  # the card keeps only the pictures
-        for kind in ("unconditional", "infill"):
-            (args.out / f"{args.name}-{kind}{ext}").unlink(missing_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(fig, indent=1, default=float))
     (args.out / f"{args.name}.md").write_text(card(args.name, model, fig, args))
     print(f"wrote {args.out / (args.name + '.md')}; listen to {args.listen}/")

@@ -60,34 +60,33 @@ class StatsConfig(SetsConfig):
 
 
 @dataclass
-class ElboConfig:
+class HeldOutConfig:
+    """What every model-on-held-out-data command takes (``elbo``, ``context``)."""
+
     checkpoint: Path | None = arg(None, "checkpoint (.ckpt, .safetensors or pretrained:NAME); default: the newest "
                                   "under runs/, else the shipped trio model")
     data: Path | None = arg(None, "processed dataset folder (its valid.npy is used) or a .npy token array; "
                             "default: the held-out windows the model ships with (or its dataset's valid.npy)")
-    infill: str | None = arg(None, "score only bars START:STOP (e.g. 16:48), the rest known: infilling NLL")
-    estimator: Literal["count", "time"] = arg("count", "stratified over the mask count (low variance) or t")
-    samples_per_piece: int = arg(16, "Monte-Carlo samples per piece (stratified)")
-    batch_size: int = arg(16, "denoiser batch size")
     max_pieces: int | None = arg(None, "evaluate at most this many pieces, evenly spaced over the array")
+    batch_size: int = arg(16, "denoiser batch size")
     seed: int = arg(0, "seed of the masks")
     device: str = arg("cuda" if torch.cuda.is_available() else "cpu", "torch device")
     json: bool = arg(False, "print machine-readable JSON")
+
+
+@dataclass
+class ElboConfig(HeldOutConfig):
+    infill: str | None = arg(None, "score only bars START:STOP (e.g. 16:48), the rest known: infilling NLL")
+    estimator: Literal["count", "time"] = arg("count", "stratified over the mask count (low variance) or t")
+    samples_per_piece: int = arg(16, "Monte-Carlo samples per piece (stratified)")
     progress: bool = arg(True, "show a progress bar (on stderr)")
 
 
 @dataclass
-class ContextConfig:
-    checkpoint: Path | None = arg(None, "checkpoint (.ckpt, .safetensors or pretrained:NAME); default: the newest "
-                                  "under runs/, else the shipped trio model")
-    data: Path | None = arg(None, "processed dataset folder (its valid.npy) or a .npy token array; default: the "
-                            "held-out windows the model ships with (or its dataset's valid.npy)")
+class ContextConfig(HeldOutConfig):
     rates: list[float] = arg([0.05, 0.3, 0.6, 0.95], "mask rates")
     max_pieces: int | None = arg(256, "score at most this many pieces, evenly spaced over the array (none: all)")
     batch_size: int = arg(8, "denoiser batch size")
-    seed: int = arg(0, "seed of the masks")
-    device: str = arg("cuda" if torch.cuda.is_available() else "cpu", "torch device")
-    json: bool = arg(False, "print machine-readable JSON")
 
 
 def _load_set(path: Path, cfg: SetsConfig):
@@ -171,7 +170,7 @@ def _validation_array(path: Path) -> np.ndarray:
     return load_array(file)
 
 
-def _model_and_held_out(cfg: ElboConfig | ContextConfig):
+def _model_and_held_out(cfg: HeldOutConfig):
     """The model of ``cfg.checkpoint`` and its held-out pieces (``cfg.data``, else those it ships with)."""
     from schmubert.checkpoints import default_checkpoint, held_out_pieces, load_model
 

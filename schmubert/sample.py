@@ -121,7 +121,11 @@ def validation_piece(model: LoadedModel, rng: np.random.Generator) -> tuple[np.n
     if found is None:
         raise ValueError(f"no --input given and the validation set of {model.path} is not on this machine; "
                          "pass --input song.mid")
-    pieces, source = found
+    return pick_piece(*found, rng)
+
+
+def pick_piece(pieces: np.ndarray, source: str, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """A random piece of ``pieces`` ``(N, L, K)`` as int64, and ``source[index]`` naming it."""
     index = int(rng.integers(len(pieces)))
     return np.asarray(pieces[index], dtype=np.int64), f"{source}[{index}]"
 

@@ -228,20 +228,22 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
     """Fill every unknown element of ``x`` by the reverse process; returns ``LongTensor[B, L, K]``.
 
     x: ``LongTensor[B, L, K]`` known tokens (values where ``~known`` are ignored); known:
-    ``BoolTensor[B, L, K]`` (True = keep). steps: the number S of reverse steps (any S >= 1; the denoiser does
-    not see t). options: :class:`SamplerOptions` (``fields`` override single ones, e.g. ``order="confidence"``):
-    the order and schedule of reveals (thesis Algorithm 4 is 'random' + 'linear': each masked element with
-    probability 1/t), temperature and top-p of the draws, exact reuse of the denoiser output when ``x_t`` did
-    not change, and ReMDM re-masking. guidance: a function moving the probabilities before the draw (thesis
-    Algorithm 6). ``generator`` drives every random draw. ``stats`` (a dict) receives ``calls``, the number of
-    denoiser calls, and ``remasked``, the number of re-masked elements.
-    The result has no mask left and ``x[known]`` unchanged. Runs on the denoiser's device.
+    ``BoolTensor[B, L, K]`` (True = keep; a kept element holding its track's mask id is filled too).
+    steps: the number S of reverse steps (any S >= 1; the denoiser does not see t).
+    options: :class:`SamplerOptions` (``fields`` override single ones, e.g. ``order="confidence"``): the order
+    and schedule of reveals (thesis Algorithm 4 is 'random' + 'linear': each masked element with probability
+    1/t), temperature and top-p of the draws, exact reuse of the denoiser output when ``x_t`` did not change,
+    and ReMDM re-masking. guidance: a function moving the probabilities before the draw (thesis Algorithm 6).
+    ``generator`` drives every random draw. ``stats`` (a dict) receives ``calls``, the number of denoiser
+    calls, and ``remasked``, the number of re-masked elements.
+    The result has no mask left and every other ``x[known]`` unchanged. Runs on the denoiser's device.
     """
     opts = dataclasses.replace(options or SamplerOptions(), **fields)
     check_inputs(diffusion, x, known, steps, opts)
     device = next(denoiser.parameters()).device
     x, known = x.to(device), known.to(device)
     mask_value = diffusion.mask_value(device)  # [K]
+    known = known & (x != mask_value)  # a mask id is never "known": it is filled like the rest
     x_t = torch.where(known, x, mask_value)
     masked = ~known
     track_p = opts.remask != "off" and opts.remask_order == "confidence"

@@ -113,22 +113,28 @@ def test_everything_known_returns_input_without_calls():
     assert torch.equal(out, x) and den.calls == 0
 
 
+class Recording(nn.Module):
+    """Zero logits edited in place by ``shape(logits)``; records every ``x_t`` it sees in ``seen``."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.p = nn.Parameter(torch.zeros(()))
+        self.shape, self.seen = shape, []
+
+    def forward(self, x_t):
+        self.seen.append(x_t.clone())
+        logits = [torch.zeros(*x_t.shape[:2], t.num_classes) for t in TRIO]
+        self.shape(logits)
+        return logits
+
+
 def test_confidence_reveals_most_certain_first():
     _, diff, x = make(B=1, L=32)
 
-    class Peaked(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.p = nn.Parameter(torch.zeros(()))
-            self.seen = []
+    def peak(logits):
+        logits[0][0, 5, 7] = 50.0
 
-        def forward(self, x_t):
-            self.seen.append(x_t.clone())
-            logits = [torch.zeros(*x_t.shape[:2], t.num_classes) for t in TRIO]
-            logits[0][0, 5, 7] = 50.0
-            return logits
-
-    peaked = Peaked()
+    peaked = Recording(peak)
     out = sample(peaked, diff, x, conditioning.unconditional(x.shape), steps=96, generator=gen(),
                  order="confidence")
     # 96 elements over 96 steps: one per step, the certain one first
@@ -401,23 +407,12 @@ def test_loop_holds_the_masked_fraction_and_remasks_only_there():
 def test_confidence_remasking_picks_the_least_probable_draws():
     _, diff, x = make(B=1, L=32)
 
-    class Unsure(nn.Module):
-        """Certain everywhere except element (3, track 0); records its inputs."""
+    def unsure(logits):  # certain everywhere except element (3, track 0)
+        for lg in logits:
+            lg[..., 1] = 30.0
+        logits[0][0, 3, 1] = 0.0
 
-        def __init__(self):
-            super().__init__()
-            self.p = nn.Parameter(torch.zeros(()))
-            self.seen = []
-
-        def forward(self, x_t):
-            self.seen.append(x_t.clone())
-            logits = [torch.zeros(*x_t.shape[:2], t.num_classes) for t in TRIO]
-            for lg in logits:
-                lg[..., 1] = 30.0
-            logits[0][0, 3, 1] = 0.0
-            return logits
-
-    den = Unsure()
+    den = Recording(unsure)
     sample(den, diff, x, conditioning.unconditional(x.shape), 48, gen(), remask="cap", remask_eta=0.02,
            remask_order="confidence")
     mask = diff.mask_value()
@@ -440,3 +435,14 @@ def test_linear_confidence_count_is_the_original_division():
         assert torch.equal(count, torch.round(n.float() / step).long())
         differs += int((count != torch.round(n.float() * (1.0 / step)).long()).sum())
     assert differs > 0
+
+
+def test_mask_ids_marked_known_are_filled_too():
+    den, diff, x = make()
+    x = x.clone()
+    x[0, 3] = diff.mask_value()  # a caller (an API client) sends mask ids in the "known" part
+    out = sample(den, diff, x, torch.ones_like(x, dtype=torch.bool), steps=4, generator=gen())
+    assert not (out == diff.mask_value()).any()
+    keep = torch.ones_like(x, dtype=torch.bool)
+    keep[0, 3] = False
+    assert torch.equal(out[keep], x[keep])

@@ -209,9 +209,8 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
     def validation(seed: int | None = None) -> Any:
         if held_out is None:
             raise PieceError("this model's validation set is not on this machine; upload a MIDI file instead")
-        index = int(np.random.default_rng(seed).integers(len(held_out[0])))
-        source = f"{held_out[1]}[{index}]"
-        x = sample.crop(np.asarray(held_out[0][index], dtype=np.int64), 0, L // STEPS_PER_BAR, source)
+        x, source = sample.pick_piece(*held_out, np.random.default_rng(seed))
+        x = sample.crop(x, 0, L // STEPS_PER_BAR, source)
         return {"piece": pieces.piece_json(x, tracks), "name": f"validation piece {source.rsplit('[', 1)[-1]}"}
 
     @app.post("/api/mask", summary="The piece with the selection masked (what the sampler starts from)")
@@ -225,7 +224,6 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
     def start(body: SampleIn) -> Any:
         x = grid(body.tokens)
         known = pieces.known_mask((1, L, len(tracks)), regions(body))[0].numpy()
-        known &= x != np.array([t.mask_id for t in tracks])  # mask ids a client sent are filled too
         options = Options(steps=body.steps, order=body.order, schedule=body.schedule,
                           temperature=body.temperature, top_p=body.top_p,
                           note_density=body.note_density, density_tracks=body.density_tracks, seed=body.seed)

@@ -8,13 +8,14 @@ at every rate. This is the cheapest check that training learns music rather than
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-Denoiser = Callable[[torch.Tensor], Sequence[torch.Tensor]]
+from schmubert.evaluation.likelihood import Denoiser
+
 RATES = (0.05, 0.3, 0.6, 0.95)
 
 

@@ -15,17 +15,12 @@ from schmubert.evaluation.selfsim import (
     piece_notes,
     selfsim,
 )
-from schmubert.tokens import NOTE_OFF, STEPS_PER_BAR, pitch_to_class
+from schmubert.tokens import STEPS_PER_BAR, encode_melodic
 
 
 def melody(notes, bars):
     """A melody grid (bars*16, 1) from (start step, end step, pitch) notes."""
-    row = np.zeros(bars * STEPS_PER_BAR, dtype=np.int64)
-    for start, end, pitch in notes:
-        row[start] = pitch_to_class(pitch)
-        if end < len(row) and row[end] == 0:
-            row[end] = NOTE_OFF
-    return row[:, None]
+    return encode_melodic(np.array(notes), bars * STEPS_PER_BAR)[:, None]
 
 
 def test_overlap_of_identical_gaussians_is_one():

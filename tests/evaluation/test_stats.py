@@ -15,7 +15,7 @@ from schmubert.evaluation.stats import (
     scale_consistency,
     set_statistics,
 )
-from schmubert.tokens import NOTE_OFF, STEPS_PER_BAR, pitch_to_class
+from schmubert.tokens import NOTE_OFF, STEPS_PER_BAR, encode_melodic, pitch_to_class
 
 
 def trio(bars=4):
@@ -80,12 +80,7 @@ def test_piece_shorter_than_a_bar_does_not_crash():
 
 def melody_grid(notes, bars):
     """A melody grid (bars*16, 1) from (start step, end step, pitch) notes."""
-    row = np.zeros(bars * STEPS_PER_BAR, dtype=np.int64)
-    for start, end, pitch in notes:
-        row[start] = pitch_to_class(pitch)
-        if end < len(row) and row[end] == 0:
-            row[end] = NOTE_OFF
-    return row[:, None]
+    return encode_melodic(np.array(notes), bars * STEPS_PER_BAR)[:, None]
 
 
 def test_groove_consistency_hand_computed():
