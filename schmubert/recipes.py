@@ -41,6 +41,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
             "about 70 min)", tracks="trio", decay="cosine", max_steps=5000, val_every=500, name="cpu-trio"),
     _recipe("cpu-melody", "the shipped melody model: cpu-base with a cosine decay over 5000 steps",
             tracks="melody", decay="cosine", max_steps=5000, val_every=500, name="cpu-melody"),
+    # stage 2 of the shipped models: bar attention (conv bar_depth=2) added to a cpu-trio / cpu-melody model
+    # with --init; the far-copy probe (experiments/bench_far_copy.py) is why: the plain conv cannot learn to
+    # copy from other bars, with bar attention it does in 200 steps
+    _recipe("cpu-trio-bars", "stage 2 of the shipped trio model: --init a cpu-trio model, add bar attention, "
+            "cosine over 3000 steps", tracks="trio", decay="cosine", max_steps=3000, val_every=500,
+            set=["bar_depth=2"], name="cpu-trio-bars"),
+    _recipe("cpu-melody-bars", "stage 2 of the shipped melody model: --init a cpu-melody model, add bar "
+            "attention, cosine over 3000 steps", tracks="melody", decay="cosine", max_steps=3000, val_every=500,
+            set=["bar_depth=2"], name="cpu-melody-bars"),
 )}
 
 

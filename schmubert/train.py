@@ -41,7 +41,8 @@ class TrainConfig:
     tracks: Literal["trio", "melody"] = arg("trio", "track set: trio (melody, bass, drums) or melody")
     preset: str = arg("paper", "backbone size preset: " + ", ".join(PRESETS) + " for every architecture, "
                       "or one of an architecture's own (an unknown name lists them)")
-    set: list[str] = arg([], "backbone config override FIELD=VALUE (repeatable, e.g. --set depth=4)")
+    set: list[str] = arg([], "backbone config override FIELD=VALUE (repeatable, e.g. --set depth=4); with "
+                           "--init it may only add modules (e.g. --set bar_depth=2), whose new weights start fresh")
     max_steps: int = arg(600_000, "optimizer steps to train (thesis: 190k melody, 600k trio)")
     max_time: str = arg("", "also stop after this wall-clock time, DD:HH:MM:SS (empty: no limit)")
     val_every: int = arg(2000, "validate (and consider a best checkpoint) every this many steps")
@@ -221,13 +222,34 @@ def fine_tune_model(config: TrainConfig, data: DataConfig, optim: OptimConfig) -
 
     start = load_model(config.init)
     hp = start.hparams
+    added = parse_overrides(config.set)  # e.g. bar_depth=2: new modules on top of the loaded ones
     datamodule = TokenDataModule(data, hp["tracks"], start.steps, seed=config.seed)
     model = ASD3PM(**checkpoint_hparams(
-        hp["arch"], hp["tracks"], hp["backbone"], NoiseConfig(**hp["noise"]), start.steps, optim=vars(optim),
-        max_transpose=data.max_transpose, seed=config.seed, data={"path": str(data.data), **summary(datamodule.meta)},
-        provenance={"recipe": config.recipe, "init": str(config.init)}))
-    model.denoiser.load_state_dict(start.denoiser.state_dict())
+        hp["arch"], hp["tracks"], {**hp["backbone"], **added}, NoiseConfig(**hp["noise"]), start.steps,
+        optim=vars(optim), max_transpose=data.max_transpose, seed=config.seed,
+        data={"path": str(data.data), **summary(datamodule.meta)},
+        provenance={"recipe": config.recipe, "init": str(config.init), "init_overrides": added}))
+    load_into(model.denoiser, start.denoiser.state_dict(), config.init, allow_new=bool(added))
     return model, datamodule
+
+
+def load_into(denoiser: torch.nn.Module, state: dict[str, torch.Tensor], source: str, allow_new: bool) -> None:
+    """Copy ``state`` into ``denoiser``; parameters new to it (from ``--set``) keep their initialisation.
+
+    Raises a ValueError naming ``source`` if a loaded tensor has no place in the new model or a different shape,
+    or if parameters are missing although no ``--set`` added any.
+    """
+    own = denoiser.state_dict()
+    misfit = sorted(k for k, v in state.items() if k not in own or own[k].shape != v.shape)
+    missing = sorted(set(own) - set(state))
+    if misfit or (missing and not allow_new):
+        raise ValueError(f"--init {source}: its weights do not fit the model (--set changed existing layers?): "
+                         f"{'unplaced or reshaped: ' + ', '.join(misfit[:5]) if misfit else ''}"
+                         f"{' missing: ' + ', '.join(missing[:5]) if missing and not allow_new else ''}")
+    denoiser.load_state_dict(state, strict=False)
+    if missing:
+        print(f"--init {source}: {len(missing)} new tensors start from their initialisation "
+              f"({', '.join(sorted({k.split('.')[0] for k in missing}))})", flush=True)
 
 
 def summary(meta: dict[str, Any]) -> dict[str, Any]:

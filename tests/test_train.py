@@ -137,3 +137,38 @@ def test_init_fine_tunes_from_given_weights(trio_dataset, tmp_path):
     assert tuned.diffusion.T == 64 and tuned.hparams["provenance"]["init"] == str(init)
     for key, value in start.state_dict().items():
         torch.testing.assert_close(tuned.denoiser.state_dict()[key], value)
+
+
+def plain_conv_checkpoint(tmp_path):
+    from schmubert.backbones import build
+    from schmubert.checkpoints import checkpoint_hparams, save_model
+    from schmubert.diffusion import NoiseConfig
+
+    torch.manual_seed(1)
+    start = build("conv", "trio", "tiny", depth=1)
+    path = save_model(tmp_path / "start.ckpt", start,
+                      checkpoint_hparams("conv", "trio", start.config, NoiseConfig(timesteps=64), 1024))
+    return start, path
+
+
+def test_init_with_set_adds_bar_attention_and_keeps_the_loaded_weights(trio_dataset, tmp_path):
+    start, init = plain_conv_checkpoint(tmp_path)
+    argv = options(trio_dataset, tmp_path, "--init", init, "--set", "bar_depth=1", "--max-steps", 2,
+                   "--val-every", 2, "--lr", 0, "--name", "bars")
+    assert main(argv) == 0
+    tuned = load_model(tmp_path / "bars" / "checkpoints" / "last.ckpt")
+    assert tuned.hparams["backbone"]["bar_depth"] == 1 and tuned.denoiser.bars is not None
+    for key, value in start.state_dict().items():
+        torch.testing.assert_close(tuned.denoiser.state_dict()[key], value)
+    # the new branch starts as a zero update, so the fine-tuned model begins as the loaded one
+    x_t = torch.randint(0, 90, (1, 256, 3))
+    for a, b in zip(tuned.denoiser.eval()(x_t), start.eval()(x_t), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_init_with_set_that_reshapes_loaded_layers_names_the_file(trio_dataset, tmp_path, capsys):
+    _, init = plain_conv_checkpoint(tmp_path)
+    argv = options(trio_dataset, tmp_path, "--init", init, "--set", "width=128", "--max-steps", 1)
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "start.ckpt" in err and "do not fit" in err and "blocks.0.attn" in err

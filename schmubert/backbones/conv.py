@@ -5,11 +5,20 @@
     -> concat tracks + Linear(K*D -> D) + ReLU + learned positions  [B, N = L/P, D]
     -> depth x pre-LN Block -> LayerNorm                            [B, N, D]
     -> per-track ConvTranspose1d(D -> E, kernel P, stride P) + ReLU [B, L, K, E]
+    [optional, bar_depth > 0: bar attention, for the copies across bars that music is made of]
+    -> concat tracks of (steps + input embeddings) + Linear(K*E -> A)   [B, L, A]
+    -> one sequence per step of the bar: [B * 16, L/16, A] + learned bar positions
+    -> bar_depth x pre-LN Block (attention across bars at the same step) -> LayerNorm
+    -> Linear(A -> K*E), added to each track's steps                 [B, L, K, E]
     -> one Linear head per track                                    K x [B, L, C_k]
 
 The kernel = stride convolutions are computed as dense layers over non-overlapping patches of P steps (the
 same parameters and the same function, but matrix products instead of convolution kernels: faster, on CPU
 above all).
+
+Bar attention (not in the thesis; ``bar_depth = 0`` is the thesis' model) lets each step attend to the same step
+of every other bar, token by token. The beat-level transformer alone did not learn to copy a masked step from
+another bar in 1000 steps (``experiments/bench_far_copy.py``), so its infilling ignored the repeats around a gap.
 
 Paper preset: E = 128, P = 4 (one beat of 16ths), D = 512, 24 blocks, 8 heads (16 for the trio), dropout 0.2:
 76,600,576 parameters for the melody. The thesis' 76,601,088 includes 512 of an unused start token of the
@@ -37,7 +46,7 @@ from schmubert.backbones.layers import (
 )
 from schmubert.backbones.registry import Backbone, register
 from schmubert.config import arg
-from schmubert.tokens import Track
+from schmubert.tokens import STEPS_PER_BAR, Track
 
 
 @dataclass
@@ -48,6 +57,10 @@ class ConvConfig(BackboneOptions):
     emb_dim: int = arg(128, "embedding size E of each track's tokens")
     patch: int = arg(4, "steps P summarized by the per-track convolution (kernel = stride = P)")
     depth: int = arg(24, "number of transformer blocks")
+    bar_depth: int = arg(0, "blocks of bar attention: each step attends to the same step of every bar "
+                         "(0 = none, the thesis' model)")
+    bar_width: int = arg(128, "width A of the bar attention blocks")
+    bar_heads: int = arg(4, "attention heads of the bar attention blocks")
 
 
 def paper(tracks: Sequence[Track]) -> ConvConfig:
@@ -57,6 +70,31 @@ def paper(tracks: Sequence[Track]) -> ConvConfig:
 
 SMALL = ConvConfig(emb_dim=64, width=256, depth=4, heads=4, dropout=0.1)
 TINY = ConvConfig(emb_dim=16, width=64, depth=2, heads=2, dropout=0.0)
+
+
+class BarAttention(nn.Module):
+    """Attention across bars at each step of the bar: K x ``[B, L, E]`` -> K x ``[B, L, E]`` (the update).
+
+    ``x`` is the per-track step features (decoder output plus the input embeddings, so a step's own token is
+    there to copy); each of the 16 steps of the bar is one sequence over the L / 16 bars.
+    """
+
+    def __init__(self, num_tracks: int, emb_dim: int, width: int, depth: int, heads: int, max_bars: int,
+                 dropout: float):
+        super().__init__()
+        self.inp = nn.Linear(num_tracks * emb_dim, width)
+        self.pos = LearnedPositions(max_bars, width)
+        self.blocks = Stack(width, depth, heads, dropout)
+        self.ln = nn.LayerNorm(width)
+        self.out = nn.Linear(width, num_tracks * emb_dim)
+        self.num_tracks = num_tracks
+
+    def forward(self, steps: list[torch.Tensor]) -> list[torch.Tensor]:
+        z = self.inp(torch.cat(steps, dim=-1))  # [B, L, A]
+        z = rearrange(z, "b (bars s) a -> (b s) bars a", s=STEPS_PER_BAR)
+        z = self.ln(self.blocks(self.pos(z)))
+        z = rearrange(z, "(b s) bars a -> b (bars s) a", s=STEPS_PER_BAR, b=steps[0].shape[0])
+        return list(self.out(z).chunk(self.num_tracks, dim=-1))
 
 
 class PatchDown(nn.Linear):
@@ -105,17 +143,28 @@ class ConvTransformer(Backbone):
         self.blocks = Stack(c.width, c.depth, c.heads, c.dropout, c.attn_dropout)
         self.ln_f = nn.LayerNorm(c.width)
         self.up = nn.ModuleList(PatchUp(c.width, c.emb_dim, c.patch) for _ in range(K))
+        self.bars = None
+        if c.bar_depth:
+            if c.seq_len % STEPS_PER_BAR:
+                raise ValueError(f"seq_len {c.seq_len} is not a multiple of {STEPS_PER_BAR} (bar attention)")
+            self.bars = BarAttention(K, c.emb_dim, c.bar_width, c.bar_depth, c.bar_heads,
+                                     c.seq_len // STEPS_PER_BAR, c.dropout)
         self.heads = TrackHeads(self.tracks, c.emb_dim)
         init_weights(self)
+        if self.bars is not None:  # a zero update at first: the model starts as the plain one (and fine-tunes it)
+            nn.init.zeros_(self.bars.out.weight)
 
     def forward(self, x_t: torch.Tensor) -> list[torch.Tensor]:
         c = self.config
         L = x_t.shape[1]
-        check_length(L, c.seq_len, c.patch, type(self).__name__)
+        check_length(L, c.seq_len, STEPS_PER_BAR if self.bars else c.patch, type(self).__name__)
         beat = self.beat_pos(torch.arange(L, device=x_t.device) % c.patch)  # [L, E]
         e = self.embed(x_t) + beat[:, None]  # [B, L, K, E]
         beats = [F.relu(down(e[:, :, k])) for k, down in enumerate(self.down)]  # K x [B, N, D]
         h = F.relu(self.merge(torch.cat(beats, dim=-1)))  # [B, N, D]
         h = self.ln_f(self.blocks(self.drop(self.pos(h))))
         steps = [F.relu(up(h)) for up in self.up]  # K x [B, L, E]
+        if self.bars is not None:
+            update = self.bars([s + e[:, :, k] for k, s in enumerate(steps)])
+            steps = [s + u for s, u in zip(steps, update, strict=True)]
         return [head(s) for head, s in zip(self.heads.heads, steps, strict=True)]

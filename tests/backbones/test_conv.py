@@ -45,3 +45,36 @@ def test_transformer_runs_over_beats():
 def test_seq_len_must_hold_whole_patches():
     with pytest.raises(ValueError, match="multiple of patch 4"):
         build("conv", "melody", "tiny", seq_len=1022)
+
+
+def test_bar_attention_reaches_the_same_steps_of_every_bar():
+    """No beat-level blocks: a changed step reaches its own beat, and through bar attention the same steps
+    of every other bar, nothing else."""
+    torch.manual_seed(0)
+    model = build("conv", "melody", "tiny", depth=0, bar_depth=1).eval()
+    torch.nn.init.normal_(model.bars.out.weight)  # starts at zero (a no-op branch); make it count
+    x_t = torch.randint(0, 91, (1, 64, 1))
+    other = x_t.clone()
+    other[0, 5, 0] = (x_t[0, 5, 0] + 1) % 91  # beat 1 of bar 0 = steps 4..7
+    diff = (model(x_t)[0] - model(other)[0]).abs().sum(-1)[0]
+    reached = (torch.arange(64) % 16 >= 4) & (torch.arange(64) % 16 < 8)
+    assert (diff[reached] > 0).all() and (diff[~reached] == 0).all()
+
+
+def test_bar_attention_starts_as_a_zero_update():
+    torch.manual_seed(0)
+    plain = build("conv", "trio", "tiny").eval()
+    bars = build("conv", "trio", "tiny", bar_depth=2).eval()
+    missing, unexpected = bars.load_state_dict(plain.state_dict(), strict=False)
+    assert unexpected == [] and all(k.startswith("bars.") for k in missing)
+    x_t = torch.randint(0, 90, (2, 128, 3))
+    for a, b in zip(bars(x_t), plain(x_t), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_bar_attention_needs_whole_bars():
+    with pytest.raises(ValueError, match="multiple of 16"):
+        build("conv", "melody", "tiny", seq_len=1000, bar_depth=1)
+    model = build("conv", "melody", "tiny", seq_len=256, bar_depth=1)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        model(torch.zeros(1, 8, 1, dtype=torch.long))
