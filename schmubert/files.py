@@ -9,9 +9,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file under the process' umask (read at import)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 @contextmanager
 def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path`` (refusing to overwrite)."""
+    """Yield a temporary path beside ``path``; on success rename it onto ``path`` (refusing to overwrite).
+
+    The result gets the mode of a plainly written file (some writers, safetensors among them, create their
+    file readable by its owner only).
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: exists; pass --overwrite to replace it")
@@ -19,6 +33,7 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
