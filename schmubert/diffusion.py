@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from schmubert.config import arg
+from schmubert.tokens import STEPS_PER_BAR
 
 MaskSchedule = Literal["all", "tracks", "mixed"]
 TimeSampling = Literal["uniform", "stratified"]
@@ -40,6 +41,11 @@ class NoiseConfig:
     track_prob: float = arg(0.5, "with --schedule mixed, the probability that a sample masks a track subset")
     time_sampling: TimeSampling = arg(
         "uniform", "how t is drawn for a batch: 'uniform' (i.i.d.) or 'stratified' (one t per stratum of 1..T)")
+    span_prob: float = arg(
+        0.0, "probability that a training sample masks only inside a random span of whole bars (rate t/T "
+        "there, the rest intact), as infilling does, so the model learns to fill a gap from far context "
+        "(0 = the original; validation always masks everywhere)")
+    max_span_bars: int = arg(32, "longest masked span in bars with --span-prob (at least one bar stays outside)")
 
 
 @dataclass
@@ -122,13 +128,35 @@ class AbsorbingDiffusion:
             return torch.where(use_subset, subset, all_tracks)
         raise ValueError(f"unknown mask schedule {schedule!r}")
 
+    def span_selection(self, batch_size: int, length: int, device: torch.device | str | None = None,
+                       generator: torch.Generator | None = None, span_prob: float | None = None) -> torch.Tensor:
+        """Which steps may be masked per sample, ``BoolTensor[B, L]``: with probability ``span_prob`` (default
+        ``--span-prob``) one span of 1..``max_span_bars`` whole bars (uniform length and start, at least one bar
+        outside it), else every step."""
+        span_prob = self.config.span_prob if span_prob is None else span_prob
+        everywhere = torch.ones(batch_size, length, dtype=torch.bool, device=device)
+        bars = length // STEPS_PER_BAR
+        if span_prob <= 0 or bars < 2:
+            return everywhere
+        longest = min(self.config.max_span_bars, bars - 1)
+        n = torch.randint(1, longest + 1, (batch_size, 1), generator=generator, device=device)
+        start = (torch.rand(batch_size, 1, generator=generator, device=device) * (bars - n + 1)).floor()
+        bar = torch.arange(length, device=device) // STEPS_PER_BAR
+        inside = (bar >= start) & (bar < start + n)
+        use_span = torch.rand(batch_size, 1, generator=generator, device=device) < span_prob
+        return torch.where(use_span, inside, everywhere)
+
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None,
-                 schedule: MaskSchedule | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask ``x0 [B, L, K]`` at times ``t [B]``: returns ``(x_t, mask)``."""
+                 schedule: MaskSchedule | None = None, span_prob: float | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask ``x0 [B, L, K]`` at times ``t [B]``: returns ``(x_t, mask)``.
+
+        ``schedule`` and ``span_prob`` default to the config's (the training distribution)."""
         B, L, K = x0.shape
         u = torch.rand(B, L, K, generator=generator, device=x0.device)
         mask = u < self.mask_rate(t).view(B, 1, 1)
         mask &= self.track_selection(B, x0.device, generator, schedule).view(B, 1, K)
+        mask &= self.span_selection(B, L, x0.device, generator, span_prob).view(B, L, 1)
         x_t = torch.where(mask, self.mask_value(x0.device), x0)
         return x_t, mask
 

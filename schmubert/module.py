@@ -108,7 +108,7 @@ class ASD3PM(L.LightningModule):
     def validation_step(self, x0: torch.Tensor, batch_idx: int) -> None:
         """Validation measures the unconditional model: every track masked alike, stratified t."""
         t = self.diffusion.sample_t(x0.shape[0], x0.device, stratified=True)
-        x_t, mask = self.diffusion.q_sample(x0, t, schedule="all")
+        x_t, mask = self.diffusion.q_sample(x0, t, schedule="all", span_prob=0.0)
         out = self.diffusion.loss(self.denoiser(x_t), x0, mask, t)
         self.log("val/loss", out.loss, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
         self.log("val/elbo", out.elbo, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])

@@ -50,6 +50,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     _recipe("cpu-melody-bars", "stage 2 of the shipped melody model: --init a cpu-melody model, add bar "
             "attention, cosine over 3000 steps", tracks="melody", decay="cosine", max_steps=3000, val_every=500,
             set=["bar_depth=2"], name="cpu-melody-bars"),
+    # stage 3: the same model taught to fill gaps of whole bars (half of the samples mask one span of 1-32
+    # bars), the training counterpart of --infill
+    _recipe("cpu-trio-spans", "stage 3 of the shipped trio model: --init a cpu-trio-bars model, half the "
+            "samples masked in one span of bars, cosine from 5e-4 over 1200 steps", tracks="trio",
+            decay="cosine", lr=5e-4, warmup_steps=100, max_steps=1200, val_every=300, span_prob=0.5,
+            name="cpu-trio-spans"),
+    _recipe("cpu-melody-spans", "stage 3 of the shipped melody model: as cpu-trio-spans, from a "
+            "cpu-melody-bars model", tracks="melody", decay="cosine", lr=5e-4, warmup_steps=100, max_steps=1200,
+            val_every=300, span_prob=0.5, name="cpu-melody-spans"),
 )}
 
 

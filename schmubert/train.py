@@ -7,6 +7,7 @@ typed options into a model, a data module, callbacks and a logger.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -184,7 +185,7 @@ def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: Nois
         model = ASD3PM.load_from_checkpoint(resume, map_location="cpu")
         datamodule = TokenDataModule(data, model.track_list, model.hparams.steps, seed=model.hparams.seed)
     elif config.init:
-        model, datamodule = fine_tune_model(config, data, optim)
+        model, datamodule = fine_tune_model(config, data, optim, noise)
     else:
         datamodule = TokenDataModule(data, config.tracks, seed=config.seed)
         model = ASD3PM.create(config.arch, config.tracks, config.preset, noise, datamodule.steps, optim,
@@ -216,8 +217,10 @@ def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: Nois
     return directory
 
 
-def fine_tune_model(config: TrainConfig, data: DataConfig, optim: OptimConfig) -> tuple[ASD3PM, TokenDataModule]:
-    """A new run whose model is a copy of the ``--init`` weights (architecture and noise from them too)."""
+def fine_tune_model(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: NoiseConfig
+                    ) -> tuple[ASD3PM, TokenDataModule]:
+    """A new run whose model is a copy of the ``--init`` weights (architecture and noise from them too; noise
+    options given other than their defaults, e.g. ``--span-prob``, win, except T)."""
     from schmubert.checkpoints import checkpoint_hparams, load_model
 
     start = load_model(config.init)
@@ -225,12 +228,20 @@ def fine_tune_model(config: TrainConfig, data: DataConfig, optim: OptimConfig) -
     added = parse_overrides(config.set)  # e.g. bar_depth=2: new modules on top of the loaded ones
     datamodule = TokenDataModule(data, hp["tracks"], start.steps, seed=config.seed)
     model = ASD3PM(**checkpoint_hparams(
-        hp["arch"], hp["tracks"], {**hp["backbone"], **added}, NoiseConfig(**hp["noise"]), start.steps,
+        hp["arch"], hp["tracks"], {**hp["backbone"], **added}, fine_tune_noise(hp["noise"], noise), start.steps,
         optim=vars(optim), max_transpose=data.max_transpose, seed=config.seed,
         data={"path": str(data.data), **summary(datamodule.meta)},
         provenance={"recipe": config.recipe, "init": str(config.init), "init_overrides": added}))
     load_into(model.denoiser, start.denoiser.state_dict(), config.init, allow_new=bool(added))
     return model, datamodule
+
+
+def fine_tune_noise(loaded: dict[str, Any], given: NoiseConfig) -> NoiseConfig:
+    """The loaded model's noise options, with those ``given`` other than their defaults; T stays the model's."""
+    default = NoiseConfig()
+    changed = {f.name: getattr(given, f.name) for f in dataclasses.fields(NoiseConfig)
+               if getattr(given, f.name) != getattr(default, f.name) and f.name != "timesteps"}
+    return NoiseConfig(**{**loaded, **changed})
 
 
 def load_into(denoiser: torch.nn.Module, state: dict[str, torch.Tensor], source: str, allow_new: bool) -> None:

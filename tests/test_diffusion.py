@@ -138,3 +138,29 @@ def test_mask_count_law_matches_the_sum_over_t():
                          for t in range(1, timesteps + 1)) for m in range(n + 1)]
     assert p == pytest.approx(brute, rel=1e-12)
     assert p[0] == 0 and diffusion().mask_count_law(3072).sum() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_span_schedule_masks_one_run_of_whole_bars_inside_the_window():
+    diffusion = AbsorbingDiffusion(mask_ids("trio"), NoiseConfig(schedule="all", span_prob=1.0, max_span_bars=8))
+    x0 = torch.zeros(64, 1024, 3, dtype=torch.long)
+    t = torch.full((64,), diffusion.T)  # everything that may be masked is
+    _, mask = diffusion.q_sample(x0, t, generator=torch.Generator().manual_seed(0))
+    bars = mask.view(64, 64, 16, 3)
+    assert (bars.all(dim=(2, 3)) == bars.any(dim=(2, 3))).all()  # whole bars, every track
+    for row in bars.any(dim=(2, 3)):
+        masked = row.nonzero().flatten()
+        assert 1 <= len(masked) <= 8 and (masked.diff() == 1).all()  # one run of at most 8 bars
+    lengths = bars.any(dim=(2, 3)).sum(1)
+    assert lengths.min() == 1 and lengths.max() == 8  # every length occurs over 64 samples
+
+
+def test_span_prob_sets_the_share_of_span_samples_and_zero_is_the_original():
+    x0 = torch.zeros(2000, 64, 1, dtype=torch.long)
+    t = torch.full((2000,), 1024)
+    half = AbsorbingDiffusion([90], NoiseConfig(span_prob=0.5))
+    _, mask = half.q_sample(x0, t, generator=torch.Generator().manual_seed(0))
+    assert abs((~mask.all(dim=(1, 2))).float().mean().item() - 0.5) < 0.05
+    _, mask = half.q_sample(x0, t, generator=torch.Generator().manual_seed(0), span_prob=0.0)
+    assert mask.all()  # validation's call: everywhere
+    _, mask = AbsorbingDiffusion([90]).q_sample(x0, t, generator=torch.Generator().manual_seed(0))
+    assert mask.all()

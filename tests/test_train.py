@@ -172,3 +172,13 @@ def test_init_with_set_that_reshapes_loaded_layers_names_the_file(trio_dataset, 
     assert main(argv) != 0
     err = capsys.readouterr().err
     assert "start.ckpt" in err and "do not fit" in err and "blocks.0.attn" in err
+
+
+def test_fine_tune_noise_keeps_the_models_options_except_those_given():
+    from schmubert.diffusion import NoiseConfig
+    from schmubert.train import fine_tune_noise
+
+    loaded = {"timesteps": 64, "schedule": "all", "track_prob": 0.5, "time_sampling": "uniform"}  # no span_prob
+    assert fine_tune_noise(loaded, NoiseConfig()) == NoiseConfig(timesteps=64, schedule="all")
+    given = NoiseConfig(timesteps=1024, span_prob=0.5)
+    assert fine_tune_noise(loaded, given) == NoiseConfig(timesteps=64, schedule="all", span_prob=0.5)
