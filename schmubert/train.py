@@ -60,8 +60,8 @@ class TrainConfig:
     name: str = arg("", "run name (default ARCH-TRACKS-PRESET; a new suffix if that folder exists)")
     resume: str = arg("", "checkpoint to resume from, or 'last' for OUT/NAME/checkpoints/last.ckpt")
     init: str = arg("", "fine-tune: start from these weights (a checkpoint, .safetensors or pretrained:NAME); "
-                    "architecture, tracks and noise come from them (--arch/--preset are ignored; --set may add modules, "
-                    "noise options given other than their defaults win)")
+                    "architecture, tracks and noise come from them (--arch/--preset are ignored; --set may add "
+                    "modules; noise options given other than their defaults win)")
     logger: Literal["wandb", "csv"] = arg("wandb", "where metrics go: wandb (offline unless --wandb-mode "
                                            "online) or csv")
     wandb_mode: Literal["offline", "online", "disabled"] = arg("offline", "wandb mode; online needs an account")

@@ -75,8 +75,8 @@ TINY = ConvConfig(emb_dim=16, width=64, depth=2, heads=2, dropout=0.0)
 class BarAttention(nn.Module):
     """Attention across bars at each step of the bar: K x ``[B, L, E]`` -> K x ``[B, L, E]`` (the update).
 
-    ``x`` is the per-track step features (decoder output plus the input embeddings, so a step's own token is
-    there to copy); each of the 16 steps of the bar is one sequence over the L / 16 bars.
+    ``steps`` are the per-track step features (decoder output plus the input embeddings, so a step's own token
+    is there to copy); each of the 16 steps of the bar is one sequence over the L / 16 bars.
     """
 
     def __init__(self, num_tracks: int, emb_dim: int, width: int, depth: int, heads: int, max_bars: int,
