@@ -254,10 +254,12 @@ def load_into(denoiser: torch.nn.Module, state: dict[str, torch.Tensor], source:
     own = denoiser.state_dict()
     misfit = sorted(k for k, v in state.items() if k not in own or own[k].shape != v.shape)
     missing = sorted(set(own) - set(state))
-    if misfit or (missing and not allow_new):
+    problems = [f"unplaced or reshaped: {', '.join(misfit[:5])}"] if misfit else []
+    if missing and not allow_new:
+        problems.append(f"missing: {', '.join(missing[:5])}")
+    if problems:
         raise ValueError(f"--init {source}: its weights do not fit the model (--set changed existing layers?): "
-                         f"{'unplaced or reshaped: ' + ', '.join(misfit[:5]) if misfit else ''}"
-                         f"{' missing: ' + ', '.join(missing[:5]) if missing and not allow_new else ''}")
+                         + "; ".join(problems))
     denoiser.load_state_dict(state, strict=False)
     if missing:
         print(f"--init {source}: {len(missing)} new tensors start from their initialisation "

@@ -18,7 +18,7 @@ above all).
 
 Bar attention (not in the thesis; ``bar_depth = 0`` is the thesis' model) lets each step attend to the same step
 of every other bar, token by token. The beat-level transformer alone did not learn to copy a masked step from
-another bar in 1000 steps (``experiments/bench_far_copy.py``), so its infilling ignored the repeats around a gap.
+another bar in 600-1000 steps (``experiments/bench_far_copy.py``), so its infilling ignored the repeats around a gap.
 
 Paper preset: E = 128, P = 4 (one beat of 16ths), D = 512, 24 blocks, 8 heads (16 for the trio), dropout 0.2:
 76,600,576 parameters for the melody. The thesis' 76,601,088 includes 512 of an unused start token of the
@@ -27,6 +27,7 @@ original code, left out here; the trio has 78,329,088 (the thesis table says 78,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -157,7 +158,7 @@ class ConvTransformer(Backbone):
     def forward(self, x_t: torch.Tensor) -> list[torch.Tensor]:
         c = self.config
         L = x_t.shape[1]
-        check_length(L, c.seq_len, STEPS_PER_BAR if self.bars else c.patch, type(self).__name__)
+        check_length(L, c.seq_len, math.lcm(c.patch, STEPS_PER_BAR) if self.bars else c.patch, type(self).__name__)
         beat = self.beat_pos(torch.arange(L, device=x_t.device) % c.patch)  # [L, E]
         e = self.embed(x_t) + beat[:, None]  # [B, L, K, E]
         beats = [F.relu(down(e[:, :, k])) for k, down in enumerate(self.down)]  # K x [B, N, D]

@@ -58,7 +58,7 @@ def far_copy_task(generator: torch.Generator, length: int = 128) -> torch.Tensor
 @pytest.mark.slow
 def test_conv_with_bar_attention_learns_to_copy_from_other_bars():
     """Fresh pieces every step, so the copy rule has to be learned (the plain conv small stays at ~6.5 bits on this
-    task, 16 bars, for 1000 steps: experiments/bench_far_copy.py)."""
+    task, 16 bars, for 600-1000 steps: experiments/bench_far_copy.py)."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     model = build("conv", "melody", "tiny", seq_len=128, bar_depth=1, bar_width=32, bar_heads=2)
