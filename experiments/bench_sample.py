@@ -25,7 +25,8 @@ from torch import nn
 from schmubert.backbones import build, describe
 from schmubert.conditioning import unconditional
 from schmubert.diffusion import AbsorbingDiffusion
-from schmubert.sampling import bf16_supported, fast_denoiser, sample
+from schmubert.precision import native_bf16
+from schmubert.sampling import fast_denoiser, sample
 from schmubert.tokens import mask_ids
 
 ORIGINAL_SECONDS = 280.0  # per 1024-step trio, batch 1, CPU (spec section 8)
@@ -76,7 +77,7 @@ def timed_sample(model: nn.Module, diffusion, x, steps: int, order: str) -> tupl
 def mode_model(model: nn.Module, mode: str, device: torch.device) -> nn.Module | None:
     """The denoiser for a mode 'fp32', 'bf16', 'compile' or 'compile+bf16'; None where bf16 is not native."""
     bf16 = "bf16" in mode
-    if bf16 and not bf16_supported(device):
+    if bf16 and not native_bf16(device):
         print(f"  {mode}: skipped, {device} has no native bf16")
         return None
     return fast_denoiser(model, "bf16" if bf16 else "fp32", compile="compile" in mode)

@@ -115,11 +115,25 @@ class ASD3PM(L.LightningModule):
 
     # --- optimisation ----------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
+        # fused: one kernel for all parameters, on CPU and GPU; not with fp16's loss scaler, which must unscale
+        # the gradients before they are clipped (a fused optimizer unscales inside its step)
+        fused = self._trainer is None or self._trainer.precision != "16-mixed"
         opt = torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay,
-                                fused=True)  # one kernel for all parameters, on CPU and GPU
+                                fused=fused, foreach=None if fused else True)
         total = self._trainer.max_steps if self._trainer is not None and self._trainer.max_steps > 0 else None
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, self.optim, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None,
+                                    gradient_clip_algorithm: Any = None) -> None:
+        """Clip the gradient norm to ``optim.grad_clip`` (0 = off).
+
+        Done here rather than by the Trainer: Lightning's mixed-precision plugin refuses to clip for any fused
+        optimizer, although bf16 has no loss scaler and its gradients are the true ones when this runs (under
+        fp16 the plugin has unscaled them, the optimizer being unfused then, see ``configure_optimizers``).
+        """
+        if self.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.optim.grad_clip, foreach=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["schmubert"] = {"kind": CHECKPOINT_KIND, "version": __version__}

@@ -24,8 +24,9 @@ from schmubert.checkpoints import LoadedModel, default_checkpoint, held_out_piec
 from schmubert.config import add_arguments, arg, from_args, to_dict
 from schmubert.files import write_atomic
 from schmubert.guidance import NoteDensityGuidance, density_error
+from schmubert.precision import SamplePrecision
 from schmubert.render import save_pianoroll, write_wav
-from schmubert.sampling import DEFAULT_STEPS, Precision, SamplerOptions, fast_denoiser, sample_long
+from schmubert.sampling import DEFAULT_STEPS, SamplerOptions, fast_denoiser, sample_long
 from schmubert.tokens import (
     STEPS_PER_BAR,
     load_midi,
@@ -78,8 +79,9 @@ class SampleConfig:
                               "per sample than one at a time)")
     seed: int = arg(0, "random seed (same seed, same options: same output)")
     device: str = arg("auto", "torch device: auto, cpu, cuda, cuda:1, ...")
-    precision: Precision = arg("fp32", "denoiser arithmetic: fp32, or bf16 autocast (fast only where the device "
-                                       "has native bf16, e.g. AVX512-BF16 or AMX CPUs and recent GPUs)")
+    precision: SamplePrecision = arg(
+        "auto", "denoiser arithmetic: bf16 autocast or fp32; auto = bf16 where the device has native bf16 "
+                "(AVX512-BF16 or AMX CPUs, recent GPUs), fp32 elsewhere")
     compile: bool = arg(False, "torch.compile the denoiser (pays a compile on the first call of each batch "
                                "shape; see experiments/bench_sample.py --modes)")
     note_density: float | None = arg(None, "guidance: target onsets per bar (thesis Algorithm 6)")

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from schmubert.config import arg
 from schmubert.diffusion import AbsorbingDiffusion, RevealSchedule, masked_fraction
+from schmubert.precision import SamplePrecision, sampling_precision
 
 #: Reverse steps used when none are given: the fewest whose figures were within noise of 1024-step sampling on
 #: ``experiments/bench_quality_steps.py`` with ``pretrained:trio`` (unconditional: statistics overlap from S=32 on,
@@ -306,9 +307,6 @@ def reveal_draws(x_t: torch.Tensor, reveal: torch.Tensor, rows: RowProbs, num_tr
     return x_t
 
 
-Precision = Literal["fp32", "bf16"]
-
-
 class Autocast(torch.nn.Module):
     """Runs ``denoiser`` under ``torch.autocast`` in bfloat16 (logits come back in float32)."""
 
@@ -322,19 +320,12 @@ class Autocast(torch.nn.Module):
             return [lg.float() for lg in self.denoiser(x_t)]
 
 
-def bf16_supported(device: torch.device) -> bool:
-    """Whether bfloat16 matmuls run natively: a CUDA device that says so, or a CPU with AVX512-BF16/AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def fast_denoiser(denoiser: torch.nn.Module, precision: Precision = "fp32", compile: bool = False
+def fast_denoiser(denoiser: torch.nn.Module, precision: SamplePrecision = "fp32", compile: bool = False
                   ) -> torch.nn.Module:
     """``denoiser`` for sampling: under bf16 autocast and/or ``torch.compile`` (same inputs, same outputs up to
-    rounding; compiling takes a while on the first call and again for each new batch shape)."""
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"unknown precision {precision!r}; expected fp32 or bf16")
+    rounding; compiling takes a while on the first call and again for each new batch shape). ``precision``
+    ``auto`` is bf16 where it is native on the denoiser's device (:mod:`schmubert.precision`)."""
+    precision = sampling_precision(precision, next(denoiser.parameters()).device)
     model = Autocast(denoiser) if precision == "bf16" else denoiser
     return torch.compile(model) if compile else model
 

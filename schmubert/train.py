@@ -1,7 +1,8 @@
 """Train an ASD3PM model: ``python -m schmubert.train --arch conv --tracks trio``.
 
-Lightning's Trainer does the work (multi-GPU / multi-node through its strategies, bf16 on GPU); this module turns
-typed options into a model, a data module, callbacks and a logger.
+Lightning's Trainer does the work (multi-GPU / multi-node through its strategies, bf16 wherever it is native,
+see :mod:`schmubert.precision`); this module turns typed options into a model, a data module, callbacks and a
+logger.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from schmubert.config import add_arguments, arg, from_args, to_dict
 from schmubert.data import DataConfig, DatasetError, TokenDataModule
 from schmubert.diffusion import NoiseConfig
 from schmubert.module import ASD3PM, OptimConfig
+from schmubert.precision import training_precision
 from schmubert.recipes import get_recipe, recipe_names
 
 INTERRUPTED = "interrupted"
@@ -55,7 +57,10 @@ class TrainConfig:
     devices: str = arg("auto", "devices per node: auto, a count, or a list like 0,1")
     num_nodes: int = arg(1, "number of nodes (multi-node DDP, e.g. under SLURM or torchrun)")
     strategy: str = arg("auto", "Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")
-    precision: str = arg("auto", "auto (bf16-mixed on GPU, 32-true on CPU) or a Lightning precision")
+    precision: str = arg("auto", "auto (bf16-mixed where bf16 is native: a GPU, or a CPU with AVX512-BF16 or "
+                         "AMX; else 32-true) or a Lightning precision (32-true, bf16-mixed, 16-mixed, ...)")
+    compile: bool = arg(False, "torch.compile the denoiser (inductor; pays off on GPUs, not on the CPUs measured "
+                        "in experiments/README.md)")
     out: Path = arg(Path("runs"), "output folder; the run goes to OUT/NAME (checkpoints, logs, samples)")
     name: str = arg("", "run name (default ARCH-TRACKS-PRESET; a new suffix if that folder exists)")
     resume: str = arg("", "checkpoint to resume from, or 'last' for OUT/NAME/checkpoints/last.ckpt")
@@ -194,15 +199,14 @@ def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: Nois
                               seed=config.seed, data={"path": str(data.data), **summary(datamodule.meta)},
                               provenance={"recipe": config.recipe})
     optim = OptimConfig(**model.hparams.optim)  # a resumed run keeps its own optimisation settings
-    precision = config.precision
-    if precision == "auto":
-        precision = "bf16-mixed" if torch.cuda.is_available() and config.accelerator != "cpu" else "32-true"
+    if config.compile:
+        model.denoiser.compile()  # in place: parameter names and checkpoints stay those of the plain model
     trainer = L.Trainer(
         accelerator=config.accelerator, devices=_devices(config.devices), num_nodes=config.num_nodes,
-        strategy=config.strategy, precision=precision, max_steps=config.max_steps,
-        max_time=config.max_time or None,
+        strategy=config.strategy, precision=training_precision(config.precision, config.accelerator),
+        max_steps=config.max_steps, max_time=config.max_time or None,
         val_check_interval=config.val_every, check_val_every_n_epoch=None,
-        limit_val_batches=config.val_batches or 1.0, gradient_clip_val=optim.grad_clip or None,
+        limit_val_batches=config.val_batches or 1.0,  # gradient clipping: ASD3PM.configure_gradient_clipping
         log_every_n_steps=config.log_every, logger=make_logger(config, directory),
         callbacks=make_callbacks(config, optim, directory) + list(extra_callbacks or []),
         enable_progress_bar=use_progress_bar(config),

@@ -42,6 +42,23 @@ def test_tiny_model_overfits_eight_trios(eight_trios):
     assert after < before / 8, (before, after)  # measured: 7.45 -> 0.44 bits per element
 
 
+def test_the_module_clips_the_gradient_norm_itself():
+    """Lightning's mixed-precision plugin refuses to clip for fused optimizers, so the module clips (bf16 has no
+    loss scaler: the gradients it sees are the true ones)."""
+    model = ASD3PM.create("transformer", "trio", "tiny", NoiseConfig(), L, OptimConfig(grad_clip=0.5))
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 3.0)
+    opt = torch.optim.AdamW(model.parameters(), fused=True)
+    model.configure_gradient_clipping(opt)
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+    assert norm == pytest.approx(0.5, rel=1e-4)
+    model.optim = OptimConfig(grad_clip=0.0)  # off: gradients untouched
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 3.0)
+    model.configure_gradient_clipping(opt)
+    assert all(torch.all(p.grad == 3.0) for p in model.parameters())
+
+
 def test_create_stores_everything_a_checkpoint_needs():
     model = ASD3PM.create("transformer", "melody", "tiny", NoiseConfig(), 1024, OptimConfig(lr=1e-3),
                           backbone_overrides={"depth": 1}, max_transpose=3, seed=7)

@@ -79,8 +79,8 @@ def test_sampler_options_reach_the_sampler_and_the_record(ckpt, song, tmp_path):
 
 
 def test_bf16_precision_samples(ckpt, tmp_path):
-    from schmubert.sampling import bf16_supported
-    if not bf16_supported(torch.device("cpu")):
+    from schmubert.precision import native_bf16
+    if not native_bf16(torch.device("cpu")):
         pytest.skip("this CPU has no native bf16")
     assert run(ckpt, tmp_path, "--bars", "4", "--precision", "bf16") == 0
     record = json.loads((tmp_path / "sample_000.json").read_text())

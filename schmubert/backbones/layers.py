@@ -2,8 +2,9 @@
 
 Shapes: ``x_t`` token ids ``[B, L, K]``; hidden states ``h`` ``[B, N, D]`` (N positions, width D).
 
-``Block``: ``h + Attention(LN(h))`` then ``h + MLP(LN(h))``; bidirectional multi-head attention through
-:func:`torch.nn.functional.scaled_dot_product_attention` (fused kernels on GPU), GELU MLP of 4 x width.
+``Block``: ``h + Attention(LN(h))`` then ``h + MLP(LN(h))``; bidirectional multi-head attention (:func:`attend`:
+:func:`torch.nn.functional.scaled_dot_product_attention`, fused kernels on GPU, except bf16 on CPU), GELU MLP of
+4 x width.
 """
 
 from __future__ import annotations
@@ -60,6 +61,20 @@ def check_length(length: int, seq_len: int, multiple: int, name: str) -> None:
                          f"and at most seq_len={seq_len}")
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """Softmax attention ``q, k, v [B, H, N, d] -> [B, H, N, d]``.
+
+    :func:`~torch.nn.functional.scaled_dot_product_attention` (flash kernels on GPU, and for fp32 on CPU), except
+    bf16 on CPU: there PyTorch's flash and math kernels run forward + backward 2.5-7x slower than two batched bf16
+    matmuls around a softmax (which accumulates in float), so those are used instead (``experiments/README.md``).
+    """
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    scores = torch.einsum("bhnd,bhmd->bhnm", q * q.shape[-1] ** -0.5, k)
+    probs = F.dropout(scores.softmax(dim=-1), dropout_p)
+    return torch.einsum("bhnm,bhmd->bhnd", probs, v)
+
+
 class Attention(nn.Module):
     """Bidirectional multi-head self-attention: ``[B, N, D] -> [B, N, D]``."""
 
@@ -76,7 +91,7 @@ class Attention(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         qkv = rearrange(self.qkv(h), "b n (three heads d) -> three b heads n d", three=3, heads=self.heads)
         q, k, v = qkv.unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
+        out = attend(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
         return self.resid_drop(self.proj(rearrange(out, "b heads n d -> b n (heads d)")))
 
 

@@ -9,6 +9,7 @@ from schmubert.backbones.layers import (
     InputEmbedding,
     TrackEmbedding,
     TrackHeads,
+    attend,
     check_length,
     init_weights,
 )
@@ -23,6 +24,31 @@ def test_attention_matches_explicit_softmax_attention():
     weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(4), dim=-1)
     expected = attn.proj((weights @ v).transpose(1, 2).reshape(2, 10, 16))
     torch.testing.assert_close(attn(h), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_bf16_attention_matches_float_attention_forward_and_backward(device):
+    """bf16 on CPU takes attend's own path (two matmuls around a softmax); it must agree with float SDPA."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 64, 32, device=device, requires_grad=True) for _ in range(3))
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    expected.square().sum().backward()
+    grads = [x.grad.clone() for x in (q, k, v)]
+    low = [x.detach().bfloat16().requires_grad_() for x in (q, k, v)]
+    out = attend(*low)
+    out.float().square().sum().backward()
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected, rtol=0.05, atol=0.05)
+    for x, grad in zip(low, grads, strict=True):
+        torch.testing.assert_close(x.grad.float(), grad, rtol=0.1, atol=0.1)
+
+
+def test_attention_dropout_drops_attention_weights_in_bf16_too():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 16, 8).bfloat16() for _ in range(3))
+    assert not torch.equal(attend(q, k, v, dropout_p=0.5), attend(q, k, v))
 
 
 def test_attention_is_permutation_equivariant_without_positions():

@@ -2,7 +2,8 @@
 
 Each beat holds one random token repeated over its 4 steps, so a masked step is predictable only from the
 unmasked steps beside it; the marginal is uniform over 88 pitches (6.46 bits). A tiny model trained for 300 Adam
-steps on one fixed batch must reach near-zero cross-entropy on freshly masked copies of it.
+steps on one fixed batch must reach near-zero cross-entropy on freshly masked copies of it, in float32 and under
+bf16 autocast (the training default where bf16 is native) alike.
 """
 
 import math
@@ -31,22 +32,24 @@ def masked_ce_bits(model: torch.nn.Module, x0: torch.Tensor, generator: torch.Ge
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("arch", architectures())
-def test_tiny_backbone_learns_the_within_beat_copy_task(arch):
+def test_tiny_backbone_learns_the_within_beat_copy_task(arch, precision):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     model = build(arch, "melody", "tiny", seq_len=LENGTH)
     x0 = copy_task(g)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     for _ in range(STEPS):
-        loss = masked_ce_bits(model, x0, g)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = masked_ce_bits(model, x0, g)
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
         ce = torch.stack([masked_ce_bits(model, x0, g) for _ in range(4)]).mean().item()
-    assert ce < 0.3, f"{arch}: {ce:.3f} bits per masked step after {STEPS} steps (uniform: 6.46)"
+    assert ce < 0.3, f"{arch} {precision}: {ce:.3f} bits per masked step after {STEPS} steps (uniform: 6.46)"
 
 
 def far_copy_task(generator: torch.Generator, length: int = 128) -> torch.Tensor:
