@@ -1,5 +1,8 @@
 """``python -m schmubert.sample``: generate, infill, accompany, continue or interpolate music.
 
+With ``--input song.mid`` the output is that song with only the regenerated notes replaced (:mod:`schmubert.song`:
+bars of the song, the window placed around the edit, the grid on its beats, the splice rules).
+
 Every scenario is one call of :func:`schmubert.sampling.sample` with a different known-mask; pieces longer
 than the model's window slide the window with overlapping context. Each sample is written as MIDI, a
 piano-roll PNG, a WAV (when FluidSynth is available) and a JSON record of options, seed and checkpoint hash.
@@ -353,7 +356,9 @@ def write_sample(cfg: SampleConfig, model: LoadedModel, scen: Scenario, tokens: 
     else:
         pm = tokens_to_midi(tokens, names)
         write_atomic(paths["mid"], lambda tmp: pm.write(str(tmp)), cfg.overwrite)
-    save_pianoroll(tokens, model.tracks, paths["png"], ~scen.known, f"{cfg.name}_{index:03d}: {scen.kind}",
+    where = "" if scen.song is None else (f" (x axis: bars from song bar {scen.song.window[0]}; edited bars "
+                                          f"{scen.song.edit[0]}:{scen.song.edit[1]} of the song)")
+    save_pianoroll(tokens, model.tracks, paths["png"], ~scen.known, f"{cfg.name}_{index:03d}: {scen.kind}{where}",
                    cfg.overwrite)
     wav = write_wav(pm, paths["wav"], cfg.overwrite, quiet=index > 0) if cfg.wav else None
     files = {k: str(p) for k, p in paths.items() if k != "wav" or wav is not None}

@@ -28,6 +28,7 @@ The splice rules (what :func:`splice` does on each regenerated track, inside eac
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -379,14 +380,10 @@ def generated_velocity(song_notes: np.ndarray, a: int, b: int, bar_ticks: int, d
 def _drum_pitches(song_notes: np.ndarray) -> dict[int, int]:
     """Drum class -> the pitch the kit uses most for it (the representative pitch where it has none)."""
     out = dict(enumerate(DRUM_CLASS_PITCHES))
-    pitches, counts = np.unique(song_notes[:, 2], return_counts=True) if len(song_notes) else ([], [])
-    best: dict[int, int] = {}
-    for p, c in sorted(zip(pitches.tolist() if len(pitches) else [], counts.tolist() if len(counts) else []),
-                       key=lambda pc: -pc[1]):
-        cls = DRUM_PITCH_TO_CLASS.get(int(p))
-        if cls is not None and cls not in best:
-            best[cls] = int(p)
-    return {**out, **best}
+    counts = collections.Counter(int(p) for p in song_notes[:, 2] if int(p) in DRUM_PITCH_TO_CLASS)
+    for pitch, _ in reversed(counts.most_common()):  # the most used last, so it wins
+        out[DRUM_PITCH_TO_CLASS[pitch]] = pitch
+    return out
 
 
 def splice_track(song: Song, run: Run, lo_bar: int, song_notes: np.ndarray, row: np.ndarray, write: np.ndarray,
