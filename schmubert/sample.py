@@ -1,5 +1,8 @@
 """``python -m schmubert.sample``: generate, infill, accompany, continue or interpolate music.
 
+With ``--input song.mid`` the output is that song with only the regenerated notes replaced (:mod:`schmubert.song`:
+bars of the song, the window placed around the edit, the grid on its beats, the splice rules).
+
 Every scenario is one call of :func:`schmubert.sampling.sample` with a different known-mask; pieces longer
 than the model's window slide the window with overlapping context. Each sample is written as MIDI, a
 piano-roll PNG, a WAV (when FluidSynth is available) and a JSON record of options, seed and checkpoint hash.
@@ -19,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from schmubert import conditioning
+from schmubert import conditioning, song
 from schmubert.checkpoints import LoadedModel, default_checkpoint, held_out_pieces, load_model
 from schmubert.config import add_arguments, arg, from_args, to_dict
 from schmubert.files import write_atomic
@@ -38,8 +41,10 @@ from schmubert.tokens import (
 
 EXAMPLES = """examples:
   python -m schmubert.sample --num-samples 4 --out samples/uncond   # unconditional, newest checkpoint
-  python -m schmubert.sample --input song.mid --infill 32:48 --out samples/infill
-  python -m schmubert.sample --input song.mid --start-bar 16 --infill 8:12,20:24
+  python -m schmubert.sample --input song.mid --infill 32:48 --out samples/infill   # bars of the song
+  python -m schmubert.sample --input song.mid --infill 66:70 --generate-tracks bass  # new bass in bars 66-70
+  python -m schmubert.sample --input song.mid --infill 40:48 --melody-track Vocals --bass-track 3
+  python -m schmubert.sample --input song.mid --start-bar 16 --infill 24:28,36:40   # window from bar 16
   python -m schmubert.sample --input song.mid --generate-tracks bass,drums   # accompany the melody
   python -m schmubert.sample --input song.mid --continue-bars 16             # keep 16 bars, write the rest
   python -m schmubert.sample --input a.mid --interpolate b.mid --keep-bars 16
@@ -58,13 +63,25 @@ class SampleConfig:
     runs: Path = arg(Path("runs"), "training output folder searched for the newest checkpoint")
     tracks: str | None = arg(None, "the shipped model to use when there is no --checkpoint and no run: trio or "
                              "melody (default: trio)", choices=["trio", "melody"])
-    input: Path | None = arg(None, "a MIDI file to condition on (tracks assigned by instrument role); "
-                                   "default: a random piece of the checkpoint's validation set")
-    start_bar: int = arg(0, "first bar of --input used (for songs longer than the model's window)")
-    infill: list[str] = arg([], "bar ranges START:END (end exclusive, from --start-bar) to regenerate")
+    input: Path | None = arg(None, "a MIDI file (song) to edit: the output is this song with only the "
+                                   "regenerated tracks changed, only inside the regenerated bars (tempo map, "
+                                   "other instruments, velocities and length kept); default: a random piece of "
+                                   "the checkpoint's validation set")
+    start_bar: int | None = arg(None, "first bar of the model's window (default: placed around the edit, with "
+                                      "context on both sides where the song has it)")
+    melody_track: str | None = arg(None, "--input's instrument the model sees and writes as melody: its index "
+                                         "or name as listed when sampling, or 'none' (default: the first of "
+                                         "GM programs 0-31)")
+    bass_track: str | None = arg(None, "the same for bass (default: the first of GM programs 32-39)")
+    drum_track: str | None = arg(None, "the same for drums (default: the first drum-channel instrument)")
+    whole_song: bool = arg(True, "with --input, write the whole song with the new notes spliced in; "
+                                 "--no-whole-song writes only the model's tracks of its window at 120 bpm")
+    infill: list[str] = arg([], "bar ranges START:END to regenerate (end exclusive; bars of --input, counted "
+                                "from 0; of the window for a validation piece)")
     generate_tracks: list[str] = arg([], "tracks to regenerate entirely (accompaniment), e.g. bass,drums; "
                                          "with --infill only inside the ranges")
-    continue_bars: int | None = arg(None, "outpainting: keep the first N bars of the piece, write the rest")
+    continue_bars: int | None = arg(None, "outpainting: keep the bars before bar N, write the rest (of the "
+                                          "song, or up to --bars bars from --start-bar)")
     interpolate: Path | None = arg(None, "a second MIDI file: keep the start of the piece and the end of "
                                          "this one, generate the span between")
     keep_bars: int | None = arg(None, "with --interpolate: bars kept from each piece (default: a quarter of "
@@ -151,6 +168,7 @@ class Scenario:
     known: np.ndarray  # (N, K) bool
     kind: str
     sources: list[str]
+    song: song.SongEdit | None = None  # where the span lies in --input, and how it is written back
 
 
 def track_ids(names: list[str], model: LoadedModel, option: str) -> list[int]:
@@ -185,13 +203,13 @@ def build_scenario(cfg: SampleConfig, model: LoadedModel, rng: np.random.Generat
         zeros = np.zeros((bars * STEPS_PER_BAR, K), dtype=np.int64)
         return Scenario(zeros, np.zeros_like(zeros, dtype=bool), kind, [])
     if cfg.input is not None:
-        piece, source = read_piece(cfg.input, model), str(cfg.input)
-    else:
-        piece, source = validation_piece(model, rng)
-    piece_bars = len(piece) // STEPS_PER_BAR - cfg.start_bar
+        return song_scenario(cfg, model, kind)
+    piece, source = validation_piece(model, rng)
+    start_bar = cfg.start_bar or 0
+    piece_bars = len(piece) // STEPS_PER_BAR - start_bar
     fits = kind in ("infill", "accompaniment")
     bars = cfg.bars or (min(piece_bars, window_bars) if fits else window_bars)
-    x = crop(piece, cfg.start_bar, bars, source)
+    x = crop(piece, start_bar, bars, source)
     shape = (1, len(x), K)
     sources = [source]
     if kind in ("infill", "accompaniment"):
@@ -219,6 +237,61 @@ def build_scenario(cfg: SampleConfig, model: LoadedModel, rng: np.random.Generat
         known = conditioning.interpolation(shape, keep, keep)
         sources.append(str(cfg.interpolate))
     return Scenario(x, known[0].numpy(), kind, sources)
+
+
+def song_scenario(cfg: SampleConfig, model: LoadedModel, kind: str) -> Scenario:
+    """The scenario over ``--input``: its bars, its instruments, the window placed around the edit."""
+    the_song = song.read_song(cfg.input)
+    choices = {"melody": cfg.melody_track, "bass": cfg.bass_track, "drums": cfg.drum_track}
+    assignment = song.choose_tracks(the_song, model.tracks, choices)
+    K, window = len(model.tracks), model.steps // STEPS_PER_BAR
+    every = list(range(K))
+    ids = track_ids(cfg.generate_tracks, model, "--generate-tracks") if cfg.generate_tracks else every
+    run = the_song.run_of(cfg.start_bar) if cfg.start_bar is not None else max(the_song.runs, key=lambda r: r.bars)
+    if run is None:
+        raise ValueError(f"--start-bar {cfg.start_bar}: not a 4/4 bar of {cfg.input} (4/4 bars: "
+                         f"{', '.join(f'{r.first}:{r.end}' for r in the_song.runs)})")
+    extend = False
+    if kind == "infill":
+        ranges = [conditioning.parse_bar_range(r) for r in cfg.infill]
+        edit = (min(r[0] for r in ranges), max(r[1] for r in ranges))
+        regenerate = np.zeros(((edit[1] - edit[0]) * STEPS_PER_BAR, K), dtype=bool)
+        for a, b in ranges:
+            regenerate[(a - edit[0]) * STEPS_PER_BAR:(b - edit[0]) * STEPS_PER_BAR, ids] = True
+    elif kind == "accompaniment":
+        lo = run.first if cfg.start_bar is None else cfg.start_bar
+        edit = (lo, run.end if cfg.bars is None else min(run.end, lo + cfg.bars))
+        regenerate = np.zeros(((edit[1] - edit[0]) * STEPS_PER_BAR, K), dtype=bool)
+        regenerate[:, ids] = True
+    else:  # continuation, interpolation: from a bar to the end of the song (or of --bars)
+        lo = run.first if cfg.start_bar is None else cfg.start_bar
+        end = run.end if cfg.bars is None else lo + cfg.bars
+        if kind == "continuation":
+            start = cfg.continue_bars
+            if not lo < start < end:
+                raise ValueError(f"--continue-bars {start}: must lie after bar {lo} and before bar {end} of "
+                                 f"{cfg.input}")
+        else:
+            end = lo + (cfg.bars or window)
+            start = lo + (cfg.keep_bars if cfg.keep_bars is not None else max(1, (end - lo) // 4))
+        edit, extend = (start, end), True
+        regenerate = np.ones(((end - start) * STEPS_PER_BAR, K), dtype=bool)
+    start_bar = {"continuation": None, "interpolation": lo}.get(kind, cfg.start_bar) if extend else cfg.start_bar
+    plan = song.plan_edit(the_song, assignment, model.tracks, edit, regenerate, window, start_bar,
+                          cfg.bars, extend)
+    sources = [str(cfg.input)]
+    if kind == "interpolation":
+        keep = edit[0] - plan.window[0]
+        other = song.read_song(cfg.interpolate)
+        last = other.runs[-1]
+        if last.bars < keep or len(plan.x) < 2 * keep * STEPS_PER_BAR + STEPS_PER_BAR:
+            raise ValueError(f"--keep-bars {keep}: longer than one of the pieces")
+        other_tokens = song.grid_tokens(other, song.choose_tracks(other, model.tracks), model.tracks, last,
+                                        (last.end - keep, last.end))
+        plan.x[len(plan.x) - len(other_tokens):] = other_tokens
+        plan.known[len(plan.x) - len(other_tokens):] = True
+        sources.append(str(cfg.interpolate))
+    return Scenario(plan.x, plan.known, kind, sources, plan)
 
 
 # --- running ------------------------------------------------------------------------------------------------
@@ -278,9 +351,16 @@ def write_sample(cfg: SampleConfig, model: LoadedModel, scen: Scenario, tokens: 
                  record: dict) -> None:
     paths = output_paths(cfg, index)
     names = [t.name for t in model.tracks]
-    pm = tokens_to_midi(tokens, names)
-    write_atomic(paths["mid"], lambda tmp: pm.write(str(tmp)), cfg.overwrite)
-    save_pianoroll(tokens, model.tracks, paths["png"], ~scen.known, f"{cfg.name}_{index:03d}: {scen.kind}",
+    if scen.song is not None and cfg.whole_song:
+        data = song.song_bytes(scen.song.splice(tokens, model.tracks))
+        write_atomic(paths["mid"], lambda tmp: tmp.write_bytes(data), cfg.overwrite)
+        pm = load_midi(paths["mid"]) if cfg.wav else None
+    else:
+        pm = tokens_to_midi(tokens, names)
+        write_atomic(paths["mid"], lambda tmp: pm.write(str(tmp)), cfg.overwrite)
+    where = "" if scen.song is None else (f" (x axis: bars from song bar {scen.song.window[0]}; edited bars "
+                                          f"{scen.song.edit[0]}:{scen.song.edit[1]} of the song)")
+    save_pianoroll(tokens, model.tracks, paths["png"], ~scen.known, f"{cfg.name}_{index:03d}: {scen.kind}{where}",
                    cfg.overwrite)
     wav = write_wav(pm, paths["wav"], cfg.overwrite, quiet=index > 0) if cfg.wav else None
     files = {k: str(p) for k, p in paths.items() if k != "wav" or wav is not None}
@@ -316,6 +396,12 @@ def run(cfg: SampleConfig) -> list[Path]:
     cfg.out.mkdir(parents=True, exist_ok=True)
     for i, tokens in enumerate(samples):
         write_sample(cfg, model, scen, tokens, i, record)
+    if scen.song is not None:
+        record["song"] = scen.song.record()
+        print(f"{cfg.input}: the model's tracks are {record['song']['tracks']}; window bars "
+              f"{scen.song.window[0]}:{scen.song.window[1]}, edited bars {scen.song.edit[0]}:{scen.song.edit[1]}")
+        for note in scen.song.notes:
+            print(f"note: {note}")
     print(f"wrote {len(samples)} sample(s) ({scen.kind}, {record['bars']} bars) to {cfg.out} "
           f"in {seconds:.1f} s of sampling")
     return [output_paths(cfg, i)["mid"] for i in range(len(samples))]

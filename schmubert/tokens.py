@@ -262,6 +262,13 @@ def load_midi(midi: str | Path | pretty_midi.PrettyMIDI) -> pretty_midi.PrettyMI
         raise ValueError(f"{midi}: unreadable MIDI ({type(err).__name__}: {err})") from err
 
 
+def role_of(program: int, is_drum: bool) -> str | None:
+    """The role of an instrument (spec section 2): ``"melody"``, ``"bass"``, ``"drums"`` or None."""
+    if is_drum:
+        return "drums"
+    return "melody" if program in MELODY_PROGRAMS else "bass" if program in BASS_PROGRAMS else None
+
+
 def role_instruments(pm: pretty_midi.PrettyMIDI) -> dict[str, list[pretty_midi.Instrument]]:
     """Instruments by role (spec section 2): melody programs 0-31, bass 32-39, drums = drum channel.
 
@@ -350,7 +357,8 @@ def _score_roles(path: str | Path) -> tuple[dict[str, list[tuple[np.ndarray, boo
     return roles, int(np.ceil(score.end() * scale - 1e-6))
 
 
-def _encode_notes(notes: np.ndarray | None, track: Track, steps: int) -> np.ndarray:
+def encode_track(notes: np.ndarray | None, track: Track, steps: int) -> np.ndarray:
+    """Notes ``(N, 3)`` (start, end, pitch; steps) of one track -> its token row ``(steps,)`` (drums: onsets)."""
     if notes is None:
         return np.zeros(steps, dtype=np.int64)
     return encode_drums(notes[:, [0, 2]], steps) if track.is_drum else encode_melodic(notes, steps)
@@ -375,7 +383,7 @@ def midi_to_tokens(midi: str | Path | pretty_midi.PrettyMIDI, tracks: str | Sequ
     else:
         roles, length = _score_roles(midi)
     steps = _default_steps(length) if steps is None else steps
-    columns = [_encode_notes(roles[t.name][0][0] if roles[t.name] else None, t, steps) for t in track_list]
+    columns = [encode_track(roles[t.name][0][0] if roles[t.name] else None, t, steps) for t in track_list]
     return np.stack(columns, axis=1) if columns else np.zeros((steps, 0), dtype=np.int64)
 
 

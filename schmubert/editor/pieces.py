@@ -291,3 +291,74 @@ def transpose(tokens: np.ndarray, regions: Sequence[Region], semitones: int, tra
                              f"{MIN_PITCH}-{MAX_PITCH}")
         cells[on] = moved
     return out
+
+
+# --- songs: the whole uploaded file, edited in place -------------------------------------------------------------
+
+
+@dataclass
+class SongView:
+    """The uploaded song behind a panel: what the lanes show of it and how edits are spliced back."""
+
+    song: Any  # schmubert.song.Song
+    assignment: dict[str, int | None]
+    run: Any  # schmubert.song.Run
+    window: tuple[int, int]  # song bars shown
+    original: np.ndarray  # (L, K) the lanes as loaded
+
+    def json(self, song_id: str) -> dict[str, Any]:
+        from schmubert import song as songs
+
+        return {"id": song_id, "instruments": songs.instruments(self.song), "assignment": self.assignment,
+                "tracks": songs.describe_tracks(self.song, self.assignment), "window": list(self.window),
+                "background": self.background()}
+
+    def background(self) -> list[list[int]]:
+        """Notes ``[start, end, pitch]`` (steps of the window) of the song's other melodic instruments, drawn grey
+        under the lanes."""
+        from schmubert import song as songs
+
+        lo = self.window[0]
+        out = []
+        chosen = {i for i in self.assignment.values() if i is not None}
+        for i, n in enumerate(self.song.notes_ticks):
+            if i in chosen or self.song.score.tracks[i].is_drum or not len(n):
+                continue
+            steps = songs.tick_to_step(self.song, self.run, n[:, :2]) - (lo - self.run.first) * STEPS_PER_BAR
+            keep = (steps[:, 1] > 0) & (steps[:, 0] < len(self.original))
+            out += np.concatenate([steps[keep], n[keep, 2:3]], axis=1).tolist()
+        return out
+
+    def edited(self, tokens: np.ndarray) -> np.ndarray:
+        """``(L, K)`` bool: the bars of each track whose tokens differ from the loaded ones (what is spliced)."""
+        bars = len(tokens) // STEPS_PER_BAR
+        differ = (np.asarray(tokens) != self.original).reshape(bars, STEPS_PER_BAR, -1).any(axis=1)
+        return np.repeat(differ, STEPS_PER_BAR, axis=0)
+
+    def export(self, tokens: np.ndarray, tracks: Sequence[Track]) -> bytes:
+        """The whole song with the edited bars of each track spliced in, as MIDI bytes."""
+        from schmubert import song as songs
+
+        score = songs.splice(self.song, self.assignment, tracks, self.run, self.window[0], tokens,
+                             self.edited(tokens))
+        return songs.song_bytes(score)
+
+
+def read_song_view(data: bytes, name: str, model: LoadedModel, start_bar: int,
+                   choices: Mapping[str, str | None]) -> SongView:
+    """The song behind an upload, its lanes from ``start_bar`` (the model's window, or the song's 4/4 bars);
+    :class:`PieceError` when the song cannot be edited in place (the reason is the message)."""
+    from schmubert import song as songs
+
+    try:
+        s = songs.read_song(data, name)
+        assignment = songs.choose_tracks(s, model.tracks, choices)
+        run = s.run_of(start_bar)
+        if run is None:
+            raise ValueError(f"{name}: bar {start_bar} is not a 4/4 bar (4/4 bars: "
+                             f"{', '.join(f'{r.first}:{r.end}' for r in s.runs)})")
+        window = (start_bar, start_bar + model.steps // STEPS_PER_BAR)
+        original = songs.grid_tokens(s, assignment, model.tracks, run, window)
+    except ValueError as err:
+        raise PieceError(str(err)) from None
+    return SongView(s, assignment, run, window, original)

@@ -13,11 +13,13 @@ import argparse
 import contextlib
 import io
 import ipaddress
+import itertools
 import socket
 import sys
 import threading
 import time
 import webbrowser
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -89,6 +91,10 @@ class EditIn(MaskIn):
     source: dict[str, list[int]] | None = Field(None, description="paste: the grid the regions are copied from")
 
 
+class SongExportIn(PieceIn):
+    song: str = Field(description="the song id /api/load returned")
+
+
 class ExportIn(PieceIn):
     programs: dict[str, int] = Field({}, description="General MIDI program per melodic track, e.g. {'melody': 4}")
     qpm: float = Field(DECODE_QPM, description="tempo in quarter notes per minute")
@@ -144,6 +150,8 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
     app.state.sampler = sampler
     tracks, L = model.tracks, model.steps
     plotting = threading.Lock()
+    songs: OrderedDict[str, pieces.SongView] = OrderedDict()  # uploaded songs, newest last (kept in memory)
+    song_ids = itertools.count(1)
     held_out = held_out_pieces(model)  # shipped with the model, or its dataset's valid.npy; read once
 
     @app.middleware("http")
@@ -192,14 +200,32 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
 
     @app.post("/api/load", summary="Upload a MIDI file (the raw bytes as the body)")
     async def load(request: Request, name: str = Query("upload.mid", max_length=200),
-                   start_bar: int = Query(0, ge=0)) -> Any:
+                   start_bar: int = Query(0, ge=0),
+                   melody_track: str | None = Query(None, max_length=200, description="index, name or none"),
+                   bass_track: str | None = Query(None, max_length=200),
+                   drum_track: str | None = Query(None, max_length=200)) -> Any:
         data = await request.body()
         if len(data) > max_upload_bytes:
             return error(413, f"{name}: larger than {max_upload_bytes / 2**20:.1f} MiB")
         display = Path(name).name or "upload.mid"  # shown in messages only; never used as a path
         up = await run_in_threadpool(pieces.read_upload, data, display, model, start_bar)
-        return {"piece": pieces.piece_json(up.tokens, tracks), "name": up.name, "warnings": up.warnings,
-                "bars_in_file": up.bars_in_file, "qpm": up.qpm}
+        out = {"piece": pieces.piece_json(up.tokens, tracks), "name": up.name, "warnings": up.warnings,
+               "bars_in_file": up.bars_in_file, "qpm": up.qpm, "song": None}
+        choices = {"melody": melody_track, "bass": bass_track, "drums": drum_track}
+        try:
+            view = await run_in_threadpool(pieces.read_song_view, data, display, model, start_bar, choices)
+        except PieceError as err:
+            if any(choices.values()):
+                raise
+            out["warnings"].append(f"{err}; the download holds the model's tracks only")
+            return out
+        song_id = f"s{next(song_ids)}"
+        songs[song_id] = view
+        while len(songs) > 16:
+            songs.popitem(last=False)
+        out["piece"] = pieces.piece_json(view.original, tracks)
+        out["song"] = view.json(song_id)
+        return out
 
     @app.get("/api/empty", summary="An empty piece of the model's window")
     def empty() -> dict[str, Any]:
@@ -271,6 +297,16 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
         tokens_to_midi(x, list(tracks), qpm=body.qpm, programs=body.programs).write(buf)
         return Response(buf.getvalue(), media_type="audio/midi",
                         headers={"Content-Disposition": 'attachment; filename="schmubert.mid"'})
+
+    @app.post("/api/export/song", summary="The whole uploaded song with the edited bars spliced in (MIDI)",
+              response_class=Response)
+    def export_song(body: SongExportIn) -> Response:
+        view = songs.get(body.song)
+        if view is None:
+            raise PieceError(f"no song {body.song!r} (the editor keeps the last 16 uploads); open the file again")
+        data = view.export(grid(body.tokens), tracks)
+        return Response(data, media_type="audio/midi",
+                        headers={"Content-Disposition": 'attachment; filename="schmubert-song.mid"'})
 
     @app.post("/api/export/png", summary="The piano roll as a PNG (the sample CLI's picture)",
               response_class=Response)

@@ -34,7 +34,7 @@ if CHROMIUM is None or DRIVER is None:
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.actions.action_builder import ActionBuilder  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +158,51 @@ def test_every_bad_file_shows_a_message_and_the_server_stays_up(browser, running
         assert httpx.get(f"{running.url}/api/info", timeout=10).status_code == 200
     kinds = browser.execute_script("return [...document.querySelectorAll('#messages .message')].map(m => m.className)")
     assert kinds  # the last file's messages are still on the page
+
+
+def test_download_keeps_the_whole_song_and_the_track_pickers(browser, running, corpus, downloads):
+    """A real 13-instrument, 89-bpm, 97-bar song: the pickers list its instruments, the other tracks are drawn
+    grey, and the download is the whole song with only bars 8-12 of the bass replaced."""
+    import pretty_midi
+
+    path = corpus / "multitrack-songs" / "Aicha.mid"
+    open_page(browser, running.url)
+    upload(browser, path)
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script("return editor.panels[0].name") == path.name)
+    assert browser.find_element(By.ID, "song-tracks").is_displayed()
+    picked = browser.execute_script("return ['melody', 'bass', 'drums'].map(r => document.getElementById("
+                                    "'pick-' + r).selectedOptions[0].textContent)")
+    assert picked == ["Chant · GM 22 · #4", "Basse · GM 33 · #2", "Drums · drums · #10"]
+    assert browser.execute_script("return editor.panels[0].background.length") > 1000
+    browser.execute_script("editor.panels[0].setSelection([{track: 'bass', start: 128, end: 192}])")
+    steps = browser.find_element(By.ID, "steps")
+    steps.clear()
+    steps.send_keys("8")
+    browser.find_element(By.ID, "diffuse").click()
+    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "status").text.startswith("done"))
+    for old in downloads.glob("*.mid"):
+        old.unlink()
+    browser.find_element(By.ID, "download-midi").click()
+    deadline = time.monotonic() + 20
+    while not list(downloads.glob("Aicha*.mid")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    before, after = (pretty_midi.PrettyMIDI(str(p)) for p in (path, downloads / "Aicha-schmubert.mid"))
+    assert after.get_tempo_changes()[1].tolist() == before.get_tempo_changes()[1].tolist()
+    assert after.get_end_time() == before.get_end_time()
+    t0, t1 = (before.tick_to_time(bar * 4 * before.resolution) for bar in (8, 12))
+    key = lambda n: (n.pitch, round(n.start, 6), round(n.end, 6), n.velocity)  # noqa: E731
+    named = lambda pm: {(i.name, i.program, i.is_drum): i for i in pm.instruments}  # noqa: E731
+    a, b = named(before), named(after)
+    assert a.keys() == b.keys() and len(after.instruments) == 13
+    for k, inst in a.items():
+        if k[0] != "Basse":
+            assert sorted(map(key, inst.notes)) == sorted(map(key, b[k].notes)), k
+    outside = lambda n: n.end <= t0 or n.start >= t1  # noqa: E731
+    bass_before, bass_after = a[("Basse", 33, False)].notes, b[("Basse", 33, False)].notes
+    assert {key(n) for n in bass_before if outside(n)} <= {key(n) for n in bass_after}
+    assert {key(n) for n in bass_after if t0 <= n.start < t1} != {key(n) for n in bass_before if t0 <= n.start < t1}
+
+    # choosing another instrument as the melody loads the song again with it
+    Select(browser.find_element(By.ID, "pick-melody")).select_by_value("5")
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script("return editor.panels[0].song.assignment.melody")
+                                     == 5)

@@ -207,3 +207,45 @@ def test_a_melody_model_gets_one_lane(melody_model, corpus):
             assert r.status_code == 400 and "no melodic track 'bass'" in r.json()["error"]
     finally:
         srv.stop()
+
+
+def test_song_upload_past_bar_64_exports_the_whole_song(client, corpus):
+    """The API returns the song (for DAW bridges): instruments, the tracks chosen, the grey background; an edit
+    in bars 70-74 of the song comes back spliced into the whole file."""
+    path = corpus / "multitrack-songs" / "Mr. Blue Sky.mid"  # 175 bpm, 9 instruments, the lead on a flute
+    r = load(client, path, start_bar=40, melody_track="Melody")
+    assert r.status_code == 200, r.text
+    out = r.json()
+    song = out["song"]
+    assert song["window"] == [40, 104] and song["assignment"]["melody"] == 0 and "'Melody' (GM 73" in song["tracks"]
+    assert {i["name"] for i in song["instruments"]} >= {"Melody", "Piano", "Bass", "Drums", "Strings"}
+    assert song["background"] and all(len(n) == 3 for n in song["background"])
+    state = run_job(client, {"tokens": out["piece"]["tokens"], "steps": 4, "seed": 1,
+                             "regions": [{"track": "melody", "start": 30 * BAR, "end": 34 * BAR}]})
+    r = client.post("/api/export/song", json={"song": song["id"], "tokens": state["piece"]["tokens"]})
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/midi"
+    before, after = pretty_midi.PrettyMIDI(str(path)), pretty_midi.PrettyMIDI(io.BytesIO(r.content))
+    assert after.get_tempo_changes()[1].tolist() == before.get_tempo_changes()[1].tolist()
+    assert len(after.instruments) == len(before.instruments) and after.get_end_time() == before.get_end_time()
+    t0, t1 = (before.tick_to_time(bar * 4 * before.resolution) for bar in (70, 74))
+    key = lambda n: (n.pitch, round(n.start, 6), round(n.end, 6), n.velocity)  # noqa: E731
+    for a, b in zip(before.instruments, after.instruments, strict=True):
+        if a.name == "Melody":
+            assert {key(n) for n in a.notes if n.end <= t0 or n.start >= t1} <= {key(n) for n in b.notes}
+            assert {key(n) for n in b.notes if t0 <= n.start < t1} != {key(n) for n in a.notes if t0 <= n.start < t1}
+        else:
+            assert sorted(map(key, a.notes)) == sorted(map(key, b.notes)), a.name
+    # unchanged lanes give the song back note for note
+    same = client.post("/api/export/song", json={"song": song["id"], "tokens": out["piece"]["tokens"]})
+    again = pretty_midi.PrettyMIDI(io.BytesIO(same.content))
+    assert [sorted(map(key, i.notes)) for i in again.instruments] == [sorted(map(key, i.notes))
+                                                                      for i in before.instruments]
+
+
+def test_song_choices_and_files_that_cannot_be_spliced(client, corpus):
+    r = load(client, corpus / "multitrack-songs" / "Mr. Blue Sky.mid", drum_track="Piano")
+    assert r.status_code == 400 and "drum-channel instrument" in r.json()["error"]
+    waltz = load(client, corpus / "bad-input" / "waltz-3-4.mid").json()
+    assert waltz["song"] is None and any("3/4 time" in w and "model's tracks only" in w for w in waltz["warnings"])
+    r = client.post("/api/export/song", json={"song": "nope", "tokens": waltz["piece"]["tokens"]})
+    assert r.status_code == 400 and "open the file again" in r.json()["error"]

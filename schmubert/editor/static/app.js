@@ -87,7 +87,43 @@ class Editor {
   activate(panel) {
     this.active = panel;
     this.panels.forEach((p) => p.root.classList.toggle("active", p === panel));
+    this.showSongTracks();
     this.refresh();
+  }
+
+  /** The track pickers: the active panel's song instruments, the chosen one selected for each role. */
+  showSongTracks() {
+    const song = this.active && this.active.song;
+    $("song-tracks").hidden = !song;
+    if (!song) return;
+    for (const role of ["melody", "bass", "drums"]) {
+      const select = $(`pick-${role}`);
+      select.parentElement.style.display = this.info.tracks.some((t) => t.name === role) ? "" : "none";
+      const none = document.createElement("option");
+      none.value = "none";
+      none.textContent = "none";
+      const options = [none];
+      for (const inst of song.instruments) {
+        if (inst.is_drum !== (role === "drums")) continue;
+        const o = document.createElement("option");
+        o.value = String(inst.index);
+        o.textContent = `${inst.name || "(no name)"} · ${inst.is_drum ? "drums" : "GM " + inst.program} · #${inst.index}`;
+        options.push(o);
+      }
+      select.replaceChildren(...options);
+      const chosen = song.assignment[role];
+      select.value = chosen === null || chosen === undefined ? "none" : String(chosen);
+    }
+  }
+
+  async pickTrack() {
+    const p = this.active;
+    if (!p.file || !p.song) return;
+    const choices = {};
+    for (const role of ["melody", "bass", "drums"]) {
+      if (this.info.tracks.some((t) => t.name === role)) choices[role] = $(`pick-${role}`).value;
+    }
+    await this.loadFile(p.file, p, choices);
   }
 
   other(panel) { return this.panels[0] === panel ? this.panels[1] : this.panels[0]; }
@@ -129,11 +165,12 @@ class Editor {
     return false;
   }
 
-  async loadFile(file, panel = this.active) {
+  async loadFile(file, panel = this.active, choices = {}) {
     if (!file || this.busyWith(panel)) return;
     if (file.size > 64 * 1024 * 1024) { this.message(`${file.name}: too large to be a MIDI file`, "error"); return; }
     const start = Math.max(0, parseInt($("start-bar").value, 10) || 0);
     const params = new URLSearchParams({ name: file.name, start_bar: String(start) });
+    for (const [role, value] of Object.entries(choices)) params.set(`${role === "drums" ? "drum" : role}_track`, value);
     await this.guard(async () => {
       let res;
       try {
@@ -145,7 +182,12 @@ class Editor {
       const out = await res.json().catch(() => ({ error: `${file.name}: the server's answer was not readable` }));
       if (!res.ok) throw new ApiError(out.error || `${file.name}: could not be loaded (${res.status})`);
       panel.masked = []; panel.lastMask = []; panel.selection = [];
+      panel.file = file;
+      panel.song = out.song;
+      panel.background = out.song ? out.song.background : [];
       panel.setPiece(out.piece, out.name);
+      this.showSongTracks();
+      if (out.song) this.message(`${out.name}: the model's tracks are ${out.song.tracks}`, "info");
       if (out.qpm) $("qpm").value = Math.round(out.qpm);
       for (const w of out.warnings) this.message(w, "warning");
       this.message(`${out.name}: loaded (${out.bars_in_file} bars) into panel ${panel.title}`, "info");
@@ -157,7 +199,9 @@ class Editor {
     await this.guard(async () => {
       const out = await api(kind === "empty" ? "/api/empty" : "/api/validation");
       panel.masked = []; panel.lastMask = []; panel.selection = [];
+      panel.song = null; panel.file = null; panel.background = [];
       panel.setPiece(out.piece, out.name);
+      this.showSongTracks();
     });
   }
 
@@ -360,6 +404,13 @@ class Editor {
 
   async downloadMidi() {
     const p = this.active;
+    if (p.song && !$("trio-only").checked) {
+      await this.guard(async () => {
+        const blob = await api("/api/export/song", { song: p.song.id, tokens: p.piece.tokens }, { raw: true });
+        this.download(blob, `${this.fileStem(p)}.mid`);
+      });
+      return;
+    }
     await this.guard(async () => {
       const programs = { melody: this.instrument(MELODY_INSTRUMENTS, "melody-instrument").program,
                          bass: this.instrument(BASS_INSTRUMENTS, "bass-instrument").program };
@@ -408,6 +459,7 @@ class Editor {
     $("new-validation").onclick = () => this.newPiece("validation");
     $("download-midi").onclick = () => this.downloadMidi();
     $("download-png").onclick = () => this.downloadPng();
+    for (const role of ["melody", "bass", "drums"]) $(`pick-${role}`).onchange = () => this.pickTrack();
     $("mask").onclick = () => this.mask();
     $("unmask").onclick = () => this.unmask();
     $("diffuse").onclick = () => this.diffuse();

@@ -19,6 +19,9 @@ class PianoRoll {
     this.root = root;
     this.piece = null;
     this.name = "";
+    this.song = null;        // the opened song behind the lanes (id, instruments, assignment), if any
+    this.file = null;        // its File, to load it again with other tracks
+    this.background = [];    // the song's other instruments' notes [start, end, pitch], drawn grey
     this.selection = [];   // regions the user selected
     this.masked = [];      // regions marked for the next diffusion
     this.pending = [];     // regions being sampled right now
@@ -358,6 +361,19 @@ class PianoRoll {
       }
       ctx.restore();
     });
+
+    // the song's other instruments, grey, under the melodic lanes' notes (they are never changed)
+    if (this.background && this.background.length) {
+      ctx.fillStyle = "rgba(120, 120, 120, 0.28)";
+      for (const lane of this.lanes) {
+        if (lane.track.is_drum) continue;
+        const rh = Math.max(2, this.rowHeight(lane) - 1);
+        for (const n of this.background) {
+          if (n[1] < first || n[0] > last || n[2] < lane.low || n[2] > lane.high) continue;
+          ctx.fillRect(X(n[0]), this.rowY(lane, n[2]), Math.max(2, (n[1] - n[0]) * this.pxPerStep - 1), rh);
+        }
+      }
+    }
 
     // notes (hidden under a pending or masked region: those are about to be replaced)
     if (this.piece) {
