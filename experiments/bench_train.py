@@ -1,12 +1,14 @@
 """Training-step benchmark of every backbone and preset: params, s/step, elements/s, peak memory, FLOPs, MFU.
 
-One step = ``AbsorbingDiffusion.q_sample`` + forward + ``diffusion.loss(...).loss.backward()`` + Adam step,
-timed after warm-up. On CPU the peak memory is the process' peak resident set (reset per run where Linux
-allows); on GPU it is ``torch.cuda.max_memory_allocated`` and the step runs under bf16 autocast. Model FLOPs
-per step are counted once with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions and
-attention, forward + backward); MFU = achieved FLOP/s / ``--peak-flops``.
+One step = ``AbsorbingDiffusion.q_sample`` + forward + ``diffusion.loss(...).loss.backward()`` + gradient clipping
++ fused Adam step, timed after warm-up, under bf16 autocast or in float32 (``--precisions``; ``auto`` is bf16
+where it is native, as training's default). On CPU the peak memory is the process' peak resident set (reset per
+run where Linux allows); on GPU it is ``torch.cuda.max_memory_allocated``. Model FLOPs per step are counted once
+with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions and attention, forward + backward).
+MFU = achieved FLOP/s / the dense matmul peak of the step's dtype: on CPU measured in the same run
+(:func:`matmul_peak`, 2048^3 with the same threads), on GPU ``--peak-flops``.
 
-    python experiments/bench_train.py --archs conv --presets paper --tracks trio --batch-size 4
+    python experiments/bench_train.py --archs conv --presets small --tracks trio --overrides bar_depth=2
     python experiments/bench_train.py --device cuda --compile          # on a GPU machine
 
 Reference (spec section 8, original code, 2 CPU cores): conv trio paper, batch 4: 4.0 s/step; 4 layers of
@@ -29,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from schmubert.backbones import build
 from schmubert.config import add_arguments, arg, from_args
 from schmubert.diffusion import AbsorbingDiffusion
+from schmubert.precision import native_bf16
 from schmubert.tokens import mask_ids
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -47,7 +50,9 @@ class BenchConfig:
     warmup: int = arg(1, "untimed training steps before timing")
     device: Device = arg("auto", "'cpu', 'cuda', or 'auto' (CPU, and the GPU too when there is one)")
     threads: int = arg(0, "CPU threads for torch; 0 = the cores this process may use")
-    compile: bool = arg(False, "torch.compile the backbone (GPU)")
+    precisions: list[str] = arg(["auto", "fp32"], "step arithmetic: bf16 (autocast), fp32, or auto (bf16 where "
+                                "native, as training's default)")
+    compile: bool = arg(False, "torch.compile the backbone")
     fused_adam: bool = arg(True, "use Adam's fused implementation (CPU and GPU): one kernel per step")
     peak_flops: float = arg(989e12, "the GPU's dense bf16 peak FLOP/s for MFU (H100/H200 SXM: 989e12)")
     overrides: list[str] = arg([], "backbone config overrides key=value, e.g. attn_dropout=0.2,depth=4")
@@ -88,7 +93,8 @@ class Step:
     """One training step of ``model`` on random pieces ``x0 [B, L, K]``."""
 
     def __init__(self, model: torch.nn.Module, tracks: str, batch: int, seq_len: int, device: str,
-                 compile_: bool, fused_adam: bool = True):
+                 compile_: bool, fused_adam: bool = True, bf16: bool = False):
+        self.bf16 = bf16
         self.model = model.to(device).train()
         self.net = torch.compile(self.model) if compile_ else self.model
         self.diffusion = AbsorbingDiffusion(mask_ids(tracks))
@@ -100,15 +106,16 @@ class Step:
     def __call__(self) -> None:
         t = self.diffusion.sample_t(self.x0.shape[0], self.device)
         x_t, mask = self.diffusion.q_sample(self.x0, t)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.net(x_t)
         self.diffusion.loss(logits, self.x0, mask, t).loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0, foreach=True)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     def forward_b1(self) -> None:
         self.model.eval()
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
+        with torch.no_grad(), torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
             self.net(self.x0[:1])
         self.model.train()
 
@@ -138,6 +145,15 @@ def timed_wall_and_cpu(fn, repeats: int, device: str) -> tuple[float, float]:
     return (time.perf_counter() - wall) / repeats, (time.process_time() - cpu) / repeats
 
 
+def matmul_peak(dtype: torch.dtype, device: str = "cpu", n: int = 2048, repeats: int = 0) -> float:
+    """Measured dense matmul FLOP/s of ``n x n`` by ``n x n`` in ``dtype`` on ``device`` (the best of a few)."""
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    a @ b
+    repeats = repeats or max(3, int(4e11 / (2 * n**3)) if device == "cuda" else 3)
+    best = min(timed(lambda: a @ b, repeats, device) for _ in range(3))
+    return 2 * n**3 / best
+
+
 def count_flops(step: Step) -> int:
     """Model FLOPs of one training step (forward + backward), counted on the uncompiled model."""
     net, step.net = step.net, step.model
@@ -147,7 +163,8 @@ def count_flops(step: Step) -> int:
     return counter.get_total_flops()
 
 
-def bench_one(cfg: BenchConfig, arch: str, preset: str, tracks: str, device: str) -> dict:
+def bench_one(cfg: BenchConfig, arch: str, preset: str, tracks: str, device: str, bf16: bool,
+              peak: float) -> dict:
     torch.manual_seed(0)
     batch = cfg.batch_size or default_batch(preset, device)
     model = build(arch, tracks, preset, **{"seq_len": cfg.seq_len, **parse_overrides(cfg.overrides)})
@@ -157,29 +174,30 @@ def bench_one(cfg: BenchConfig, arch: str, preset: str, tracks: str, device: str
         torch.cuda.reset_peak_memory_stats()
     else:
         reset_cpu_peak()
-    step = Step(model, tracks, batch, cfg.seq_len, device, cfg.compile, cfg.fused_adam)
+    step = Step(model, tracks, batch, cfg.seq_len, device, cfg.compile, cfg.fused_adam, bf16)
     flops = count_flops(step)  # eager, so compiled runs still warm up below
     timed(step, cfg.warmup, device)
     seconds, cpu_seconds = timed_wall_and_cpu(step, cfg.steps, device)
-    peak = torch.cuda.max_memory_allocated() if device == "cuda" else cpu_peak_bytes()
+    memory = torch.cuda.max_memory_allocated() if device == "cuda" else cpu_peak_bytes()
     fwd = timed(step.forward_b1, 3, device) if cfg.forward_b1 else float("nan")
     elements = batch * cfg.seq_len * len(model.tracks)
-    mfu = flops / seconds / cfg.peak_flops if device == "cuda" else None
-    row = dict(arch=arch, preset=preset, tracks=tracks, device=device, params=params, batch=batch,
-               s_step=seconds, elem_s=elements / seconds, peak_gib=peak / 2**30, tflop_step=flops / 1e12,
+    mfu = flops / seconds / peak
+    row = dict(arch=arch, preset=preset, tracks=tracks, device=device, precision="bf16" if bf16 else "fp32",
+               params=params, batch=batch,
+               s_step=seconds, elem_s=elements / seconds, peak_gib=memory / 2**30, tflop_step=flops / 1e12,
                tflops=flops / seconds / 1e12, mfu=mfu, fwd_b1=fwd, cpu_s_step=cpu_seconds)
     del step, model
     return row
 
 
-HEADER = (f"{'arch':<13}{'preset':<7}{'tracks':<7}{'device':<7}{'params':>12}{'batch':>6}{'s/step':>9}"
+HEADER = (f"{'arch':<13}{'preset':<7}{'tracks':<7}{'device':<7}{'prec':<5}{'params':>12}{'batch':>6}{'s/step':>9}"
           f"{'cpu s':>8}"
           f"{'elem/s':>10}{'peak GiB':>9}{'TFLOP/step':>11}{'TFLOP/s':>9}{'MFU':>7}{'fwd B=1 s':>10}")
 
 
 def format_row(r: dict) -> str:
-    mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
-    return (f"{r['arch']:<13}{r['preset']:<7}{r['tracks']:<7}{r['device']:<7}{r['params']:>12,}"
+    mfu = f"{r['mfu']:.1%}"
+    return (f"{r['arch']:<13}{r['preset']:<7}{r['tracks']:<7}{r['device']:<7}{r['precision']:<5}{r['params']:>12,}"
             f"{r['batch']:>6}"
             f"{r['s_step']:>9.3f}{r['cpu_s_step']:>8.2f}{r['elem_s']:>10.0f}{r['peak_gib']:>9.2f}{r['tflop_step']:>11.3f}"
             f"{r['tflops']:>9.2f}{mfu:>7}{r['fwd_b1']:>10.4f}")
@@ -204,15 +222,34 @@ def main(argv: list[str] | None = None) -> list[dict]:
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, load average {load}"
           + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-    print(HEADER, flush=True)
     rows = []
     for device in devices(cfg.device):
+        modes = sorted({bf16_mode(p, device) for p in cfg.precisions}, reverse=True)
+        peaks = {bf16: peak_flops(cfg, device, bf16) for bf16 in modes}
+        print(f"{device} dense matmul peak (2048^3, measured now): "
+              + ", ".join(f"{'bf16' if b else 'fp32'} {p / 1e9:,.0f} GFLOP/s" for b, p in peaks.items()))
+        print(HEADER, flush=True)
         for arch in cfg.archs:
             for preset in cfg.presets:
                 for tracks in cfg.tracks:
-                    rows.append(bench_one(cfg, arch, preset, tracks, device))
-                    print(format_row(rows[-1]), flush=True)
+                    for bf16 in modes:
+                        rows.append(bench_one(cfg, arch, preset, tracks, device, bf16, peaks[bf16]))
+                        print(format_row(rows[-1]), flush=True)
     return rows
+
+
+def bf16_mode(precision: str, device: str) -> bool:
+    """Whether ``precision`` (auto, bf16, fp32) runs the step in bf16 on ``device``."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise SystemExit(f"bench_train: unknown precision {precision!r}; expected auto, bf16 or fp32")
+    return precision == "bf16" or (precision == "auto" and native_bf16(device))
+
+
+def peak_flops(cfg: BenchConfig, device: str, bf16: bool) -> float:
+    """The MFU denominator: measured on CPU, ``--peak-flops`` (bf16) on GPU."""
+    if device == "cuda":
+        return cfg.peak_flops if bf16 else cfg.peak_flops / 2  # TF32 is half the bf16 rate on H100/H200
+    return matmul_peak(torch.bfloat16 if bf16 else torch.float32, device)
 
 
 if __name__ == "__main__":
