@@ -214,6 +214,10 @@ class Attributes:
         return Attributes(self.key.expand(batch).clone(), self.onsets.expand(batch, -1, -1).clone(),
                           self.register.expand(batch, -1, -1).clone())
 
+    def rows(self, start: int, stop: int) -> Attributes:
+        """Samples ``[start, stop)`` of the batch."""
+        return Attributes(self.key[start:stop], self.onsets[start:stop], self.register[start:stop])
+
     def bars(self, start: int, stop: int) -> Attributes:
         """The bar attributes of bars ``[start, stop)`` (the key stays)."""
         return Attributes(self.key, self.onsets[:, start:stop], self.register[:, start:stop])
