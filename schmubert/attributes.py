@@ -121,7 +121,7 @@ def sounding_pitch_classes(x0: torch.Tensor, tracks: Sequence[Track]) -> torch.T
         last_event = torch.where(col != 0, steps, -1).cummax(dim=1).values  # [B, L]
         current = col.gather(1, last_event.clamp(min=0))  # the token that started what sounds now
         sounding = (last_event >= 0) & _is_note_on(current, track)
-        pc = (current - PITCH_OFFSET).remainder(12)
+        pc = (current + PITCH_OFFSET).remainder(12)
         hist += torch.zeros_like(hist).scatter_add_(1, pc * sounding, sounding.float())
     return hist
 
