@@ -140,7 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     model = load_model(args.checkpoint, args.device)
-    if not model.denoiser.conditional:
+    if not model.conditional:
         print(f"error: {args.checkpoint}: this model was trained without attributes (nothing to steer)",
               file=sys.stderr)
         return 2

@@ -269,7 +269,7 @@ def resolve_device(name: str) -> torch.device:
 def make_guidance(cfg: SampleConfig, model: LoadedModel) -> NoteDensityGuidance | None:
     """Note-density classifier guidance; None without --note-density or where the model's onsets attribute
     carries it (:func:`make_attributes`)."""
-    if cfg.note_density is None or model.denoiser.conditional:
+    if cfg.note_density is None or model.conditional:
         return None
     ids = track_ids(cfg.density_tracks, model, "--density-tracks")
     return NoteDensityGuidance(model.tracks, cfg.note_density, cfg.guidance_scale, ids, cfg.guidance_update)
@@ -288,7 +288,7 @@ def make_attributes(cfg: SampleConfig, model: LoadedModel, scen: Scenario,
                     generator: torch.Generator | None = None) -> Attributes | None:
     """What a model trained with attributes is told, for all ``num_samples`` ``[num_samples, bars, K]``; None for a
     model without (which may not be asked for any: a ValueError naming the checkpoint)."""
-    if not model.denoiser.conditional:
+    if not model.conditional:
         if asks_attributes(cfg):
             raise ValueError(f"{checkpoint_name(cfg, model)}: this model was trained without attributes, so "
                              "--key, --density and --register cannot steer it; use a model trained with them "

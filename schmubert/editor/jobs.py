@@ -103,8 +103,7 @@ class Watched(nn.Module):
     def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None) -> list[torch.Tensor]:
         if self.job.cancel_event.is_set():
             raise Cancelled
-        masked = int((x_t[: len(x_t) // 2] if attrs is not None and len(x_t) > 1 else x_t)
-                     .eq(self.mask_value.to(x_t.device)).sum())  # guidance doubles the batch
+        masked = int((x_t[:1] == self.mask_value.to(x_t.device)).sum())  # one piece (guidance doubles it)
         self.total = masked if self.total is None else self.total
         self.job.progress = 1.0 - masked / max(self.total, 1)
         return self.denoiser(x_t) if attrs is None else self.denoiser(x_t, attrs)
@@ -153,7 +152,7 @@ class Sampler:
         if bad:
             raise ValueError(f"density tracks {bad}: the model has {', '.join(names)}")
         asked = options.key not in ("piece", "any") or options.density or options.register or options.cfg_scale
-        if asked and not self.model.denoiser.conditional:
+        if asked and not self.model.conditional:
             raise ValueError(f"{self.model.path.name} was trained without attributes: it takes no key, density, "
                              "register or guidance scale")
         if options.key not in ("piece", "any"):
@@ -242,7 +241,7 @@ def editor_attributes(options: Options, model: LoadedModel, x: np.ndarray, known
     """What the editor tells a model with attributes ``[1, bars, K]``: the key (the piece's own, none, or the one
     chosen) and each asked track's density and register over the selected bars of that track (the whole
     selection's bars for a track not selected). None for a model without attributes."""
-    if not model.denoiser.conditional:
+    if not model.conditional:
         return None
     tracks, names = model.tracks, [t.name for t in model.tracks]
     attrs = Attributes.null(1, len(x) // STEPS_PER_BAR, len(tracks))

@@ -124,7 +124,7 @@ def model_info(model: LoadedModel, validation_set: bool) -> dict[str, Any]:
         "programs": {"melody": [MELODY_PROGRAMS.start, MELODY_PROGRAMS.stop - 1],
                      "bass": [BASS_PROGRAMS.start, BASS_PROGRAMS.stop - 1]},
         "validation_set": validation_set,
-        "attributes": model.denoiser.conditional,
+        "attributes": model.conditional,
         "keys": [key_name(k) for k in range(NUM_KEYS)],
     }
 
