@@ -57,6 +57,11 @@ class LoadedModel:
     def device(self) -> torch.device:
         return next(self.denoiser.parameters()).device
 
+    @property
+    def conditional(self) -> bool:
+        """Whether the model was trained with attributes (takes ``attrs``; see :mod:`schmubert.attributes`)."""
+        return bool(getattr(self.denoiser, "conditional", False))
+
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()

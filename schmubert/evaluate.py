@@ -80,6 +80,9 @@ class ElboConfig(HeldOutConfig):
     estimator: Literal["count", "time"] = arg("count", "stratified over the mask count (low variance) or t")
     samples_per_piece: int = arg(16, "Monte-Carlo samples per piece (stratified)")
     progress: bool = arg(True, "show a progress bar (on stderr)")
+    attributes: Literal["null", "own"] = arg("null", "models trained with attributes: tell nothing (null, the "
+                                             "unconditional model) or each piece its own key, onsets and register "
+                                             "(own: the bound given the piece's description)")
 
 
 @dataclass
@@ -199,12 +202,13 @@ def run_elbo(cfg: ElboConfig) -> dict:
     region = bar_region(model.steps, len(model.tracks), bars) if bars else None
     res = elbo(model.denoiser, model.diffusion, data, samples_per_piece=cfg.samples_per_piece,
                batch_size=cfg.batch_size, estimator=cfg.estimator, region=region,
-               generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.progress)
+               generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.progress,
+               **({"attributes": cfg.attributes} if cfg.attributes != "null" else {}))
     out = {"bits_per_element": res.bits, "std_error": res.std_error, "monte_carlo_error": res.monte_carlo_error,
            "pieces": len(res.per_piece),
            "elements_per_piece": res.elements, "samples_per_piece": res.samples_per_piece,
            "estimator": res.estimator, "infill": list(bars) if bars else None, "checkpoint": str(model.path),
-           "sha256": model.sha256, "seed": cfg.seed, "data": str(cfg.data)}
+           "sha256": model.sha256, "seed": cfg.seed, "data": str(cfg.data), "attributes": cfg.attributes}
     if cfg.json:
         print(json.dumps(out, indent=2))
     else:

@@ -10,6 +10,7 @@ and dropout of step ``n`` are the same whether or not the run was interrupted be
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from schmubert import __version__
+from schmubert.attributes import Attributes, drop, key_distribution
 from schmubert.backbones import from_config, make_config
 from schmubert.checkpoints import CHECKPOINT_KIND, checkpoint_hparams
 from schmubert.config import arg
@@ -41,6 +43,15 @@ class OptimConfig:
     ema_every: int = arg(10, "update the EMA weights every this many steps (thesis: 10)")
     ema_warmup: bool = arg(True, "ramp the EMA decay up as min(decay, (1 + n) / (10 + n)) over its first n "
                            "updates, so the average of a short run is not its initial weights")
+
+
+@dataclass
+class CondConfig:
+    """Training of a conditional model (backbone option ``attributes=true``, e.g. ``--set attributes=true``)."""
+
+    cond_drop: float = arg(0.3, "probability that each attribute kind (key, onsets, register) of a training piece "
+                           "is replaced by its null id, independently per piece and kind: one model is then "
+                           "unconditional, partly and fully conditional (classifier-free guidance)")
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -68,14 +79,18 @@ class ASD3PM(L.LightningModule):
 
     def __init__(self, arch: str, tracks: str, backbone: dict[str, Any], noise: dict[str, Any], steps: int,
                  optim: dict[str, Any] | None = None, max_transpose: int = 0, seed: int = 0,
-                 data: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None):
-        """``provenance``: where the run came from (``recipe``, ``init`` weights), kept for model cards."""
+                 data: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None,
+                 attributes: dict[str, Any] | None = None):
+        """``provenance``: where the run came from (``recipe``, ``init`` weights), kept for model cards.
+        ``attributes``: the :class:`CondConfig` fields and, once training started, ``key_prior`` (the training
+        split's key distribution, which unconditional sampling draws keys from)."""
         super().__init__()
         self.save_hyperparameters()
         self.track_list = get_tracks(tracks)
         self.denoiser = from_config(arch, tracks, backbone)
         self.diffusion = AbsorbingDiffusion(mask_ids(tracks), NoiseConfig(**noise))
         self.optim = OptimConfig(**(optim or {}))
+        self.cond = CondConfig(**{k: v for k, v in (attributes or {}).items() if k != "key_prior"})
 
     @classmethod
     def create(cls, arch: str, tracks: str, preset: str, noise: NoiseConfig, steps: int,
@@ -86,8 +101,30 @@ class ASD3PM(L.LightningModule):
         hp = checkpoint_hparams(arch, tracks, backbone, noise, steps, optim=vars(optim or OptimConfig()), **kwargs)
         return cls(**hp)
 
-    def forward(self, x_t: torch.Tensor) -> list[torch.Tensor]:
-        return self.denoiser(x_t)
+    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None) -> list[torch.Tensor]:
+        return self.denoiser(x_t, attrs)
+
+    @property
+    def conditional(self) -> bool:
+        return self.denoiser.conditional
+
+    def training_attributes(self, x0: torch.Tensor) -> Attributes | None:
+        """The attributes of the augmented batch, each kind dropped to null at ``cond_drop`` (None: no model
+        attributes)."""
+        if not self.conditional:
+            return None
+        return drop(Attributes.compute(x0, self.track_list), self.cond.cond_drop)
+
+    def on_fit_start(self) -> None:
+        """A conditional model stores its training split's key distribution before its first checkpoint."""
+        stored = self.hparams.get("attributes") or {}
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not self.conditional or stored.get("key_prior") or datamodule is None:
+            return
+        if not hasattr(datamodule, "train_set"):
+            datamodule.setup("fit")
+        prior = key_distribution(datamodule.train_set.array, self.track_list)
+        self.hparams["attributes"] = {**dataclasses.asdict(self.cond), **stored, "key_prior": prior}
 
     # --- steps -----------------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch: torch.Tensor, batch_idx: int) -> None:
@@ -97,7 +134,7 @@ class ASD3PM(L.LightningModule):
         x0 = transpose(x0, self.track_list, self.hparams.max_transpose)
         t = self.diffusion.sample_t(x0.shape[0], x0.device)
         x_t, mask = self.diffusion.q_sample(x0, t)
-        out = self.diffusion.loss(self.denoiser(x_t), x0, mask, t)
+        out = self.diffusion.loss(self.denoiser(x_t, self.training_attributes(x0)), x0, mask, t)
         self.log("train/loss", out.loss, prog_bar=True)
         self.log("train/elbo", out.elbo)
         return out.loss
@@ -106,7 +143,8 @@ class ASD3PM(L.LightningModule):
         torch.manual_seed(step_seed(self.hparams.seed, -1 - batch_idx, self.global_rank))
 
     def validation_step(self, x0: torch.Tensor, batch_idx: int) -> None:
-        """Validation measures the unconditional model: every track masked alike, stratified t."""
+        """Validation measures the unconditional model: every track masked alike, stratified t, every attribute
+        null (a piece's own attributes would tell its answer)."""
         t = self.diffusion.sample_t(x0.shape[0], x0.device, stratified=True)
         x_t, mask = self.diffusion.q_sample(x0, t, schedule="all", span_prob=0.0)
         out = self.diffusion.loss(self.denoiser(x_t), x0, mask, t)

@@ -23,6 +23,17 @@ import torch
 from tqdm.auto import tqdm
 
 from schmubert import conditioning, song
+from schmubert.attributes import (
+    KEY_NULL,
+    Attributes,
+    BarTarget,
+    apply_targets,
+    draw_keys,
+    estimate_key,
+    key_name,
+    parse_key,
+    parse_target,
+)
 from schmubert.checkpoints import LoadedModel, default_checkpoint, held_out_pieces, load_model
 from schmubert.config import add_arguments, arg, from_args, to_dict
 from schmubert.files import write_atomic
@@ -50,6 +61,8 @@ EXAMPLES = """examples:
   python -m schmubert.sample --input a.mid --interpolate b.mid --keep-bars 16
   python -m schmubert.sample --bars 256 --hop 32                             # longer than the window
   python -m schmubert.sample --note-density 8 --steps 256 --order confidence
+  python -m schmubert.sample --checkpoint runs/cond/checkpoints/last.ckpt --key D:minor --cfg-scale 1
+  python -m schmubert.sample ... --density melody=12@8:16 --density bass=2 --register bass=E2 --register melody=C5@0:8
 """
 
 
@@ -101,7 +114,18 @@ class SampleConfig:
                 "(AVX512-BF16 or AMX CPUs, recent GPUs), fp32 elsewhere")
     compile: bool = arg(False, "torch.compile the denoiser (pays a compile on the first call of each batch "
                                "shape; see experiments/bench_sample.py --modes)")
-    note_density: float | None = arg(None, "guidance: target onsets per bar (thesis Algorithm 6)")
+    key: str = arg("auto", "key the model is told (models trained with attributes): TONIC[:major|:minor] with "
+                   "TONIC C, C#/Db, ..., B (e.g. D:minor, Bb); 'none' for no key; 'auto': for unconditional "
+                   "samples a key drawn from the training set's key distribution, else the key of --input")
+    density: list[str] = arg([], "onsets per bar the model is told (models trained with attributes), "
+                                 "TRACK=N[@START:END] (bars end exclusive, from --start-bar; drums count hit "
+                                 "steps), e.g. melody=12@8:16; repeatable")
+    register: list[str] = arg([], "mean pitch per bar the model is told (models trained with attributes), "
+                                  "TRACK=PITCH[@START:END] with PITCH a MIDI number or a note name (C4 = 60), "
+                                  "e.g. bass=E2; repeatable")
+    note_density: float | None = arg(None, "target onsets per bar on --density-tracks: classifier guidance (thesis "
+                                     "Algorithm 6), or on a model trained with attributes its onsets attribute "
+                                     "(split evenly over the tracks)")
     guidance_scale: float = arg(2.0, "guidance scale s (about 0.03 with --guidance-update additive)")
     guidance_update: Literal["multiplicative", "additive"] = arg(
         "multiplicative", "guidance step: in log space (keeps pitch odds) or the thesis' probs - s*grad")
@@ -318,15 +342,59 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_guidance(cfg: SampleConfig, model: LoadedModel) -> NoteDensityGuidance | None:
-    if cfg.note_density is None:
+    """Note-density classifier guidance; None without --note-density or where the model's onsets attribute
+    carries it (:func:`make_attributes`)."""
+    if cfg.note_density is None or model.conditional:
         return None
     ids = track_ids(cfg.density_tracks, model, "--density-tracks")
     return NoteDensityGuidance(model.tracks, cfg.note_density, cfg.guidance_scale, ids, cfg.guidance_update)
 
 
+def checkpoint_name(cfg: SampleConfig, model: LoadedModel) -> str:
+    given = str(cfg.checkpoint) if cfg.checkpoint is not None else str(model.path)
+    return given if given == str(model.path) else f"{given} ({model.path})"
+
+
+def asks_attributes(cfg: SampleConfig) -> bool:
+    return cfg.key != "auto" or bool(cfg.density) or bool(cfg.register)
+
+
+def make_attributes(cfg: SampleConfig, model: LoadedModel, scen: Scenario,
+                    generator: torch.Generator | None = None) -> Attributes | None:
+    """What a model trained with attributes is told, for all ``num_samples`` ``[num_samples, bars, K]``; None for a
+    model without (which may not be asked for any: a ValueError naming the checkpoint)."""
+    if not model.conditional:
+        if asks_attributes(cfg):
+            raise ValueError(f"{checkpoint_name(cfg, model)}: this model was trained without attributes, so "
+                             "--key, --density and --register cannot steer it; use a model trained with them "
+                             "(python -m schmubert.train ... --set attributes=true; docs/attributes.md)")
+        return None
+    n, K = cfg.num_samples, len(model.tracks)
+    attrs = Attributes.null(n, -(-len(scen.x) // STEPS_PER_BAR), K)
+    attrs = attrs.with_key(scenario_keys(cfg, model, scen, n, generator))
+    density = [parse_target(t) for t in cfg.density]
+    if cfg.note_density is not None:
+        names = cfg.density_tracks or [model.tracks[0].name]
+        density += [BarTarget(name, cfg.note_density / len(names)) for name in names]
+    return apply_targets(attrs, model.tracks, density, [parse_target(t, pitch=True) for t in cfg.register])
+
+
+def scenario_keys(cfg: SampleConfig, model: LoadedModel, scen: Scenario, n: int,
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """``--key`` for ``n`` samples: the given one; with 'auto' drawn from the model's key distribution for
+    unconditional samples (no key where the model has none stored), else the key of the input piece."""
+    if cfg.key != "auto":
+        return torch.full((n,), parse_key(cfg.key))
+    if scen.kind != "unconditional":
+        return estimate_key(torch.as_tensor(scen.x)[None], model.tracks).expand(n)
+    prior = (model.hparams.get("attributes") or {}).get("key_prior")
+    return draw_keys(prior, n, generator) if prior else torch.full((n,), KEY_NULL)
+
+
 def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, generator,
-             denoiser: torch.nn.Module | None = None) -> np.ndarray:
-    """All samples ``(num_samples, N, K)``; a short piece is padded to the window with known silence."""
+             denoiser: torch.nn.Module | None = None, attributes: Attributes | None = None) -> np.ndarray:
+    """All samples ``(num_samples, N, K)``; a short piece is padded to the window with known silence.
+    ``attributes``: what a conditional model is told, ``[num_samples, bars of N, K]`` (padding: null)."""
     window = model.steps
     N, K = scen.x.shape
     pad = max(0, window - N)  # a short output still runs the model on its full window
@@ -339,16 +407,17 @@ def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, ge
         B = min(cfg.batch_size, cfg.num_samples - start)
         xb = torch.as_tensor(x).expand(B, -1, -1).clone()
         kb = torch.as_tensor(known).expand(B, -1, -1).clone()
+        told = None if attributes is None else attributes.rows(start, start + B).pad_bars(len(x) // STEPS_PER_BAR)
         result = sample_long(denoiser or model.denoiser, model.diffusion, xb, kb, steps, generator,
                              window=window, hop=hop, progress=cfg.progress, options=cfg.sampler,
-                             guidance=guidance)
+                             guidance=guidance, attributes=told)
         result = conditioning.preserve_note_ends(xb, kb, result.cpu(), model.tracks)
         out.append(result[:, :N].numpy())
     return np.concatenate(out)
 
 
 def write_sample(cfg: SampleConfig, model: LoadedModel, scen: Scenario, tokens: np.ndarray, index: int,
-                 record: dict) -> None:
+                 record: dict, attributes: Attributes | None = None) -> None:
     paths = output_paths(cfg, index)
     names = [t.name for t in model.tracks]
     if scen.song is not None and cfg.whole_song:
@@ -368,6 +437,9 @@ def write_sample(cfg: SampleConfig, model: LoadedModel, scen: Scenario, tokens: 
     if cfg.note_density is not None:
         ids = track_ids(cfg.density_tracks, model, "--density-tracks")
         record["note_density"] = density_error(tokens, model.tracks, cfg.note_density, ids)
+    if attributes is not None:
+        got = estimate_key(torch.as_tensor(tokens)[None], model.tracks)
+        record["key"] = {"told": key_name(int(attributes.key[index])), "estimated": key_name(int(got))}
     text = json.dumps(record, indent=2, default=str)
     write_atomic(paths["json"], lambda tmp: tmp.write_text(text), cfg.overwrite)
 
@@ -384,24 +456,25 @@ def run(cfg: SampleConfig) -> list[Path]:
                          f"pass --checkpoint pretrained:{cfg.tracks} or a {cfg.tracks} checkpoint")
     guidance = make_guidance(cfg, model)
     scen = build_scenario(cfg, model, np.random.default_rng(cfg.seed))
+    attributes = make_attributes(cfg, model, scen, torch.Generator().manual_seed(cfg.seed))
     generator = torch.Generator().manual_seed(cfg.seed)
     began = time.perf_counter()
     denoiser = fast_denoiser(model.denoiser, cfg.precision, cfg.compile)
-    samples = generate(cfg, model, scen, guidance, generator, denoiser)
+    samples = generate(cfg, model, scen, guidance, generator, denoiser, attributes)
     seconds = time.perf_counter() - began
     record = {"options": to_dict(cfg), "scenario": scen.kind, "sources": scen.sources, "seed": cfg.seed,
               "checkpoint": str(model.path), "checkpoint_sha256": model.sha256, "device": str(model.device),
               "steps": cfg.steps or model.diffusion.T, "bars": len(scen.x) // STEPS_PER_BAR,
               "regenerated_elements": int((~scen.known).sum()), "seconds": round(seconds, 3)}
     cfg.out.mkdir(parents=True, exist_ok=True)
-    for i, tokens in enumerate(samples):
-        write_sample(cfg, model, scen, tokens, i, record)
     if scen.song is not None:
         record["song"] = scen.song.record()
         print(f"{cfg.input}: the model's tracks are {record['song']['tracks']}; window bars "
               f"{scen.song.window[0]}:{scen.song.window[1]}, edited bars {scen.song.edit[0]}:{scen.song.edit[1]}")
         for note in scen.song.notes:
             print(f"note: {note}")
+    for i, tokens in enumerate(samples):
+        write_sample(cfg, model, scen, tokens, i, record, attributes)
     print(f"wrote {len(samples)} sample(s) ({scen.kind}, {record['bars']} bars) to {cfg.out} "
           f"in {seconds:.1f} s of sampling")
     return [output_paths(cfg, i)["mid"] for i in range(len(samples))]

@@ -1,7 +1,10 @@
 """The reverse process of ASD3PM (spec section 3, thesis Algorithms 4 and 6): one sampler for every scenario.
 
 Every conditioning scenario (unconditional, infilling, outpainting, interpolation, accompaniment, note-level)
-is the same call with a different ``known`` mask (see :mod:`schmubert.conditioning`).
+is the same call with a different ``known`` mask (see :mod:`schmubert.conditioning`). A model trained with
+attributes (:mod:`schmubert.attributes`) is also told ``attributes``; with ``cfg_scale`` w != 0 each step mixes
+its conditional and unconditional (all-null) logits by classifier-free guidance, ``cond + w (cond - uncond)``,
+both from one batched forward pass of 2B pieces (w = 0 is exactly the conditional sampler, one pass of B).
 
 Shapes: ``x``/``x_t`` ``LongTensor[B, L, K]``; ``known`` ``BoolTensor[B, L, K]`` (True = keep); ``logits`` and
 ``probs`` lists of K tensors ``[B, L, C_k]``.
@@ -10,6 +13,7 @@ Shapes: ``x``/``x_t`` ``LongTensor[B, L, K]``; ``known`` ``BoolTensor[B, L, K]``
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,9 +22,11 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
+from schmubert.attributes import Attributes
 from schmubert.config import arg
 from schmubert.diffusion import AbsorbingDiffusion, RevealSchedule, masked_fraction
 from schmubert.precision import SamplePrecision, sampling_precision
+from schmubert.tokens import STEPS_PER_BAR
 
 #: Reverse steps used when none are given: the fewest whose figures were within noise of 1024-step sampling on
 #: ``experiments/bench_quality_steps.py`` with ``pretrained:trio`` (unconditional: statistics overlap from S=32 on,
@@ -60,6 +66,9 @@ class SamplerOptions:
     remask_loop: float = arg(0.0, "ReMDM-loop: share of the steps spent at the fixed masked fraction "
                                   "--remask-loop-level, re-masking only there (0 = re-mask at every step)")
     remask_loop_level: float = arg(0.1, "masked fraction held during the ReMDM loop")
+    cfg_scale: float = arg(0.0, "classifier-free guidance scale w for models trained with attributes: logits "
+                                "cond + w * (cond - uncond); 0 = the plain conditional model (one forward pass "
+                                "per step; w != 0 takes one pass of twice the batch)")
 
 
 def uniform(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -216,6 +225,34 @@ def check_inputs(diffusion: AbsorbingDiffusion, x: torch.Tensor, known: torch.Te
         raise ValueError("remask_loop needs a re-masking rate (remask cap or rescale)")
     if opts.remask_loop and steps - round(opts.remask_loop * steps) < 2:
         raise ValueError(f"remask_loop {opts.remask_loop} leaves fewer than 2 of the {steps} steps to unmask")
+    if not math.isfinite(opts.cfg_scale):
+        raise ValueError(f"cfg_scale must be finite, got {opts.cfg_scale}")
+
+
+def check_attributes(attributes: Attributes | None, x: torch.Tensor) -> None:
+    """Raise a ValueError unless ``attributes`` fit ``x [B, L, K]`` (batch B or 1, bars = L / 16 rounded up)."""
+    if attributes is None:
+        return
+    B, L, K = x.shape
+    bars = -(-L // STEPS_PER_BAR)
+    b, have_bars, k = attributes.shape
+    if b not in (1, B) or have_bars != bars or k != K or attributes.key.shape != (b,):
+        raise ValueError(f"attributes of shape key {tuple(attributes.key.shape)}, bars [{b}, {have_bars}, {k}] "
+                         f"do not fit pieces [{B}, {L}, {K}] ({bars} bars)")
+
+
+def predict_logits(denoiser: torch.nn.Module, x_t: torch.Tensor, attributes: Attributes | None,
+                   cfg_scale: float) -> list[torch.Tensor]:
+    """The denoiser's logits at ``x_t [B, L, K]`` (K x ``[B, L, C_k]``): unconditioned (``attributes`` None),
+    conditional (``cfg_scale`` 0), or classifier-free guided ``cond + w (cond - uncond)`` from one forward pass
+    over ``[x_t; x_t]`` with ``[attributes; null]``."""
+    if attributes is None:
+        return denoiser(x_t)
+    if cfg_scale == 0:
+        return denoiser(x_t, attributes)
+    B = x_t.shape[0]
+    both = denoiser(torch.cat([x_t, x_t]), Attributes.cat([attributes, attributes.null_like()]))
+    return [lg[:B] + cfg_scale * (lg[:B] - lg[B:]) for lg in both]
 
 
 # --- the sampler --------------------------------------------------------------------------------------------
@@ -224,8 +261,8 @@ def check_inputs(diffusion: AbsorbingDiffusion, x: torch.Tensor, known: torch.Te
 @torch.no_grad()
 def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Tensor, known: torch.Tensor,
            steps: int, generator: torch.Generator | None = None, options: SamplerOptions | None = None, *,
-           guidance: Guidance | None = None, progress: bool = False, stats: dict | None = None,
-           **fields) -> torch.Tensor:
+           guidance: Guidance | None = None, attributes: Attributes | None = None, progress: bool = False,
+           stats: dict | None = None, **fields) -> torch.Tensor:
     """Fill every unknown element of ``x`` by the reverse process; returns ``LongTensor[B, L, K]``.
 
     x: ``LongTensor[B, L, K]`` known tokens (values where ``~known`` are ignored); known:
@@ -235,14 +272,19 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
     and schedule of reveals (thesis Algorithm 4 is 'random' + 'linear': each masked element with probability
     1/t), temperature and top-p of the draws, exact reuse of the denoiser output when ``x_t`` did not change,
     and ReMDM re-masking. guidance: a function moving the probabilities before the draw (thesis Algorithm 6).
+    attributes: what a conditional model is told (:class:`~schmubert.attributes.Attributes` of batch B or 1,
+    bars = L / 16; None: nothing), guided by ``options.cfg_scale``.
     ``generator`` drives every random draw. ``stats`` (a dict) receives ``calls``, the number of denoiser
     calls, and ``remasked``, the number of re-masked elements.
     The result has no mask left and every other ``x[known]`` unchanged. Runs on the denoiser's device.
     """
     opts = dataclasses.replace(options or SamplerOptions(), **fields)
     check_inputs(diffusion, x, known, steps, opts)
+    check_attributes(attributes, x)
     device = next(denoiser.parameters()).device
     x, known = x.to(device), known.to(device)
+    if attributes is not None:
+        attributes = attributes.expand(x.shape[0]).to(device)
     mask_value = diffusion.mask_value(device)  # [K]
     known = known & (x != mask_value)  # a mask id is never "known": it is filled like the rest
     x_t = torch.where(known, x, mask_value)
@@ -254,7 +296,7 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
         if not masked.any() and step.remask == 0.0:
             continue
         if logits is None or changed or not opts.reuse:
-            logits = denoiser(x_t)
+            logits = predict_logits(denoiser, x_t, attributes, opts.cfg_scale)
             calls += 1
         reveal, rows = choose_reveal(logits, x_t, masked, step, opts, guidance, generator)
         remask = choose_remask(~known & ~masked, step, opts, drawn_p, generator)
@@ -314,10 +356,11 @@ class Autocast(torch.nn.Module):
         super().__init__()
         self.denoiser = denoiser
 
-    def forward(self, x_t: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None) -> list[torch.Tensor]:
         device = next(self.denoiser.parameters()).device
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            return [lg.float() for lg in self.denoiser(x_t)]
+            out = self.denoiser(x_t) if attrs is None else self.denoiser(x_t, attrs)
+            return [lg.float() for lg in out]
 
 
 def fast_denoiser(denoiser: torch.nn.Module, precision: SamplePrecision = "fp32", compile: bool = False
@@ -340,13 +383,14 @@ def window_starts(length: int, window: int, hop: int) -> list[int]:
 
 def sample_long(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Tensor,
                 known: torch.Tensor, steps: int, generator: torch.Generator | None = None, *,
-                window: int, hop: int,
+                window: int, hop: int, attributes: Attributes | None = None,
                 progress: bool = False, **options) -> torch.Tensor:
     """:func:`sample` over a piece longer than the model's window: ``x``/``known`` ``[B, N, K]``, N > window.
 
     Windows of ``window`` steps slide by ``hop`` from the start; each window keeps what is known plus all that
     earlier windows generated (so each new window continues its ``window - hop`` steps of overlapping context)
-    and fills the rest. ``options`` are passed to :func:`sample`. Returns ``LongTensor[B, N, K]``.
+    and fills the rest. ``attributes`` cover all N steps (bars = N / 16); each window is told its own bars.
+    ``options`` are passed to :func:`sample`. Returns ``LongTensor[B, N, K]``.
     """
     if not 0 < hop <= window:
         raise ValueError(f"hop must be in 1..window ({window}), got {hop}")
@@ -354,7 +398,10 @@ def sample_long(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: tor
     starts = window_starts(x.shape[1], window, hop)
     for start in tqdm(starts, desc="windows", disable=not progress, leave=False):
         span = slice(start, start + window)
-        filled = sample(denoiser, diffusion, x[:, span], known[:, span], steps, generator, **options)
+        told = None if attributes is None else attributes.bars(start // STEPS_PER_BAR,
+                                                                -(-(start + window) // STEPS_PER_BAR))
+        filled = sample(denoiser, diffusion, x[:, span], known[:, span], steps, generator, attributes=told,
+                        **options)
         x[:, span] = filled.to(x.device)
         known[:, span] = True
     return x

@@ -21,7 +21,7 @@ from schmubert.backbones import PRESETS, architectures
 from schmubert.config import add_arguments, arg, from_args, to_dict
 from schmubert.data import DataConfig, DatasetError, TokenDataModule
 from schmubert.diffusion import NoiseConfig
-from schmubert.module import ASD3PM, OptimConfig
+from schmubert.module import ASD3PM, CondConfig, OptimConfig
 from schmubert.precision import training_precision
 from schmubert.recipes import get_recipe, recipe_names
 
@@ -33,6 +33,8 @@ EXAMPLES = """examples:
   python -m schmubert.train --arch transformer --tracks melody --preset tiny --max-steps 5 --logger csv
   python -m schmubert.train --resume runs/conv-trio-paper/checkpoints/last.ckpt
   python -m schmubert.train --arch conv --set depth=8 --set width=256 ...   (override backbone fields)
+  python -m schmubert.train --init pretrained:trio --set attributes=true --cond-drop 0.3 ...   (key, density,
+      register conditions; see docs/attributes.md)
 """
 
 
@@ -172,14 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m schmubert.train", description=__doc__.splitlines()[0],
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     for title, cls in (("run", TrainConfig), ("data", DataConfig), ("optimisation", OptimConfig),
-                       ("diffusion", NoiseConfig)):
+                       ("diffusion", NoiseConfig), ("conditioning", CondConfig)):
         add_arguments(parser.add_argument_group(title), cls)
     return parser
 
 
 def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: NoiseConfig,
-          extra_callbacks: list[Any] | None = None) -> Path:
-    """Train; returns the run folder. ``extra_callbacks`` are added to the trainer's (e.g. a benchmark's timer)."""
+          extra_callbacks: list[Any] | None = None, cond: CondConfig | None = None) -> Path:
+    """Train; returns the run folder. ``extra_callbacks`` are added to the trainer's (e.g. a benchmark's timer);
+    ``cond``: how a conditional model (``--set attributes=true``) is trained."""
+    cond = cond or CondConfig()
     import lightning as L
 
     if config.arch not in architectures():
@@ -191,13 +195,13 @@ def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: Nois
         model = ASD3PM.load_from_checkpoint(resume, map_location="cpu")
         datamodule = TokenDataModule(data, model.track_list, model.hparams.steps, seed=model.hparams.seed)
     elif config.init:
-        model, datamodule = fine_tune_model(config, data, optim, noise)
+        model, datamodule = fine_tune_model(config, data, optim, noise, cond)
     else:
         datamodule = TokenDataModule(data, config.tracks, seed=config.seed)
         model = ASD3PM.create(config.arch, config.tracks, config.preset, noise, datamodule.steps, optim,
                               backbone_overrides=parse_overrides(config.set), max_transpose=data.max_transpose,
                               seed=config.seed, data={"path": str(data.data), **summary(datamodule.meta)},
-                              provenance={"recipe": config.recipe})
+                              provenance={"recipe": config.recipe}, attributes=vars(cond))
     optim = OptimConfig(**model.hparams.optim)  # a resumed run keeps its own optimisation settings
     if config.compile:
         model.denoiser.compile()  # in place: parameter names and checkpoints stay those of the plain model
@@ -222,8 +226,8 @@ def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: Nois
     return directory
 
 
-def fine_tune_model(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: NoiseConfig
-                    ) -> tuple[ASD3PM, TokenDataModule]:
+def fine_tune_model(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: NoiseConfig,
+                    cond: CondConfig | None = None) -> tuple[ASD3PM, TokenDataModule]:
     """A new run whose model is a copy of the ``--init`` weights (architecture and noise from them too; noise
     options given other than their defaults, e.g. ``--span-prob``, win, except T)."""
     from schmubert.checkpoints import checkpoint_hparams, load_model
@@ -236,7 +240,8 @@ def fine_tune_model(config: TrainConfig, data: DataConfig, optim: OptimConfig, n
         hp["arch"], hp["tracks"], {**hp["backbone"], **added}, fine_tune_noise(hp["noise"], noise), start.steps,
         optim=vars(optim), max_transpose=data.max_transpose, seed=config.seed,
         data={"path": str(data.data), **summary(datamodule.meta)},
-        provenance={"recipe": config.recipe, "init": str(config.init), "init_overrides": added}))
+        provenance={"recipe": config.recipe, "init": str(config.init), "init_overrides": added},
+        attributes=vars(cond or CondConfig())))
     load_into(model.denoiser, start.denoiser.state_dict(), config.init, allow_new=bool(added))
     return model, datamodule
 
@@ -301,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     config, data = from_args(TrainConfig, args), from_args(DataConfig, args)
     optim, noise = from_args(OptimConfig, args), from_args(NoiseConfig, args)
     try:
-        directory = train(config, data, optim, noise)
+        directory = train(config, data, optim, noise, cond=from_args(CondConfig, args))
     except (DatasetError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -7,16 +7,18 @@ import numpy as np
 import pytest
 import torch
 
+from schmubert import attributes as A
 from schmubert.backbones import build
 from schmubert.checkpoints import checkpoint_hparams, save_model
 from schmubert.diffusion import NoiseConfig
 from schmubert.sample import main
-from schmubert.tokens import STEPS_PER_BAR, canonicalize, midi_to_tokens, tokens_to_midi, tokens_to_notes
+from schmubert.tokens import STEPS_PER_BAR, canonicalize, get_tracks, midi_to_tokens, tokens_to_midi, tokens_to_notes
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
 BAR = STEPS_PER_BAR
 FAST = ["--steps", "6", "--no-progress", "--no-wav"]
+A_TRIO = get_tracks("trio")
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +181,84 @@ def test_subprocess_help_and_error():
     assert help_run.returncode == 0 and "examples:" in help_run.stdout and "--infill" in help_run.stdout
     bad = subprocess.run([*cli, "--checkpoint", "missing.ckpt"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: missing.ckpt: checkpoint not found"
+
+
+# --- attributes (schmubert.attributes) ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cond_ckpt(tmp_path_factory, song) -> Path:
+    """A tiny untrained conditional trio transformer whose training keys were all E:minor."""
+    root = tmp_path_factory.mktemp("cond-model")
+    torch.manual_seed(0)
+    denoiser = build("transformer", "trio", "tiny", attributes=True)
+    prior = [0.0] * A.KEY_IDS
+    prior[A.parse_key("E:minor")] = 1.0
+    hp = checkpoint_hparams("transformer", "trio", denoiser.config, NoiseConfig(timesteps=32), 1024,
+                            attributes={"cond_drop": 0.3, "key_prior": prior})
+    return save_model(root / "cond.ckpt", denoiser, hp)
+
+
+def told_key(out, index=0):
+    return json.loads((out / f"sample_{index:03d}.json").read_text())["key"]["told"]
+
+
+@pytest.mark.parametrize("option", [["--key", "D:minor"], ["--density", "melody=4"], ["--register", "bass=40"]])
+def test_asking_an_old_checkpoint_for_attributes_names_it(ckpt, tmp_path, capsys, option):
+    assert run(ckpt, tmp_path, "--bars", "4", *option) == 2
+    err = capsys.readouterr().err
+    assert str(ckpt) in err and "trained without attributes" in err and len(err.strip().splitlines()) == 1
+
+
+def test_asking_the_shipped_model_for_a_key_names_it(tmp_path, capsys):
+    assert main(["--checkpoint", "pretrained:trio", "--out", str(tmp_path), "--key", "D:minor", *FAST]) == 2
+    assert "pretrained:trio" in capsys.readouterr().err
+
+
+def test_old_checkpoints_sample_as_before_without_attributes(ckpt, tmp_path):
+    from schmubert.checkpoints import load_model
+
+    model = load_model(ckpt)
+    assert not model.denoiser.conditional
+    assert run(ckpt, tmp_path, "--bars", "4") == 0
+    assert "key" not in json.loads((tmp_path / "sample_000.json").read_text())
+
+
+def test_key_is_told_drawn_from_the_training_keys_or_the_inputs(cond_ckpt, song, tmp_path):
+    assert run(cond_ckpt, tmp_path / "a", "--bars", "8", "--num-samples", "2") == 0
+    assert told_key(tmp_path / "a") == told_key(tmp_path / "a", 1) == "E:minor"  # the stored distribution
+    assert run(cond_ckpt, tmp_path / "b", "--bars", "8", "--key", "Db:minor", "--cfg-scale", "1.5") == 0
+    assert told_key(tmp_path / "b") == "C#:minor"
+    assert run(cond_ckpt, tmp_path / "c", "--bars", "8", "--key", "none") == 0
+    assert told_key(tmp_path / "c") == "none"
+    assert run(cond_ckpt, tmp_path / "d", "--input", str(song[0]), "--infill", "2:4") == 0
+    own = A.key_name(int(A.estimate_key(torch.as_tensor(song[1])[None].long(), A_TRIO)[0]))
+    assert told_key(tmp_path / "d") == own
+
+
+def test_density_and_register_targets_land_in_their_bars(cond_ckpt, song):
+    from schmubert.checkpoints import load_model
+    from schmubert.sample import SampleConfig, Scenario, make_attributes, make_guidance
+
+    model = load_model(cond_ckpt)
+    scen = Scenario(np.zeros((8 * BAR, 3), dtype=np.int64), np.zeros((8 * BAR, 3), dtype=bool), "unconditional", [])
+    cfg = SampleConfig(num_samples=2, key="D:minor", density=["melody=12@2:4", "drums=4"],
+                       register=["bass=E2@0:2"])
+    attrs = make_attributes(cfg, model, scen)
+    assert attrs.shape == (2, 8, 3) and attrs.key.tolist() == [14, 14]
+    assert attrs.onsets[0, :, 0].tolist() == [A.ONSETS_NULL] * 2 + [12] * 2 + [A.ONSETS_NULL] * 4
+    assert attrs.onsets[0, :, 2].tolist() == [4] * 8
+    assert attrs.register[0, :, 1].tolist() == [6, 6] + [A.REGISTER_NULL] * 6
+    # --note-density keeps its meaning: on a conditional model it is the onsets attribute, not gradient guidance
+    cfg = SampleConfig(note_density=6, density_tracks=["melody", "bass"])
+    assert make_guidance(cfg, model) is None
+    assert (make_attributes(cfg, model, scen).onsets[0, :, :2] == 3).all()
+
+
+@pytest.mark.parametrize("args, message", [(["--key", "H:major"], "unknown key 'H:major'"),
+                                           (["--density", "piano=3"], "no track 'piano'"),
+                                           (["--register", "drums=40"], "drums have no register"),
+                                           (["--density", "melody=3@0:99"], "past the piece's 8 bars")])
+def test_bad_attribute_targets_are_clear(cond_ckpt, tmp_path, capsys, args, message):
+    assert run(cond_ckpt, tmp_path, "--bars", "8", *args) == 2
+    assert message in capsys.readouterr().err

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from schmubert import attributes as A
 from schmubert import conditioning
 from schmubert.diffusion import REVEAL_SCHEDULES, AbsorbingDiffusion, NoiseConfig, masked_fraction
 from schmubert.sampling import (
@@ -9,6 +10,7 @@ from schmubert.sampling import (
     draw,
     noise_levels,
     plan_steps,
+    predict_logits,
     sample,
     sample_long,
     top_p_filter,
@@ -446,3 +448,101 @@ def test_mask_ids_marked_known_are_filled_too():
     keep = torch.ones_like(x, dtype=torch.bool)
     keep[0, 3] = False
     assert torch.equal(out[keep], x[keep])
+
+
+# --- attributes and classifier-free guidance ----------------------------------------------------------------
+
+
+class KeyedDenoiser(CountingDenoiser):
+    """A conditional stand-in: the key's embedding is added to every step; records the attributes it is told."""
+
+    def __init__(self):
+        super().__init__()
+        self.key = nn.Embedding(A.KEY_IDS, 16)
+        self.told = []
+
+    def forward(self, x_t, attrs=None):
+        self.calls += 1
+        self.inputs.append(x_t.clone())
+        self.told.append(attrs)
+        h = sum(e(x_t[..., k]) for k, e in enumerate(self.embed))
+        if attrs is not None:
+            h = h + self.key(attrs.key)[:, None]
+        return [head(h) for head in self.heads]
+
+
+def keyed(B=2, L=64, seed=0):
+    _, diff, x = make(B, L, seed)
+    torch.manual_seed(seed)
+    return KeyedDenoiser().eval(), diff, x
+
+
+D_MINOR = A.parse_key("D:minor")
+
+
+def told(B, L, key=D_MINOR):
+    return A.Attributes.null(B, L // 16, 3).with_key(key)
+
+
+@pytest.mark.parametrize("order", ["random", "confidence"])
+def test_guidance_scale_zero_is_exactly_the_conditional_sampler(order):
+    den, diff, x = keyed()
+    known = conditioning.infill(x.shape, [(1, 3)])
+    attrs = told(2, 64)
+    guided = sample(den, diff, x, known, 16, generator=gen(4), attributes=attrs, cfg_scale=0.0, order=order)
+    assert all(t.shape == (2, 4, 3) for t in den.told)  # one pass of B per step, never 2B
+    plain = sample(Conditioned(den, attrs), diff, x, known, 16, generator=gen(4), order=order)
+    assert torch.equal(guided, plain)
+
+
+class Conditioned(nn.Module):
+    """The conditional model with fixed attributes, seen by the sampler as an unconditional denoiser."""
+
+    def __init__(self, den, attrs):
+        super().__init__()
+        self.den, self.attrs = den, attrs
+
+    def forward(self, x_t):
+        return self.den(x_t, self.attrs)
+
+
+@pytest.mark.parametrize("order", ["random", "confidence"])
+def test_known_tokens_never_change_under_guidance(order):
+    den, diff, x = keyed()
+    known = conditioning.infill(x.shape, [(1, 3)])
+    out = sample(den, diff, x, known, 12, generator=gen(), attributes=told(1, 64), cfg_scale=3.0, order=order)
+    assert torch.equal(out[known], x[known]) and (out != diff.mask_value()).all()
+    for x_t, attrs in zip(den.inputs, den.told, strict=True):
+        assert x_t.shape[0] == 4 and torch.equal(x_t[:2], x_t[2:])  # one batched pass: [x_t; x_t]
+        assert attrs.key.tolist() == [14, 14, A.KEY_NULL, A.KEY_NULL]  # [told; null]
+        assert torch.equal(x_t[:2][known], x[known])
+
+
+def test_guided_logits_mix_conditional_and_unconditional():
+    den, _, x = keyed()
+    attrs = told(2, 64)
+    w = 2.5
+    guided = predict_logits(den, x, attrs, w)
+    cond, uncond = den(x, attrs), den(x, attrs.null_like())
+    for g, c, u in zip(guided, cond, uncond, strict=True):
+        torch.testing.assert_close(g, c + w * (c - u))
+    assert all(torch.equal(a, b) for a, b in zip(predict_logits(den, x, None, w), den(x), strict=True))
+
+
+def test_attributes_must_fit_the_piece():
+    den, diff, x = keyed()
+    with pytest.raises(ValueError, match="do not fit pieces"):
+        sample(den, diff, x, conditioning.unconditional(x.shape), 4, attributes=told(2, 128))
+    with pytest.raises(ValueError, match="cfg_scale must be finite"):
+        sample(den, diff, x, conditioning.unconditional(x.shape), 4, attributes=told(2, 64),
+               cfg_scale=float("nan"))
+
+
+def test_long_generation_tells_each_window_its_own_bars():
+    den, diff, x = keyed(B=1, L=160)
+    attrs = told(1, 160)
+    attrs.onsets[0, :, 0] = torch.arange(10)  # bar i of the melody asks for i onsets
+    sample_long(den, diff, x, conditioning.unconditional(x.shape), 4, generator=gen(), window=64, hop=32,
+                attributes=attrs)
+    windows = {tuple(a.onsets[0, :, 0].tolist()) for a in den.told}
+    assert windows == {(0, 1, 2, 3), (2, 3, 4, 5), (4, 5, 6, 7), (6, 7, 8, 9)}

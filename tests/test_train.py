@@ -203,3 +203,24 @@ def test_compiled_training_writes_the_plain_models_checkpoint(trio_dataset, tmp_
     assert main(options(trio_dataset, tmp_path, "--max-steps", 2, "--val-every", 2, "--compile")) == 0
     model = load_model(tmp_path / "transformer-trio-tiny" / "checkpoints" / "last.ckpt")
     assert not any("_orig_mod" in k for k in model.denoiser.state_dict())
+
+
+def test_init_with_set_attributes_starts_as_the_loaded_model_and_stores_the_key_prior(trio_dataset, tmp_path):
+    from schmubert.attributes import KEY_IDS, Attributes, estimate_key
+    from schmubert.data import TokenArray
+
+    start, init = plain_conv_checkpoint(tmp_path)
+    argv = options(trio_dataset, tmp_path, "--init", init, "--set", "attributes=true", "--cond-drop", 0.25,
+                   "--max-steps", 2, "--val-every", 2, "--lr", 0, "--name", "cond")
+    assert main(argv) == 0
+    tuned = load_model(tmp_path / "cond" / "checkpoints" / "last.ckpt")
+    assert tuned.denoiser.conditional and tuned.hparams["attributes"]["cond_drop"] == 0.25
+    prior = tuned.hparams["attributes"]["key_prior"]
+    train = TokenArray(trio_dataset / "train.npy")
+    keys = estimate_key(torch.stack([train[i] for i in range(len(train))]), tuned.tracks)
+    assert len(prior) == KEY_IDS and prior == (torch.bincount(keys, minlength=KEY_IDS) / len(train)).tolist()
+    x0 = torch.stack([train[0], train[1]])[:, :256]
+    x_t = torch.where(torch.rand(x0.shape) < 0.5, tuned.diffusion.mask_value(), x0)
+    told = Attributes.compute(x0, tuned.tracks)
+    for a, b in zip(tuned.denoiser.eval()(x_t, told), start.eval()(x_t), strict=True):
+        torch.testing.assert_close(a, b)

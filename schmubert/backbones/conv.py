@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from schmubert.attributes import Attributes
 from schmubert.backbones.layers import (
     BackboneOptions,
     LearnedPositions,
@@ -135,7 +136,7 @@ class ConvTransformer(Backbone):
         if c.seq_len % c.patch:
             raise ValueError(f"seq_len {c.seq_len} is not a multiple of patch {c.patch}")
         K = len(self.tracks)
-        self.embed = TrackEmbedding(self.tracks, c.emb_dim)
+        self.embed = TrackEmbedding(self.tracks, c.emb_dim, c.attributes)
         self.beat_pos = nn.Embedding(c.patch, c.emb_dim)
         self.down = nn.ModuleList(PatchDown(c.emb_dim, c.width, c.patch) for _ in range(K))
         self.merge = nn.Linear(K * c.width, c.width)
@@ -155,12 +156,12 @@ class ConvTransformer(Backbone):
         if self.bars is not None:  # a zero update at first: the model starts as the plain one (and fine-tunes it)
             nn.init.zeros_(self.bars.out.weight)
 
-    def forward(self, x_t: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None) -> list[torch.Tensor]:
         c = self.config
         L = x_t.shape[1]
         check_length(L, c.seq_len, math.lcm(c.patch, STEPS_PER_BAR) if self.bars else c.patch, type(self).__name__)
         beat = self.beat_pos(torch.arange(L, device=x_t.device) % c.patch)  # [L, E]
-        e = self.embed(x_t) + beat[:, None]  # [B, L, K, E]
+        e = self.embed(x_t, attrs) + beat[:, None]  # [B, L, K, E]
         beats = [F.relu(down(e[:, :, k])) for k, down in enumerate(self.down)]  # K x [B, N, D]
         h = F.relu(self.merge(torch.cat(beats, dim=-1)))  # [B, N, D]
         h = self.ln_f(self.blocks(self.drop(self.pos(h))))

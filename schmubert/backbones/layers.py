@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import nn
 
+from schmubert import attributes as A
 from schmubert.config import arg
-from schmubert.tokens import Track
+from schmubert.tokens import STEPS_PER_BAR, Track
 
 
 @dataclass
@@ -32,6 +33,9 @@ class BackboneOptions:
     dropout: float = arg(0.2, "dropout rate on the residual branches and after the embedding")
     attn_dropout: float = arg(0.0, "dropout rate on the attention probabilities (the original used 0.2; any "
                               "value > 0 disables the fused attention kernels on CPU)")
+    attributes: bool = arg(False, "condition on musical attributes (key; onsets and register per bar and track, "
+                           "schmubert.attributes): their embeddings are added to the token embeddings through a "
+                           "zero-initialized projection, so a model gaining them starts as the one without")
 
 
 def init_weights(module: nn.Module) -> None:
@@ -140,17 +144,71 @@ class LearnedPositions(nn.Module):
         return h + self.weight[: h.shape[-2]]
 
 
-class TrackEmbedding(nn.Module):
-    """One embedding per track over its ``vocab_size`` (classes + mask): ``[B, L, K] -> [B, L, K, E]``."""
+class AttributeEmbedding(nn.Module):
+    """The conditions of :class:`schmubert.attributes.Attributes` as an update of the token embeddings:
+    ``attrs -> [B, L, K, E]``.
 
-    def __init__(self, tracks: Sequence[Track], dim: int):
+    The piece's key is broadcast to every step and track; the onsets and register of bar b and track k go to
+    track k's steps of bar b (each track has its own onset and register tables). The sum passes a projection
+    that starts at zero, so adding this module to a trained model leaves its outputs unchanged until trained.
+    """
+
+    def __init__(self, num_tracks: int, dim: int):
+        super().__init__()
+        self.num_tracks = num_tracks
+        self.key = nn.Embedding(A.KEY_IDS, dim)
+        self.onsets = nn.Embedding(num_tracks * A.ONSET_IDS, dim)
+        self.register = nn.Embedding(num_tracks * A.REGISTER_IDS, dim)
+        self.out = ZeroLinear(dim, dim)
+        self.register_buffer("onset_offset", torch.arange(num_tracks) * A.ONSET_IDS, persistent=False)
+        self.register_buffer("register_offset", torch.arange(num_tracks) * A.REGISTER_IDS, persistent=False)
+
+    def forward(self, attrs: A.Attributes, length: int) -> torch.Tensor:
+        B, bars, K = attrs.onsets.shape
+        if K != self.num_tracks or bars != -(-length // STEPS_PER_BAR):
+            raise ValueError(f"attributes [B, bars={bars}, K={K}] do not fit tokens of length {length} and "
+                             f"{self.num_tracks} tracks (bars = L / {STEPS_PER_BAR}, rounded up)")
+        bar = self.onsets(attrs.onsets + self.onset_offset) + self.register(attrs.register + self.register_offset)
+        cond = bar + rearrange(self.key(attrs.key), "b e -> b 1 1 e")  # [B, bars, K, E]
+        return repeat(self.out(cond), "b bars k e -> b (bars s) k e", s=STEPS_PER_BAR)[:, :length]
+
+
+class ZeroLinear(nn.Module):
+    """``Linear(D_in -> D_out)`` whose weights start at zero (and stay there under :func:`init_weights`)."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(d_out, d_in))
+        self.bias = nn.Parameter(torch.zeros(d_out))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.linear(h, self.weight, self.bias)
+
+
+class TrackEmbedding(nn.Module):
+    """One embedding per track over its ``vocab_size`` (classes + mask): ``[B, L, K] -> [B, L, K, E]``.
+
+    With ``attributes``, ``forward(x_t, attrs)`` adds the :class:`AttributeEmbedding` of ``attrs`` (None: every
+    attribute null, the unconditional model). Without, ``attrs`` must be None.
+    """
+
+    def __init__(self, tracks: Sequence[Track], dim: int, attributes: bool = False):
         super().__init__()
         self.embeddings = nn.ModuleList(nn.Embedding(t.vocab_size, dim) for t in tracks)
+        self.attributes = AttributeEmbedding(len(tracks), dim) if attributes else None
 
-    def forward(self, x_t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, attrs: A.Attributes | None = None) -> torch.Tensor:
         if x_t.dim() != 3 or x_t.shape[-1] != len(self.embeddings):
             raise ValueError(f"expected token ids [B, L, {len(self.embeddings)}], got {tuple(x_t.shape)}")
-        return torch.stack([emb(x_t[..., k]) for k, emb in enumerate(self.embeddings)], dim=-2)
+        e = torch.stack([emb(x_t[..., k]) for k, emb in enumerate(self.embeddings)], dim=-2)
+        if self.attributes is None:
+            if attrs is not None:
+                raise ValueError("this model was built without attributes (backbone option attributes=false) "
+                                 "and cannot be conditioned on them")
+            return e
+        if attrs is None:
+            attrs = A.Attributes.null(x_t.shape[0], -(-x_t.shape[1] // STEPS_PER_BAR), x_t.shape[2], x_t.device)
+        return e + self.attributes(attrs.expand(x_t.shape[0]), x_t.shape[1])
 
 
 class InputEmbedding(nn.Module):
@@ -160,15 +218,16 @@ class InputEmbedding(nn.Module):
     positions (``max_len`` of them), then dropout.
     """
 
-    def __init__(self, tracks: Sequence[Track], emb_dim: int, width: int, max_len: int, dropout: float = 0.0):
+    def __init__(self, tracks: Sequence[Track], emb_dim: int, width: int, max_len: int, dropout: float = 0.0,
+                 attributes: bool = False):
         super().__init__()
-        self.embed = TrackEmbedding(tracks, emb_dim)
+        self.embed = TrackEmbedding(tracks, emb_dim, attributes)
         self.proj = nn.Linear(len(tracks) * emb_dim, width)
         self.pos = LearnedPositions(max_len, width)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x_t: torch.Tensor) -> torch.Tensor:
-        e = rearrange(self.embed(x_t), "b l k e -> b l (k e)")
+    def forward(self, x_t: torch.Tensor, attrs: A.Attributes | None = None) -> torch.Tensor:
+        e = rearrange(self.embed(x_t, attrs), "b l k e -> b l (k e)")
         return self.drop(self.pos(self.proj(e)))
 
 

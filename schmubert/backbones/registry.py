@@ -1,8 +1,14 @@
 """The backbone contract and the registry that builds a backbone from its name and a typed config.
 
-Contract: a backbone is an ``nn.Module`` built from ``(tracks, config)`` whose ``forward(x_t)`` maps
+Contract: a backbone is an ``nn.Module`` built from ``(tracks, config)`` whose ``forward(x_t, attrs=None)`` maps
 ``LongTensor[B, L, K]`` (token ids, the mask id of each track included) to a list of K logits tensors
 ``[B, L, C_k]`` over each track's real classes. Backbones know nothing of diffusion (no t, no losses).
+
+Conditions: with the option ``attributes=true`` (every config has it, default off) ``attrs`` is a
+:class:`schmubert.attributes.Attributes` (``key [B]``, ``onsets``/``register [B, bars, K]``, bars = L / 16) whose
+embedding the shared :class:`~schmubert.backbones.layers.TrackEmbedding` adds to the token embeddings; None
+means every attribute null. A model without attributes rejects ``attrs``. The embedding's output projection
+starts at zero: with it just added a model computes exactly what it computed without.
 
 Each architecture registers a config dataclass and named presets (``paper``, ``small``, ``tiny``)::
 
@@ -22,21 +28,28 @@ from typing import Any
 import torch
 from torch import nn
 
+from schmubert.attributes import Attributes
 from schmubert.tokens import Track, get_tracks, track_set_name
 
 PRESETS = ("paper", "small", "tiny")
 
 
 class Backbone(nn.Module):
-    """Base class of every denoiser network: ``forward(x_t [B, L, K]) -> list of K logits [B, L, C_k]``."""
+    """Base class of every denoiser network: ``forward(x_t [B, L, K], attrs=None) -> list of K logits [B, L, C_k]``."""
 
     def __init__(self, tracks: str | Sequence[Track], config: Any):
         super().__init__()
         self.tracks = get_tracks(tracks)
         self.config = config
 
-    def forward(self, x_t: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
+    def forward(self, x_t: torch.Tensor,
+                attrs: Attributes | None = None) -> list[torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the backbone takes attributes (``forward(x_t, attrs)``)."""
+        return bool(getattr(self.config, "attributes", False))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from schmubert.attributes import Attributes
 from schmubert.backbones.layers import BackboneOptions, InputEmbedding, Stack, TrackHeads, check_length, init_weights
 from schmubert.backbones.registry import Backbone, register
 from schmubert.config import arg
@@ -39,13 +40,13 @@ class Transformer(Backbone):
     def __init__(self, tracks: Sequence[Track], config: TransformerConfig):
         super().__init__(tracks, config)
         c = config
-        self.inputs = InputEmbedding(self.tracks, c.emb_dim, c.width, c.seq_len, c.dropout)
+        self.inputs = InputEmbedding(self.tracks, c.emb_dim, c.width, c.seq_len, c.dropout, c.attributes)
         self.blocks = Stack(c.width, c.depth, c.heads, c.dropout, c.attn_dropout)
         self.ln_f = nn.LayerNorm(c.width)
         self.heads = TrackHeads(self.tracks, c.width)
         init_weights(self)
 
-    def forward(self, x_t: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None) -> list[torch.Tensor]:
         check_length(x_t.shape[1], self.config.seq_len, 1, type(self).__name__)
-        h = self.blocks(self.inputs(x_t))  # [B, L, D]
+        h = self.blocks(self.inputs(x_t, attrs))  # [B, L, D]
         return self.heads(self.ln_f(h))

@@ -28,9 +28,11 @@ import torch
 from torch import nn
 
 from schmubert import sample
+from schmubert.attributes import Attributes, BarTarget, apply_targets, estimate_key, parse_key
 from schmubert.checkpoints import LoadedModel
 from schmubert.sample import SampleConfig, Scenario
 from schmubert.sampling import EDITOR_STEPS, SamplerOptions
+from schmubert.tokens import STEPS_PER_BAR
 
 State = Literal["queued", "running", "done", "cancelled", "failed"]
 
@@ -55,10 +57,14 @@ class Options:
     note_density: float | None = None
     density_tracks: list[str] = field(default_factory=list)  # empty: the tracks being generated
     seed: int | None = None  # None: a fresh seed per run (another take each time)
+    key: str = "piece"  # models with attributes: "piece" (the piece's own key), "any" (none told), or "D:minor"
+    cfg_scale: float = 0.0  # classifier-free guidance scale
+    density: dict[str, float] = field(default_factory=dict)  # onsets per bar asked per track, in the selection
+    register: dict[str, float] = field(default_factory=dict)  # mean MIDI pitch asked per track, in the selection
 
     def config(self, seed: int) -> SampleConfig:
         sampler = SamplerOptions(order=self.order, schedule=self.schedule, temperature=self.temperature,
-                                 top_p=self.top_p)
+                                 top_p=self.top_p, cfg_scale=self.cfg_scale)
         return SampleConfig(steps=self.steps, sampler=sampler, note_density=self.note_density,
                             density_tracks=list(self.density_tracks), seed=seed, num_samples=1, batch_size=1,
                             progress=False, wav=False, device="cpu")
@@ -94,13 +100,13 @@ class Watched(nn.Module):
         self.register_buffer("mask_value", mask_value, persistent=False)
         self.total: int | None = None
 
-    def forward(self, x_t: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None) -> list[torch.Tensor]:
         if self.job.cancel_event.is_set():
             raise Cancelled
-        masked = int((x_t == self.mask_value.to(x_t.device)).sum())
+        masked = int((x_t[:1] == self.mask_value.to(x_t.device)).sum())  # one piece (guidance doubles it)
         self.total = masked if self.total is None else self.total
         self.job.progress = 1.0 - masked / max(self.total, 1)
-        return self.denoiser(x_t)
+        return self.denoiser(x_t) if attrs is None else self.denoiser(x_t, attrs)
 
 
 class Sampler:
@@ -145,6 +151,18 @@ class Sampler:
         bad = [n for n in options.density_tracks if n not in names]
         if bad:
             raise ValueError(f"density tracks {bad}: the model has {', '.join(names)}")
+        asked = options.key not in ("piece", "any") or options.density or options.register or options.cfg_scale
+        if asked and not self.model.conditional:
+            raise ValueError(f"{self.model.path.name} was trained without attributes: it takes no key, density, "
+                             "register or guidance scale")
+        if options.key not in ("piece", "any"):
+            parse_key(options.key)
+        for name, value in options.register.items():
+            apply_targets(Attributes.null(1, 1, len(names)), self.model.tracks, [],
+                          [BarTarget(name, value)])  # names an unknown track or a drum register
+        for name in options.density:
+            if name not in names:
+                raise ValueError(f"density: no track {name!r} (the model has {', '.join(names)})")
 
     def get(self, job_id: str) -> Job | None:
         with self.lock:
@@ -205,5 +223,42 @@ class Sampler:
         watched = Watched(model.denoiser, job, model.diffusion.mask_value(model.device))
         scenario = Scenario(job.x, job.known, "editor", [])
         generator = torch.Generator().manual_seed(job.seed)
+        told = editor_attributes(options, model, job.x, job.known)
         return sample.generate(cfg, dataclasses.replace(model, denoiser=watched), scenario, guidance,
-                               generator)[0]
+                               generator, attributes=told)[0]
+
+
+def selected_bars(known: np.ndarray, k: int | None = None) -> list[tuple[int, int]]:
+    """Runs ``[start, stop)`` of the bars where track ``k`` (None: any track) has something to generate."""
+    free = ~known if k is None else ~known[:, k:k + 1]
+    bars = free.reshape(-1, STEPS_PER_BAR, free.shape[1]).any(axis=(1, 2))
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], bars.astype(np.int8), [0]])))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def editor_attributes(options: Options, model: LoadedModel, x: np.ndarray, known: np.ndarray
+                      ) -> Attributes | None:
+    """What the editor tells a model with attributes ``[1, bars, K]``: the key (the piece's own, none, or the one
+    chosen) and each asked track's density and register over the selected bars of that track (the whole
+    selection's bars for a track not selected). None for a model without attributes."""
+    if not model.conditional:
+        return None
+    tracks, names = model.tracks, [t.name for t in model.tracks]
+    attrs = Attributes.null(1, len(x) // STEPS_PER_BAR, len(tracks))
+    if options.key == "piece":
+        attrs = attrs.with_key(estimate_key(torch.as_tensor(x)[None], tracks))
+    elif options.key != "any":
+        attrs = attrs.with_key(parse_key(options.key))
+    density = dict(options.density)
+    if options.note_density is not None:  # on these models the guidance target is the onsets attribute
+        chosen = options.density_tracks or [names[0]]
+        density.update({n: options.note_density / len(chosen) for n in chosen if n not in density})
+
+    def targets(asked: dict[str, float]) -> list[BarTarget]:
+        out = []
+        for name, value in asked.items():
+            runs = selected_bars(known, names.index(name)) or selected_bars(known)
+            out += [BarTarget(name, value, a, b) for a, b in runs]
+        return out
+
+    return apply_targets(attrs, tracks, targets(density), targets(options.register))

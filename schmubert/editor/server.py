@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from schmubert import __version__, sample
+from schmubert.attributes import NUM_KEYS, key_name
 from schmubert.checkpoints import LoadedModel, default_checkpoint, held_out_pieces, load_model
 from schmubert.config import add_arguments, arg, from_args
 from schmubert.editor import pieces
@@ -81,6 +82,14 @@ class SampleIn(MaskIn):
     note_density: float | None = Field(None, description="guidance target: onsets per bar (null = off)")
     density_tracks: list[str] = Field([], description="tracks whose onsets count (default: the masked ones)")
     seed: int | None = Field(None, description="random seed (null: a new take each time)")
+    key: str = Field("piece", description="models with attributes: the key they are told: 'piece' (the piece's "
+                                          "own), 'any' (none), or one like 'D:minor', 'Bb:major'")
+    cfg_scale: float = Field(0.0, description="classifier-free guidance scale of the attributes (0 = off)")
+    density: dict[str, float] = Field({}, description="models with attributes: onsets per bar asked per track "
+                                                      "over the selection, e.g. {'melody': 8}")
+    mean_pitch: dict[str, float] = Field({}, description="models with attributes: register, the mean MIDI pitch "
+                                                         "asked per melodic track over the selection, e.g. "
+                                                         "{'bass': 40}")
 
 
 class EditIn(MaskIn):
@@ -121,6 +130,8 @@ def model_info(model: LoadedModel, validation_set: bool) -> dict[str, Any]:
         "programs": {"melody": [MELODY_PROGRAMS.start, MELODY_PROGRAMS.stop - 1],
                      "bass": [BASS_PROGRAMS.start, BASS_PROGRAMS.stop - 1]},
         "validation_set": validation_set,
+        "attributes": model.conditional,
+        "keys": [key_name(k) for k in range(NUM_KEYS)],
     }
 
 
@@ -252,7 +263,8 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
         known = pieces.known_mask((1, L, len(tracks)), regions(body))[0].numpy()
         options = Options(steps=body.steps, order=body.order, schedule=body.schedule,
                           temperature=body.temperature, top_p=body.top_p,
-                          note_density=body.note_density, density_tracks=body.density_tracks, seed=body.seed)
+                          note_density=body.note_density, density_tracks=body.density_tracks, seed=body.seed,
+                          key=body.key, cfg_scale=body.cfg_scale, density=body.density, register=body.mean_pitch)
         try:
             job = sampler.submit(x, known, options)
         except Busy as err:

@@ -36,9 +36,11 @@ import torch
 from tqdm import tqdm
 
 from schmubert import conditioning
+from schmubert.attributes import Attributes
 from schmubert.diffusion import AbsorbingDiffusion
 
 Estimator = Literal["count", "time"]
+Told = Literal["null", "own"]
 Denoiser = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 
 
@@ -94,13 +96,19 @@ def _draw_masks(u: torch.Tensor, region: torch.Tensor, diffusion: AbsorbingDiffu
 def elbo(denoiser: Denoiser, diffusion: AbsorbingDiffusion, data: np.ndarray | torch.Tensor, *,
          samples_per_piece: int = 16, batch_size: int = 16, estimator: Estimator = "count",
          region: torch.Tensor | None = None, generator: torch.Generator | None = None,
-         device: str | torch.device | None = None, progress: bool = False) -> LikelihoodResult:
+         device: str | torch.device | None = None, progress: bool = False,
+         attributes: Told = "null") -> LikelihoodResult:
     """Negative ELBO in bits per scored element of ``data [N, L, K]`` (may be memory-mapped).
 
     ``region`` (``BoolTensor[L, K]``, default all) selects the scored elements; the rest stay known, which
     makes this the NLL bound of infilling that region. Each piece gets ``samples_per_piece`` stratified
     samples (see the module docstring); the denoiser: any ``x_t [B, L, K] -> K logits [B, L, C_k]``.
+    ``attributes`` (models trained with them): ``"null"`` tells nothing, the unconditional model (the default:
+    a piece's own attributes would tell part of its answer); ``"own"`` tells each piece its own attributes
+    (:class:`~schmubert.attributes.Attributes` of the complete piece), the bound given its description.
     """
+    if attributes not in ("null", "own"):
+        raise ValueError(f"attributes must be 'null' or 'own', got {attributes!r}")
     N, L, K = data.shape
     if N == 0:
         raise ValueError("no pieces to evaluate")
@@ -121,7 +129,10 @@ def elbo(denoiser: Denoiser, diffusion: AbsorbingDiffusion, data: np.ndarray | t
         x0 = torch.from_numpy(np.asarray(data[ids], dtype=np.int64))[idx - idx[0]]  # each piece S times
         mask, scale = _draw_masks(u[lo: lo + batch_size], region, diffusion, estimator, generator)
         x_t = torch.where(mask, mask_value, x0)
-        logits = denoiser(x_t.to(device))
+        if attributes == "own":
+            logits = denoiser(x_t.to(device), Attributes.compute(x0, denoiser.tracks).to(device))
+        else:
+            logits = denoiser(x_t.to(device))
         ce = diffusion.masked_cross_entropy([lg.float() for lg in logits], x0.to(device), mask.to(device))
         estimates[lo: lo + batch_size] = ce.double().cpu() * scale
     per_sample = estimates.view(N, S).numpy()

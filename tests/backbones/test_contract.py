@@ -5,7 +5,11 @@ import dataclasses
 import pytest
 import torch
 
+from schmubert.attributes import Attributes
 from schmubert.backbones import PRESETS, architectures, build, from_config, make_config
+from schmubert.backbones.layers import AttributeEmbedding, TrackEmbedding
+from schmubert.tokens import get_tracks
+from schmubert.train import load_into
 
 ARCHS = ["conv", "hierarchical", "transformer", "utransformer"]
 # the length each tiny preset must divide into: conv patch 4, hierarchical chunk 16, U 2^2 levels
@@ -106,3 +110,85 @@ def test_presets_grow_from_tiny_to_paper(arch):
 def test_unknown_override_is_an_error():
     with pytest.raises(ValueError, match="unknown conv option"):
         make_config("conv", "melody", "tiny", no_such_field=1)
+
+
+# --- the conditioning contract (schmubert.attributes) ------------------------------------------------------
+
+
+def some_attributes(model, x_t, seed=0):
+    """Real attributes of random notes: every kind non-null somewhere."""
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.stack([torch.randint(0, t.num_classes, x_t.shape[:2], generator=g) for t in model.tracks], -1)
+    return Attributes.compute(x0, model.tracks)
+
+
+def nudge_attribute_projection(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = model.get_submodule(attribute_module_path(model)).out
+    with torch.no_grad():
+        out.weight.copy_(torch.randn(out.weight.shape, generator=g))
+
+
+def attribute_module_path(model):
+    return next(name for name, m in model.named_modules() if isinstance(m, AttributeEmbedding))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("tracks", ["melody", "trio"])
+def test_every_backbone_accepts_the_conditions(arch, tracks):
+    torch.manual_seed(0)
+    model = build(arch, tracks, "tiny", attributes=True).eval()
+    x_t = random_tokens(model, 2, 256)
+    attrs = some_attributes(model, x_t)
+    assert model.conditional and not build(arch, tracks, "tiny").conditional
+    for told in (attrs, None, attrs.null_like(), attrs.rows(0, 1)):  # a batch of one is broadcast
+        logits = model(x_t, told)
+        assert [tuple(lg.shape) for lg in logits] == [(2, 256, t.num_classes) for t in model.tracks]
+    torch.testing.assert_close(model(x_t)[0], model(x_t, attrs.null_like())[0])  # None = all null
+    nudge_attribute_projection(model)
+    assert not torch.allclose(model(x_t, attrs)[0], model(x_t)[0])  # once trained, the conditions matter
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_zero_initialized_attributes_compute_exactly_the_model_without(arch):
+    """``--init pretrained:X --set attributes=true`` starts as the loaded model, whatever it is told."""
+    torch.manual_seed(0)
+    plain = build(arch, "trio", "tiny").eval()
+    conditional = build(arch, "trio", "tiny", attributes=True).eval()
+    load_into(conditional, plain.state_dict(), "plain", allow_new=True)
+    x_t = random_tokens(plain, 2, 256)
+    attrs = some_attributes(plain, x_t)
+    for a, b in zip(plain(x_t), conditional(x_t, attrs), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_attribute_projection_learns_from_the_first_step(arch):
+    model = build(arch, "trio", "tiny", attributes=True)
+    x_t = random_tokens(model, 1, 256)
+    loss = sum(lg.logsumexp(-1).mean() for lg in model(x_t, some_attributes(model, x_t)))
+    loss.backward()
+    assert model.get_submodule(attribute_module_path(model)).out.weight.grad.abs().sum() > 0
+
+
+def test_a_model_without_attributes_rejects_them_and_checks_shapes():
+    model = build("transformer", "trio", "tiny")
+    x_t = random_tokens(model, 1, 64)
+    with pytest.raises(ValueError, match="built without attributes"):
+        model(x_t, some_attributes(model, x_t))
+    conditional = build("transformer", "trio", "tiny", attributes=True)
+    with pytest.raises(ValueError, match="do not fit tokens of length 128"):
+        conditional(random_tokens(model, 1, 128), some_attributes(model, x_t))
+
+
+def test_bar_attributes_reach_only_their_bars_steps_and_track():
+    emb = TrackEmbedding(get_tracks("trio"), 8, attributes=True)
+    torch.nn.init.normal_(emb.attributes.out.weight)
+    x_t = torch.zeros(1, 64, 3, dtype=torch.long)
+    attrs = Attributes.null(1, 4, 3)
+    told = Attributes(attrs.key, attrs.onsets.clone(), attrs.register)
+    told.onsets[0, 1, 0] = 5  # bar 1 of the melody
+    changed = (emb(x_t, told) != emb(x_t, attrs)).any(-1)[0]  # [L, K]
+    assert changed[16:32, 0].all() and changed.sum() == 16
+    keyed = (emb(x_t, attrs.with_key(3)) != emb(x_t, attrs)).any(-1)[0]
+    assert keyed.all()  # the key reaches every step of every track

@@ -131,3 +131,41 @@ def test_a_failing_run_reports_and_the_worker_goes_on(trio_model, piece):
         assert sampler.thread.is_alive()
     finally:
         sampler.close()
+
+
+def test_key_density_and_register_are_told_over_the_selection(conditional_model, piece):
+    from schmubert import attributes as A
+    from schmubert.editor.jobs import editor_attributes
+
+    known = bass_known()  # bass, bars 32..47
+    opts = Options(key="D:minor", density={"bass": 3, "melody": 8}, register={"bass": 40})
+    told = editor_attributes(opts, conditional_model, piece, known)
+    assert told.shape == (1, 64, 3) and A.key_name(int(told.key[0])) == "D:minor"
+    bass, melody = told.onsets[0, :, 1], told.onsets[0, :, 0]
+    assert (bass[32:48] == 3).all() and (bass[:32] == A.ONSETS_NULL).all() and (bass[48:] == A.ONSETS_NULL).all()
+    assert (melody[32:48] == 8).all() and (melody[:32] == A.ONSETS_NULL).all()  # an unselected track: the bars
+    assert (told.register[0, 32:48, 1] == A.register_bin(torch.tensor(40.0))).all()
+    own = editor_attributes(Options(), conditional_model, piece, known).key
+    assert own.tolist() == A.estimate_key(torch.as_tensor(piece)[None], conditional_model.tracks).tolist()
+    assert editor_attributes(Options(key="any"), conditional_model, piece, known).is_null()
+    sampler = Sampler(conditional_model)
+    try:
+        job = wait(sampler.submit(piece, known, dataclasses.replace(opts, steps=8, cfg_scale=2.0, seed=1)))
+        assert job.state == "done", job.error
+        assert np.array_equal(job.result[known], piece[known]) and job.progress == 1.0
+        for bad, message in (({"key": "H"}, "unknown key"), ({"register": {"drums": 40}}, "drums have no register"),
+                             ({"density": {"piano": 2}}, "no track 'piano'")):
+            with pytest.raises(ValueError, match=message):
+                sampler.submit(piece, known, Options(**bad))
+    finally:
+        sampler.close()
+
+
+def test_a_model_without_attributes_refuses_them(trio_model, piece):
+    sampler = Sampler(trio_model)
+    try:
+        with pytest.raises(ValueError, match="trained without attributes"):
+            sampler.submit(piece, bass_known(), Options(key="D:minor"))
+        assert Options().key == "piece"  # the default asks nothing of such a model
+    finally:
+        sampler.close()

@@ -249,3 +249,28 @@ def test_song_choices_and_files_that_cannot_be_spliced(client, corpus):
     assert waltz["song"] is None and any("3/4 time" in w and "model's tracks only" in w for w in waltz["warnings"])
     r = client.post("/api/export/song", json={"song": "nope", "tokens": waltz["piece"]["tokens"]})
     assert r.status_code == 400 and "open the file again" in r.json()["error"]
+
+
+def test_conditions_through_the_api(conditional_model, trio_file):
+    srv = start_background(conditional_model)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as client:
+            info = client.get("/api/info").json()
+            assert info["attributes"] is True and "D:minor" in info["keys"] and len(info["keys"]) == 24
+            piece = load(client, trio_file).json()["piece"]
+            regions = [{"track": "melody", "start": 0, "end": 4 * BAR}]
+            body = {"tokens": piece["tokens"], "regions": regions, "steps": 4, "seed": 1, "key": "D:minor",
+                    "cfg_scale": 1.0, "density": {"melody": 6}, "mean_pitch": {"melody": 72}}
+            assert run_job(client, body)["state"] == "done"
+            bad = client.post("/api/sample", json={**body, "key": "H:major"})
+            assert bad.status_code == 400 and "unknown key" in bad.json()["error"]
+    finally:
+        srv.stop()
+
+
+def test_a_model_without_attributes_says_so(client, trio_file):
+    assert client.get("/api/info").json()["attributes"] is False
+    piece = load(client, trio_file).json()["piece"]
+    r = client.post("/api/sample", json={"tokens": piece["tokens"], "key": "D:minor",
+                                         "regions": [{"track": "bass", "start": 0, "end": BAR}]})
+    assert r.status_code == 400 and "trained without attributes" in r.json()["error"]

@@ -104,3 +104,20 @@ def test_reported_monte_carlo_error_predicts_the_spread_across_seeds():
     spread = np.std([r.bits for r in runs], ddof=1)
     reported = np.mean([r.monte_carlo_error for r in runs])
     assert spread > 0 and 0.5 < reported / spread < 2, (reported, spread)
+
+
+def test_conditional_models_are_scored_told_nothing_unless_asked(corpus_pieces):
+    from schmubert.backbones import build
+
+    torch.manual_seed(0)
+    model = build("transformer", "trio", "tiny", attributes=True, seq_len=256).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.inputs.embed.attributes.out.weight)
+    diff = AbsorbingDiffusion(mask_ids("trio"), NoiseConfig(timesteps=256))
+    data = corpus_pieces("trio", 2)[:, :256]
+    told_nothing = elbo(model, diff, data, samples_per_piece=2).bits
+    unconditional = elbo(lambda x_t: model(x_t, None), diff, data, samples_per_piece=2).bits
+    own = elbo(model, diff, data, samples_per_piece=2, attributes="own").bits
+    assert told_nothing == unconditional and own != told_nothing
+    with pytest.raises(ValueError, match="'null' or 'own'"):
+        elbo(model, diff, data, attributes="mine")

@@ -47,6 +47,8 @@ class Editor {
     const tracks = info.tracks.map((t) => t.name).join(" + ");
     $("model-info").textContent = `${info.checkpoint} · ${info.arch} · ${tracks} · ${info.bars} bars · T = ${info.timesteps}`;
     $("qpm").value = info.qpm;
+    $("conditions").hidden = !info.attributes;
+    for (const key of info.keys || []) $("key").add(new Option(key, key));
     $("new-validation").disabled = !info.validation_set;
     if (!info.validation_set) $("new-validation").title = "This checkpoint's validation set is not on this computer";
     this.fillInstruments();
@@ -239,6 +241,7 @@ class Editor {
       temperature: parseFloat($("temperature").value) || 1.0,
       note_density: $("density-on").checked ? parseFloat($("density").value) : null,
     };
+    if (this.info.attributes) Object.assign(body, this.conditions(regions));
     const started = await this.guard(() => api("/api/sample", body));
     if (!started) return;
     this.job = { id: started.job, panel: p, regions, began };
@@ -249,6 +252,19 @@ class Editor {
     this.refresh();
     p.draw();
     this.poll();
+  }
+
+  conditions(regions) {
+    // key, guidance scale, and onsets / register asked of each track in the selection (schmubert.attributes)
+    const selected = [...new Set(regions.map((r) => r.track))];
+    const melodic = selected.filter((name) => !this.info.tracks.find((t) => t.name === name).is_drum);
+    const each = (names, value) => Object.fromEntries(names.map((name) => [name, value]));
+    return {
+      key: $("key").value,
+      cfg_scale: parseFloat($("cfg-scale").value) || 0,
+      density: $("onsets-on").checked ? each(selected, parseFloat($("onsets").value)) : {},
+      mean_pitch: $("pitch-on").checked ? each(melodic, parseFloat($("pitch").value)) : {},
+    };
   }
 
   setProgress(state) {

@@ -1,0 +1,170 @@
+"""Benchmark: how well a model trained with attributes follows them, as the classifier-free guidance scale varies.
+
+For each guidance scale w (``--scales``) it samples unconditionally (``schmubert.sampling.sample`` with the
+model told only the condition under test, everything else null) and prints one markdown row:
+
+- ``key``: for each of ``--keys`` (6 by default) ``--samples`` pieces told that key: the share whose estimated key
+  (:func:`schmubert.attributes.estimate_key`, Krumhansl-Kessler) is the asked one; ``key/rel``: the share in the
+  asked key or its relative major/minor (the same notes: D minor / F major), what "fits the key" means to a
+  listener;
+- ``density``: for each target of ``--density`` (onsets per bar on ``--density-track``, every bar), the share of
+  bars whose onsets lie within +-1 of it;
+- ``register``: for each ``TRACK=PITCH`` of ``--register`` (every bar), the share of bars whose mean note-on
+  pitch lies within 3 semitones of it (a bar without notes is a miss);
+- ``stats``: the overlap of the music statistics (:func:`schmubert.evaluation.compare_sets`) of the key runs'
+  samples with held-out windows (1 = the same distributions): what following the conditions costs;
+- ``s/piece``: seconds of sampling per piece (guidance runs one forward pass of twice the batch).
+
+    python experiments/bench_control.py --checkpoint runs/cond/checkpoints/last.ckpt
+    python experiments/bench_control.py --checkpoint runs/tiny-cond.ckpt --samples 4 --steps 8 --scales 0,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from schmubert import attributes as A
+from schmubert import conditioning
+from schmubert.checkpoints import LoadedModel, held_out_pieces, load_model
+from schmubert.evaluation import compare_sets
+from schmubert.sampling import SamplerOptions, sample
+from schmubert.tokens import STEPS_PER_BAR
+
+KEYS = ("C:major", "D:minor", "F#:major", "A:minor", "Bb:major", "E:minor")
+
+
+def generate(model: LoadedModel, told: A.Attributes, args: argparse.Namespace, scale: float, seed: int
+             ) -> tuple[np.ndarray, float]:
+    """``told.shape[0]`` unconditional pieces ``(N, L, K)`` told ``told``, and the seconds taken."""
+    L, K = model.steps, len(model.tracks)
+    out, began = [], time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
+    for lo in range(0, told.shape[0], args.batch_size):
+        part = told.rows(lo, lo + args.batch_size)
+        x = torch.zeros(part.shape[0], L, K, dtype=torch.long)
+        options = SamplerOptions(cfg_scale=scale, temperature=args.temperature)
+        y = sample(model.denoiser, model.diffusion, x, conditioning.unconditional(x.shape), args.steps, generator,
+                   options, attributes=part)
+        out.append(y.cpu().numpy())
+    return np.concatenate(out), time.perf_counter() - began
+
+
+def told_null(model: LoadedModel, n: int) -> A.Attributes:
+    return A.Attributes.null(n, model.steps // STEPS_PER_BAR, len(model.tracks))
+
+
+def key_shares(model: LoadedModel, args, scale: float) -> tuple[float, float, np.ndarray, float]:
+    """Share in the asked key, share in it or its relative, the samples, and the seconds."""
+    keys = torch.tensor([A.parse_key(k) for k in args.keys]).repeat_interleave(args.samples)
+    pieces, seconds = generate(model, told_null(model, len(keys)).with_key(keys), args, scale, args.seed)
+    got = A.estimate_key(torch.from_numpy(pieces), model.tracks)
+    relative = torch.tensor([A.relative_key(int(k)) for k in keys])
+    return (float((got == keys).float().mean()), float(((got == keys) | (got == relative)).float().mean()),
+            pieces, seconds)
+
+
+def density_share(model: LoadedModel, args, scale: float) -> tuple[float, int]:
+    hits, pieces_made = [], 0
+    k = [t.name for t in model.tracks].index(args.density_track)
+    for i, target in enumerate(args.density):
+        told = A.apply_targets(told_null(model, args.samples), model.tracks,
+                               [A.BarTarget(args.density_track, target)])
+        pieces, _ = generate(model, told, args, scale, args.seed + 100 + i)
+        onsets = A.bar_onsets(torch.from_numpy(pieces), model.tracks)[..., k]
+        hits.append((onsets - target).abs() <= 1)
+        pieces_made += len(pieces)
+    return float(torch.cat([h.flatten() for h in hits]).float().mean()), pieces_made
+
+
+def register_share(model: LoadedModel, args, scale: float) -> float:
+    hits = []
+    names = [t.name for t in model.tracks]
+    for i, text in enumerate(args.register):
+        target = A.parse_target(text, pitch=True)
+        if target.track not in names:
+            continue
+        told = A.apply_targets(told_null(model, args.samples), model.tracks, [], [target])
+        pieces, _ = generate(model, told, args, scale, args.seed + 200 + i)
+        mean = A.bar_mean_pitch(torch.from_numpy(pieces), model.tracks)[..., names.index(target.track)]
+        hits.append(((mean - target.value).abs() <= 3).flatten())  # NaN (no notes) compares False: a miss
+    return float(torch.cat(hits).float().mean()) if hits else float("nan")
+
+
+def reference(model: LoadedModel, path: Path | None, n: int) -> np.ndarray | None:
+    if path is not None:
+        array = np.load(path / "valid.npy" if path.is_dir() else path, mmap_mode="r")
+    else:
+        found = held_out_pieces(model)
+        if found is None:
+            return None
+        array = found[0]
+    index = np.unique(np.linspace(0, len(array) - 1, min(n, len(array))).round().astype(int))
+    return np.asarray(array[index], dtype=np.int64)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python experiments/bench_control.py", description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="a model trained with attributes (.ckpt, .safetensors, "
+                                                       "pretrained:NAME)")
+    p.add_argument("--scales", default="0,1,2,4", help="guidance scales w, comma-separated")
+    p.add_argument("--keys", default=",".join(KEYS), help="keys asked, comma-separated")
+    p.add_argument("--samples", type=int, default=16, help="pieces per key and per target")
+    p.add_argument("--density", default="2,6,10", help="onsets-per-bar targets, comma-separated")
+    p.add_argument("--density-track", default="melody", help="the track the density targets are asked of")
+    p.add_argument("--register", default="melody=C4,melody=C5,bass=E2,bass=A2",
+                   help="TRACK=PITCH register targets, comma-separated (tracks the model lacks are skipped)")
+    p.add_argument("--steps", type=int, default=128, help="reverse steps per sample")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--batch-size", type=int, default=16, help="pieces sampled together")
+    p.add_argument("--held-out", type=Path, default=None, help="held-out windows (.npy or a processed dataset "
+                   "folder) for the statistics overlap; default: the model's own held-out windows")
+    p.add_argument("--reference-pieces", type=int, default=256, help="held-out pieces compared with")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
+    args = p.parse_args(argv)
+    args.scales = [float(s) for s in args.scales.split(",") if s]
+    args.keys = [k for k in args.keys.split(",") if k]
+    args.density = [float(d) for d in args.density.split(",") if d]
+    args.register = [r for r in args.register.split(",") if r]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    model = load_model(args.checkpoint, args.device)
+    if not model.conditional:
+        print(f"error: {args.checkpoint}: this model was trained without attributes (nothing to steer)",
+              file=sys.stderr)
+        return 2
+    ref = reference(model, args.held_out, args.reference_pieces)
+    rows = []
+    print(f"{args.checkpoint}: {len(args.keys)} keys x {args.samples} samples, density {args.density} on "
+          f"{args.density_track}, register {args.register}, {args.steps} steps\n")
+    print("| cfg scale | key | key/rel | density +-1 | register +-3 | stats | s/piece |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for scale in args.scales:
+        exact, relative, pieces, seconds = key_shares(model, args, scale)
+        density, _ = density_share(model, args, scale)
+        register = register_share(model, args, scale)
+        stats = compare_sets(pieces, ref, model.tracks)["summary"] if ref is not None else float("nan")
+        row = {"cfg_scale": scale, "key": exact, "key_or_relative": relative, "density_within_1": density,
+               "register_within_3": register, "stats_overlap": stats, "seconds_per_piece": seconds / len(pieces)}
+        rows.append(row)
+        print(f"| {scale:g} | {exact:.2f} | {relative:.2f} | {density:.2f} | {register:.2f} | {stats:.2f} | "
+              f"{row['seconds_per_piece']:.2f} |", flush=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows},
+                                        indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""experiments/bench_control.py runs against any checkpoint and prints its markdown table."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from schmubert.backbones import build
+from schmubert.checkpoints import checkpoint_hparams, save_model
+from schmubert.diffusion import NoiseConfig
+
+BENCH = Path(__file__).resolve().parents[1] / "experiments" / "bench_control.py"
+
+
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_control", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny(path, **overrides):
+    torch.manual_seed(0)
+    denoiser = build("conv", "trio", "tiny", seq_len=256, **overrides)
+    return save_model(path, denoiser, checkpoint_hparams("conv", "trio", denoiser.config,
+                                                         NoiseConfig(timesteps=256), 256))
+
+
+def test_prints_a_row_per_guidance_scale(tmp_path, capsys, corpus_pieces):
+    np.save(tmp_path / "held.npy", corpus_pieces("trio", 4)[:, :256].astype(np.uint16))
+    ckpt = tiny(tmp_path / "cond.ckpt", attributes=True)
+    argv = ["--checkpoint", str(ckpt), "--samples", "2", "--steps", "2", "--scales", "0,1.5", "--keys",
+            "C:major,D:minor", "--density", "4", "--register", "melody=C5,bass=E2", "--held-out",
+            str(tmp_path / "held.npy"), "--json", str(tmp_path / "rows.json")]
+    assert bench().main(argv) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| cfg scale | key | key/rel | density +-1 | register +-3 | stats")
+    assert [line.split("|")[1].strip() for line in lines[1:]] == ["0", "1.5"]
+    assert (tmp_path / "rows.json").is_file()
+
+
+def test_refuses_a_model_without_attributes(tmp_path, capsys):
+    assert bench().main(["--checkpoint", str(tiny(tmp_path / "plain.ckpt"))]) == 2
+    assert "trained without attributes" in capsys.readouterr().err
