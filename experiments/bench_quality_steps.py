@@ -195,7 +195,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--scenarios", type=lambda s: s.split(","), default=["unconditional", "infill"])
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="denoiser arithmetic (auto: bf16 where native, the sample CLI's default)")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write every figure here")

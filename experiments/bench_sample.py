@@ -9,6 +9,7 @@ batch 1 on 2 CPU cores, spec section 8); the last column is that divided by ours
     python experiments/bench_sample.py                     # conv paper preset, CPU (and CUDA when present)
     python experiments/bench_sample.py --preset small --budget 120
     python experiments/bench_sample.py --modes fp32,bf16,compile,compile+bf16 --steps 64 --batch 1,16
+    python experiments/bench_sample.py --checkpoint pretrained:trio --modes fp32,bf16 --steps 128 --orders random
 
 ``--modes`` also times the denoiser under bf16 autocast (only where the device runs bf16 natively) and
 ``torch.compile`` (its first call, the compile, is timed apart), each for the sampler at every S.
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from schmubert.backbones import build, describe
+from schmubert.checkpoints import load_model
 from schmubert.conditioning import unconditional
 from schmubert.diffusion import AbsorbingDiffusion
 from schmubert.precision import native_bf16
@@ -85,7 +87,10 @@ def mode_model(model: nn.Module, mode: str, device: torch.device) -> nn.Module |
 
 def bench_device(args: argparse.Namespace, device: torch.device) -> None:
     torch.manual_seed(0)
-    model = build(args.arch, TRACKS, args.preset).to(device).eval()
+    if args.checkpoint:
+        model = load_model(args.checkpoint, device).denoiser.eval()
+    else:
+        model = build(args.arch, TRACKS, args.preset).to(device).eval()
     diffusion = AbsorbingDiffusion(mask_ids(TRACKS))
     print(f"\n{describe(model)} on {device}")
     print(f"{'mode':>12} {'batch':>5} {'order':>10} {'S':>5} {'calls':>6} {'first s':>8} {'fwd s':>8} "
@@ -119,6 +124,8 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default="", help="time this trio model (a checkpoint or pretrained:NAME) "
+                   "instead of a fresh --arch/--preset one")
     p.add_argument("--arch", default="conv")
     p.add_argument("--preset", default="paper")
     p.add_argument("--steps", type=lambda s: [int(v) for v in s.split(",")], default=[1024, 256, 64])

@@ -155,11 +155,15 @@ def matmul_peak(dtype: torch.dtype, device: str = "cpu", n: int = 2048, repeats:
 
 
 def count_flops(step: Step) -> int:
-    """Model FLOPs of one training step (forward + backward), counted on the uncompiled model."""
+    """Model FLOPs of one training step (forward + backward), counted on the uncompiled model.
+
+    On CPU counted under bf16 autocast, whose attention is plain matmuls: the counter does not see PyTorch's CPU
+    attention kernel, so an fp32 count would leave attention out."""
     net, step.net = step.net, step.model
+    bf16, step.bf16 = step.bf16, step.bf16 or step.device == "cpu"
     with FlopCounterMode(display=False) as counter:
         step()
-    step.net = net
+    step.net, step.bf16 = net, bf16
     return counter.get_total_flops()
 
 

@@ -31,7 +31,7 @@ from schmubert import sample
 from schmubert.attributes import Attributes, BarTarget, apply_targets, estimate_key, parse_key
 from schmubert.checkpoints import LoadedModel
 from schmubert.sample import SampleConfig, Scenario
-from schmubert.sampling import EDITOR_STEPS, SamplerOptions
+from schmubert.sampling import EDITOR_STEPS, SamplerOptions, fast_denoiser
 from schmubert.tokens import STEPS_PER_BAR
 
 State = Literal["queued", "running", "done", "cancelled", "failed"]
@@ -220,7 +220,8 @@ class Sampler:
             options = dataclasses.replace(options, density_tracks=generated or [model.tracks[0].name])
         cfg = options.config(job.seed)
         guidance = sample.make_guidance(cfg, model)
-        watched = Watched(model.denoiser, job, model.diffusion.mask_value(model.device))
+        denoiser = fast_denoiser(model.denoiser, "auto")  # bf16 where native, as the sample CLI
+        watched = Watched(denoiser, job, model.diffusion.mask_value(model.device))
         scenario = Scenario(job.x, job.known, "editor", [])
         generator = torch.Generator().manual_seed(job.seed)
         told = editor_attributes(options, model, job.x, job.known)
