@@ -40,14 +40,16 @@ demo: preprocess
 	$(PYTHON) -m schmubert.demo
 
 # Reproduce a shipped model (docs/models/*.md): the Lakh windows of the corpus, the recipe, the export into the
-# package (replacing the shipped weights: review with git diff). Three stages: the plain conv (cpu-$*), bar
-# attention added to it (cpu-$*-bars), span masking (cpu-$*-spans). About 70 + 60 + 25 min on 2 CPU cores.
+# package (replacing the shipped weights: review with git diff). Stages: the plain conv (cpu-$*), bar
+# attention added to it (cpu-$*-bars), span masking (cpu-$*-spans); the trio then gains attributes in bf16
+# (cpu-trio-attrs). About 70 + 60 + 25 (+ 55) min on 2 CPU cores.
 pretrained-trio pretrained-melody: pretrained-%:
 	$(PYTHON) -m preprocessing --tracks $* --input $(CORPUS)/lakh-$*-64bar --output $(PROCESSED)/lakh-$* --workers $(WORKERS) --valid-fraction 0.05 --overwrite
 	$(PYTHON) -m schmubert.train --recipe cpu-$* --data $(PROCESSED)/lakh-$* --name cpu-$*-repro
 	$(PYTHON) -m schmubert.train --recipe cpu-$*-bars --data $(PROCESSED)/lakh-$* --name cpu-$*-bars-repro --init runs/cpu-$*-repro/checkpoints/last.ckpt
 	$(PYTHON) -m schmubert.train --recipe cpu-$*-spans --data $(PROCESSED)/lakh-$* --name cpu-$*-spans-repro --init runs/cpu-$*-bars-repro/checkpoints/last.ckpt
-	$(PYTHON) -m schmubert.pretrained export --checkpoint runs/cpu-$*-spans-repro/checkpoints/last.ckpt --name $* --heldout $(PROCESSED)/lakh-$*/valid.npy --overwrite
+	$(if $(filter trio,$*),$(PYTHON) -m schmubert.train --recipe cpu-trio-attrs --data $(PROCESSED)/lakh-trio --name cpu-trio-attrs-repro --init runs/cpu-trio-spans-repro/checkpoints/last.ckpt)
+	$(PYTHON) -m schmubert.pretrained export --checkpoint runs/cpu-$*-$(if $(filter trio,$*),attrs,spans)-repro/checkpoints/last.ckpt --name $* --heldout $(PROCESSED)/lakh-$*/valid.npy --overwrite
 
 test:
 	$(PYTHON) -m pytest -q

@@ -12,7 +12,8 @@ model told only the condition under test, everything else null) and prints one m
 - ``register``: for each ``TRACK=PITCH`` of ``--register`` (every bar), the share of bars whose mean note-on
   pitch lies within 3 semitones of it (a bar without notes is a miss);
 - ``stats``: the overlap of the music statistics (:func:`schmubert.evaluation.compare_sets`) of the key runs'
-  samples with held-out windows (1 = the same distributions): what following the conditions costs;
+  samples with held-out windows (1 = the same distributions): what following the conditions costs; ``pc/scale/
+  onsets``: the mean overlap of pitch-class entropy, scale consistency and notes per bar alone;
 - ``s/piece``: seconds of sampling per piece (guidance runs one forward pass of twice the batch).
 
     python experiments/bench_control.py --checkpoint runs/cond/checkpoints/last.ckpt
@@ -34,10 +35,12 @@ from schmubert import attributes as A
 from schmubert import conditioning
 from schmubert.checkpoints import LoadedModel, held_out_pieces, load_model
 from schmubert.evaluation import compare_sets
-from schmubert.sampling import SamplerOptions, sample
+from schmubert.sampling import SamplerOptions, fast_denoiser, sample
 from schmubert.tokens import STEPS_PER_BAR
 
 KEYS = ("C:major", "D:minor", "F#:major", "A:minor", "Bb:major", "E:minor")
+#: The statistics a key and a density show in (issue 18's summary of unconditional samples).
+KEY_STATISTICS = ("pitch_class_entropy", "scale_consistency", "notes_per_bar")
 
 
 def generate(model: LoadedModel, told: A.Attributes, args: argparse.Namespace, scale: float, seed: int
@@ -50,7 +53,7 @@ def generate(model: LoadedModel, told: A.Attributes, args: argparse.Namespace, s
         part = told.rows(lo, lo + args.batch_size)
         x = torch.zeros(part.shape[0], L, K, dtype=torch.long)
         options = SamplerOptions(cfg_scale=scale, temperature=args.temperature)
-        y = sample(model.denoiser, model.diffusion, x, conditioning.unconditional(x.shape), args.steps, generator,
+        y = sample(args.denoiser, model.diffusion, x, conditioning.unconditional(x.shape), args.steps, generator,
                    options, attributes=part)
         out.append(y.cpu().numpy())
     return np.concatenate(out), time.perf_counter() - began
@@ -127,6 +130,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "folder) for the statistics overlap; default: the model's own held-out windows")
     p.add_argument("--reference-pieces", type=int, default=256, help="held-out pieces compared with")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="denoiser arithmetic (auto: bf16 where native, the sample CLI's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     args = p.parse_args(argv)
@@ -144,22 +149,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.checkpoint}: this model was trained without attributes (nothing to steer)",
               file=sys.stderr)
         return 2
+    args.denoiser = fast_denoiser(model.denoiser, args.precision)
     ref = reference(model, args.held_out, args.reference_pieces)
     rows = []
     print(f"{args.checkpoint}: {len(args.keys)} keys x {args.samples} samples, density {args.density} on "
           f"{args.density_track}, register {args.register}, {args.steps} steps\n")
-    print("| cfg scale | key | key/rel | density +-1 | register +-3 | stats | s/piece |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| cfg scale | key | key/rel | density +-1 | register +-3 | stats | pc/scale/onsets | s/piece |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for scale in args.scales:
         exact, relative, pieces, seconds = key_shares(model, args, scale)
         density, _ = density_share(model, args, scale)
         register = register_share(model, args, scale)
-        stats = compare_sets(pieces, ref, model.tracks)["summary"] if ref is not None else float("nan")
+        compared = compare_sets(pieces, ref, model.tracks) if ref is not None else None
+        stats = compared["summary"] if compared else float("nan")
+        three = float(np.mean([compared["overlaps"][s] for s in KEY_STATISTICS])) if compared else float("nan")
         row = {"cfg_scale": scale, "key": exact, "key_or_relative": relative, "density_within_1": density,
-               "register_within_3": register, "stats_overlap": stats, "seconds_per_piece": seconds / len(pieces)}
+               "register_within_3": register, "stats_overlap": stats, "pc_scale_onsets_overlap": three,
+               "seconds_per_piece": seconds / len(pieces)}
         rows.append(row)
         print(f"| {scale:g} | {exact:.2f} | {relative:.2f} | {density:.2f} | {register:.2f} | {stats:.2f} | "
-              f"{row['seconds_per_piece']:.2f} |", flush=True)
+              f"{three:.2f} | {row['seconds_per_piece']:.2f} |", flush=True)
     if args.json is not None:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows},
                                         indent=2))

@@ -1,0 +1,133 @@
+"""Riff copy: does an infill play the song's repeated bars again? (The figure a musician hears first.)
+
+Held-out windows are searched for track-bars inside the infilled span (default bars 16:48) whose tokens repeat a
+bar of the same track outside the span (a riff, a ride pattern, a chorus copy); the ``--pieces`` windows with
+most such bars are infilled through the sample CLI's own path (its defaults: steps, sampler options,
+precision, and for a model with attributes the key estimated from the piece). Printed per track and in total:
+
+- ``onsets``: the share of the repeated bars' note-ons (step and pitch) and drum hits (step and drum class)
+  that the infill reproduces;
+- ``exact``: the share of those bars that come back token for token;
+- ``other bars``: the onset share on the span's bars that repeat nothing, for comparison (what the infill
+  recovers of an original it cannot copy).
+
+    python experiments/bench_riff_copy.py --checkpoint pretrained:trio --data data/processed/lakh-trio/valid.npy
+    python experiments/bench_riff_copy.py --checkpoint runs/x/checkpoints/last.ckpt --samples 2 --steps 32
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from schmubert import conditioning
+from schmubert.checkpoints import held_out_pieces, load_model
+from schmubert.sample import SampleConfig, Scenario, generate, make_attributes
+from schmubert.sampling import DEFAULT_STEPS, fast_denoiser
+from schmubert.tokens import NOTE_OFF, STEPS_PER_BAR, Track
+
+
+def bars_of(x: np.ndarray) -> np.ndarray:
+    """``(L, K)`` tokens -> ``(bars, K, 16)``."""
+    return x.reshape(-1, STEPS_PER_BAR, x.shape[-1]).transpose(0, 2, 1)
+
+
+def events(bar: np.ndarray, track: Track) -> set[tuple[int, int]]:
+    """Note-ons ``(step, pitch class id)`` of a melodic bar, or hits ``(step, drum class)`` of a drum bar."""
+    if track.is_drum:
+        return {(s, c) for s, v in enumerate(bar) for c in range(9) if 0 < v < track.num_classes and v >> c & 1}
+    return {(s, int(v)) for s, v in enumerate(bar) if NOTE_OFF < v < track.num_classes}
+
+
+def repeated(x: np.ndarray, span: tuple[int, int], tracks: list[Track]) -> np.ndarray:
+    """``(bars, K)`` bool: bars inside ``span`` with events whose tokens equal some bar of that track outside it."""
+    grid = bars_of(x)
+    out = np.zeros(grid.shape[:2], dtype=bool)
+    outside = [b for b in range(len(grid)) if not span[0] <= b < span[1]]
+    for k, track in enumerate(tracks):
+        seen = {grid[b, k].tobytes() for b in outside}
+        for b in range(*span):
+            out[b, k] = bool(events(grid[b, k], track)) and grid[b, k].tobytes() in seen
+    return out
+
+
+def score(original: np.ndarray, infilled: np.ndarray, which: np.ndarray, tracks: list[Track]) -> np.ndarray:
+    """Per track ``[events reproduced, events, bars exact, bars]`` over the bars ``which`` marks."""
+    a, b = bars_of(original), bars_of(infilled)
+    out = np.zeros((len(tracks), 4), dtype=np.int64)
+    for bar, k in zip(*np.nonzero(which), strict=True):
+        want, got = events(a[bar, k], tracks[k]), events(b[bar, k], tracks[k])
+        out[k] += [len(want & got), len(want), int(np.array_equal(a[bar, k], b[bar, k])), 1]
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default="pretrained:trio")
+    p.add_argument("--data", type=Path, default=None,
+                   help="held-out windows (.npy); default: those the model ships with")
+    p.add_argument("--pieces", type=int, default=16, help="windows with the most repeated bars to infill")
+    p.add_argument("--span", default="16:48", help="infilled bars START:END")
+    p.add_argument("--samples", type=int, default=1, help="infills per window")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="reverse steps (the CLI's default)")
+    p.add_argument("--temperature", type=float, default=None, help="default: the CLI's")
+    p.add_argument("--cfg-scale", type=float, default=None, help="default: the CLI's")
+    p.add_argument("--order", default=None, help="default: the CLI's")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    args = parse_args(argv)
+    model = load_model(args.checkpoint)
+    tracks = list(model.tracks)
+    if args.data is not None:
+        pieces = np.load(args.data).astype(np.int64)
+    else:
+        found = held_out_pieces(model)
+        if found is None:
+            raise SystemExit(f"{args.checkpoint} ships no held-out windows: pass --data")
+        pieces = found[0].astype(np.int64)
+    span = conditioning.parse_bar_range(args.span)
+    counts = np.array([repeated(x, span, tracks).sum() for x in pieces])
+    chosen = np.argsort(-counts, kind="stable")[: args.pieces]
+    chosen = chosen[counts[chosen] > 0]
+    cfg = SampleConfig(steps=args.steps, num_samples=args.samples, batch_size=args.samples, seed=args.seed,
+                       progress=False, wav=False)
+    sampler = cfg.sampler
+    for name in ("temperature", "cfg_scale", "order"):
+        if getattr(args, name) is not None:
+            sampler = replace(sampler, **{name: getattr(args, name)})
+    cfg = replace(cfg, sampler=sampler)
+    denoiser = fast_denoiser(model.denoiser, cfg.precision)
+    total, floor = np.zeros((len(tracks), 4), np.int64), np.zeros((len(tracks), 4), np.int64)
+    generator = torch.Generator().manual_seed(args.seed)
+    for i in chosen:
+        x = pieces[i]
+        known = conditioning.infill((1, *x.shape), [span])[0].numpy()
+        scen = Scenario(x, known, "infill", [])
+        attrs = make_attributes(cfg, model, scen, generator)
+        which = repeated(x, span, tracks)
+        others = np.zeros_like(which)
+        others[span[0]:span[1]] = ~which[span[0]:span[1]]
+        for out in generate(cfg, model, scen, None, generator, denoiser, attrs):
+            total += score(x, out, which, tracks)
+            floor += score(x, out, others, tracks)
+    print(f"{args.checkpoint}: {len(chosen)} windows, {int(counts[chosen].sum())} repeated track-bars in bars "
+          f"{span[0]}:{span[1]}, {args.samples} infill(s) each, S={cfg.steps}, {cfg.sampler}")
+    print(f"{'track':<8}{'bars':>6}{'onsets':>9}{'exact':>8}{'other bars':>12}")
+    for k, t in enumerate(tracks):
+        r, n, e, b = total[k]
+        print(f"{t.name:<8}{b:>6}{r / max(n, 1):>9.1%}{e / max(b, 1):>8.1%}{floor[k, 0] / max(floor[k, 1], 1):>12.1%}")
+    r, n, e, b = total.sum(0)
+    result = {"onsets": r / max(n, 1), "exact": e / max(b, 1), "other": floor[:, 0].sum() / max(floor[:, 1].sum(), 1)}
+    print(f"{'all':<8}{b:>6}{result['onsets']:>9.1%}{result['exact']:>8.1%}{result['other']:>12.1%}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
