@@ -4,9 +4,10 @@ Figures, all on the held-out windows the model ships with (or ``--data``):
 - the negative ELBO and the infilling NLL of bars 16:48 given the rest (bits per element, count estimator);
 - the context diagnostic: cross-entropy per masked element at mask rates 5/30/60/95%, per track;
 - ``--samples`` unconditional samples and as many infillings of bars 16:48 of held-out windows, at ``--steps``
-  reverse steps: framewise self-similarity and the music-statistics overlap against the held-out windows, and
-  the same of the held-out windows against the training windows (the ceiling); a piano roll of each kind, and
-  MIDI + WAV of them under ``--listen`` for listening.
+  reverse steps, at the sample CLI's default precision and, for a model with attributes, told the key as the
+  CLI does (drawn from the training keys, or the held-out window's own): framewise self-similarity and the
+  music-statistics overlap against the held-out windows, and the same of the held-out windows against the
+  training windows (the ceiling); a piano roll of each kind, and MIDI + WAV of them under ``--listen``.
 
     python experiments/model_card.py --name trio --data data/processed/lakh-trio --trained "..."
 """
@@ -24,11 +25,13 @@ import numpy as np
 import torch
 
 from schmubert import conditioning
+from schmubert.attributes import Attributes
 from schmubert.checkpoints import held_out_pieces, load_model
 from schmubert.evaluation import bar_region, compare_sets, context_curve, elbo, format_context, selfsim
 from schmubert.render import save_pianoroll, write_wav
-from schmubert.sampling import sample
-from schmubert.tokens import tokens_to_midi, track_set_name
+from schmubert.sample import default_keys
+from schmubert.sampling import fast_denoiser, sample
+from schmubert.tokens import STEPS_PER_BAR, tokens_to_midi, track_set_name
 
 INFILL = (16, 48)
 
@@ -48,8 +51,14 @@ def generate(model, pieces: np.ndarray, n: int, steps: int, infill: bool, seed: 
     shape = (n, model.steps, len(model.tracks))
     x = torch.as_tensor(np.asarray(pieces[:n], dtype=np.int64)) if infill else torch.zeros(shape, dtype=torch.long)
     known = conditioning.infill(shape, [INFILL]) if infill else conditioning.unconditional(shape)
+    generator = torch.Generator().manual_seed(seed)
+    told = None
+    if model.conditional:  # as the sample CLI: the piece's key, or one drawn from the training keys
+        keys = default_keys(model, x if infill else None, n, generator)
+        told = Attributes.null(n, model.steps // STEPS_PER_BAR, len(model.tracks)).with_key(keys)
     began = time.perf_counter()
-    out = sample(model.denoiser, model.diffusion, x, known, steps, torch.Generator().manual_seed(seed))
+    out = sample(fast_denoiser(model.denoiser, "auto"), model.diffusion, x, known, steps, generator,
+                 attributes=told)
     out = conditioning.preserve_note_ends(x, known, out, model.tracks)
     return out.numpy(), (time.perf_counter() - began) / n
 

@@ -386,7 +386,17 @@ def scenario_keys(cfg: SampleConfig, model: LoadedModel, scen: Scenario, n: int,
     if cfg.key != "auto":
         return torch.full((n,), parse_key(cfg.key))
     if scen.kind != "unconditional":
-        return estimate_key(torch.as_tensor(scen.x)[None], model.tracks).expand(n)
+        return default_keys(model, torch.as_tensor(scen.x)[None], 1, generator).expand(n)
+    return default_keys(model, None, n, generator)
+
+
+def default_keys(model: LoadedModel, x: torch.Tensor | None, n: int, generator: torch.Generator | None = None
+                 ) -> torch.Tensor:
+    """The key a conditional model is told when none is asked, ``LongTensor[n]``: that of each given piece
+    ``x [n, L, K]`` (infill, continuation, accompaniment), or for new pieces (``x`` None) drawn from the training
+    set's key distribution stored with the model (no key where none is stored)."""
+    if x is not None:
+        return estimate_key(x, model.tracks)
     prior = (model.hparams.get("attributes") or {}).get("key_prior")
     return draw_keys(prior, n, generator) if prior else torch.full((n,), KEY_NULL)
 
