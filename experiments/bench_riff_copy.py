@@ -27,7 +27,7 @@ import torch
 from schmubert import conditioning
 from schmubert.checkpoints import held_out_pieces, load_model
 from schmubert.sample import SampleConfig, Scenario, generate, make_attributes
-from schmubert.sampling import DEFAULT_STEPS, fast_denoiser
+from schmubert.sampling import DEFAULT_STEPS
 from schmubert.tokens import NOTE_OFF, STEPS_PER_BAR, Track
 
 
@@ -103,7 +103,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if getattr(args, name) is not None:
             sampler = replace(sampler, **{name: getattr(args, name)})
     cfg = replace(cfg, sampler=sampler)
-    denoiser = fast_denoiser(model.denoiser, cfg.precision)
     total, floor = np.zeros((len(tracks), 4), np.int64), np.zeros((len(tracks), 4), np.int64)
     generator = torch.Generator().manual_seed(args.seed)
     for i in chosen:
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         which = repeated(x, span, tracks)
         others = np.zeros_like(which)
         others[span[0]:span[1]] = ~which[span[0]:span[1]]
-        for out in generate(cfg, model, scen, None, generator, denoiser, attrs):
+        for out in generate(cfg, model, scen, None, generator, attributes=attrs):
             total += score(x, out, which, tracks)
             floor += score(x, out, others, tracks)
     print(f"{args.checkpoint}: {len(chosen)} windows, {int(counts[chosen].sum())} repeated track-bars in bars "

@@ -404,7 +404,9 @@ def default_keys(model: LoadedModel, x: torch.Tensor | None, n: int, generator: 
 def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, generator,
              denoiser: torch.nn.Module | None = None, attributes: Attributes | None = None) -> np.ndarray:
     """All samples ``(num_samples, N, K)``; a short piece is padded to the window with known silence.
-    ``attributes``: what a conditional model is told, ``[num_samples, bars of N, K]`` (padding: null)."""
+    ``attributes``: what a conditional model is told, ``[num_samples, bars of N, K]`` (padding: null).
+    ``denoiser`` defaults to ``model.denoiser`` at ``cfg.precision`` (bf16 where native) and ``cfg.compile``."""
+    denoiser = denoiser or fast_denoiser(model.denoiser, cfg.precision, cfg.compile)
     window = model.steps
     N, K = scen.x.shape
     pad = max(0, window - N)  # a short output still runs the model on its full window
@@ -418,7 +420,7 @@ def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, ge
         xb = torch.as_tensor(x).expand(B, -1, -1).clone()
         kb = torch.as_tensor(known).expand(B, -1, -1).clone()
         told = None if attributes is None else attributes.rows(start, start + B).pad_bars(len(x) // STEPS_PER_BAR)
-        result = sample_long(denoiser or model.denoiser, model.diffusion, xb, kb, steps, generator,
+        result = sample_long(denoiser, model.diffusion, xb, kb, steps, generator,
                              window=window, hop=hop, progress=cfg.progress, options=cfg.sampler,
                              guidance=guidance, attributes=told)
         result = conditioning.preserve_note_ends(xb, kb, result.cpu(), model.tracks)
@@ -469,8 +471,7 @@ def run(cfg: SampleConfig) -> list[Path]:
     attributes = make_attributes(cfg, model, scen, torch.Generator().manual_seed(cfg.seed))
     generator = torch.Generator().manual_seed(cfg.seed)
     began = time.perf_counter()
-    denoiser = fast_denoiser(model.denoiser, cfg.precision, cfg.compile)
-    samples = generate(cfg, model, scen, guidance, generator, denoiser, attributes)
+    samples = generate(cfg, model, scen, guidance, generator, attributes=attributes)
     seconds = time.perf_counter() - began
     record = {"options": to_dict(cfg), "scenario": scen.kind, "sources": scen.sources, "seed": cfg.seed,
               "checkpoint": str(model.path), "checkpoint_sha256": model.sha256, "device": str(model.device),

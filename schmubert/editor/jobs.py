@@ -31,7 +31,7 @@ from schmubert import sample
 from schmubert.attributes import Attributes, BarTarget, apply_targets, estimate_key, parse_key
 from schmubert.checkpoints import LoadedModel
 from schmubert.sample import SampleConfig, Scenario
-from schmubert.sampling import EDITOR_STEPS, SamplerOptions, fast_denoiser
+from schmubert.sampling import EDITOR_STEPS, SamplerOptions
 from schmubert.tokens import STEPS_PER_BAR
 
 State = Literal["queued", "running", "done", "cancelled", "failed"]
@@ -45,20 +45,23 @@ class Busy(Exception):
     """The queue is full."""
 
 
+SAMPLER_DEFAULTS = SamplerOptions()
+
+
 @dataclass
 class Options:
     """What a user chooses for one sampling run (the editor's subset of :class:`SampleConfig`)."""
 
     steps: int = EDITOR_STEPS
-    order: Literal["random", "confidence"] = "random"
-    schedule: Literal["linear", "cosine", "square"] = "linear"
-    temperature: float = 1.0
-    top_p: float = 1.0
+    order: Literal["random", "confidence"] = SAMPLER_DEFAULTS.order  # the rest as the sample CLI's defaults
+    schedule: Literal["linear", "cosine", "square"] = SAMPLER_DEFAULTS.schedule
+    temperature: float = SAMPLER_DEFAULTS.temperature
+    top_p: float = SAMPLER_DEFAULTS.top_p
     note_density: float | None = None
     density_tracks: list[str] = field(default_factory=list)  # empty: the tracks being generated
     seed: int | None = None  # None: a fresh seed per run (another take each time)
     key: str = "piece"  # models with attributes: "piece" (the piece's own key), "any" (none told), or "D:minor"
-    cfg_scale: float = 0.0  # classifier-free guidance scale
+    cfg_scale: float = SAMPLER_DEFAULTS.cfg_scale  # classifier-free guidance scale
     density: dict[str, float] = field(default_factory=dict)  # onsets per bar asked per track, in the selection
     register: dict[str, float] = field(default_factory=dict)  # mean MIDI pitch asked per track, in the selection
 
@@ -220,8 +223,7 @@ class Sampler:
             options = dataclasses.replace(options, density_tracks=generated or [model.tracks[0].name])
         cfg = options.config(job.seed)
         guidance = sample.make_guidance(cfg, model)
-        denoiser = fast_denoiser(model.denoiser, "auto")  # bf16 where native, as the sample CLI
-        watched = Watched(denoiser, job, model.diffusion.mask_value(model.device))
+        watched = Watched(model.denoiser, job, model.diffusion.mask_value(model.device))
         scenario = Scenario(job.x, job.known, "editor", [])
         generator = torch.Generator().manual_seed(job.seed)
         told = editor_attributes(options, model, job.x, job.known)

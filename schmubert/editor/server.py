@@ -40,7 +40,6 @@ from schmubert.config import add_arguments, arg, from_args
 from schmubert.editor import pieces
 from schmubert.editor.jobs import Busy, Job, Options, Sampler
 from schmubert.editor.pieces import PieceError
-from schmubert.sampling import EDITOR_STEPS
 from schmubert.tokens import (
     BASS_PROGRAMS,
     DECODE_QPM,
@@ -58,6 +57,10 @@ LOOPBACK_NAMES = ["127.0.0.1", "localhost"]
 # --- request bodies (the schema in /openapi.json) ------------------------------------------------------------
 
 
+#: The sampling options a request leaves out (the editor's defaults, :class:`schmubert.editor.jobs.Options`).
+DEFAULTS = Options()
+
+
 class RegionIn(BaseModel):
     track: str = Field(description="track name, e.g. 'bass'")
     start: int = Field(description="first step (16 per bar)")
@@ -73,18 +76,19 @@ class MaskIn(PieceIn):
 
 
 class SampleIn(MaskIn):
-    steps: int = Field(EDITOR_STEPS, description="reverse diffusion steps S (default from the quality curve)")
-    order: Literal["random", "confidence"] = Field("random", description="unmasking order")
+    steps: int = Field(DEFAULTS.steps, description="reverse diffusion steps S (default from the quality curve)")
+    order: Literal["random", "confidence"] = Field(DEFAULTS.order, description="unmasking order")
     schedule: Literal["linear", "cosine", "square"] = Field(
-        "linear", description="how many masked elements each step reveals (see schmubert.sampling)")
-    temperature: float = Field(1.0, description="softmax temperature")
-    top_p: float = Field(1.0, description="nucleus sampling mass (1 = off)")
+        DEFAULTS.schedule, description="how many masked elements each step reveals (see schmubert.sampling)")
+    temperature: float = Field(DEFAULTS.temperature, description="softmax temperature")
+    top_p: float = Field(DEFAULTS.top_p, description="nucleus sampling mass (1 = off)")
     note_density: float | None = Field(None, description="guidance target: onsets per bar (null = off)")
     density_tracks: list[str] = Field([], description="tracks whose onsets count (default: the masked ones)")
     seed: int | None = Field(None, description="random seed (null: a new take each time)")
     key: str = Field("piece", description="models with attributes: the key they are told: 'piece' (the piece's "
                                           "own), 'any' (none), or one like 'D:minor', 'Bb:major'")
-    cfg_scale: float = Field(0.0, description="classifier-free guidance scale of the attributes (0 = off)")
+    cfg_scale: float = Field(DEFAULTS.cfg_scale, description="classifier-free guidance scale of the attributes "
+                                                            "(0 = the conditional model alone)")
     density: dict[str, float] = Field({}, description="models with attributes: onsets per bar asked per track "
                                                       "over the selection, e.g. {'melody': 8}")
     mean_pitch: dict[str, float] = Field({}, description="models with attributes: register, the mean MIDI pitch "
@@ -132,6 +136,8 @@ def model_info(model: LoadedModel, validation_set: bool) -> dict[str, Any]:
         "validation_set": validation_set,
         "attributes": model.conditional,
         "keys": [key_name(k) for k in range(NUM_KEYS)],
+        "defaults": {k: getattr(DEFAULTS, k) for k in ("steps", "order", "schedule", "temperature", "top_p",
+                                                       "cfg_scale")},
     }
 
 

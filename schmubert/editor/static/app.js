@@ -47,6 +47,10 @@ class Editor {
     const tracks = info.tracks.map((t) => t.name).join(" + ");
     $("model-info").textContent = `${info.checkpoint} · ${info.arch} · ${tracks} · ${info.bars} bars · T = ${info.timesteps}`;
     $("qpm").value = info.qpm;
+    for (const [field, id] of [["steps", "steps"], ["order", "order"], ["schedule", "schedule"],
+                               ["temperature", "temperature"], ["top_p", "top-p"], ["cfg_scale", "cfg-scale"]]) {
+      if (info.defaults && field in info.defaults) $(id).value = info.defaults[field];  // one source: the server
+    }
     $("conditions").hidden = !info.attributes;
     for (const key of info.keys || []) $("key").add(new Option(key, key));
     $("new-validation").disabled = !info.validation_set;
@@ -239,6 +243,7 @@ class Editor {
       order: $("order").value,
       schedule: $("schedule").value,
       temperature: parseFloat($("temperature").value) || 1.0,
+      top_p: parseFloat($("top-p").value) || 1.0,
       note_density: $("density-on").checked ? parseFloat($("density").value) : null,
     };
     if (this.info.attributes) Object.assign(body, this.conditions(regions));
