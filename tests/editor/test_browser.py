@@ -206,3 +206,39 @@ def test_download_keeps_the_whole_song_and_the_track_pickers(browser, running, c
     Select(browser.find_element(By.ID, "pick-melody")).select_by_value("5")
     WebDriverWait(browser, 20).until(lambda d: d.execute_script("return editor.panels[0].song.assignment.melody")
                                      == 5)
+
+
+def test_conditions_toolbar_sends_key_guidance_and_targets(browser, conditional_model, trio_file):
+    """A model with attributes shows the Conditions toolbar; what the user sets there reaches the sampler."""
+    srv = start_background(conditional_model)
+    try:
+        open_page(browser, srv.url)
+        assert browser.find_element(By.ID, "conditions").is_displayed()
+        defaults = httpx.get(f"{srv.url}/api/info", timeout=10).json()["defaults"]
+        assert float(browser.find_element(By.ID, "top-p").get_attribute("value")) == defaults["top_p"]
+        assert float(browser.find_element(By.ID, "cfg-scale").get_attribute("value")) == defaults["cfg_scale"]
+        upload(browser, trio_file)
+        WebDriverWait(browser, 20).until(lambda d: d.execute_script("return editor.panels[0].name") == trio_file.name)
+        browser.execute_script("""
+            window.sent = [];
+            const fetch0 = window.fetch;
+            window.fetch = (url, init) => {
+              if (String(url).includes('/api/sample')) window.sent.push(JSON.parse(init.body));
+              return fetch0(url, init);
+            };""")
+        Select(browser.find_element(By.ID, "key")).select_by_value("D:minor")
+        for field, value in (("cfg-scale", "1.5"), ("onsets", "6"), ("top-p", "0.9"), ("steps", "4")):
+            box = browser.find_element(By.ID, field)
+            box.clear()
+            box.send_keys(value)
+        browser.find_element(By.ID, "onsets-on").click()
+        point = lambda step: browser.execute_script(f"return editor.panels[0].clientPoint({step}, 'melody')")
+        drag(browser, point(8 * BAR + 8), point(11 * BAR + 8))
+        browser.find_element(By.ID, "diffuse").click()
+        WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "status").text.startswith("done"))
+        body = browser.execute_script("return window.sent")[-1]
+        assert body["key"] == "D:minor" and body["cfg_scale"] == 1.5 and body["top_p"] == 0.9
+        assert body["density"] == {"melody": 6} and body["mean_pitch"] == {}
+        assert body["regions"] == [{"track": "melody", "start": 8 * BAR, "end": 12 * BAR}]
+    finally:
+        srv.stop()
