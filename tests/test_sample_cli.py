@@ -210,9 +210,12 @@ def test_asking_an_old_checkpoint_for_attributes_names_it(ckpt, tmp_path, capsys
     assert str(ckpt) in err and "trained without attributes" in err and len(err.strip().splitlines()) == 1
 
 
-def test_asking_the_shipped_model_for_a_key_names_it(tmp_path, capsys):
-    assert main(["--checkpoint", "pretrained:trio", "--out", str(tmp_path), "--key", "D:minor", *FAST]) == 2
-    assert "pretrained:trio" in capsys.readouterr().err
+def test_the_shipped_trio_takes_a_key_and_the_shipped_melody_model_names_itself(tmp_path, capsys):
+    out = tmp_path / "trio"
+    assert main(["--checkpoint", "pretrained:trio", "--out", str(out), "--key", "D:minor", "--bars", "8", *FAST]) == 0
+    assert told_key(out) == "D:minor"
+    assert main(["--checkpoint", "pretrained:melody", "--out", str(tmp_path), "--key", "D:minor", *FAST]) == 2
+    assert "pretrained:melody" in capsys.readouterr().err
 
 
 def test_old_checkpoints_sample_as_before_without_attributes(ckpt, tmp_path):
