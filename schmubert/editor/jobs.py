@@ -154,10 +154,10 @@ class Sampler:
         bad = [n for n in options.density_tracks if n not in names]
         if bad:
             raise ValueError(f"density tracks {bad}: the model has {', '.join(names)}")
-        asked = options.key not in ("piece", "any") or options.density or options.register or options.cfg_scale
-        if asked and not self.model.conditional:
-            raise ValueError(f"{self.model.path.name} was trained without attributes: it takes no key, density, "
-                             "register or guidance scale")
+        asked = options.key not in ("piece", "any") or options.density or options.register
+        if asked and not self.model.conditional:  # the guidance scale alone is ignored, as by the sample CLI
+            raise ValueError(f"{self.model.path.name} was trained without attributes: it takes no key, density "
+                             "or register")
         if options.key not in ("piece", "any"):
             parse_key(options.key)
         for name, value in options.register.items():
