@@ -33,8 +33,10 @@ from schmubert import train  # noqa: E402
 from schmubert.config import add_arguments, arg, from_args  # noqa: E402
 from schmubert.precision import training_precision  # noqa: E402
 
-#: The shipped trio's shape: conv small with two blocks of bar attention, batch 8, the recipes' loader.
-SHIPPED_SHAPE = ("--arch conv --tracks trio --preset small --set bar_depth=2 --batch-size 8 --num-workers 0 "
+#: The shipped trio's shape: conv small with two blocks of bar attention and attributes, batch 8, the recipes'
+#: loader.
+SHIPPED_SHAPE = ("--arch conv --tracks trio --preset small --set bar_depth=2 --set attributes=true "
+                 "--batch-size 8 --num-workers 0 "
                  "--ema-every 1 --logger csv --sample-every 0 --val-every 100000 --warmup-steps 10")
 
 
@@ -52,15 +54,16 @@ class PrecisionBenchConfig:
 
 
 class StepClock(L.Callback):
-    """Seconds between consecutive ends of training batches."""
+    """Seconds between consecutive ends of training batches, and the model FLOPs of one step."""
 
     def __init__(self) -> None:
         self.ends: list[float] = []
+        self.flops = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         self.ends.append(time.perf_counter())
-        if len(self.ends) == 2:  # the FLOPs of one step, counted once the model is built and on its device
-            pl_module.step_flops = count_step_flops(pl_module, batch)
+        if len(self.ends) == 2:  # counted once the model is built and on its device
+            self.flops = count_step_flops(pl_module, batch)
             self.ends.append(time.perf_counter())  # the count's own time is not a step
 
     def step_seconds(self, warmup: int) -> list[float]:
@@ -87,16 +90,9 @@ def run_once(cfg: PrecisionBenchConfig, precision: str, out: Path, index: int) -
             "--log-every", str(10**6)]
     args = train.parse_args(argv)
     clock = StepClock()
-    holder: dict = {}
-
-    class Keep(L.Callback):
-        def on_train_end(self, trainer, pl_module) -> None:  # noqa: ANN001
-            holder["flops"] = getattr(pl_module, "step_flops", 0)
-
     train.train(from_args(train.TrainConfig, args), from_args(train.DataConfig, args),
-                from_args(train.OptimConfig, args), from_args(train.NoiseConfig, args),
-                extra_callbacks=[clock, Keep()])
-    return clock.step_seconds(cfg.warmup), holder["flops"]
+                from_args(train.OptimConfig, args), from_args(train.NoiseConfig, args), extra_callbacks=[clock])
+    return clock.step_seconds(cfg.warmup), clock.flops
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -203,7 +203,7 @@ def run_elbo(cfg: ElboConfig) -> dict:
     res = elbo(model.denoiser, model.diffusion, data, samples_per_piece=cfg.samples_per_piece,
                batch_size=cfg.batch_size, estimator=cfg.estimator, region=region,
                generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.progress,
-               **({"attributes": cfg.attributes} if cfg.attributes != "null" else {}))
+               attributes=cfg.attributes)
     out = {"bits_per_element": res.bits, "std_error": res.std_error, "monte_carlo_error": res.monte_carlo_error,
            "pieces": len(res.per_piece),
            "elements_per_piece": res.elements, "samples_per_piece": res.samples_per_piece,

@@ -287,6 +287,8 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
     x, known = x.to(device), known.to(device)
     if attributes is not None:
         attributes = attributes.expand(x.shape[0]).to(device)
+    # guidance needs something told: with every attribute null the two halves would be the same pass
+    cfg_scale = 0.0 if attributes is None or attributes.is_null() else opts.cfg_scale
     mask_value = diffusion.mask_value(device)  # [K]
     known = known & (x != mask_value)  # a mask id is never "known": it is filled like the rest
     x_t = torch.where(known, x, mask_value)
@@ -298,7 +300,7 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
         if not masked.any() and step.remask == 0.0:
             continue
         if logits is None or changed or not opts.reuse:
-            logits = predict_logits(denoiser, x_t, attributes, opts.cfg_scale)
+            logits = predict_logits(denoiser, x_t, attributes, cfg_scale)
             calls += 1
         reveal, rows = choose_reveal(logits, x_t, masked, step, opts, guidance, generator)
         remask = choose_remask(~known & ~masked, step, opts, drawn_p, generator)

@@ -61,8 +61,8 @@ class TrainConfig:
     strategy: str = arg("auto", "Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")
     precision: str = arg("auto", "auto (bf16-mixed where bf16 is native: a GPU, or a CPU with AVX512-BF16 or "
                          "AMX; else 32-true) or a Lightning precision (32-true, bf16-mixed, 16-mixed, ...)")
-    compile: bool = arg(False, "torch.compile the denoiser (inductor; pays off on GPUs, not on the CPUs measured "
-                        "in experiments/README.md)")
+    compile: bool = arg(False, "torch.compile the denoiser (inductor; slower than eager on the CPU measured in "
+                        "experiments/README.md, not yet measured on a GPU)")
     out: Path = arg(Path("runs"), "output folder; the run goes to OUT/NAME (checkpoints, logs, samples)")
     name: str = arg("", "run name (default ARCH-TRACKS-PRESET; a new suffix if that folder exists)")
     resume: str = arg("", "checkpoint to resume from, or 'last' for OUT/NAME/checkpoints/last.ckpt")

@@ -36,6 +36,7 @@ def test_auto_sampling_precision_follows_the_device(monkeypatch, native, expecte
         sampling_precision("fp16", "cpu")
 
 
-def test_a_cpu_is_native_bf16_as_onednn_says():
-    assert native_bf16("cpu") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+def test_no_device_without_bf16_hardware_counts_as_native(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert native_bf16("cuda") is False
     assert native_bf16("meta") is False
