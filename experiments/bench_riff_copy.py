@@ -75,36 +75,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=1, help="infills per window")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="reverse steps (the CLI's default)")
     p.add_argument("--temperature", type=float, default=None, help="default: the CLI's")
+    p.add_argument("--top-p", type=float, default=None, help="default: the CLI's")
     p.add_argument("--cfg-scale", type=float, default=None, help="default: the CLI's")
     p.add_argument("--order", default=None, help="default: the CLI's")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    args = parse_args(argv)
-    model = load_model(args.checkpoint)
+def riff_copy(model, pieces: np.ndarray, cfg: SampleConfig, span: tuple[int, int], n_pieces: int, seed: int
+              ) -> tuple[dict[str, float], np.ndarray, np.ndarray, int]:
+    """Infill ``span`` of the ``n_pieces`` windows of ``pieces (N, L, K)`` with most repeated track-bars by the
+    sample CLI's path at ``cfg``. Returns the totals ``{"onsets", "exact", "other"}``, the per-track counts of
+    the repeated bars and of the other bars (``score``'s columns), and the number of windows used."""
     tracks = list(model.tracks)
-    if args.data is not None:
-        pieces = np.load(args.data).astype(np.int64)
-    else:
-        found = held_out_pieces(model)
-        if found is None:
-            raise SystemExit(f"{args.checkpoint} ships no held-out windows: pass --data")
-        pieces = found[0].astype(np.int64)
-    span = conditioning.parse_bar_range(args.span)
     counts = np.array([repeated(x, span, tracks).sum() for x in pieces])
-    chosen = np.argsort(-counts, kind="stable")[: args.pieces]
+    chosen = np.argsort(-counts, kind="stable")[:n_pieces]
     chosen = chosen[counts[chosen] > 0]
-    cfg = SampleConfig(steps=args.steps, num_samples=args.samples, batch_size=args.samples, seed=args.seed,
-                       progress=False, wav=False)
-    sampler = cfg.sampler
-    for name in ("temperature", "cfg_scale", "order"):
-        if getattr(args, name) is not None:
-            sampler = replace(sampler, **{name: getattr(args, name)})
-    cfg = replace(cfg, sampler=sampler)
     total, floor = np.zeros((len(tracks), 4), np.int64), np.zeros((len(tracks), 4), np.int64)
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(seed)
     for i in chosen:
         x = pieces[i]
         known = conditioning.infill((1, *x.shape), [span])[0].numpy()
@@ -116,15 +104,43 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for out in generate(cfg, model, scen, None, generator, attributes=attrs):
             total += score(x, out, which, tracks)
             floor += score(x, out, others, tracks)
-    print(f"{args.checkpoint}: {len(chosen)} windows, {int(counts[chosen].sum())} repeated track-bars in bars "
+    r, n, e, b = total.sum(0)
+    result = {"onsets": r / max(n, 1), "exact": e / max(b, 1), "other": floor[:, 0].sum() / max(floor[:, 1].sum(), 1)}
+    return result, total, floor, len(chosen)
+
+
+def held_out(model, data: Path | None, name: str) -> np.ndarray:
+    """The held-out windows ``(N, L, K)``: ``data`` (.npy), else those the model ships with."""
+    if data is not None:
+        return np.load(data).astype(np.int64)
+    found = held_out_pieces(model)
+    if found is None:
+        raise SystemExit(f"{name} ships no held-out windows: pass --data")
+    return found[0].astype(np.int64)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    args = parse_args(argv)
+    model = load_model(args.checkpoint)
+    tracks = list(model.tracks)
+    pieces = held_out(model, args.data, args.checkpoint)
+    span = conditioning.parse_bar_range(args.span)
+    cfg = SampleConfig(steps=args.steps, num_samples=args.samples, batch_size=args.samples, seed=args.seed,
+                       progress=False, wav=False)
+    sampler = cfg.sampler
+    for name in ("temperature", "top_p", "cfg_scale", "order"):
+        if getattr(args, name) is not None:
+            sampler = replace(sampler, **{name: getattr(args, name)})
+    cfg = replace(cfg, sampler=sampler)
+    result, total, floor, windows = riff_copy(model, pieces, cfg, span, args.pieces, args.seed)
+    print(f"{args.checkpoint}: {windows} windows, {int(total[:, 3].sum())} repeated track-bars in bars "
           f"{span[0]}:{span[1]}, {args.samples} infill(s) each, S={cfg.steps}, {cfg.sampler}")
     print(f"{'track':<8}{'bars':>6}{'onsets':>9}{'exact':>8}{'other bars':>12}")
     for k, t in enumerate(tracks):
         r, n, e, b = total[k]
         print(f"{t.name:<8}{b:>6}{r / max(n, 1):>9.1%}{e / max(b, 1):>8.1%}{floor[k, 0] / max(floor[k, 1], 1):>12.1%}")
-    r, n, e, b = total.sum(0)
-    result = {"onsets": r / max(n, 1), "exact": e / max(b, 1), "other": floor[:, 0].sum() / max(floor[:, 1].sum(), 1)}
-    print(f"{'all':<8}{b:>6}{result['onsets']:>9.1%}{result['exact']:>8.1%}{result['other']:>12.1%}")
+    print(f"{'all':<8}{int(total[:, 3].sum()):>6}{result['onsets']:>9.1%}{result['exact']:>8.1%}"
+          f"{result['other']:>12.1%}")
     return result
 
 

@@ -239,6 +239,17 @@ class Attributes:
     def with_key(self, key: torch.Tensor | int) -> Attributes:
         return dataclasses.replace(self, key=torch.as_tensor(key, device=self.key.device).expand_as(self.key).clone())
 
+    def without(self, kinds: Sequence[str]) -> Attributes:
+        """A copy with the attribute kinds ``kinds`` (of ``KINDS``) null, the others as told."""
+        unknown = set(kinds) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown attribute kinds {sorted(unknown)}; expected some of {list(KINDS)}")
+        nulls = {"key": KEY_NULL, "onsets": ONSETS_NULL, "register": REGISTER_NULL}
+        return dataclasses.replace(self, **{k: torch.full_like(getattr(self, k), nulls[k]) for k in kinds})
+
+    def equals(self, other: Attributes) -> bool:
+        return all(torch.equal(getattr(self, k), getattr(other, k)) for k in KINDS)
+
     def is_null(self) -> bool:
         """Whether nothing is told."""
         return bool((self.key == KEY_NULL).all() and (self.onsets == ONSETS_NULL).all()

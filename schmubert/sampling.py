@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from schmubert.attributes import Attributes
+from schmubert.attributes import KINDS, Attributes
 from schmubert.config import arg
 from schmubert.diffusion import AbsorbingDiffusion, RevealSchedule, masked_fraction
 from schmubert.precision import SamplePrecision, sampling_precision
@@ -71,6 +71,18 @@ class SamplerOptions:
                                 "per step; w != 0 takes one pass of twice the batch). 2 from "
                                 "experiments/bench_control.py with pretrained:trio: asked key 0.41 -> 0.82, "
                                 "statistics overlap 0.51 -> 0.60 (models without attributes ignore it)")
+    cfg_kinds: str = arg("all", "the attribute kinds guidance pushes, comma-separated (key, onsets, register) or "
+                                "all: the unconditional half nulls only these, so the other kinds told condition "
+                                "both halves (followed as at scale 0, not amplified)")
+
+    def guided_kinds(self) -> tuple[str, ...]:
+        """``cfg_kinds`` as a tuple of :data:`schmubert.attributes.KINDS`."""
+        names = [k.strip() for k in self.cfg_kinds.split(",") if k.strip()]
+        kinds = KINDS if names == ["all"] else tuple(names)
+        unknown = set(kinds) - set(KINDS)
+        if unknown or not kinds:
+            raise ValueError(f"cfg_kinds {self.cfg_kinds!r}: expected 'all' or some of {', '.join(KINDS)}")
+        return kinds
 
 
 def uniform(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -229,6 +241,7 @@ def check_inputs(diffusion: AbsorbingDiffusion, x: torch.Tensor, known: torch.Te
         raise ValueError(f"remask_loop {opts.remask_loop} leaves fewer than 2 of the {steps} steps to unmask")
     if not math.isfinite(opts.cfg_scale):
         raise ValueError(f"cfg_scale must be finite, got {opts.cfg_scale}")
+    opts.guided_kinds()
 
 
 def check_attributes(attributes: Attributes | None, x: torch.Tensor) -> None:
@@ -244,16 +257,17 @@ def check_attributes(attributes: Attributes | None, x: torch.Tensor) -> None:
 
 
 def predict_logits(denoiser: torch.nn.Module, x_t: torch.Tensor, attributes: Attributes | None,
-                   cfg_scale: float) -> list[torch.Tensor]:
+                   cfg_scale: float, uncond: Attributes | None = None) -> list[torch.Tensor]:
     """The denoiser's logits at ``x_t [B, L, K]`` (K x ``[B, L, C_k]``): unconditioned (``attributes`` None),
     conditional (``cfg_scale`` 0), or classifier-free guided ``cond + w (cond - uncond)`` from one forward pass
-    over ``[x_t; x_t]`` with ``[attributes; null]``."""
+    over ``[x_t; x_t]`` with ``[attributes; uncond]`` (``uncond`` None: every attribute null)."""
     if attributes is None:
         return denoiser(x_t)
     if cfg_scale == 0:
         return denoiser(x_t, attributes)
     B = x_t.shape[0]
-    both = denoiser(torch.cat([x_t, x_t]), Attributes.cat([attributes, attributes.null_like()]))
+    uncond = attributes.null_like() if uncond is None else uncond
+    both = denoiser(torch.cat([x_t, x_t]), Attributes.cat([attributes, uncond]))
     return [lg[:B] + cfg_scale * (lg[:B] - lg[B:]) for lg in both]
 
 
@@ -287,8 +301,9 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
     x, known = x.to(device), known.to(device)
     if attributes is not None:
         attributes = attributes.expand(x.shape[0]).to(device)
-    # guidance needs something told: with every attribute null the two halves would be the same pass
-    cfg_scale = 0.0 if attributes is None or attributes.is_null() else opts.cfg_scale
+    # guidance needs a guided kind told: otherwise the two halves would be the same pass
+    uncond = attributes.without(opts.guided_kinds()) if attributes is not None else None
+    cfg_scale = 0.0 if attributes is None or attributes.equals(uncond) else opts.cfg_scale
     mask_value = diffusion.mask_value(device)  # [K]
     known = known & (x != mask_value)  # a mask id is never "known": it is filled like the rest
     x_t = torch.where(known, x, mask_value)
@@ -300,7 +315,7 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
         if not masked.any() and step.remask == 0.0:
             continue
         if logits is None or changed or not opts.reuse:
-            logits = predict_logits(denoiser, x_t, attributes, cfg_scale)
+            logits = predict_logits(denoiser, x_t, attributes, cfg_scale, uncond)
             calls += 1
         reveal, rows = choose_reveal(logits, x_t, masked, step, opts, guidance, generator)
         remask = choose_remask(~known & ~masked, step, opts, drawn_p, generator)

@@ -529,6 +529,32 @@ def test_guided_logits_mix_conditional_and_unconditional():
     assert all(torch.equal(a, b) for a, b in zip(predict_logits(den, x, None, w), den(x), strict=True))
 
 
+def test_guided_kinds_null_only_themselves_in_the_unconditional_half():
+    den, diff, x = keyed()
+    attrs = told(2, 64)
+    attrs.onsets[:, :, 0] = 5  # melody asked for 5 onsets per bar, and D minor
+    sample(den, diff, x, conditioning.unconditional(x.shape), 6, generator=gen(), attributes=attrs,
+           cfg_scale=2.0, cfg_kinds="key")
+    for told_now in den.told:
+        assert told_now.key.tolist() == [14, 14, A.KEY_NULL, A.KEY_NULL]  # the key is guided
+        assert (told_now.onsets[:, :, 0] == 5).all()  # the onsets condition both halves
+    den.told.clear()
+    sample(den, diff, x, conditioning.unconditional(x.shape), 6, generator=gen(), attributes=attrs,
+           cfg_scale=2.0, cfg_kinds="onsets,register")
+    assert all(t.key.tolist() == [14] * 4 and (t.onsets[2:] == A.ONSETS_NULL).all() for t in den.told)
+
+
+def test_guidance_is_skipped_when_no_guided_kind_is_told():
+    den, diff, x = keyed()
+    attrs = A.Attributes.null(2, 4, 3)
+    attrs.onsets[:, :, 0] = 5  # only onsets told, only the key guided: one pass of B per step
+    sample(den, diff, x, conditioning.unconditional(x.shape), 6, generator=gen(), attributes=attrs,
+           cfg_scale=2.0, cfg_kinds="key")
+    assert den.told and all(t.shape[0] == 2 for t in den.told)
+    with pytest.raises(ValueError, match="cfg_kinds 'tempo'"):
+        sample(den, diff, x, conditioning.unconditional(x.shape), 6, attributes=attrs, cfg_kinds="tempo")
+
+
 def test_attributes_must_fit_the_piece():
     den, diff, x = keyed()
     with pytest.raises(ValueError, match="do not fit pieces"):

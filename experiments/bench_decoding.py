@@ -1,0 +1,141 @@
+"""Benchmark: decoding settings judged as a listener would, for choosing the sample CLI's and the editor's defaults.
+
+For each decoding setting (``--settings``: sampler options and steps on top of the CLI's defaults) it runs the
+sample CLI's own path (``schmubert.sample.generate``: its precision, and for a model with attributes the keys
+it would tell) and prints one markdown row:
+
+- unconditional: ``--samples`` pieces against held-out windows: the overlap of the distributions of
+  pitch-class entropy, scale consistency and notes per bar (:func:`schmubert.evaluation.compare_sets`, 1 = the
+  same), their mean (issue 18's figure), and the mean notes per bar against the data's (a sampler that finds a
+  key by playing little shows here);
+- infilling: the riff-copy figures of ``experiments/bench_riff_copy.py`` on ``--riff-pieces`` windows (bars
+  16:48): the share of the repeated bars' note-ons and hits reproduced, and of those bars exact;
+- ``s/piece``: seconds of unconditional sampling per piece.
+
+A setting is ``NAME:FIELD=VALUE,...`` with the fields of :class:`schmubert.sampling.SamplerOptions` and
+``steps``; ``default`` alone is the CLI as it is. Settings are separated by ``;``.
+
+    python experiments/bench_decoding.py --checkpoint pretrained:trio \\
+        --settings "default;t0.9:temperature=0.9;conf:order=confidence;s32:steps=32"
+    python experiments/bench_decoding.py --checkpoint runs/x.ckpt --samples 4 --riff-pieces 2 --settings "s4:steps=4"
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from schmubert.checkpoints import LoadedModel, load_model
+from schmubert.evaluation import compare_sets
+from schmubert.sample import SampleConfig, Scenario, generate, make_attributes
+from schmubert.sampling import DEFAULT_STEPS, SamplerOptions
+
+#: The statistics issue 18 judges unconditional samples by.
+KEY_STATISTICS = ("pitch_class_entropy", "scale_consistency", "notes_per_bar")
+
+
+def _riff_module():
+    path = Path(__file__).resolve().with_name("bench_riff_copy.py")
+    spec = importlib.util.spec_from_file_location("bench_riff_copy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
+    """``"t0.9:temperature=0.9,steps=64"`` -> ``("t0.9", {"temperature": 0.9, "steps": 64})``."""
+    name, _, rest = text.strip().partition(":")
+    types = {f.name: type(f.default) for f in dataclasses.fields(SamplerOptions)} | {"steps": int}
+    fields: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key not in types:
+            raise ValueError(f"setting {text!r}: {item!r} is not FIELD=VALUE with a field of SamplerOptions or steps")
+        kind = types[key]
+        fields[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return name or "default", fields
+
+
+def config_for(fields: dict[str, Any], args: argparse.Namespace, n: int) -> SampleConfig:
+    sampler = dataclasses.replace(SamplerOptions(), **{k: v for k, v in fields.items() if k != "steps"})
+    return SampleConfig(steps=fields.get("steps", args.steps), num_samples=n, batch_size=args.batch_size,
+                        seed=args.seed, progress=False, wav=False, precision=args.precision, sampler=sampler)
+
+
+def unconditional(model: LoadedModel, cfg: SampleConfig, seed: int) -> tuple[np.ndarray, float]:
+    """``cfg.num_samples`` unconditional pieces ``(N, L, K)`` as the sample CLI makes them, and the seconds."""
+    L, K = model.steps, len(model.tracks)
+    scen = Scenario(np.zeros((L, K), np.int64), np.zeros((L, K), bool), "unconditional", [])
+    generator = torch.Generator().manual_seed(seed)
+    began = time.perf_counter()
+    attrs = make_attributes(cfg, model, scen, generator)
+    pieces = generate(cfg, model, scen, None, generator, attributes=attrs)
+    return pieces, time.perf_counter() - began
+
+
+def row(model: LoadedModel, fields: dict[str, Any], reference: np.ndarray, args: argparse.Namespace,
+        riff) -> dict[str, float]:
+    pieces, seconds = unconditional(model, config_for(fields, args, args.samples), args.seed)
+    compared = compare_sets(pieces, reference, model.tracks)
+    overlaps = {s: float(compared["overlaps"][s]) for s in KEY_STATISTICS}
+    notes = compared["statistics"]["notes_per_bar"]
+    out = {**overlaps, "mean3": float(np.mean(list(overlaps.values()))),
+           "notes_per_bar_mean": notes["mean_gen"], "notes_per_bar_data": notes["mean_ref"], "seconds_per_piece": seconds / len(pieces)}
+    if args.riff_pieces > 0:
+        copied, *_ = riff.riff_copy(model, reference, config_for(fields, args, 1), (16, 48), args.riff_pieces,
+                                    args.seed)
+        out |= {"riff_onsets": float(copied["onsets"]), "riff_exact": float(copied["exact"])}
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python experiments/bench_decoding.py", description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default="pretrained:trio", help=".ckpt, .safetensors or pretrained:NAME")
+    p.add_argument("--settings", default="default", help="NAME:FIELD=VALUE,... settings separated by ';'")
+    p.add_argument("--samples", type=int, default=64, help="unconditional pieces per setting")
+    p.add_argument("--riff-pieces", type=int, default=16, help="riff-copy windows infilled per setting (0: skip)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="reverse steps unless a setting says")
+    p.add_argument("--batch-size", type=int, default=16, help="pieces sampled together")
+    p.add_argument("--data", type=Path, default=None, help="held-out windows (.npy); default: the model's own")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="as the sample CLI's")
+    p.add_argument("--seed", type=int, default=0, help="random seed (the same for every setting)")
+    p.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = [parse_setting(s) for s in args.settings.split(";") if s.strip()]
+    model = load_model(args.checkpoint)
+    riff = _riff_module()
+    reference = riff.held_out(model, args.data, args.checkpoint)
+    print(f"{args.checkpoint}: {args.samples} unconditional pieces and {args.riff_pieces} riff-copy windows per "
+          f"setting, against {len(reference)} held-out windows; defaults {SamplerOptions()}, {args.steps} steps\n")
+    print("| setting | pc entropy | scale | notes/bar | mean | notes/bar (data) | riff onsets | riff exact "
+          "| s/piece |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for name, fields in settings:
+        r = row(model, fields, reference, args, riff)
+        rows.append({"setting": name, "fields": fields, **r})
+        riff_text = (f"{r['riff_onsets']:.1%} | {r['riff_exact']:.1%}" if "riff_onsets" in r else "- | -")
+        print(f"| {name} | {r['pitch_class_entropy']:.2f} | {r['scale_consistency']:.2f} | "
+              f"{r['notes_per_bar']:.2f} | **{r['mean3']:.2f}** | {r['notes_per_bar_mean']:.1f} "
+              f"({r['notes_per_bar_data']:.1f}) | {riff_text} | {r['seconds_per_piece']:.2f} |", flush=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows},
+                                        indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
