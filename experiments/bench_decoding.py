@@ -89,7 +89,8 @@ def row(model: LoadedModel, fields: dict[str, Any], reference: np.ndarray, args:
     overlaps = {s: float(compared["overlaps"][s]) for s in KEY_STATISTICS}
     notes = compared["statistics"]["notes_per_bar"]
     out = {**overlaps, "mean3": float(np.mean(list(overlaps.values()))),
-           "notes_per_bar_mean": notes["mean_gen"], "notes_per_bar_data": notes["mean_ref"], "seconds_per_piece": seconds / len(pieces)}
+           "notes_per_bar_mean": notes["mean_gen"], "notes_per_bar_data": notes["mean_ref"],
+           "seconds_per_piece": seconds / len(pieces)}
     if args.riff_pieces > 0:
         copied, *_ = riff.riff_copy(model, reference, config_for(fields, args, 1), (16, 48), args.riff_pieces,
                                     args.seed)
