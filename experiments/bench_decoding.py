@@ -84,13 +84,15 @@ def unconditional(model: LoadedModel, cfg: SampleConfig, seed: int) -> tuple[np.
 
 def row(model: LoadedModel, fields: dict[str, Any], reference: np.ndarray, args: argparse.Namespace,
         riff) -> dict[str, float]:
-    pieces, seconds = unconditional(model, config_for(fields, args, args.samples), args.seed)
-    compared = compare_sets(pieces, reference, model.tracks)
-    overlaps = {s: float(compared["overlaps"][s]) for s in KEY_STATISTICS}
-    notes = compared["statistics"]["notes_per_bar"]
-    out = {**overlaps, "mean3": float(np.mean(list(overlaps.values()))),
-           "notes_per_bar_mean": notes["mean_gen"], "notes_per_bar_data": notes["mean_ref"],
-           "seconds_per_piece": seconds / len(pieces)}
+    out: dict[str, float] = {}
+    if args.samples > 0:
+        pieces, seconds = unconditional(model, config_for(fields, args, args.samples), args.seed)
+        compared = compare_sets(pieces, reference, model.tracks)
+        overlaps = {s: float(compared["overlaps"][s]) for s in KEY_STATISTICS}
+        notes = compared["statistics"]["notes_per_bar"]
+        out |= {**overlaps, "mean3": float(np.mean(list(overlaps.values()))),
+                "notes_per_bar_mean": notes["mean_gen"], "notes_per_bar_data": notes["mean_ref"],
+                "seconds_per_piece": seconds / len(pieces)}
     if args.riff_pieces > 0:
         copied, *_ = riff.riff_copy(model, reference, config_for(fields, args, 1), (16, 48), args.riff_pieces,
                                     args.seed)
@@ -102,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python experiments/bench_decoding.py", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default="pretrained:trio", help=".ckpt, .safetensors or pretrained:NAME")
     p.add_argument("--settings", default="default", help="NAME:FIELD=VALUE,... settings separated by ';'")
-    p.add_argument("--samples", type=int, default=64, help="unconditional pieces per setting")
+    p.add_argument("--samples", type=int, default=64, help="unconditional pieces per setting (0: skip)")
     p.add_argument("--riff-pieces", type=int, default=16, help="riff-copy windows infilled per setting (0: skip)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="reverse steps unless a setting says")
     p.add_argument("--batch-size", type=int, default=16, help="pieces sampled together")
@@ -128,10 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, fields in settings:
         r = row(model, fields, reference, args, riff)
         rows.append({"setting": name, "fields": fields, **r})
-        riff_text = (f"{r['riff_onsets']:.1%} | {r['riff_exact']:.1%}" if "riff_onsets" in r else "- | -")
-        print(f"| {name} | {r['pitch_class_entropy']:.2f} | {r['scale_consistency']:.2f} | "
-              f"{r['notes_per_bar']:.2f} | **{r['mean3']:.2f}** | {r['notes_per_bar_mean']:.1f} "
-              f"({r['notes_per_bar_data']:.1f}) | {riff_text} | {r['seconds_per_piece']:.2f} |", flush=True)
+        riff_text = f"{r['riff_onsets']:.1%} | {r['riff_exact']:.1%}" if "riff_onsets" in r else "- | -"
+        uncond_text = (f"{r['pitch_class_entropy']:.2f} | {r['scale_consistency']:.2f} | {r['notes_per_bar']:.2f} "
+                       f"| **{r['mean3']:.2f}** | {r['notes_per_bar_mean']:.1f} ({r['notes_per_bar_data']:.1f})"
+                       if "mean3" in r else "- | - | - | - | -")
+        seconds = f"{r['seconds_per_piece']:.2f}" if "seconds_per_piece" in r else "-"
+        print(f"| {name} | {uncond_text} | {riff_text} | {seconds} |", flush=True)
     if args.json is not None:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows},
                                         indent=2))
