@@ -31,11 +31,12 @@ def test_prints_a_row_per_guidance_scale(tmp_path, capsys, corpus_pieces):
     np.save(tmp_path / "held.npy", corpus_pieces("trio", 4)[:, :256].astype(np.uint16))
     ckpt = tiny(tmp_path / "cond.ckpt", attributes=True)
     argv = ["--checkpoint", str(ckpt), "--samples", "2", "--steps", "2", "--scales", "0,1.5", "--keys",
-            "C:major,D:minor", "--density", "4", "--register", "melody=C5,bass=E2", "--held-out",
+            "C:major,D:minor", "--density", "4,8", "--register", "melody=C5,bass=E2", "--held-out",
             str(tmp_path / "held.npy"), "--json", str(tmp_path / "rows.json")]
     assert bench().main(argv) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
-    assert lines[0].startswith("| cfg scale | key | key/rel | density +-1 | register +-3 | stats")
+    assert lines[0].startswith("| cfg scale | key | key/rel | density +-1 | per target | register +-3 | stats")
+    assert lines[1].split("|")[5].strip().count("/") == 1  # two density targets: a share each
     assert [line.split("|")[1].strip() for line in lines[1:]] == ["0", "1.5"]
     assert (tmp_path / "rows.json").is_file()
 
