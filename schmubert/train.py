@@ -33,7 +33,7 @@ EXAMPLES = """examples:
   python -m schmubert.train --arch transformer --tracks melody --preset tiny --max-steps 5 --logger csv
   python -m schmubert.train --resume runs/conv-trio-paper/checkpoints/last.ckpt
   python -m schmubert.train --arch conv --set depth=8 --set width=256 ...   (override backbone fields)
-  python -m schmubert.train --init pretrained:trio --set attributes=true --cond-drop 0.3 ...   (key, density,
+  python -m schmubert.train --init pretrained:melody --set attributes=true --cond-drop 0.5 ...   (key, density,
       register conditions; see docs/attributes.md)
 """
 
