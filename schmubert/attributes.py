@@ -55,6 +55,8 @@ REGISTER_NULL = REGISTER_BINS + 1
 REGISTER_IDS = REGISTER_NULL + 1
 
 KINDS = ("key", "onsets", "register")
+#: The null id of each kind.
+NULLS = {"key": KEY_NULL, "onsets": ONSETS_NULL, "register": REGISTER_NULL}
 
 #: Krumhansl-Kessler probe-tone profiles (Krumhansl 1990), index 0 = the tonic.
 KK_MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
@@ -244,8 +246,7 @@ class Attributes:
         unknown = set(kinds) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown attribute kinds {sorted(unknown)}; expected some of {list(KINDS)}")
-        nulls = {"key": KEY_NULL, "onsets": ONSETS_NULL, "register": REGISTER_NULL}
-        return dataclasses.replace(self, **{k: torch.full_like(getattr(self, k), nulls[k]) for k in kinds})
+        return dataclasses.replace(self, **{k: torch.full_like(getattr(self, k), NULLS[k]) for k in kinds})
 
     def equals(self, other: Attributes) -> bool:
         return all(torch.equal(getattr(self, k), getattr(other, k)) for k in KINDS)
@@ -264,12 +265,11 @@ def drop(attrs: Attributes, rate: float | dict[str, float], generator: torch.Gen
     B = attrs.key.shape[0]
     u = torch.rand((len(KINDS), B), generator=generator, device=generator.device if generator else None)
     u = u.to(attrs.key.device)
-    nulls = {"key": KEY_NULL, "onsets": ONSETS_NULL, "register": REGISTER_NULL}
     out = {}
     for i, kind in enumerate(KINDS):
         value = getattr(attrs, kind)
         gone = (u[i] < rates.get(kind, 0.0)).view(B, *([1] * (value.dim() - 1)))
-        out[kind] = torch.where(gone, nulls[kind], value)
+        out[kind] = torch.where(gone, NULLS[kind], value)
     return Attributes(**out)
 
 

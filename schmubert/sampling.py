@@ -3,8 +3,9 @@
 Every conditioning scenario (unconditional, infilling, outpainting, interpolation, accompaniment, note-level)
 is the same call with a different ``known`` mask (see :mod:`schmubert.conditioning`). A model trained with
 attributes (:mod:`schmubert.attributes`) is also told ``attributes``; with ``cfg_scale`` w != 0 each step mixes
-its conditional and unconditional (all-null) logits by classifier-free guidance, ``cond + w (cond - uncond)``,
-both from one batched forward pass of 2B pieces (w = 0 is exactly the conditional sampler, one pass of B).
+its conditional and unconditional logits by classifier-free guidance, ``cond + w (cond - uncond)``, both from
+one batched forward pass of 2B pieces (w = 0 is exactly the conditional sampler, one pass of B); the
+unconditional half has the guided kinds (``cfg_kinds``) null and the other kinds as told.
 
 Shapes: ``x``/``x_t`` ``LongTensor[B, L, K]``; ``known`` ``BoolTensor[B, L, K]`` (True = keep); ``logits`` and
 ``probs`` lists of K tensors ``[B, L, C_k]``.
@@ -69,8 +70,8 @@ class SamplerOptions:
     cfg_scale: float = arg(2.0, "classifier-free guidance scale w for models trained with attributes: logits "
                                 "cond + w * (cond - uncond); 0 = the plain conditional model (one forward pass "
                                 "per step; w != 0 takes one pass of twice the batch). 2 from "
-                                "experiments/bench_control.py with pretrained:trio: asked key 0.41 -> 0.82, "
-                                "statistics overlap 0.51 -> 0.60 (models without attributes ignore it)")
+                                "experiments/bench_control.py with pretrained:trio: asked key 0.41 -> 0.83, "
+                                "statistics overlap 0.49 -> 0.55 (models without attributes ignore it)")
     cfg_kinds: str = arg("key", "the attribute kinds guidance pushes, comma-separated (key, onsets, register) or "
                                 "all: the unconditional half nulls only these, so the other kinds told condition "
                                 "both halves (followed as at scale 0, not amplified). key from "

@@ -170,3 +170,15 @@ def test_key_distribution_and_draws(corpus_pieces):
     one_key = [0.0] * A.KEY_IDS
     one_key[A.parse_key("D:minor")] = 1.0
     assert A.draw_keys(one_key, 5, torch.Generator().manual_seed(0)).tolist() == [14] * 5
+
+
+def test_without_nulls_only_the_named_kinds():
+    told = A.Attributes.null(2, 4, 3).with_key(A.parse_key("D:minor"))
+    told.onsets[:, :, 0] = 5
+    told.register[:, :, 1] = 7
+    no_key = told.without(["key"])
+    assert (no_key.key == A.KEY_NULL).all() and torch.equal(no_key.onsets, told.onsets)
+    assert torch.equal(no_key.register, told.register) and not no_key.equals(told)
+    assert told.without(A.KINDS).is_null() and told.without([]).equals(told)
+    with pytest.raises(ValueError, match="unknown attribute kinds"):
+        told.without(["tempo"])
