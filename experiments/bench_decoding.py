@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import sys
 import time
@@ -34,21 +33,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from schmubert.checkpoints import LoadedModel, load_model
-from schmubert.evaluation import compare_sets
-from schmubert.sample import SampleConfig, Scenario, generate, make_attributes
-from schmubert.sampling import DEFAULT_STEPS, SamplerOptions
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_riff_copy import held_out, riff_copy  # noqa: E402
+
+from schmubert.checkpoints import LoadedModel, load_model  # noqa: E402
+from schmubert.evaluation import compare_sets  # noqa: E402
+from schmubert.sample import SampleConfig, Scenario, generate, make_attributes  # noqa: E402
+from schmubert.sampling import DEFAULT_STEPS, SamplerOptions  # noqa: E402
 
 #: The statistics issue 18 judges unconditional samples by.
 KEY_STATISTICS = ("pitch_class_entropy", "scale_consistency", "notes_per_bar")
-
-
-def _riff_module():
-    path = Path(__file__).resolve().with_name("bench_riff_copy.py")
-    spec = importlib.util.spec_from_file_location("bench_riff_copy", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
@@ -82,8 +76,8 @@ def unconditional(model: LoadedModel, cfg: SampleConfig, seed: int) -> tuple[np.
     return pieces, time.perf_counter() - began
 
 
-def row(model: LoadedModel, fields: dict[str, Any], reference: np.ndarray, args: argparse.Namespace,
-        riff) -> dict[str, float]:
+def row(model: LoadedModel, fields: dict[str, Any], reference: np.ndarray, args: argparse.Namespace
+        ) -> dict[str, float]:
     out: dict[str, float] = {}
     if args.samples > 0:
         pieces, seconds = unconditional(model, config_for(fields, args, args.samples), args.seed)
@@ -94,7 +88,7 @@ def row(model: LoadedModel, fields: dict[str, Any], reference: np.ndarray, args:
                 "notes_per_bar_mean": notes["mean_gen"], "notes_per_bar_data": notes["mean_ref"],
                 "seconds_per_piece": seconds / len(pieces)}
     if args.riff_pieces > 0:
-        copied, *_ = riff.riff_copy(model, reference, config_for(fields, args, 1), (16, 48), args.riff_pieces,
+        copied, *_ = riff_copy(model, reference, config_for(fields, args, 1), (16, 48), args.riff_pieces,
                                     args.seed)
         out |= {"riff_onsets": float(copied["onsets"]), "riff_exact": float(copied["exact"])}
     return out
@@ -119,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = [parse_setting(s) for s in args.settings.split(";") if s.strip()]
     model = load_model(args.checkpoint)
-    riff = _riff_module()
-    reference = riff.held_out(model, args.data, args.checkpoint)
+    reference = held_out(model, args.data, args.checkpoint)
     print(f"{args.checkpoint}: {args.samples} unconditional pieces and {args.riff_pieces} riff-copy windows per "
           f"setting, against {len(reference)} held-out windows; defaults {SamplerOptions()}, {args.steps} steps\n")
     print("| setting | pc entropy | scale | notes/bar | mean | notes/bar (data) | riff onsets | riff exact "
@@ -128,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     for name, fields in settings:
-        r = row(model, fields, reference, args, riff)
+        r = row(model, fields, reference, args)
         rows.append({"setting": name, "fields": fields, **r})
         riff_text = f"{r['riff_onsets']:.1%} | {r['riff_exact']:.1%}" if "riff_onsets" in r else "- | -"
         uncond_text = (f"{r['pitch_class_entropy']:.2f} | {r['scale_consistency']:.2f} | {r['notes_per_bar']:.2f} "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +61,22 @@ def melody_dataset(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def corpus_pieces(corpus: Path):
     """``corpus_pieces(tracks, n)``: the first n 64-bar pieces of the Lakh corpus as ``(n, 1024, K)``."""
     return lambda tracks, n: corpus_tokens(corpus, tracks, n)
+
+
+@pytest.fixture(scope="session")
+def experiment():
+    """``experiment("bench_control")``: a script of ``experiments/`` loaded as a module (its folder on the path, as
+    when it runs, so scripts can import each other)."""
+    folder = REPO / "experiments"
+
+    def load(name: str):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+

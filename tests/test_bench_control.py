@@ -1,23 +1,11 @@
 """experiments/bench_control.py runs against any checkpoint and prints its markdown table."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from schmubert.backbones import build
 from schmubert.checkpoints import checkpoint_hparams, save_model
 from schmubert.diffusion import NoiseConfig
-
-BENCH = Path(__file__).resolve().parents[1] / "experiments" / "bench_control.py"
-
-
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_control", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny(path, **overrides):
@@ -27,13 +15,13 @@ def tiny(path, **overrides):
                                                          NoiseConfig(timesteps=256), 256))
 
 
-def test_prints_a_row_per_guidance_scale(tmp_path, capsys, corpus_pieces):
+def test_prints_a_row_per_guidance_scale(tmp_path, capsys, corpus_pieces, experiment):
     np.save(tmp_path / "held.npy", corpus_pieces("trio", 4)[:, :256].astype(np.uint16))
     ckpt = tiny(tmp_path / "cond.ckpt", attributes=True)
     argv = ["--checkpoint", str(ckpt), "--samples", "2", "--steps", "2", "--scales", "0,1.5", "--keys",
             "C:major,D:minor", "--density", "4,8", "--register", "melody=C5,bass=E2", "--held-out",
             str(tmp_path / "held.npy"), "--json", str(tmp_path / "rows.json")]
-    assert bench().main(argv) == 0
+    assert experiment("bench_control").main(argv) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| cfg scale | key | key/rel | density +-1 | per target | register +-3 | stats")
     assert lines[1].split("|")[5].strip().count("/") == 1  # two density targets: a share each
@@ -41,6 +29,6 @@ def test_prints_a_row_per_guidance_scale(tmp_path, capsys, corpus_pieces):
     assert (tmp_path / "rows.json").is_file()
 
 
-def test_refuses_a_model_without_attributes(tmp_path, capsys):
-    assert bench().main(["--checkpoint", str(tiny(tmp_path / "plain.ckpt"))]) == 2
+def test_refuses_a_model_without_attributes(tmp_path, capsys, experiment):
+    assert experiment("bench_control").main(["--checkpoint", str(tiny(tmp_path / "plain.ckpt"))]) == 2
     assert "trained without attributes" in capsys.readouterr().err

@@ -1,28 +1,17 @@
 """experiments/bench_decoding.py: settings parse into sampler options and each prints one table row."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from schmubert.backbones import build
-from schmubert.checkpoints import checkpoint_hparams, save_model
+from schmubert.checkpoints import checkpoint_hparams, load_model, save_model
 from schmubert.diffusion import NoiseConfig
-
-BENCH = Path(__file__).resolve().parents[1] / "experiments" / "bench_decoding.py"
-
-
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_decoding", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from schmubert.sample import SampleConfig
 
 
-def test_settings_parse_into_typed_sampler_fields():
-    parse = bench().parse_setting
+def test_settings_parse_into_typed_sampler_fields(experiment):
+    parse = experiment("bench_decoding").parse_setting
     assert parse("default") == ("default", {})
     assert parse("cool:temperature=0.8,top_p=0.9,steps=32,reuse=false,order=confidence") == (
         "cool", {"temperature": 0.8, "top_p": 0.9, "steps": 32, "reuse": False, "order": "confidence"})
@@ -37,12 +26,12 @@ def tiny(path, steps):
                                                          NoiseConfig(timesteps=steps), steps))
 
 
-def test_prints_a_row_per_setting(tmp_path, capsys, corpus_pieces):
+def test_prints_a_row_per_setting(tmp_path, capsys, corpus_pieces, experiment):
     np.save(tmp_path / "held.npy", corpus_pieces("trio", 3)[:, :256].astype(np.uint16))
     argv = ["--checkpoint", str(tiny(tmp_path / "m.ckpt", 256)), "--data", str(tmp_path / "held.npy"),
             "--samples", "2", "--riff-pieces", "0", "--settings", "a:steps=2;b:steps=3,temperature=0.5",
             "--json", str(tmp_path / "rows.json")]
-    assert bench().main(argv) == 0
+    assert experiment("bench_decoding").main(argv) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| setting | pc entropy | scale | notes/bar | mean")
     assert [r.split("|")[1].strip() for r in rows[1:]] == ["a", "b"]
@@ -50,12 +39,10 @@ def test_prints_a_row_per_setting(tmp_path, capsys, corpus_pieces):
     assert (tmp_path / "rows.json").is_file()
 
 
-def test_riff_copy_counts_the_repeated_bars_of_the_infilled_span(tmp_path, corpus_pieces):
-    riff = bench()._riff_module()
+def test_riff_copy_counts_the_repeated_bars_of_the_infilled_span(tmp_path, corpus_pieces, experiment):
+    riff = experiment("bench_riff_copy")
     held = corpus_pieces("trio", 1).astype(np.int64)  # one 64-bar window
     held[0, 16 * 20:16 * 22] = held[0, 16 * 2:16 * 4]  # bars 20-21 repeat bars 2-3 on every track
-    from schmubert.checkpoints import load_model
-    from schmubert.sample import SampleConfig
     model = load_model(tiny(tmp_path / "m.ckpt", 1024))
     cfg = SampleConfig(steps=2, num_samples=1, batch_size=1, progress=False, wav=False)
     result, total, floor, windows = riff.riff_copy(model, held, cfg, (16, 48), 4, 0)

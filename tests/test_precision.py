@@ -36,7 +36,7 @@ def test_auto_sampling_precision_follows_the_device(monkeypatch, native, expecte
         sampling_precision("fp16", "cpu")
 
 
-def test_no_device_without_bf16_hardware_counts_as_native(monkeypatch):
+def test_a_device_that_is_absent_or_not_real_is_not_native_bf16(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert native_bf16("cuda") is False
     assert native_bf16("meta") is False

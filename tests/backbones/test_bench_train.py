@@ -1,24 +1,10 @@
 """Smoke test of experiments/bench_train.py on the tiny presets (no timing asserted)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "experiments" / "bench_train.py"
 
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_bench_reports_one_row_per_configuration(capsys):
-    bench = load_bench()
+def test_bench_reports_one_row_per_configuration(capsys, experiment):
+    bench = experiment("bench_train")
     threads = torch.get_num_threads()
     try:
         rows = bench.main(["--archs", "conv,utransformer", "--presets", "tiny", "--tracks", "trio",
