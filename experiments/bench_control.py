@@ -53,9 +53,10 @@ def generate(model: LoadedModel, told: A.Attributes, args: argparse.Namespace, s
     for lo in range(0, told.shape[0], args.batch_size):
         part = told.rows(lo, lo + args.batch_size)
         x = torch.zeros(part.shape[0], L, K, dtype=torch.long)
-        options = SamplerOptions(cfg_scale=scale, temperature=args.temperature, cfg_kinds=args.cfg_kinds)
+        options = SamplerOptions(cfg_scale=scale, temperature=args.temperature, cfg_kinds=args.cfg_kinds,
+                                 repair=args.repair)
         y = sample(args.denoiser, model.diffusion, x, conditioning.unconditional(x.shape), args.steps, generator,
-                   options, attributes=part)
+                   options, attributes=part, tracks=model.tracks)
         out.append(y.cpu().numpy())
     return np.concatenate(out), time.perf_counter() - began
 
@@ -127,6 +128,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cfg-kinds", default=SamplerOptions.cfg_kinds, help="attribute kinds guidance pushes "
                    "(SamplerOptions.cfg_kinds): with 'key' a density or register told alone is followed as at "
                    "scale 0")
+    p.add_argument("--repair", type=int, default=SamplerOptions.repair, help="repair rounds (SamplerOptions."
+                   "repair): bars off their told onsets or register, and pieces off their told key, drawn again")
     p.add_argument("--steps", type=int, default=128, help="reverse steps per sample")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--batch-size", type=int, default=16, help="pieces sampled together")
@@ -157,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     ref = reference(model, args.held_out, args.reference_pieces)
     rows = []
     print(f"{args.checkpoint}: {len(args.keys)} keys x {args.samples} samples, density {args.density} on "
-          f"{args.density_track}, register {args.register}, {args.steps} steps, guided kinds {args.cfg_kinds}\n")
+          f"{args.density_track}, register {args.register}, {args.steps} steps, guided kinds {args.cfg_kinds}, "
+          f"repair {args.repair}\n")
     print("| cfg scale | key | key/rel | density +-1 | per target | register +-3 | stats | pc/scale/onsets "
           "| s/piece |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

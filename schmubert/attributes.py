@@ -54,6 +54,11 @@ REGISTER_EMPTY = REGISTER_BINS
 REGISTER_NULL = REGISTER_BINS + 1
 REGISTER_IDS = REGISTER_NULL + 1
 
+#: How far a bar may be from what it was told and still follow it (the sampler's repair draws the others again):
+#: onsets within +-1, register within +-1 bin (3 semitones).
+ONSETS_TOLERANCE = 1
+REGISTER_TOLERANCE = 1
+
 KINDS = ("key", "onsets", "register")
 #: The null id of each kind.
 NULLS = {"key": KEY_NULL, "onsets": ONSETS_NULL, "register": REGISTER_NULL}
@@ -220,6 +225,10 @@ class Attributes:
         """Samples ``[start, stop)`` of the batch."""
         return Attributes(self.key[start:stop], self.onsets[start:stop], self.register[start:stop])
 
+    def select(self, index: torch.Tensor) -> Attributes:
+        """The samples ``index`` (a LongTensor of rows) of the batch."""
+        return Attributes(self.key[index], self.onsets[index], self.register[index])
+
     def bars(self, start: int, stop: int) -> Attributes:
         """The bar attributes of bars ``[start, stop)`` (the key stays)."""
         return Attributes(self.key, self.onsets[:, start:stop], self.register[:, start:stop])
@@ -255,6 +264,27 @@ class Attributes:
         """Whether nothing is told."""
         return bool((self.key == KEY_NULL).all() and (self.onsets == ONSETS_NULL).all()
                     and (self.register == REGISTER_NULL).all())
+
+
+def misses(told: Attributes, x0: torch.Tensor, tracks: Sequence[Track]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where pieces ``x0 [B, L, K]`` do not have what they were ``told``: ``key [B]`` and ``bars [B, bars, K]``.
+
+    A piece misses its key when one was told and another is estimated. A bar of a track misses when its onsets
+    were told and are more than ``ONSETS_TOLERANCE`` off, or its register was told and its register bin is more
+    than ``REGISTER_TOLERANCE`` bins off (an empty bar told and notes played, or the other way round, also
+    miss). Null conditions never miss. A length that is not whole bars is padded with masks (no events).
+    """
+    pad = -x0.shape[1] % STEPS_PER_BAR
+    if pad:
+        mask_ids = torch.tensor([t.mask_id for t in tracks], device=x0.device)
+        x0 = torch.cat([x0, mask_ids.expand(x0.shape[0], pad, -1)], dim=1)
+    have = Attributes.compute(x0, tracks)
+    key = (told.key != KEY_NULL) & (have.key != told.key)
+    onsets = (told.onsets != ONSETS_NULL) & ((have.onsets - told.onsets).abs() > ONSETS_TOLERANCE)
+    empty = (told.register == REGISTER_EMPTY) | (have.register == REGISTER_EMPTY)
+    off = torch.where(empty, have.register != told.register,
+                      (have.register - told.register).abs() > REGISTER_TOLERANCE)
+    return key, onsets | ((told.register != REGISTER_NULL) & off)
 
 
 def drop(attrs: Attributes, rate: float | dict[str, float], generator: torch.Generator | None = None

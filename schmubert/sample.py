@@ -422,7 +422,7 @@ def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, ge
         told = None if attributes is None else attributes.rows(start, start + B).pad_bars(len(x) // STEPS_PER_BAR)
         result = sample_long(denoiser, model.diffusion, xb, kb, steps, generator,
                              window=window, hop=hop, progress=cfg.progress, options=cfg.sampler,
-                             guidance=guidance, attributes=told)
+                             guidance=guidance, attributes=told, tracks=model.tracks)
         result = conditioning.preserve_note_ends(xb, kb, result.cpu(), model.tracks)
         out.append(result[:, :N].numpy())
     return np.concatenate(out)

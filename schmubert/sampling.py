@@ -14,6 +14,7 @@ Shapes: ``x``/``x_t`` ``LongTensor[B, L, K]``; ``known`` ``BoolTensor[B, L, K]``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from collections.abc import Callable, Sequence
@@ -21,13 +22,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from einops import repeat
 from tqdm.auto import tqdm
 
-from schmubert.attributes import KINDS, Attributes
+from schmubert.attributes import KINDS, Attributes, misses
 from schmubert.config import arg
 from schmubert.diffusion import AbsorbingDiffusion, RevealSchedule, masked_fraction
 from schmubert.precision import SamplePrecision, sampling_precision
-from schmubert.tokens import STEPS_PER_BAR
+from schmubert.tokens import STEPS_PER_BAR, Track
 
 #: Reverse steps used when none are given: the fewest whose figures were within noise of 1024-step sampling on
 #: ``experiments/bench_quality_steps.py`` with ``pretrained:trio`` (unconditional: statistics overlap from S=32 on,
@@ -77,6 +79,12 @@ class SamplerOptions:
                                 "both halves (followed as at scale 0, not amplified). key from "
                                 "experiments/bench_control.py: guided densities overshoot (melody within +-1 "
                                 "onset 0.64 at scale 0, 0.30 guided at 2) and a guided register gains nothing")
+
+    repair: int = arg(0, "rounds of repair for a model told attributes: after sampling, the generated bars of a "
+                         "track that miss what they were told (onsets by more than 1, register by more than one "
+                         "3-semitone bin) are masked and drawn again, and a piece estimated in another key than "
+                         "told is drawn again whole (known elements stay); 0 = off")
+    repair_steps: int = arg(32, "reverse steps of each repair round")
 
     def guided_kinds(self) -> tuple[str, ...]:
         """``cfg_kinds`` as a tuple of :data:`schmubert.attributes.KINDS`."""
@@ -242,6 +250,8 @@ def check_inputs(diffusion: AbsorbingDiffusion, x: torch.Tensor, known: torch.Te
         raise ValueError("remask_loop needs a re-masking rate (remask cap or rescale)")
     if opts.remask_loop and steps - round(opts.remask_loop * steps) < 2:
         raise ValueError(f"remask_loop {opts.remask_loop} leaves fewer than 2 of the {steps} steps to unmask")
+    if opts.repair < 0 or opts.repair_steps < 1:
+        raise ValueError(f"repair must be >= 0 and repair_steps >= 1, got {opts.repair} and {opts.repair_steps}")
     if not math.isfinite(opts.cfg_scale):
         raise ValueError(f"cfg_scale must be finite, got {opts.cfg_scale}")
     opts.guided_kinds()
@@ -280,8 +290,9 @@ def predict_logits(denoiser: torch.nn.Module, x_t: torch.Tensor, attributes: Att
 @torch.no_grad()
 def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Tensor, known: torch.Tensor,
            steps: int, generator: torch.Generator | None = None, options: SamplerOptions | None = None, *,
-           guidance: Guidance | None = None, attributes: Attributes | None = None, progress: bool = False,
-           stats: dict | None = None, **fields) -> torch.Tensor:
+           guidance: Guidance | None = None, attributes: Attributes | None = None,
+           tracks: Sequence[Track] | None = None, progress: bool = False, stats: dict | None = None,
+           **fields) -> torch.Tensor:
     """Fill every unknown element of ``x`` by the reverse process; returns ``LongTensor[B, L, K]``.
 
     x: ``LongTensor[B, L, K]`` known tokens (values where ``~known`` are ignored); known:
@@ -290,45 +301,71 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
     options: :class:`SamplerOptions` (``fields`` override single ones, e.g. ``order="confidence"``): the order
     and schedule of reveals (thesis Algorithm 4 is 'random' + 'linear': each masked element with probability
     1/t), temperature and top-p of the draws, exact reuse of the denoiser output when ``x_t`` did not change,
-    and ReMDM re-masking. guidance: a function moving the probabilities before the draw (thesis Algorithm 6).
-    attributes: what a conditional model is told (:class:`~schmubert.attributes.Attributes` of batch B or 1,
-    bars = L / 16; None: nothing), guided by ``options.cfg_scale``.
+    ReMDM re-masking, and repair rounds. guidance: a function moving the probabilities before the draw (thesis
+    Algorithm 6). attributes: what a conditional model is told (:class:`~schmubert.attributes.Attributes` of
+    batch B or 1, bars = L / 16; None: nothing), guided by ``options.cfg_scale``. tracks: the model's tracks,
+    needed by ``options.repair`` to compute what the samples have.
     ``generator`` drives every random draw. ``stats`` (a dict) receives ``calls``, the number of denoiser
-    calls, and ``remasked``, the number of re-masked elements.
+    calls, ``remasked``, the number of re-masked elements, and ``repaired``, the elements drawn again by repair.
     The result has no mask left and every other ``x[known]`` unchanged. Runs on the denoiser's device.
     """
     opts = dataclasses.replace(options or SamplerOptions(), **fields)
     check_inputs(diffusion, x, known, steps, opts)
     check_attributes(attributes, x)
+    if opts.repair and attributes is not None and tracks is None:
+        raise ValueError("repair needs the model's tracks (sample(..., tracks=...)) to compute what samples have")
     device = next(denoiser.parameters()).device
     x, known = x.to(device), known.to(device)
     if attributes is not None:
         attributes = attributes.expand(x.shape[0]).to(device)
+    mask_value = diffusion.mask_value(device)  # [K]
+    known = known & (x != mask_value)  # a mask id is never "known": it is filled like the rest
+    run = functools.partial(reverse, denoiser, diffusion, generator=generator, opts=opts, guidance=guidance,
+                            progress=progress)
+    counts = {"calls": 0, "remasked": 0, "repaired": 0}
+    x_t = run(torch.where(known, x, mask_value), known, steps, attributes, counts)
+    for _ in range(opts.repair if attributes is not None else 0):
+        key_miss, bar_miss = misses(attributes, x_t, tracks)
+        bar_miss = repeat(bar_miss, "b bars k -> b (bars s) k", s=STEPS_PER_BAR)[:, :x_t.shape[1]]
+        redo = ~known & (key_miss[:, None, None] | bar_miss)  # [B, L, K]: generated elements to draw again
+        rows = redo.flatten(1).any(1).nonzero().squeeze(1)
+        if not len(rows):
+            break
+        again = redo[rows]
+        x_t[rows] = run(torch.where(again, mask_value, x_t[rows]), ~again, opts.repair_steps,
+                        attributes.select(rows), counts)
+        counts["repaired"] += int(again.sum())
+    if stats is not None:
+        stats.update(counts)
+    return x_t
+
+
+def reverse(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x_t: torch.Tensor, known: torch.Tensor,
+            steps: int, attributes: Attributes | None, counts: dict, *, generator: torch.Generator | None,
+            opts: SamplerOptions, guidance: Guidance | None, progress: bool) -> torch.Tensor:
+    """The reverse process from ``x_t [B, L, K]`` (masks exactly where ``~known``) to a piece without masks;
+    adds its denoiser calls and re-masked elements to ``counts``."""
     # guidance needs a guided kind told: otherwise the two halves would be the same pass
     uncond = attributes.without(opts.guided_kinds()) if attributes is not None else None
     cfg_scale = 0.0 if attributes is None or attributes.equals(uncond) else opts.cfg_scale
-    mask_value = diffusion.mask_value(device)  # [K]
-    known = known & (x != mask_value)  # a mask id is never "known": it is filled like the rest
-    x_t = torch.where(known, x, mask_value)
+    mask_value = diffusion.mask_value(x_t.device)
     masked = ~known
     track_p = opts.remask != "off" and opts.remask_order == "confidence"
-    drawn_p = torch.zeros(x.shape, device=device) if track_p else None  # probability of each drawn element
-    logits, changed, calls, remasked = None, True, 0, 0
+    drawn_p = torch.zeros(x_t.shape, device=x_t.device) if track_p else None  # probability of each drawn element
+    logits, changed = None, True
     for step in tqdm(plan_steps(diffusion, steps, opts), desc="sampling", disable=not progress, leave=False):
         if not masked.any() and step.remask == 0.0:
             continue
         if logits is None or changed or not opts.reuse:
             logits = predict_logits(denoiser, x_t, attributes, cfg_scale, uncond)
-            calls += 1
+            counts["calls"] += 1
         reveal, rows = choose_reveal(logits, x_t, masked, step, opts, guidance, generator)
         remask = choose_remask(~known & ~masked, step, opts, drawn_p, generator)
         x_t = reveal_draws(x_t, reveal, rows, len(logits), opts.top_p, generator, drawn_p)
         x_t = torch.where(remask, mask_value, x_t)
         masked = (masked & ~reveal) | remask
         changed = bool(reveal.any() or remask.any())
-        remasked += int(remask.sum())
-    if stats is not None:
-        stats.update(calls=calls, remasked=remasked)
+        counts["remasked"] += int(remask.sum())
     return x_t
 
 

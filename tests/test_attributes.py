@@ -182,3 +182,30 @@ def test_without_nulls_only_the_named_kinds():
     assert told.without(A.KINDS).is_null() and told.without([]).equals(told)
     with pytest.raises(ValueError, match="unknown attribute kinds"):
         told.without(["tempo"])
+
+
+def test_misses_names_what_a_piece_does_not_have_within_the_tolerances():
+    # bar 0: 3 onsets, mean 63.67 (bin 14); bar 1: nothing; bar 2: 1 onset at 72 (bin 17); a short 4th bar of 8 steps
+    x = melody_grid({0: on(60), 4: on(64), 8: on(67), 32: on(72)}, bars=3)
+    x = torch.cat([x, torch.zeros(1, 8, 1, dtype=torch.long)], dim=1)
+    told = Attributes.null(1, 4, 1)
+    assert [m.any().item() for m in A.misses(told, x, MELODY)] == [False, False]  # nothing told never misses
+    told.onsets[0, :, 0] = torch.tensor([4, 1, 1, 1])  # each within +-1 of what is played
+    told.register[0, :, 0] = torch.tensor([15, A.REGISTER_EMPTY, A.REGISTER_EMPTY, A.REGISTER_NULL])
+    key, bars = A.misses(told, x, MELODY)
+    # bar 0: bin 14 for 15 follows; bar 1: empty as told; bar 2: notes where an empty bar was told
+    assert bars[0, :, 0].tolist() == [False, False, True, False]
+    told.onsets[0, 0, 0] = 5  # 3 played, 5 told
+    assert A.misses(told, x, MELODY)[1][0, :, 0].tolist() == [True, False, True, False]
+    told.onsets[0, 0, 0] = 4
+    told.register[0, 0, 0] = 16  # two bins off
+    assert A.misses(told, x, MELODY)[1][0, 0, 0]
+    c_major = scale_piece(60)
+    assert not A.misses(Attributes.null(1, 4, 1).with_key(A.parse_key("C:major")), c_major, MELODY)[0].item()
+    assert A.misses(Attributes.null(1, 4, 1).with_key(A.parse_key("D:minor")), c_major, MELODY)[0].item()
+    assert not key.item()
+
+
+def test_select_picks_rows():
+    a = Attributes.null(3, 2, 1).with_key(torch.tensor([0, 1, 2]))
+    assert a.select(torch.tensor([2, 0])).key.tolist() == [2, 0]

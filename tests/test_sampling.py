@@ -572,3 +572,64 @@ def test_long_generation_tells_each_window_its_own_bars():
                 attributes=attrs)
     windows = {tuple(a.onsets[0, :, 0].tolist()) for a in den.told}
     assert windows == {(0, 1, 2, 3), (2, 3, 4, 5), (4, 5, 6, 7), (6, 7, 8, 9)}
+
+
+def redrawn(told_attrs, first, known):
+    """The generated elements of ``first`` that repair must draw again: its bars (and pieces) that miss."""
+    key_miss, bar_miss = A.misses(told_attrs, first, TRIO)
+    bars = bar_miss.repeat_interleave(16, dim=1)[:, :first.shape[1]]
+    return ~known & (key_miss[:, None, None] | bars)
+
+
+def test_repair_draws_again_only_the_generated_elements_that_missed():
+    den, diff, x = keyed(B=4, L=64)
+    known = conditioning.infill(x.shape, [(1, 3)])
+    attrs = told(4, 64)
+    attrs.onsets[:, :, 0] = 3
+    first = sample(den, diff, x, known, 8, generator=gen(1), attributes=attrs, cfg_scale=0.0)
+    stats = {}
+    again = sample(den, diff, x, known, 8, generator=gen(1), attributes=attrs, cfg_scale=0.0, repair=1,
+                   tracks=TRIO, stats=stats)
+    redo = redrawn(attrs, first, known)
+    assert redo.any() and stats["repaired"] == int(redo.sum())
+    assert torch.equal(again[~redo], first[~redo])  # the same first pass; known and followed bars stay
+    assert not torch.equal(again[redo], first[redo])
+    assert torch.equal(again[known], x[known])
+
+
+class Coin(nn.Module):
+    """Each melody step a note-on of C4 or a hold, at even odds, whatever it is told: 8 +- 2 onsets per bar."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x_t, attrs=None):
+        logits = [torch.full((*x_t.shape[:2], t.num_classes), -1e9) for t in TRIO]
+        logits[0][..., [0, 60 - 19]] = 0.0
+        for lg in logits[1:]:
+            lg[..., 0] = 0.0
+        return logits
+
+
+def test_repair_rounds_bring_bars_to_their_told_onsets():
+    diff = AbsorbingDiffusion(mask_ids("trio"), NoiseConfig(timesteps=64))
+    x = torch.zeros(4, 256, 3, dtype=torch.long)
+    attrs = A.Attributes.null(4, 16, 3)
+    attrs.onsets[:, :, 0] = 8
+
+    def followed(rounds):
+        out = sample(Coin(), diff, x, conditioning.unconditional(x.shape), 4, generator=gen(), attributes=attrs,
+                     repair=rounds, tracks=TRIO)
+        return float((~A.misses(attrs, out, TRIO)[1][..., 0]).float().mean())
+
+    # P(|Binomial(16, 1/2) - 8| <= 1) = 0.55; each round draws the misses again: 1 - 0.45^4 = 0.96 after 3
+    assert followed(0) < 0.75 < 0.85 < followed(3)
+
+
+def test_repair_needs_the_tracks_and_sane_rounds():
+    den, diff, x = keyed()
+    with pytest.raises(ValueError, match="repair needs the model's tracks"):
+        sample(den, diff, x, conditioning.unconditional(x.shape), 4, attributes=told(2, 64), repair=1)
+    with pytest.raises(ValueError, match="repair must be >= 0"):
+        sample(den, diff, x, conditioning.unconditional(x.shape), 4, attributes=told(2, 64), repair=-1)
