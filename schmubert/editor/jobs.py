@@ -46,6 +46,7 @@ class Busy(Exception):
 
 
 SAMPLER_DEFAULTS = SamplerOptions()
+MAX_REPAIR = 8  # repair rounds one editor request may ask for (each can cost a pass of the sampler)
 
 
 @dataclass
@@ -62,12 +63,13 @@ class Options:
     seed: int | None = None  # None: a fresh seed per run (another take each time)
     key: str = "piece"  # models with attributes: "piece" (the piece's own key), "any" (none told), or "D:minor"
     cfg_scale: float = SAMPLER_DEFAULTS.cfg_scale  # classifier-free guidance scale
+    repair: int = SAMPLER_DEFAULTS.repair  # rounds drawing again what missed its conditions
     density: dict[str, float] = field(default_factory=dict)  # onsets per bar asked per track, in the selection
     register: dict[str, float] = field(default_factory=dict)  # mean MIDI pitch asked per track, in the selection
 
     def config(self, seed: int) -> SampleConfig:
         sampler = SamplerOptions(order=self.order, schedule=self.schedule, temperature=self.temperature,
-                                 top_p=self.top_p, cfg_scale=self.cfg_scale)
+                                 top_p=self.top_p, cfg_scale=self.cfg_scale, repair=self.repair)
         return SampleConfig(steps=self.steps, sampler=sampler, note_density=self.note_density,
                             density_tracks=list(self.density_tracks), seed=seed, num_samples=1, batch_size=1,
                             progress=False, wav=False, device="cpu")
@@ -151,6 +153,8 @@ class Sampler:
             raise ValueError(f"temperature must be > 0, got {options.temperature}")
         if not 0 < options.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {options.top_p}")
+        if not 0 <= options.repair <= MAX_REPAIR:
+            raise ValueError(f"repair must be between 0 and {MAX_REPAIR} rounds, got {options.repair}")
         bad = [n for n in options.density_tracks if n not in names]
         if bad:
             raise ValueError(f"density tracks {bad}: the model has {', '.join(names)}")

@@ -89,6 +89,9 @@ class SampleIn(MaskIn):
                                           "own), 'any' (none), or one like 'D:minor', 'Bb:major'")
     cfg_scale: float = Field(DEFAULTS.cfg_scale, description="classifier-free guidance scale of the attributes "
                                                             "(0 = the conditional model alone)")
+    repair: int = Field(DEFAULTS.repair, description="models with attributes: rounds drawing again the bars that "
+                                                     "miss their asked onsets or register (and a take in another "
+                                                     "key than asked); 0 = off")
     density: dict[str, float] = Field({}, description="models with attributes: onsets per bar asked per track "
                                                       "over the selection, e.g. {'melody': 8}")
     mean_pitch: dict[str, float] = Field({}, description="models with attributes: register, the mean MIDI pitch "
@@ -137,7 +140,7 @@ def model_info(model: LoadedModel, validation_set: bool) -> dict[str, Any]:
         "attributes": model.conditional,
         "keys": [key_name(k) for k in range(NUM_KEYS)],
         "defaults": {k: getattr(DEFAULTS, k) for k in ("steps", "order", "schedule", "temperature", "top_p",
-                                                       "cfg_scale")},
+                                                       "cfg_scale", "repair")},
     }
 
 
@@ -270,7 +273,8 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
         options = Options(steps=body.steps, order=body.order, schedule=body.schedule,
                           temperature=body.temperature, top_p=body.top_p,
                           note_density=body.note_density, density_tracks=body.density_tracks, seed=body.seed,
-                          key=body.key, cfg_scale=body.cfg_scale, density=body.density, register=body.mean_pitch)
+                          key=body.key, cfg_scale=body.cfg_scale, repair=body.repair, density=body.density,
+                          register=body.mean_pitch)
         try:
             job = sampler.submit(x, known, options)
         except Busy as err:

@@ -217,6 +217,7 @@ def test_conditions_toolbar_sends_key_guidance_and_targets(browser, conditional_
         defaults = httpx.get(f"{srv.url}/api/info", timeout=10).json()["defaults"]
         assert float(browser.find_element(By.ID, "top-p").get_attribute("value")) == defaults["top_p"]
         assert float(browser.find_element(By.ID, "cfg-scale").get_attribute("value")) == defaults["cfg_scale"]
+        assert int(browser.find_element(By.ID, "repair").get_attribute("value")) == defaults["repair"]
         upload(browser, trio_file)
         WebDriverWait(browser, 20).until(lambda d: d.execute_script("return editor.panels[0].name") == trio_file.name)
         browser.execute_script("""
@@ -227,7 +228,8 @@ def test_conditions_toolbar_sends_key_guidance_and_targets(browser, conditional_
               return fetch0(url, init);
             };""")
         Select(browser.find_element(By.ID, "key")).select_by_value("D:minor")
-        for field, value in (("cfg-scale", "1.5"), ("onsets", "6"), ("top-p", "0.9"), ("steps", "4")):
+        for field, value in (("cfg-scale", "1.5"), ("onsets", "6"), ("top-p", "0.9"), ("steps", "4"),
+                             ("repair", "2")):
             box = browser.find_element(By.ID, field)
             box.clear()
             box.send_keys(value)
@@ -238,6 +240,7 @@ def test_conditions_toolbar_sends_key_guidance_and_targets(browser, conditional_
         WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "status").text.startswith("done"))
         body = browser.execute_script("return window.sent")[-1]
         assert body["key"] == "D:minor" and body["cfg_scale"] == 1.5 and body["top_p"] == 0.9
+        assert body["repair"] == 2
         assert body["density"] == {"melody": 6} and body["mean_pitch"] == {}
         assert body["regions"] == [{"track": "melody", "start": 8 * BAR, "end": 12 * BAR}]
     finally:

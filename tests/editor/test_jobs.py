@@ -150,11 +150,13 @@ def test_key_density_and_register_are_told_over_the_selection(conditional_model,
     assert editor_attributes(Options(key="any"), conditional_model, piece, known).is_null()
     sampler = Sampler(conditional_model)
     try:
-        job = wait(sampler.submit(piece, known, dataclasses.replace(opts, steps=8, cfg_scale=2.0, seed=1)))
+        job = wait(sampler.submit(piece, known, dataclasses.replace(opts, steps=8, cfg_scale=2.0, seed=1,
+                                                                    repair=2)))
         assert job.state == "done", job.error
         assert np.array_equal(job.result[known], piece[known]) and job.progress == 1.0
         for bad, message in (({"key": "H"}, "unknown key"), ({"register": {"drums": 40}}, "drums have no register"),
-                             ({"density": {"piano": 2}}, "no track 'piano'")):
+                             ({"density": {"piano": 2}}, "no track 'piano'"),
+                             ({"repair": 99}, "repair must be between 0 and 8")):
             with pytest.raises(ValueError, match=message):
                 sampler.submit(piece, known, Options(**bad))
     finally:

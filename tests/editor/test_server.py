@@ -260,10 +260,12 @@ def test_conditions_through_the_api(conditional_model, trio_file):
             piece = load(client, trio_file).json()["piece"]
             regions = [{"track": "melody", "start": 0, "end": 4 * BAR}]
             body = {"tokens": piece["tokens"], "regions": regions, "steps": 4, "seed": 1, "key": "D:minor",
-                    "cfg_scale": 1.0, "density": {"melody": 6}, "mean_pitch": {"melody": 72}}
+                    "cfg_scale": 1.0, "density": {"melody": 6}, "mean_pitch": {"melody": 72}, "repair": 1}
             assert run_job(client, body)["state"] == "done"
             bad = client.post("/api/sample", json={**body, "key": "H:major"})
             assert bad.status_code == 400 and "unknown key" in bad.json()["error"]
+            bad = client.post("/api/sample", json={**body, "repair": -1})
+            assert bad.status_code == 400 and "repair must be between" in bad.json()["error"]
     finally:
         srv.stop()
 

@@ -48,7 +48,8 @@ class Editor {
     $("model-info").textContent = `${info.checkpoint} · ${info.arch} · ${tracks} · ${info.bars} bars · T = ${info.timesteps}`;
     $("qpm").value = info.qpm;
     for (const [field, id] of [["steps", "steps"], ["order", "order"], ["schedule", "schedule"],
-                               ["temperature", "temperature"], ["top_p", "top-p"], ["cfg_scale", "cfg-scale"]]) {
+                               ["temperature", "temperature"], ["top_p", "top-p"], ["cfg_scale", "cfg-scale"],
+                               ["repair", "repair"]]) {
       if (info.defaults && field in info.defaults) $(id).value = info.defaults[field];  // one source: the server
     }
     $("conditions").hidden = !info.attributes;
@@ -267,6 +268,7 @@ class Editor {
     return {
       key: $("key").value,
       cfg_scale: parseFloat($("cfg-scale").value) || 0,
+      repair: parseInt($("repair").value, 10) || 0,
       density: $("onsets-on").checked ? each(selected, parseFloat($("onsets").value)) : {},
       mean_pitch: $("pitch-on").checked ? each(melodic, parseFloat($("pitch").value)) : {},
     };
