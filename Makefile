@@ -10,7 +10,7 @@ LMD_DIR ?= data/lmd
 
 CORPUS ?= ../shared/corpus
 
-.PHONY: install fluidsynth preprocess download-lmd demo test lint bench pretrained-trio pretrained-melody
+.PHONY: install fluidsynth preprocess download-lmd demo test lint bench pretrained-trio pretrained-melody gpu-wheels
 
 install:
 	$(PYTHON) -m pip install torch==2.13.0 || $(PYTHON) -m pip install "torch>=2.3"
@@ -41,9 +41,9 @@ demo: preprocess
 
 # Reproduce a shipped model (docs/models/*.md): the Lakh windows of the corpus, the recipe, the export into the
 # package (replacing the shipped weights: review with git diff). Stages: the plain conv (cpu-$*), bar
-# attention added to it (cpu-$*-bars), span masking (cpu-$*-spans); the trio then gains attributes in bf16
-# (cpu-trio-attrs) and is trained on with every subset of them equally often (cpu-trio-attrs2).
-# About 70 + 60 + 25 (+ 55 + 70) min on 2 CPU cores.
+# attention added to it (cpu-$*-bars), span masking (cpu-$*-spans); then attributes in bf16: the trio in two
+# runs (cpu-trio-attrs, then cpu-trio-attrs2 with every subset of them equally often), the melody in one
+# (cpu-melody-attrs). About 70 + 60 + 25 + (55 + 70 | 38) min on 2 CPU cores.
 pretrained-trio pretrained-melody: pretrained-%:
 	$(PYTHON) -m preprocessing --tracks $* --input $(CORPUS)/lakh-$*-64bar --output $(PROCESSED)/lakh-$* --workers $(WORKERS) --valid-fraction 0.05 --overwrite
 	$(PYTHON) -m schmubert.train --recipe cpu-$* --data $(PROCESSED)/lakh-$* --name cpu-$*-repro
@@ -51,7 +51,15 @@ pretrained-trio pretrained-melody: pretrained-%:
 	$(PYTHON) -m schmubert.train --recipe cpu-$*-spans --data $(PROCESSED)/lakh-$* --name cpu-$*-spans-repro --init runs/cpu-$*-bars-repro/checkpoints/last.ckpt
 	$(if $(filter trio,$*),$(PYTHON) -m schmubert.train --recipe cpu-trio-attrs --data $(PROCESSED)/lakh-trio --name cpu-trio-attrs-repro --init runs/cpu-trio-spans-repro/checkpoints/last.ckpt)
 	$(if $(filter trio,$*),$(PYTHON) -m schmubert.train --recipe cpu-trio-attrs2 --data $(PROCESSED)/lakh-trio --name cpu-trio-attrs2-repro --init runs/cpu-trio-attrs-repro/checkpoints/last.ckpt)
-	$(PYTHON) -m schmubert.pretrained export --checkpoint runs/cpu-$*-$(if $(filter trio,$*),attrs2,spans)-repro/checkpoints/last.ckpt --name $* --heldout $(PROCESSED)/lakh-$*/valid.npy --overwrite
+	$(if $(filter melody,$*),$(PYTHON) -m schmubert.train --recipe cpu-melody-attrs --data $(PROCESSED)/lakh-melody --name cpu-melody-attrs-repro --init runs/cpu-melody-spans-repro/checkpoints/last.ckpt)
+	$(PYTHON) -m schmubert.pretrained export --checkpoint runs/cpu-$*-$(if $(filter trio,$*),attrs2,attrs)-repro/checkpoints/last.ckpt --name $* --heldout $(PROCESSED)/lakh-$*/valid.npy --overwrite
+
+# The wheels experiments/gpu_check.sh installs on a lent GPU machine, whose image lacks them (Python 3.12).
+gpu-wheels:
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d .whl pretty_midi==0.2.11.post0 mido==1.3.3 symusic==0.6.0 \
+		pySmartDL==1.3.4 six importlib_resources platformdirs
 
 test:
 	$(PYTHON) -m pytest -q

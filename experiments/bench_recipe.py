@@ -40,6 +40,11 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
     "batch16": ("cpu-base", {"decay": "cosine", "lr": 2e-3, "batch_size": 16}),
     "no-transpose": ("cpu-base", {"decay": "cosine", "lr": 2e-3, "max_transpose": 0}),
     "schedule-all": ("cpu-base", {"decay": "cosine", "lr": 2e-3, "schedule": "all"}),
+    # the scaling study (issue 18): the shipped trio's shape (conv small + bar attention, bf16 where native)
+    # against 1.5x its width (8.8M parameters, 17.5 MB in fp16: the largest conv of this depth under the
+    # shipped weights' ~20 MB; heads of 64 channels, as the matrix units like)
+    "bars": ("cpu-base", {"decay": "cosine", "lr": 2e-3, "set": ["bar_depth=2"]}),
+    "wide-bars": ("cpu-base", {"decay": "cosine", "lr": 2e-3, "set": ["bar_depth=2", "width=384", "heads=6"]}),
 }
 
 

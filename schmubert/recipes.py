@@ -72,6 +72,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
             "attribute kind dropped 50% (every subset of conditions equally often), cosine from 3e-4 over "
             "15000 steps", tracks="trio", decay="cosine", lr=3e-4, warmup_steps=200, max_steps=15000,
             val_every=1000, span_prob=0.5, cond_drop=0.5, name="cpu-trio-attrs2"),
+    # the melody's stage 4: the trio's stage 4 and 5 in one run (attributes, each kind dropped half the time)
+    _recipe("cpu-melody-attrs", "stage 4 of the shipped melody model: --init a cpu-melody-spans model, add the "
+            "attribute embedding (each kind dropped 50%), spans as stage 3, cosine from 5e-4 over 8000 steps",
+            tracks="melody", decay="cosine", lr=5e-4, warmup_steps=200, max_steps=8000, val_every=1000,
+            span_prob=0.5, set=["attributes=true"], cond_drop=0.5, name="cpu-melody-attrs"),
 )}
 
 
