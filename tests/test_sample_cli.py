@@ -210,12 +210,24 @@ def test_asking_an_old_checkpoint_for_attributes_names_it(ckpt, tmp_path, capsys
     assert str(ckpt) in err and "trained without attributes" in err and len(err.strip().splitlines()) == 1
 
 
-def test_the_shipped_trio_takes_a_key_and_the_shipped_melody_model_names_itself(tmp_path, capsys):
-    out = tmp_path / "trio"
-    assert main(["--checkpoint", "pretrained:trio", "--out", str(out), "--key", "D:minor", "--bars", "8", *FAST]) == 0
+@pytest.mark.parametrize("name", ["trio", "melody"])
+def test_the_shipped_models_take_a_key(tmp_path, name):
+    out = tmp_path / name
+    assert main(["--checkpoint", f"pretrained:{name}", "--out", str(out), "--key", "D:minor", "--bars", "8",
+                 *FAST]) == 0
     assert told_key(out) == "D:minor"
-    assert main(["--checkpoint", "pretrained:melody", "--out", str(tmp_path), "--key", "D:minor", *FAST]) == 2
-    assert "pretrained:melody" in capsys.readouterr().err
+
+
+def test_repair_holds_an_asked_key_but_not_a_drawn_or_estimated_one():
+    from dataclasses import replace
+
+    from schmubert.sample import held_kinds
+    from schmubert.sampling import SamplerOptions
+
+    options = SamplerOptions(repair=2)
+    assert held_kinds(options, key_asked=True).repaired_kinds() == A.KINDS
+    assert held_kinds(options, key_asked=False).repaired_kinds() == ("onsets", "register")
+    assert held_kinds(replace(options, repair_kinds="key"), key_asked=False).repaired_kinds() == ()
 
 
 def test_old_checkpoints_sample_as_before_without_attributes(ckpt, tmp_path):

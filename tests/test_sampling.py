@@ -460,6 +460,7 @@ class KeyedDenoiser(CountingDenoiser):
         super().__init__()
         self.key = nn.Embedding(A.KEY_IDS, 16)
         self.told = []
+        self.tracks = TRIO  # as backbones have them: what repair computes attributes with
 
     def forward(self, x_t, attrs=None):
         self.calls += 1
@@ -489,7 +490,8 @@ def test_guidance_scale_zero_is_exactly_the_conditional_sampler(order):
     den, diff, x = keyed()
     known = conditioning.infill(x.shape, [(1, 3)])
     attrs = told(2, 64)
-    guided = sample(den, diff, x, known, 16, generator=gen(4), attributes=attrs, cfg_scale=0.0, order=order)
+    guided = sample(den, diff, x, known, 16, generator=gen(4), attributes=attrs, cfg_scale=0.0, order=order,
+                    repair=0)  # repair draws again what misses its key: a second pass the plain model has not
     assert all(t.shape == (2, 4, 3) for t in den.told)  # one pass of B per step, never 2B
     plain = sample(Conditioned(den, attrs), diff, x, known, 16, generator=gen(4), order=order)
     assert torch.equal(guided, plain)
@@ -586,7 +588,7 @@ def test_repair_draws_again_only_the_generated_elements_that_missed():
     known = conditioning.infill(x.shape, [(1, 3)])
     attrs = told(4, 64)
     attrs.onsets[:, :, 0] = 3
-    first = sample(den, diff, x, known, 8, generator=gen(1), attributes=attrs, cfg_scale=0.0)
+    first = sample(den, diff, x, known, 8, generator=gen(1), attributes=attrs, cfg_scale=0.0, repair=0)
     stats = {}
     again = sample(den, diff, x, known, 8, generator=gen(1), attributes=attrs, cfg_scale=0.0, repair=1,
                    tracks=TRIO, stats=stats)
@@ -627,9 +629,37 @@ def test_repair_rounds_bring_bars_to_their_told_onsets():
     assert followed(0) < 0.75 < 0.85 < followed(3)
 
 
+class Trackless(nn.Module):
+    """A conditional denoiser that does not say its tracks."""
+
+    def __init__(self, den):
+        super().__init__()
+        self.den = den
+
+    def forward(self, x_t, attrs=None):
+        return self.den(x_t, attrs)
+
+
 def test_repair_needs_the_tracks_and_sane_rounds():
     den, diff, x = keyed()
     with pytest.raises(ValueError, match="repair needs the model's tracks"):
-        sample(den, diff, x, conditioning.unconditional(x.shape), 4, attributes=told(2, 64), repair=1)
+        sample(Trackless(den), diff, x, conditioning.unconditional(x.shape), 4, attributes=told(2, 64), repair=1)
+    sample(Trackless(den), diff, x, conditioning.unconditional(x.shape), 4, attributes=told(2, 64), repair=0)
     with pytest.raises(ValueError, match="repair must be >= 0"):
         sample(den, diff, x, conditioning.unconditional(x.shape), 4, attributes=told(2, 64), repair=-1)
+
+
+def test_repair_holds_only_the_repaired_kinds():
+    den, diff, x = keyed(B=4, L=64)
+    known = conditioning.infill(x.shape, [(1, 3)])
+    attrs = told(4, 64)  # D minor, which random tokens rarely are
+    first = sample(den, diff, x, known, 8, generator=gen(1), attributes=attrs, cfg_scale=0.0, repair=0)
+    assert A.misses(attrs, first, TRIO)[0].any()
+    stats = {}
+    same = sample(den, diff, x, known, 8, generator=gen(1), attributes=attrs, cfg_scale=0.0, repair=2,
+                  repair_kinds="onsets,register", tracks=TRIO, stats=stats)
+    assert torch.equal(same, first) and stats["repaired"] == 0
+    with pytest.raises(ValueError, match="repair_kinds 'tempo'"):
+        sample(den, diff, x, known, 8, attributes=attrs, repair=1, repair_kinds="tempo", tracks=TRIO)
+    assert SamplerOptions(repair_kinds="none").repaired_kinds() == ()
+    assert SamplerOptions().repaired_kinds() == A.KINDS

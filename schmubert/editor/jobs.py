@@ -70,7 +70,8 @@ class Options:
     def config(self, seed: int) -> SampleConfig:
         sampler = SamplerOptions(order=self.order, schedule=self.schedule, temperature=self.temperature,
                                  top_p=self.top_p, cfg_scale=self.cfg_scale, repair=self.repair)
-        return SampleConfig(steps=self.steps, sampler=sampler, note_density=self.note_density,
+        key = self.key if self.key not in ("piece", "any") else "auto"  # an asked key is held to by repair
+        return SampleConfig(steps=self.steps, sampler=sampler, note_density=self.note_density, key=key,
                             density_tracks=list(self.density_tracks), seed=seed, num_samples=1, batch_size=1,
                             progress=False, wav=False, device="cpu")
 

@@ -171,3 +171,8 @@ def test_a_model_without_attributes_refuses_them(trio_model, piece):
         assert Options().key == "piece"  # the default asks nothing of such a model
     finally:
         sampler.close()
+
+
+def test_only_an_asked_key_reaches_the_sample_config():
+    assert Options(key="D:minor").config(1).key == "D:minor"
+    assert Options(key="piece").config(1).key == Options(key="any").config(1).key == "auto"
