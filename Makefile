@@ -43,7 +43,7 @@ demo: preprocess
 # package (replacing the shipped weights: review with git diff). Stages: the plain conv (cpu-$*), bar
 # attention added to it (cpu-$*-bars), span masking (cpu-$*-spans); then attributes in bf16: the trio in two
 # runs (cpu-trio-attrs, then cpu-trio-attrs2 with every subset of them equally often), the melody in one
-# (cpu-melody-attrs). About 70 + 60 + 25 + (55 + 70 | 38) min on 2 CPU cores.
+# (cpu-melody-attrs). About 70 + 60 + 25 + (55 + 70 | 44) min on 2 CPU cores.
 pretrained-trio pretrained-melody: pretrained-%:
 	$(PYTHON) -m preprocessing --tracks $* --input $(CORPUS)/lakh-$*-64bar --output $(PROCESSED)/lakh-$* --workers $(WORKERS) --valid-fraction 0.05 --overwrite
 	$(PYTHON) -m schmubert.train --recipe cpu-$* --data $(PROCESSED)/lakh-$* --name cpu-$*-repro

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU rehearsal of issue 16: one prepared script (about 8 minutes) for a lent GPU machine, never CI.
+# The GPU rehearsal of issue 16: one prepared script (at most 9.5 minutes: the sum of its timeouts) for a lent
+# GPU machine, never CI. Not run yet: no session so far was lent a device.
 #
 # Here, once per machine:  make gpu-wheels      (the packages the device image lacks, into .whl/, git-ignored)
 # On the device (the `device` tool's run):

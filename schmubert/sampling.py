@@ -86,7 +86,7 @@ class SamplerOptions:
                          "told is drawn again whole (known elements stay); 0 = off. 2 from "
                          "experiments/bench_control.py with pretrained:trio at guidance 2: asked key 0.83 -> "
                          "0.98, melody bars within +-1 onset of their target 0.56 -> 0.96, register 0.87 -> 0.91, "
-                         "at 1.23x the time (nothing told, nothing to repair: no cost)")
+                         "at 1.23x the time (with nothing told, nothing is drawn again)")
     repair_steps: int = arg(32, "reverse steps of each repair round")
     repair_kinds: str = arg("all", "the attribute kinds repair holds the samples to, comma-separated (key, onsets, "
                                    "register), all or none. The sample CLI and the editor leave the key out "

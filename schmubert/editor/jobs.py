@@ -67,10 +67,15 @@ class Options:
     density: dict[str, float] = field(default_factory=dict)  # onsets per bar asked per track, in the selection
     register: dict[str, float] = field(default_factory=dict)  # mean MIDI pitch asked per track, in the selection
 
+    @property
+    def key_asked(self) -> bool:
+        """Whether a key was chosen from the list (not the piece's own, not none)."""
+        return self.key not in ("piece", "any")
+
     def config(self, seed: int) -> SampleConfig:
         sampler = SamplerOptions(order=self.order, schedule=self.schedule, temperature=self.temperature,
                                  top_p=self.top_p, cfg_scale=self.cfg_scale, repair=self.repair)
-        key = self.key if self.key not in ("piece", "any") else "auto"  # an asked key is held to by repair
+        key = self.key if self.key_asked else "auto"  # an asked key is held to by repair
         return SampleConfig(steps=self.steps, sampler=sampler, note_density=self.note_density, key=key,
                             density_tracks=list(self.density_tracks), seed=seed, num_samples=1, batch_size=1,
                             progress=False, wav=False, device="cpu")
@@ -159,11 +164,11 @@ class Sampler:
         bad = [n for n in options.density_tracks if n not in names]
         if bad:
             raise ValueError(f"density tracks {bad}: the model has {', '.join(names)}")
-        asked = options.key not in ("piece", "any") or options.density or options.register
+        asked = options.key_asked or options.density or options.register
         if asked and not self.model.conditional:  # the guidance scale alone is ignored, as by the sample CLI
             raise ValueError(f"{self.model.path.name} was trained without attributes: it takes no key, density "
                              "or register")
-        if options.key not in ("piece", "any"):
+        if options.key_asked:
             parse_key(options.key)
         for name, value in options.register.items():
             apply_targets(Attributes.null(1, 1, len(names)), self.model.tracks, [],
