@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from schmubert.config import arg
-from schmubert.tokens import MAX_PITCH, MIN_PITCH, NO_EVENT, NOTE_OFF, PITCH_OFFSET, Track, get_tracks
+from schmubert.tokens import MAX_PITCH, MIN_PITCH, NO_EVENT, NOTE_OFF, PITCH_OFFSET, STEPS_PER_BAR, Track, get_tracks
 
 SPLITS = ("train", "valid")
 
@@ -133,6 +133,22 @@ def transpose(x0: torch.Tensor, tracks: Sequence[Track], max_shift: int,
     return out
 
 
+def roll_bars(x0: torch.Tensor, enabled: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rotate each piece by its own random whole number of bars, what leaves the end coming back at the start.
+
+    An augmentation for a small corpus: every bar keeps its neighbours, its repeats and its place in the bar grid,
+    and each window is seen from as many starts as it has bars (one seam per window where its end meets its
+    start). ``x0``: ``LongTensor[B, L, K]`` with L a multiple of 16 -> same shape; unchanged when not ``enabled``.
+    """
+    if not enabled:
+        return x0
+    B, L, K = x0.shape
+    bars = L // STEPS_PER_BAR
+    shift = torch.randint(0, bars, (B, 1), generator=generator, device=x0.device) * STEPS_PER_BAR
+    index = (torch.arange(L, device=x0.device) + shift) % L  # [B, L]
+    return x0.gather(1, index.unsqueeze(-1).expand(B, L, K))
+
+
 def is_silent(x0: torch.Tensor) -> torch.Tensor:
     """True per piece when nothing sounds: ``[B, L, K] -> [B]``."""
     return (x0 == NO_EVENT).flatten(1).all(dim=1)
@@ -145,6 +161,8 @@ class DataConfig:
     batch_size: int = arg(64, "pieces per batch and device (the thesis used 50-64)")
     num_workers: int = arg(2, "data-loading worker processes per device")
     max_transpose: int = arg(6, "augmentation: largest transposition of melody and bass in semitones (0 = off)")
+    roll_bars: bool = arg(False, "augmentation: rotate each window by a random whole number of bars (its end "
+                                 "wraps to its start)")
 
 
 class TokenDataModule(L.LightningDataModule):

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from schmubert import __version__
-from schmubert.attributes import Attributes, drop, key_distribution
+from schmubert.attributes import DATA_SUMMARIES, Attributes, data_summaries, drop
 from schmubert.backbones import from_config, make_config
 from schmubert.checkpoints import CHECKPOINT_KIND, checkpoint_hparams
 from schmubert.config import arg
-from schmubert.data import transpose
+from schmubert.data import roll_bars, transpose
 from schmubert.diffusion import AbsorbingDiffusion, NoiseConfig
 from schmubert.tokens import get_tracks, mask_ids
 
@@ -78,19 +78,21 @@ class ASD3PM(L.LightningModule):
     """Absorbing-state discrete diffusion over ``(B, L, K)`` token grids with a registered backbone."""
 
     def __init__(self, arch: str, tracks: str, backbone: dict[str, Any], noise: dict[str, Any], steps: int,
-                 optim: dict[str, Any] | None = None, max_transpose: int = 0, seed: int = 0,
+                 optim: dict[str, Any] | None = None, max_transpose: int = 0, roll_bars: bool = False,
+                 seed: int = 0,
                  data: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None,
                  attributes: dict[str, Any] | None = None):
         """``provenance``: where the run came from (``recipe``, ``init`` weights), kept for model cards.
-        ``attributes``: the :class:`CondConfig` fields and, once training started, ``key_prior`` (the training
-        split's key distribution, which unconditional sampling draws keys from)."""
+        ``attributes``: the :class:`CondConfig` fields and, once training started, what unconditional sampling
+        draws from: ``key_prior`` (the training split's key distribution) and ``outlines`` (the attributes of up to
+        ``MAX_OUTLINES`` training windows, :func:`schmubert.attributes.outline_bank`)."""
         super().__init__()
         self.save_hyperparameters()
         self.track_list = get_tracks(tracks)
         self.denoiser = from_config(arch, tracks, backbone)
         self.diffusion = AbsorbingDiffusion(mask_ids(tracks), NoiseConfig(**noise))
         self.optim = OptimConfig(**(optim or {}))
-        self.cond = CondConfig(**{k: v for k, v in (attributes or {}).items() if k != "key_prior"})
+        self.cond = CondConfig(**{k: v for k, v in (attributes or {}).items() if k not in DATA_SUMMARIES})
 
     @classmethod
     def create(cls, arch: str, tracks: str, preset: str, noise: NoiseConfig, steps: int,
@@ -116,22 +118,23 @@ class ASD3PM(L.LightningModule):
         return drop(Attributes.compute(x0, self.track_list), self.cond.cond_drop)
 
     def on_fit_start(self) -> None:
-        """A conditional model stores its training split's key distribution before its first checkpoint."""
+        """A conditional model stores its training split's key distribution and outlines before its first
+        checkpoint."""
         stored = self.hparams.get("attributes") or {}
         datamodule = getattr(self.trainer, "datamodule", None)
-        if not self.conditional or stored.get("key_prior") or datamodule is None:
+        if not self.conditional or all(stored.get(k) for k in DATA_SUMMARIES) or datamodule is None:
             return
         if not hasattr(datamodule, "train_set"):
             datamodule.setup("fit")
-        prior = key_distribution(datamodule.train_set.array, self.track_list)
-        self.hparams["attributes"] = {**dataclasses.asdict(self.cond), **stored, "key_prior": prior}
+        self.hparams["attributes"] = {**dataclasses.asdict(self.cond), **stored,
+                                      **data_summaries(datamodule.train_set.array, self.track_list)}
 
     # --- steps -----------------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch: torch.Tensor, batch_idx: int) -> None:
         torch.manual_seed(step_seed(self.hparams.seed, self.global_step, self.global_rank))
 
     def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        x0 = transpose(x0, self.track_list, self.hparams.max_transpose)
+        x0 = transpose(roll_bars(x0, self.hparams.roll_bars), self.track_list, self.hparams.max_transpose)
         t = self.diffusion.sample_t(x0.shape[0], x0.device)
         x_t, mask = self.diffusion.q_sample(x0, t)
         out = self.diffusion.loss(self.denoiser(x_t, self.training_attributes(x0)), x0, mask, t)

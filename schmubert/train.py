@@ -200,6 +200,7 @@ def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: Nois
         datamodule = TokenDataModule(data, config.tracks, seed=config.seed)
         model = ASD3PM.create(config.arch, config.tracks, config.preset, noise, datamodule.steps, optim,
                               backbone_overrides=parse_overrides(config.set), max_transpose=data.max_transpose,
+                              roll_bars=data.roll_bars,
                               seed=config.seed, data={"path": str(data.data), **summary(datamodule.meta)},
                               provenance={"recipe": config.recipe}, attributes=vars(cond))
     optim = OptimConfig(**model.hparams.optim)  # a resumed run keeps its own optimisation settings
@@ -238,7 +239,7 @@ def fine_tune_model(config: TrainConfig, data: DataConfig, optim: OptimConfig, n
     datamodule = TokenDataModule(data, hp["tracks"], start.steps, seed=config.seed)
     model = ASD3PM(**checkpoint_hparams(
         hp["arch"], hp["tracks"], {**hp["backbone"], **added}, fine_tune_noise(hp["noise"], noise), start.steps,
-        optim=vars(optim), max_transpose=data.max_transpose, seed=config.seed,
+        optim=vars(optim), max_transpose=data.max_transpose, roll_bars=data.roll_bars, seed=config.seed,
         data={"path": str(data.data), **summary(datamodule.meta)},
         provenance={"recipe": config.recipe, "init": str(config.init), "init_overrides": added},
         attributes=vars(cond or CondConfig())))

@@ -11,6 +11,7 @@ from schmubert.data import (
     TokenDataModule,
     check_meta,
     load_meta,
+    roll_bars,
     transpose,
 )
 from schmubert.tokens import MAX_PITCH, MIN_PITCH, PITCH_OFFSET, get_tracks
@@ -45,6 +46,21 @@ def test_transpose_at_the_edge_of_the_range_stays_inside():
     shift = out[:, 0, 0] - x0[:, 0, 0]
     assert (shift <= 0).all() and (shift >= -2).all() and (out[:, 1, 1] - x0[:, 1, 1] == shift).all()
     assert len(set(shift.tolist())) == 3  # -2, -1, 0 all reachable
+
+
+def test_roll_bars_rotates_each_piece_by_whole_bars_and_only_when_enabled():
+    x0 = torch.arange(4 * 64 * 3).view(4, 64, 3)  # 4 pieces of 4 bars, every element distinct
+    assert roll_bars(x0, enabled=False) is x0
+    gen = torch.Generator().manual_seed(0)
+    shifts = set()
+    for _ in range(10):
+        out = roll_bars(x0, enabled=True, generator=gen)
+        for b in range(len(x0)):
+            shift = int(out[b, 0, 0] - x0[b, 0, 0]) // 3  # the step the rolled piece starts at
+            assert shift % 16 == 0  # whole bars: the bar grid is kept
+            assert torch.equal(out[b], torch.roll(x0[b], -shift, dims=0))  # nothing lost, order kept
+            shifts.add(shift)
+    assert shifts == {0, 16, 32, 48}  # every start is reached
 
 
 def test_sampler_resumes_mid_stream_and_splits_ranks():
