@@ -24,10 +24,12 @@ The null id of every kind means "not told"; :func:`drop` replaces attributes by 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -329,6 +331,53 @@ def draw_keys(prior: Sequence[float], batch: int, generator: torch.Generator | N
     return torch.multinomial(p, batch, replacement=True, generator=generator)
 
 
+# --- outlines: the attributes of training windows --------------------------------------------------------
+
+#: Training windows whose attributes a model keeps as outlines for new pieces.
+MAX_OUTLINES = 256
+
+
+def outline_bank(pieces: np.ndarray | torch.Tensor, tracks: Sequence[Track], max_outlines: int = MAX_OUTLINES
+                 ) -> dict[str, Any]:
+    """Outlines of new pieces: the attributes (key; onsets and register per bar) of up to ``max_outlines``
+    evenly spaced ``pieces [N, L, K]``, compact enough for a model's hyper-parameters (JSON): ``{"shape": [n,
+    bars, K], "key": [n ids], "onsets": ..., "register": ...}``, bar attributes as base64 of ``uint8 [n, bars,
+    K]``."""
+    n = len(pieces)
+    if n == 0:
+        raise ValueError("no pieces to take outlines from")
+    index = np.unique(np.linspace(0, n - 1, min(n, max_outlines)).round().astype(np.int64))
+    attrs = Attributes.compute(torch.from_numpy(np.asarray(pieces[index], dtype=np.int64)), tracks)
+
+    def pack(t: torch.Tensor) -> str:
+        return base64.b64encode(t.numpy().astype(np.uint8).tobytes()).decode("ascii")
+
+    return {"shape": list(attrs.shape), "key": attrs.key.tolist(), "onsets": pack(attrs.onsets),
+            "register": pack(attrs.register)}
+
+
+def draw_outlines(bank: dict[str, Any], batch: int, generator: torch.Generator | None = None) -> Attributes:
+    """``batch`` outlines drawn with replacement from a :func:`outline_bank` ``-> Attributes [batch, bars, K]``."""
+    shape = tuple(bank["shape"])
+
+    def unpack(text: str) -> torch.Tensor:
+        return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype=np.uint8).reshape(shape).astype(np.int64))
+
+    outlines = Attributes(torch.as_tensor(bank["key"], dtype=torch.long), unpack(bank["onsets"]),
+                          unpack(bank["register"]))
+    return outlines.select(torch.randint(0, shape[0], (batch,), generator=generator))
+
+
+#: What a conditional model stores of its training split (in its ``attributes`` hyper-parameters) for drawing the
+#: conditions of new pieces.
+DATA_SUMMARIES = ("key_prior", "outlines")
+
+
+def data_summaries(pieces: np.ndarray | torch.Tensor, tracks: Sequence[Track]) -> dict[str, Any]:
+    """``{"key_prior": key_distribution(...), "outlines": outline_bank(...)}`` of the training ``pieces [N, L, K]``."""
+    return {"key_prior": key_distribution(pieces, tracks), "outlines": outline_bank(pieces, tracks)}
+
+
 # --- targets a user asks for --------------------------------------------------------------------------------
 
 _NOTE = re.compile(r"^([A-Ga-g])([#b]?)(-?\d+)$")
@@ -405,7 +454,7 @@ def describe(attrs: Attributes, index: int = 0) -> dict:
             "register": values(attrs.register, REGISTER_NULL)}
 
 
-__all__ = ["Attributes", "BarTarget", "KEY_IDS", "KEY_NULL", "ONSET_IDS", "ONSETS_NULL", "REGISTER_EMPTY",
-           "REGISTER_IDS", "REGISTER_NULL", "apply_targets", "bar_mean_pitch", "bar_onsets", "draw_keys", "drop",
-           "estimate_key", "key_distribution", "key_name", "parse_key", "parse_pitch", "parse_target",
-           "register_bin", "relative_key"]
+__all__ = ["DATA_SUMMARIES", "MAX_OUTLINES", "Attributes", "BarTarget", "KEY_IDS", "KEY_NULL", "ONSET_IDS",
+           "ONSETS_NULL", "REGISTER_EMPTY", "REGISTER_IDS", "REGISTER_NULL", "apply_targets", "bar_mean_pitch",
+           "bar_onsets", "data_summaries", "draw_keys", "draw_outlines", "drop", "estimate_key", "key_distribution",
+           "key_name", "parse_key", "parse_pitch", "parse_target", "outline_bank", "register_bin", "relative_key"]

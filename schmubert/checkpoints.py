@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from schmubert.attributes import DATA_SUMMARIES, data_summaries
 from schmubert.backbones import Backbone, from_config
 from schmubert.diffusion import AbsorbingDiffusion, NoiseConfig
 from schmubert.files import write_atomic
@@ -169,14 +170,33 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
 
 
 def export_weights(checkpoint: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
-                   overwrite: bool = False) -> Path:
-    """Write the denoiser of ``checkpoint`` as a ``.safetensors`` weights file (``dtype``, hparams in metadata)."""
+                   overwrite: bool = False, train: str | Path | None = None) -> Path:
+    """Write the denoiser of ``checkpoint`` as a ``.safetensors`` weights file (``dtype``, hparams in metadata).
+
+    A model with attributes trained before it stored what new pieces draw from (its training split's key
+    distribution and outlines) gets them from ``train`` (a ``train.npy``; default: its dataset's)."""
     from safetensors.torch import save_file
 
     state, hp = read_model_state(resolve(checkpoint))
+    hp = with_data_summaries(hp, checkpoint, train)
     tensors = {k: v.detach().to(dtype).contiguous() for k, v in state.items()}
     meta = {METADATA_KEY: json.dumps(hp, default=str)}
     return write_atomic(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta), overwrite=overwrite)
+
+
+def with_data_summaries(hp: dict[str, Any], checkpoint: str | Path, train: str | Path | None) -> dict[str, Any]:
+    """``hp`` with the :data:`~schmubert.attributes.DATA_SUMMARIES` a conditional model lacks computed from the
+    training windows ``train`` (default: ``train.npy`` of the dataset it was trained on)."""
+    stored = hp.get("attributes") or {}
+    if not hp["backbone"].get("attributes") or all(stored.get(k) for k in DATA_SUMMARIES):
+        return hp
+    data = (hp.get("data") or {}).get("path")
+    path = Path(train) if train is not None else Path(data) / "train.npy" if data else None
+    if path is None or not path.is_file():
+        raise CheckpointError(f"{checkpoint}: the model stores no {' or '.join(DATA_SUMMARIES)} and its training "
+                              f"windows are not at {path}; pass them (--train DATA/train.npy)")
+    computed = data_summaries(np.load(path, mmap_mode="r"), get_tracks(hp["tracks"]))
+    return {**hp, "attributes": {**stored, **{k: v for k, v in computed.items() if not stored.get(k)}}}
 
 
 def held_out_pieces(model: LoadedModel) -> tuple[np.ndarray, str] | None:

@@ -40,9 +40,10 @@ def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
 
 
 def export(checkpoint: str | Path, name: str, heldout: str | Path | None = None, overwrite: bool = False,
-           directory: Path = WEIGHTS_DIR) -> Path:
-    """Write ``directory/NAME.safetensors`` from a training checkpoint, and ``NAME-heldout.npz`` from ``heldout``."""
-    out = export_weights(checkpoint, directory / f"{name}.safetensors", overwrite=overwrite)
+           directory: Path = WEIGHTS_DIR, train: str | Path | None = None) -> Path:
+    """Write ``directory/NAME.safetensors`` from a training checkpoint, and ``NAME-heldout.npz`` from ``heldout``.
+    ``train``: training windows for a model with attributes that stores no key distribution or outlines."""
+    out = export_weights(checkpoint, directory / f"{name}.safetensors", overwrite=overwrite, train=train)
     if heldout is not None:
         pieces = np.load(heldout).astype(np.uint16)
         target = directory / f"{name}-heldout.npz"
@@ -58,13 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--checkpoint", required=True, help="a training checkpoint (.ckpt)")
     ex.add_argument("--name", required=True, help="the model's name (pretrained:NAME)")
     ex.add_argument("--heldout", type=Path, help="valid.npy of the held-out windows to ship beside the weights")
+    ex.add_argument("--train", type=Path, help="train.npy to take the key distribution and outlines from, for a "
+                    "model with attributes that stores none (default: its dataset's)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing shipped model of that name")
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
             print("\n".join(names()) or "(no shipped models)")
         else:
-            print(f"wrote {export(args.checkpoint, args.name, args.heldout, args.overwrite)}")
+            print(f"wrote {export(args.checkpoint, args.name, args.heldout, args.overwrite, train=args.train)}")
     except (CheckpointError, FileExistsError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -29,7 +29,9 @@ from schmubert.attributes import (
     Attributes,
     BarTarget,
     apply_targets,
+    describe,
     draw_keys,
+    draw_outlines,
     estimate_key,
     key_name,
     parse_key,
@@ -118,6 +120,11 @@ class SampleConfig:
     key: str = arg("auto", "key the model is told (models trained with attributes): TONIC[:major|:minor] with "
                    "TONIC C, C#/Db, ..., B (e.g. D:minor, Bb); 'none' for no key; 'auto': for unconditional "
                    "samples a key drawn from the training set's key distribution, else the key of --input")
+    outline: Literal["auto", "none"] = arg(
+        "auto", "new pieces from a model with attributes: 'auto' tells each the key, onsets and register of a "
+                "training window drawn at random (stored with the model; --key, --density and --register replace "
+                "what they name), so a set of samples has the training data's keys and densities; 'none': only a "
+                "key drawn from the training keys")
     density: list[str] = arg([], "onsets per bar the model is told (models trained with attributes), "
                                  "TRACK=N[@START:END] (bars end exclusive, from --start-bar; drums count hit "
                                  "steps), e.g. melody=12@8:16; repeatable")
@@ -370,14 +377,33 @@ def make_attributes(cfg: SampleConfig, model: LoadedModel, scen: Scenario,
                              "--key, --density and --register cannot steer it; use a model trained with them "
                              "(python -m schmubert.train ... --set attributes=true; docs/attributes.md)")
         return None
-    n, K = cfg.num_samples, len(model.tracks)
-    attrs = Attributes.null(n, -(-len(scen.x) // STEPS_PER_BAR), K)
-    attrs = attrs.with_key(scenario_keys(cfg, model, scen, n, generator))
+    n, K, bars = cfg.num_samples, len(model.tracks), -(-len(scen.x) // STEPS_PER_BAR)
+    if uses_outlines(cfg, model, scen):
+        attrs = outlines(model, n, bars, generator)
+        attrs = attrs if cfg.key == "auto" else attrs.with_key(parse_key(cfg.key))
+    else:
+        attrs = Attributes.null(n, bars, K).with_key(scenario_keys(cfg, model, scen, n, generator))
     density = [parse_target(t) for t in cfg.density]
     if cfg.note_density is not None:
         names = cfg.density_tracks or [model.tracks[0].name]
         density += [BarTarget(name, cfg.note_density / len(names)) for name in names]
     return apply_targets(attrs, model.tracks, density, [parse_target(t, pitch=True) for t in cfg.register])
+
+
+def uses_outlines(cfg: SampleConfig, model: LoadedModel, scen: Scenario) -> bool:
+    """Whether new pieces are told the attributes of drawn training windows (``--outline auto``, an unconditional
+    scenario, a model that stores outlines)."""
+    stored = (model.hparams.get("attributes") or {}).get("outlines")
+    return cfg.outline == "auto" and scen.kind == "unconditional" and bool(stored)
+
+
+def outlines(model: LoadedModel, n: int, bars: int, generator: torch.Generator | None = None) -> Attributes:
+    """``n`` outlines of ``bars`` bars drawn from the model's stored training outlines ``[n, bars, K]``: a longer piece
+    joins several (keeping the first one's key), a shorter one takes the start of one."""
+    bank = model.hparams["attributes"]["outlines"]
+    parts = [draw_outlines(bank, n, generator) for _ in range(-(-bars // bank["shape"][1]))]
+    onsets, register = (torch.cat([getattr(p, kind) for p in parts], dim=1) for kind in ("onsets", "register"))
+    return Attributes(parts[0].key, onsets, register).bars(0, bars)
 
 
 def scenario_keys(cfg: SampleConfig, model: LoadedModel, scen: Scenario, n: int,
@@ -419,7 +445,7 @@ def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, ge
     ``attributes``: what a conditional model is told, ``[num_samples, bars of N, K]`` (padding: null).
     ``denoiser`` defaults to ``model.denoiser`` at ``cfg.precision`` (bf16 where native) and ``cfg.compile``."""
     denoiser = denoiser or fast_denoiser(model.denoiser, cfg.precision, cfg.compile)
-    sampler = held_kinds(cfg.sampler, key_asked=cfg.key != "auto")
+    sampler = held_kinds(cfg.sampler, key_asked=cfg.key != "auto" or uses_outlines(cfg, model, scen))
     window = model.steps
     N, K = scen.x.shape
     pad = max(0, window - N)  # a short output still runs the model on its full window
@@ -465,6 +491,7 @@ def write_sample(cfg: SampleConfig, model: LoadedModel, scen: Scenario, tokens: 
     if attributes is not None:
         got = estimate_key(torch.as_tensor(tokens)[None], model.tracks)
         record["key"] = {"told": key_name(int(attributes.key[index])), "estimated": key_name(int(got))}
+        record["told"] = describe(attributes, index)
     text = json.dumps(record, indent=2, default=str)
     write_atomic(paths["json"], lambda tmp: tmp.write_text(text), cfg.overwrite)
 

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -170,6 +172,24 @@ def test_key_distribution_and_draws(corpus_pieces):
     one_key = [0.0] * A.KEY_IDS
     one_key[A.parse_key("D:minor")] = 1.0
     assert A.draw_keys(one_key, 5, torch.Generator().manual_seed(0)).tolist() == [14] * 5
+
+
+def test_outlines_are_the_attributes_of_evenly_spaced_pieces_and_draw_whole_rows(corpus_pieces):
+    pieces = corpus_pieces("trio", 12)
+    bank = A.outline_bank(pieces, TRIO, max_outlines=4)
+    assert bank["shape"] == [4, 64, 3]
+    json.dumps(bank)  # fits a model's hyper-parameters
+    kept = Attributes.compute(torch.from_numpy(pieces[[0, 4, 7, 11]]).long(), TRIO)  # evenly spaced over 12
+    drawn = A.draw_outlines(bank, 40, torch.Generator().manual_seed(0))
+    assert drawn.shape == (40, 64, 3)
+    rows = set()
+    for i in range(40):  # each draw is one kept piece's key, onsets and register together
+        match = [j for j in range(4) if drawn.select(torch.tensor([i])).equals(kept.select(torch.tensor([j])))]
+        assert len(match) == 1
+        rows.add(match[0])
+    assert rows == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="no pieces"):
+        A.outline_bank(pieces[:0], TRIO)
 
 
 def test_without_nulls_only_the_named_kinds():

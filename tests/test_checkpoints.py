@@ -82,3 +82,23 @@ def test_held_out_pieces_come_from_the_dataset_or_the_bundle(tmp_path, monkeypat
     shipped = pretrained.load("trio")
     found, source = held_out_pieces(shipped)
     assert np.array_equal(found, pieces) and source.endswith("trio-heldout.npz")
+
+
+def test_export_gives_a_model_with_attributes_the_summaries_it_was_trained_without(tmp_path):
+    from schmubert.attributes import DATA_SUMMARIES, data_summaries
+    from schmubert.tokens import get_tracks
+
+    torch.manual_seed(0)
+    denoiser = build("conv", "trio", "tiny", seq_len=64, attributes=True)
+    hp = checkpoint_hparams("conv", "trio", denoiser.config, NoiseConfig(timesteps=16), 64,
+                            data={"path": str(tmp_path / "gone")}, attributes={"cond_drop": 0.5})
+    ckpt = save_model(tmp_path / "old.ckpt", denoiser, hp)
+    with pytest.raises(CheckpointError, match=r"old.ckpt: the model stores no key_prior or outlines .*--train"):
+        export_weights(ckpt, tmp_path / "w.safetensors")  # nothing to take them from: named, nothing written
+    assert not (tmp_path / "w.safetensors").exists()
+    train = np.random.default_rng(0).integers(0, 90, (5, 64, 3)).astype(np.uint16)
+    np.save(tmp_path / "train.npy", train)
+    stored = load_model(export_weights(ckpt, tmp_path / "w.safetensors", train=tmp_path / "train.npy"))
+    expected = data_summaries(train.astype(np.int64), get_tracks("trio"))
+    assert {k: stored.hparams["attributes"][k] for k in DATA_SUMMARIES} == expected
+    assert stored.hparams["attributes"]["cond_drop"] == 0.5

@@ -199,6 +199,43 @@ def cond_ckpt(tmp_path_factory, song) -> Path:
     return save_model(root / "cond.ckpt", denoiser, hp)
 
 
+@pytest.fixture(scope="module")
+def outlined_ckpt(tmp_path_factory, song) -> tuple[Path, list[dict]]:
+    """``cond_ckpt``'s model storing the outlines of two training pieces (the song, and the song without its
+    melody), and those outlines' first 8 bars as the JSON record describes them."""
+    root = tmp_path_factory.mktemp("outlined-model")
+    torch.manual_seed(0)
+    denoiser = build("transformer", "trio", "tiny", attributes=True)
+    quiet = song[1].copy()
+    quiet[:, 0] = 0
+    pieces = np.stack([song[1], quiet])
+    hp = checkpoint_hparams("transformer", "trio", denoiser.config, NoiseConfig(timesteps=32), 1024,
+                            attributes={"cond_drop": 0.3, **A.data_summaries(pieces, A_TRIO)})
+    own = A.Attributes.compute(torch.as_tensor(pieces).long(), A_TRIO).bars(0, 8)
+    return save_model(root / "outlined.ckpt", denoiser, hp), [A.describe(own, i) for i in range(2)]
+
+
+def told(out, index=0):
+    return json.loads((out / f"sample_{index:03d}.json").read_text())["told"]
+
+
+def test_new_pieces_are_told_a_training_outline_and_what_is_asked_replaces_its_part(outlined_ckpt, song, tmp_path):
+    ckpt, outlines = outlined_ckpt
+    assert outlines[0]["onsets"][0] != outlines[1]["onsets"][0] == [0] * 8  # the second has no melody
+    assert run(ckpt, tmp_path / "a", "--bars", "8", "--num-samples", "6") == 0
+    drawn = [told(tmp_path / "a", i) for i in range(6)]
+    assert all(d in outlines for d in drawn) and len({json.dumps(d) for d in drawn}) == 2
+    assert run(ckpt, tmp_path / "b", "--bars", "8", "--key", "D:minor", "--density", "melody=3@0:2") == 0
+    asked = told(tmp_path / "b")
+    base = next(o for o in outlines if o["onsets"][1] == asked["onsets"][1])  # the outline it drew
+    assert asked["key"] == "D:minor" and asked["onsets"][0] == [3, 3] + base["onsets"][0][2:]
+    assert asked["register"] == base["register"]
+    assert run(ckpt, tmp_path / "c", "--bars", "8", "--outline", "none") == 0
+    assert told(tmp_path / "c")["onsets"] == [[None] * 8] * 3
+    assert run(ckpt, tmp_path / "d", "--input", str(song[0]), "--infill", "2:4") == 0  # a piece is its own outline
+    assert told(tmp_path / "d")["onsets"] == [[None] * 64] * 3
+
+
 def told_key(out, index=0):
     return json.loads((out / f"sample_{index:03d}.json").read_text())["key"]["told"]
 

@@ -205,7 +205,8 @@ def test_compiled_training_writes_the_plain_models_checkpoint(trio_dataset, tmp_
     assert not any("_orig_mod" in k for k in model.denoiser.state_dict())
 
 
-def test_init_with_set_attributes_starts_as_the_loaded_model_and_stores_the_key_prior(trio_dataset, tmp_path):
+def test_init_with_set_attributes_starts_as_the_loaded_model_and_stores_the_key_prior_and_outlines(
+        trio_dataset, tmp_path):
     from schmubert.attributes import KEY_IDS, Attributes, estimate_key
     from schmubert.data import TokenArray
 
@@ -219,6 +220,8 @@ def test_init_with_set_attributes_starts_as_the_loaded_model_and_stores_the_key_
     train = TokenArray(trio_dataset / "train.npy")
     keys = estimate_key(torch.stack([train[i] for i in range(len(train))]), tuned.tracks)
     assert len(prior) == KEY_IDS and prior == (torch.bincount(keys, minlength=KEY_IDS) / len(train)).tolist()
+    outlines = tuned.hparams["attributes"]["outlines"]
+    assert outlines["shape"] == [len(train), 64, 3] and outlines["key"] == keys.tolist()
     x0 = torch.stack([train[0], train[1]])[:, :256]
     x_t = torch.where(torch.rand(x0.shape) < 0.5, tuned.diffusion.mask_value(), x0)
     told = Attributes.compute(x0, tuned.tracks)
