@@ -12,8 +12,9 @@ it would tell) and prints one markdown row:
   16:48): the share of the repeated bars' note-ons and hits reproduced, and of those bars exact;
 - ``s/piece``: seconds of unconditional sampling per piece.
 
-A setting is ``NAME:FIELD=VALUE,...`` with the fields of :class:`schmubert.sampling.SamplerOptions` and
-``steps``; ``default`` alone is the CLI as it is. Settings are separated by ``;``.
+A setting is ``NAME:FIELD=VALUE,...`` with the fields of :class:`schmubert.sampling.SamplerOptions`,
+``steps`` and ``outline`` (``auto``: new pieces told training outlines); ``default`` alone is the CLI as it is.
+Settings are separated by ``;``.
 
     python experiments/bench_decoding.py --checkpoint pretrained:trio \\
         --settings "default;t0.9:temperature=0.9;conf:order=confidence;s32:steps=32"
@@ -45,23 +46,29 @@ from schmubert.sampling import DEFAULT_STEPS, SamplerOptions  # noqa: E402
 KEY_STATISTICS = ("pitch_class_entropy", "scale_consistency", "notes_per_bar")
 
 
+#: Setting fields that are sample CLI options rather than sampler options.
+CLI_FIELDS = ("steps", "outline")
+
+
 def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
     """``"t0.9:temperature=0.9,steps=64"`` -> ``("t0.9", {"temperature": 0.9, "steps": 64})``."""
     name, _, rest = text.strip().partition(":")
-    types = {f.name: type(f.default) for f in dataclasses.fields(SamplerOptions)} | {"steps": int}
+    types = {f.name: type(f.default) for f in dataclasses.fields(SamplerOptions)} | {"steps": int, "outline": str}
     fields: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, eq, value = item.partition("=")
         if not eq or key not in types:
-            raise ValueError(f"setting {text!r}: {item!r} is not FIELD=VALUE with a field of SamplerOptions or steps")
+            raise ValueError(f"setting {text!r}: {item!r} is not FIELD=VALUE with a field of SamplerOptions, steps "
+                             "or outline")
         kind = types[key]
         fields[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     return name or "default", fields
 
 
 def config_for(fields: dict[str, Any], args: argparse.Namespace, n: int) -> SampleConfig:
-    sampler = dataclasses.replace(SamplerOptions(), **{k: v for k, v in fields.items() if k != "steps"})
-    return SampleConfig(steps=fields.get("steps", args.steps), num_samples=n, batch_size=args.batch_size,
+    sampler = dataclasses.replace(SamplerOptions(), **{k: v for k, v in fields.items() if k not in CLI_FIELDS})
+    cli = {"outline": fields["outline"]} if "outline" in fields else {}
+    return SampleConfig(steps=fields.get("steps", args.steps), **cli, num_samples=n, batch_size=args.batch_size,
                         seed=args.seed, progress=False, wav=False, precision=args.precision, sampler=sampler)
 
 

@@ -119,12 +119,13 @@ class SampleConfig:
                                "shape; see experiments/bench_sample.py --modes)")
     key: str = arg("auto", "key the model is told (models trained with attributes): TONIC[:major|:minor] with "
                    "TONIC C, C#/Db, ..., B (e.g. D:minor, Bb); 'none' for no key; 'auto': for unconditional "
-                   "samples a key drawn from the training set's key distribution, else the key of --input")
+                   "samples their outline's (--outline) or else one drawn from the training keys, else the key "
+                   "of --input")
     outline: Literal["auto", "none"] = arg(
-        "auto", "new pieces from a model with attributes: 'auto' tells each the key, onsets and register of a "
+        "none", "new pieces from a model with attributes: 'auto' tells each the key, onsets and register of a "
                 "training window drawn at random (stored with the model; --key, --density and --register replace "
-                "what they name), so a set of samples has the training data's keys and densities; 'none': only a "
-                "key drawn from the training keys")
+                "what they name); 'none': only a key drawn from the training keys (measured no worse and twice "
+                "as fast, docs/attributes.md)")
     density: list[str] = arg([], "onsets per bar the model is told (models trained with attributes), "
                                  "TRACK=N[@START:END] (bars end exclusive, from --start-bar; drums count hit "
                                  "steps), e.g. melody=12@8:16; repeatable")
@@ -393,8 +394,11 @@ def make_attributes(cfg: SampleConfig, model: LoadedModel, scen: Scenario,
 def uses_outlines(cfg: SampleConfig, model: LoadedModel, scen: Scenario) -> bool:
     """Whether new pieces are told the attributes of drawn training windows (``--outline auto``, an unconditional
     scenario, a model that stores outlines)."""
-    stored = (model.hparams.get("attributes") or {}).get("outlines")
-    return cfg.outline == "auto" and scen.kind == "unconditional" and bool(stored)
+    return cfg.outline == "auto" and scen.kind == "unconditional" and stores_outlines(model)
+
+
+def stores_outlines(model: LoadedModel) -> bool:
+    return bool((model.hparams.get("attributes") or {}).get("outlines"))
 
 
 def outlines(model: LoadedModel, n: int, bars: int, generator: torch.Generator | None = None) -> Attributes:

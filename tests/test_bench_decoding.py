@@ -15,6 +15,7 @@ def test_settings_parse_into_typed_sampler_fields(experiment):
     assert parse("default") == ("default", {})
     assert parse("cool:temperature=0.8,top_p=0.9,steps=32,reuse=false,order=confidence") == (
         "cool", {"temperature": 0.8, "top_p": 0.9, "steps": 32, "reuse": False, "order": "confidence"})
+    assert parse("plain:outline=none") == ("plain", {"outline": "none"})
     with pytest.raises(ValueError, match="'warmth=2' is not FIELD=VALUE"):
         parse("x:warmth=2")
 

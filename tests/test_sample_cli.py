@@ -222,18 +222,19 @@ def told(out, index=0):
 def test_new_pieces_are_told_a_training_outline_and_what_is_asked_replaces_its_part(outlined_ckpt, song, tmp_path):
     ckpt, outlines = outlined_ckpt
     assert outlines[0]["onsets"][0] != outlines[1]["onsets"][0] == [0] * 8  # the second has no melody
-    assert run(ckpt, tmp_path / "a", "--bars", "8", "--num-samples", "6") == 0
+    assert run(ckpt, tmp_path / "a", "--bars", "8", "--num-samples", "6", "--outline", "auto") == 0
     drawn = [told(tmp_path / "a", i) for i in range(6)]
     assert all(d in outlines for d in drawn) and len({json.dumps(d) for d in drawn}) == 2
-    assert run(ckpt, tmp_path / "b", "--bars", "8", "--key", "D:minor", "--density", "melody=3@0:2") == 0
+    assert run(ckpt, tmp_path / "b", "--bars", "8", "--outline", "auto", "--key", "D:minor", "--density",
+               "melody=3@0:2") == 0
     asked = told(tmp_path / "b")
     base = next(o for o in outlines if o["onsets"][1] == asked["onsets"][1])  # the outline it drew
     assert asked["key"] == "D:minor" and asked["onsets"][0] == [3, 3] + base["onsets"][0][2:]
     assert asked["register"] == base["register"]
-    assert run(ckpt, tmp_path / "c", "--bars", "8", "--outline", "none") == 0
+    assert run(ckpt, tmp_path / "c", "--bars", "8") == 0  # the default: no outline
     assert told(tmp_path / "c")["onsets"] == [[None] * 8] * 3
-    assert run(ckpt, tmp_path / "d", "--input", str(song[0]), "--infill", "2:4") == 0  # a piece is its own outline
-    assert told(tmp_path / "d")["onsets"] == [[None] * 64] * 3
+    assert run(ckpt, tmp_path / "d", "--input", str(song[0]), "--infill", "2:4", "--outline", "auto") == 0
+    assert told(tmp_path / "d")["onsets"] == [[None] * 64] * 3  # a given piece is its own outline
 
 
 def told_key(out, index=0):
