@@ -86,11 +86,6 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
             "rotated by whole bars, dropout 0.2, cosine from 5e-4 over 6000 steps", tracks="trio",
             decay="cosine", lr=5e-4, warmup_steps=200, max_steps=6000, val_every=1000, span_prob=0.5,
             cond_drop=0.5, roll_bars=True, set=["dropout=0.2"], name="cpu-trio-roll"),
-    # the melody's stage 5: the trio's stage 6 on the melody
-    _recipe("cpu-melody-roll", "stage 5 of the shipped melody model: --init a cpu-melody-attrs model, windows "
-            "rotated by whole bars, dropout 0.2, cosine from 5e-4 over 4000 steps", tracks="melody",
-            decay="cosine", lr=5e-4, warmup_steps=200, max_steps=4000, val_every=1000, span_prob=0.5,
-            cond_drop=0.5, roll_bars=True, set=["dropout=0.2"], name="cpu-melody-roll"),
 )}
 
 
