@@ -108,7 +108,8 @@ def card(name: str, model, fig: dict[str, Any], args: argparse.Namespace) -> str
         f"- Recipe: `{(hp.get('provenance') or {}).get('recipe') or '(none)'}`; optimisation: "
         f"`{json.dumps(hp.get('optim'))}`",
         f"- Backbone: `{json.dumps(hp['backbone'])}`",
-        f"- Noise: `{json.dumps(hp['noise'])}`, transposition augmentation +-{hp.get('max_transpose', 0)}",
+        f"- Noise: `{json.dumps(hp['noise'])}`, transposition augmentation +-{hp.get('max_transpose', 0)}"
+        + (", windows rotated by whole bars" if hp.get("roll_bars") else ""),
         f"- Steps, hardware, time: {args.trained}",
         f"- Reproduce: `{args.reproduce}`", "",
         "## Held-out likelihood (bits per element)", "",
