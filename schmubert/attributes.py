@@ -457,4 +457,4 @@ def describe(attrs: Attributes, index: int = 0) -> dict:
 __all__ = ["DATA_SUMMARIES", "MAX_OUTLINES", "Attributes", "BarTarget", "KEY_IDS", "KEY_NULL", "ONSET_IDS",
            "ONSETS_NULL", "REGISTER_EMPTY", "REGISTER_IDS", "REGISTER_NULL", "apply_targets", "bar_mean_pitch",
            "bar_onsets", "data_summaries", "draw_keys", "draw_outlines", "drop", "estimate_key", "key_distribution",
-           "key_name", "parse_key", "parse_pitch", "parse_target", "outline_bank", "register_bin", "relative_key"]
+           "key_name", "outline_bank", "parse_key", "parse_pitch", "parse_target", "register_bin", "relative_key"]

@@ -134,7 +134,7 @@ def transpose(x0: torch.Tensor, tracks: Sequence[Track], max_shift: int,
 
 
 def roll_bars(x0: torch.Tensor, enabled: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Rotate each piece by its own random whole number of bars, what leaves the end coming back at the start.
+    """Rotate each piece by its own random whole number of bars, its end wrapping round to its start.
 
     An augmentation for a small corpus: every bar keeps its neighbours, its repeats and its place in the bar grid,
     and each window is seen from as many starts as it has bars (one seam per window where its end meets its
