@@ -436,7 +436,8 @@ def held_kinds(sampler: SamplerOptions, key_asked: bool) -> SamplerOptions:
     """The sampler options with the key left out of repair unless one was asked: a key drawn from the training
     keys or estimated from the input is context, not a condition to hold the piece to (with pretrained:melody,
     repairing for drawn keys redrew whole pieces for no gain in their statistics, 0.57 -> 0.54, and redrew
-    infilled gaps: riff copy 32% -> 29%; experiments/README.md)."""
+    infilled gaps: riff copy 32% -> 29%; experiments/README.md). ``key_asked``: asked with --key, or told by a
+    training outline (--outline auto), which is held to whole like anything told."""
     if key_asked:
         return sampler
     kinds = [k for k in sampler.repaired_kinds() if k != "key"]

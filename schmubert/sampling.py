@@ -90,7 +90,8 @@ class SamplerOptions:
     repair_steps: int = arg(32, "reverse steps of each repair round")
     repair_kinds: str = arg("all", "the attribute kinds repair holds the samples to, comma-separated (key, onsets, "
                                    "register), all or none. The sample CLI and the editor leave the key out "
-                                   "when it was not asked (--key auto: drawn or estimated from the input)")
+                                   "when it was neither asked nor an outline's (--key auto: drawn or "
+                                   "estimated from the input)")
 
     def guided_kinds(self) -> tuple[str, ...]:
         """``cfg_kinds`` as a tuple of :data:`schmubert.attributes.KINDS`."""
