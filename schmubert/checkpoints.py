@@ -29,6 +29,8 @@ import torch
 
 from schmubert.attributes import DATA_SUMMARIES, data_summaries
 from schmubert.backbones import Backbone, from_config
+from schmubert.copy_prior import CopyPrior
+from schmubert.copy_prior import wrap as copy_prior_wrap
 from schmubert.diffusion import AbsorbingDiffusion, NoiseConfig
 from schmubert.files import write_atomic
 from schmubert.tokens import Track, get_tracks, mask_ids
@@ -46,7 +48,7 @@ class CheckpointError(ValueError):
 
 @dataclass
 class LoadedModel:
-    denoiser: Backbone  # in eval mode, on the requested device
+    denoiser: Backbone  # in eval mode, on the requested device (in a CopyPrior when the model carries one)
     diffusion: AbsorbingDiffusion
     tracks: tuple[Track, ...]
     steps: int  # the window length L the model was trained on
@@ -62,6 +64,11 @@ class LoadedModel:
     def conditional(self) -> bool:
         """Whether the model was trained with attributes (takes ``attrs``; see :mod:`schmubert.attributes`)."""
         return bool(getattr(self.denoiser, "conditional", False))
+
+    @property
+    def uses_copy_prior(self) -> bool:
+        """Whether the denoiser mixes in a fitted copy prior (:mod:`schmubert.copy_prior`)."""
+        return isinstance(self.denoiser, CopyPrior)
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -149,10 +156,12 @@ def read_model_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     return state, ckpt["hyper_parameters"]
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(path: str | Path, device: str | torch.device = "cpu", copy_prior: bool = True) -> LoadedModel:
     """Rebuild the denoiser (EMA weights when present) and its noise process from a checkpoint.
 
-    ``path``: a Lightning ``.ckpt``, a ``.safetensors`` weights file, or ``pretrained:NAME``.
+    ``path``: a Lightning ``.ckpt``, a ``.safetensors`` weights file, or ``pretrained:NAME``. ``copy_prior``: a
+    model that carries a fitted copy prior gets its denoiser wrapped in it (:mod:`schmubert.copy_prior`); False
+    gives the network alone (the backbone itself, e.g. to train from its weights).
     """
     path = resolve(path)
     if not path.is_file():
@@ -164,21 +173,25 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         denoiser.load_state_dict(state)  # half-precision weights are cast to the model's float32
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit the model they describe ({err})") from err
+    if copy_prior:
+        denoiser = copy_prior_wrap(denoiser, mask_ids(tracks), hp)
     denoiser.to(device).eval()
     diffusion = AbsorbingDiffusion(mask_ids(tracks), NoiseConfig(**hp["noise"]))
     return LoadedModel(denoiser, diffusion, tracks, int(hp["steps"]), hp, path, file_sha256(path))
 
 
 def export_weights(checkpoint: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
-                   overwrite: bool = False, train: str | Path | None = None) -> Path:
+                   overwrite: bool = False, train: str | Path | None = None,
+                   extra: dict[str, Any] | None = None) -> Path:
     """Write the denoiser of ``checkpoint`` as a ``.safetensors`` weights file (``dtype``, hparams in metadata).
 
     A model with attributes trained before it stored what new pieces draw from (its training split's key
-    distribution and outlines) gets them from ``train`` (a ``train.npy``; default: its dataset's)."""
+    distribution and outlines) gets them from ``train`` (a ``train.npy``; default: its dataset's). ``extra``:
+    hyper-parameters added or replaced (e.g. a fitted ``copy_prior``)."""
     from safetensors.torch import save_file
 
     state, hp = read_model_state(resolve(checkpoint))
-    hp = with_data_summaries(hp, checkpoint, train)
+    hp = {**with_data_summaries(hp, checkpoint, train), **(extra or {})}
     tensors = {k: v.detach().to(dtype).contiguous() for k, v in state.items()}
     meta = {METADATA_KEY: json.dumps(hp, default=str)}
     return write_atomic(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta), overwrite=overwrite)

@@ -71,6 +71,8 @@ class HeldOutConfig:
     batch_size: int = arg(16, "denoiser batch size")
     seed: int = arg(0, "seed of the masks")
     device: str = arg("cuda" if torch.cuda.is_available() else "cpu", "torch device")
+    copy_prior: bool = arg(True, "score the model with the copy prior it carries (schmubert/copy_prior.py); "
+                                 "--no-copy-prior: the network alone")
     json: bool = arg(False, "print machine-readable JSON")
 
 
@@ -177,7 +179,7 @@ def _model_and_held_out(cfg: HeldOutConfig):
     """The model of ``cfg.checkpoint`` and its held-out pieces (``cfg.data``, else those it ships with)."""
     from schmubert.checkpoints import default_checkpoint, held_out_pieces, load_model
 
-    model = load_model(cfg.checkpoint or default_checkpoint("runs"), cfg.device)
+    model = load_model(cfg.checkpoint or default_checkpoint("runs"), cfg.device, copy_prior=cfg.copy_prior)
     if cfg.data is None:
         found = held_out_pieces(model)
         if found is None:
@@ -208,7 +210,8 @@ def run_elbo(cfg: ElboConfig) -> dict:
            "pieces": len(res.per_piece),
            "elements_per_piece": res.elements, "samples_per_piece": res.samples_per_piece,
            "estimator": res.estimator, "infill": list(bars) if bars else None, "checkpoint": str(model.path),
-           "sha256": model.sha256, "seed": cfg.seed, "data": str(cfg.data), "attributes": cfg.attributes}
+           "sha256": model.sha256, "seed": cfg.seed, "data": str(cfg.data), "attributes": cfg.attributes,
+           "copy_prior": model.uses_copy_prior}
     if cfg.json:
         print(json.dumps(out, indent=2))
     else:

@@ -3,7 +3,8 @@
 Each model is ``schmubert/weights/NAME.safetensors`` (half-precision weights, hyper-parameters in the metadata)
 and held-out windows ``NAME-heldout.npz``; its model card is ``docs/models/NAME.md``. Loading lives in
 :mod:`schmubert.checkpoints` (every ``--checkpoint`` option takes ``pretrained:NAME``); this module is the
-Python entry point and the export command that turns a training checkpoint into a shipped model::
+Python entry point and the export command that turns a training checkpoint into a shipped model (and fits the
+copy prior it ships with on the held-out windows, :mod:`schmubert.copy_prior`)::
 
     python -m schmubert.pretrained export --checkpoint runs/trio/checkpoints/last.ckpt --name trio \\
         --heldout data/processed/lakh-trio/valid.npy
@@ -12,6 +13,7 @@ Python entry point and the export command that turns a training checkpoint into 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -26,7 +28,9 @@ from schmubert.checkpoints import (
     load_model,
     pretrained_names,
 )
+from schmubert.copy_prior import HPARAM, FitResult, fit
 from schmubert.files import write_atomic
+from schmubert.sampling import fast_denoiser
 
 
 def names() -> list[str]:
@@ -40,15 +44,37 @@ def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
 
 
 def export(checkpoint: str | Path, name: str, heldout: str | Path | None = None, overwrite: bool = False,
-           directory: Path = WEIGHTS_DIR, train: str | Path | None = None) -> Path:
+           directory: Path = WEIGHTS_DIR, train: str | Path | None = None, copy_prior: bool = True,
+           progress: bool = False) -> Path:
     """Write ``directory/NAME.safetensors`` from a training checkpoint, and ``NAME-heldout.npz`` from ``heldout``.
-    ``train``: training windows for a model with attributes that stores no key distribution or outlines."""
-    out = export_weights(checkpoint, directory / f"{name}.safetensors", overwrite=overwrite, train=train)
+    ``train``: training windows for a model with attributes that stores no key distribution or outlines.
+    ``copy_prior``: fit the copy prior on the ``heldout`` windows and ship it with the weights."""
+    extra = {}
+    if copy_prior:
+        if heldout is None:
+            raise ValueError("the copy prior is fitted on held-out windows: pass --heldout (or --no-copy-prior)")
+        fitted = fit_copy_prior(checkpoint, np.load(heldout), progress)
+        extra[HPARAM] = dataclasses.asdict(fitted.config)
+        print(f"copy prior on {heldout}: negative ELBO {fitted.before['full']:.4f} -> {fitted.after['full']:.4f}, "
+              f"infilling NLL {fitted.before.get('infill', float('nan')):.4f} -> "
+              f"{fitted.after.get('infill', float('nan')):.4f} bits per element (the windows it was fitted on)")
+    out = export_weights(checkpoint, directory / f"{name}.safetensors", overwrite=overwrite, train=train,
+                         extra=extra)
     if heldout is not None:
         pieces = np.load(heldout).astype(np.uint16)
         target = directory / f"{name}-heldout.npz"
         write_atomic(target, lambda tmp: np.savez_compressed(tmp, pieces=pieces), overwrite=overwrite)
     return out
+
+
+def fit_copy_prior(checkpoint: str | Path, pieces: np.ndarray, progress: bool = False) -> FitResult:
+    """The copy prior of the network in ``checkpoint`` (any copy prior it carries is ignored), fitted on ``pieces``
+    at the sampling precision of this machine."""
+    model = load_model(checkpoint, copy_prior=False)
+    if pieces.shape[1:] != (model.steps, len(model.tracks)):
+        raise ValueError(f"held-out windows of shape {pieces.shape[1:]} do not fit the model "
+                         f"({model.steps}, {len(model.tracks)})")
+    return fit(fast_denoiser(model.denoiser, "auto"), model.diffusion, pieces.astype(np.int64), progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,14 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--heldout", type=Path, help="valid.npy of the held-out windows to ship beside the weights")
     ex.add_argument("--train", type=Path, help="train.npy to take the key distribution and outlines from, for a "
                     "model with attributes that stores none (default: its dataset's)")
+    ex.add_argument("--copy-prior", action=argparse.BooleanOptionalAction, default=True,
+                    help="fit the copy prior (schmubert/copy_prior.py) on the --heldout windows and ship it")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing shipped model of that name")
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
             print("\n".join(names()) or "(no shipped models)")
         else:
-            print(f"wrote {export(args.checkpoint, args.name, args.heldout, args.overwrite, train=args.train)}")
-    except (CheckpointError, FileExistsError, OSError) as err:
+            out = export(args.checkpoint, args.name, args.heldout, args.overwrite, train=args.train,
+                         copy_prior=args.copy_prior, progress=True)
+            print(f"wrote {out}")
+    except (CheckpointError, FileExistsError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

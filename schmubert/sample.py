@@ -115,6 +115,9 @@ class SampleConfig:
     precision: SamplePrecision = arg(
         "auto", "denoiser arithmetic: bf16 autocast or fp32; auto = bf16 where the device has native bf16 "
                 "(AVX512-BF16 or AMX CPUs, recent GPUs), fp32 elsewhere")
+    copy_prior: bool = arg(True, "mix the model's predictions with the copy prior it carries (the piece's own "
+                                 "bars as a cache, fitted on held-out windows; schmubert/copy_prior.py); "
+                                 "--no-copy-prior: the network alone")
     compile: bool = arg(False, "torch.compile the denoiser (pays a compile on the first call of each batch "
                                "shape; see experiments/bench_sample.py --modes)")
     key: str = arg("auto", "key the model is told (models trained with attributes): TONIC[:major|:minor] with "
@@ -507,7 +510,7 @@ def run(cfg: SampleConfig) -> list[Path]:
         raise ValueError("--num-samples and --batch-size must be at least 1")
     check_outputs(cfg)
     path = cfg.checkpoint if cfg.checkpoint is not None else default_checkpoint(cfg.runs, cfg.tracks)
-    model = load_model(path, resolve_device(cfg.device))
+    model = load_model(path, resolve_device(cfg.device), copy_prior=cfg.copy_prior)
     if cfg.tracks and track_set_name(model.tracks) != cfg.tracks:
         raise ValueError(f"--tracks {cfg.tracks}: {model.path} is a {track_set_name(model.tracks)} model; "
                          f"pass --checkpoint pretrained:{cfg.tracks} or a {cfg.tracks} checkpoint")
@@ -521,7 +524,8 @@ def run(cfg: SampleConfig) -> list[Path]:
     record = {"options": to_dict(cfg), "scenario": scen.kind, "sources": scen.sources, "seed": cfg.seed,
               "checkpoint": str(model.path), "checkpoint_sha256": model.sha256, "device": str(model.device),
               "steps": cfg.steps or model.diffusion.T, "bars": len(scen.x) // STEPS_PER_BAR,
-              "regenerated_elements": int((~scen.known).sum()), "seconds": round(seconds, 3)}
+              "regenerated_elements": int((~scen.known).sum()), "copy_prior": model.uses_copy_prior,
+              "seconds": round(seconds, 3)}
     cfg.out.mkdir(parents=True, exist_ok=True)
     if scen.song is not None:
         record["song"] = scen.song.record()

@@ -233,7 +233,7 @@ def fine_tune_model(config: TrainConfig, data: DataConfig, optim: OptimConfig, n
     options given other than their defaults, e.g. ``--span-prob``, win, except T)."""
     from schmubert.checkpoints import checkpoint_hparams, load_model
 
-    start = load_model(config.init)
+    start = load_model(config.init, copy_prior=False)  # the network's weights; a copy prior is refitted
     hp = start.hparams
     added = parse_overrides(config.set)  # e.g. bar_depth=2: new modules on top of the loaded ones
     datamodule = TokenDataModule(data, hp["tracks"], start.steps, seed=config.seed)

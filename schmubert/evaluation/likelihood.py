@@ -73,7 +73,7 @@ def _model_device(denoiser: Denoiser, device: str | torch.device | None) -> torc
     return first.device if first is not None else torch.device("cpu")
 
 
-def _draw_masks(u: torch.Tensor, region: torch.Tensor, diffusion: AbsorbingDiffusion, estimator: Estimator,
+def draw_masks(u: torch.Tensor, region: torch.Tensor, diffusion: AbsorbingDiffusion, estimator: Estimator,
                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Masks ``[B, L, K]`` inside ``region`` for stratified uniforms ``u [B]``, and the factor that turns each
     sample's summed masked CE (nats) into its estimate in bits per scored element ``[B]``."""
@@ -127,7 +127,7 @@ def elbo(denoiser: Denoiser, diffusion: AbsorbingDiffusion, data: np.ndarray | t
         idx = pieces[lo: lo + batch_size]
         ids = idx.unique_consecutive().numpy()
         x0 = torch.from_numpy(np.asarray(data[ids], dtype=np.int64))[idx - idx[0]]  # each piece S times
-        mask, scale = _draw_masks(u[lo: lo + batch_size], region, diffusion, estimator, generator)
+        mask, scale = draw_masks(u[lo: lo + batch_size], region, diffusion, estimator, generator)
         x_t = torch.where(mask, mask_value, x0)
         if attributes == "own":
             logits = denoiser(x_t.to(device), Attributes.compute(x0, denoiser.tracks).to(device))
