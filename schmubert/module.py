@@ -81,8 +81,10 @@ class ASD3PM(L.LightningModule):
                  optim: dict[str, Any] | None = None, max_transpose: int = 0, roll_bars: bool = False,
                  seed: int = 0,
                  data: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None,
-                 attributes: dict[str, Any] | None = None):
+                 attributes: dict[str, Any] | None = None, copy_prior: dict[str, Any] | None = None):
         """``provenance``: where the run came from (``recipe``, ``init`` weights), kept for model cards.
+        ``copy_prior``: the fitted copy prior sampling mixes in (:mod:`schmubert.copy_prior`; training never
+        uses it): a fine-tuned model inherits that of its ``--init`` weights until export fits its own.
         ``attributes``: the :class:`CondConfig` fields and, once training started, what unconditional sampling
         draws from: ``key_prior`` (the training split's key distribution) and ``outlines`` (the attributes of up to
         ``MAX_OUTLINES`` training windows, :func:`schmubert.attributes.outline_bank`)."""

@@ -19,6 +19,7 @@ import torch
 
 from schmubert.backbones import PRESETS, architectures
 from schmubert.config import add_arguments, arg, from_args, to_dict
+from schmubert.copy_prior import HPARAM
 from schmubert.data import DataConfig, DatasetError, TokenDataModule
 from schmubert.diffusion import NoiseConfig
 from schmubert.module import ASD3PM, CondConfig, OptimConfig
@@ -242,9 +243,15 @@ def fine_tune_model(config: TrainConfig, data: DataConfig, optim: OptimConfig, n
         optim=vars(optim), max_transpose=data.max_transpose, roll_bars=data.roll_bars, seed=config.seed,
         data={"path": str(data.data), **summary(datamodule.meta)},
         provenance={"recipe": config.recipe, "init": str(config.init), "init_overrides": added},
-        attributes=vars(cond or CondConfig())))
+        attributes=vars(cond or CondConfig()), **inherited_copy_prior(hp)))
     load_into(model.denoiser, start.denoiser.state_dict(), config.init, allow_new=bool(added))
     return model, datamodule
+
+
+def inherited_copy_prior(hp: dict[str, Any]) -> dict[str, Any]:
+    """The ``--init`` model's fitted copy prior, which the fine-tuned network samples with until its own is fitted
+    (``python -m schmubert.pretrained export``): fitted to a close relative, far better than none."""
+    return {HPARAM: hp[HPARAM]} if hp.get(HPARAM) else {}
 
 
 def fine_tune_noise(loaded: dict[str, Any], given: NoiseConfig) -> NoiseConfig:

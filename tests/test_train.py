@@ -1,3 +1,4 @@
+import dataclasses
 import subprocess
 import sys
 
@@ -125,17 +126,22 @@ def test_redirected_training_logs_plain_lines_not_a_bar(trio_dataset, tmp_path):
 def test_init_fine_tunes_from_given_weights(trio_dataset, tmp_path):
     from schmubert.backbones import build
     from schmubert.checkpoints import checkpoint_hparams, save_model
+    from schmubert.copy_prior import CopyPriorConfig
     from schmubert.diffusion import NoiseConfig
 
     torch.manual_seed(1)
     start = build("conv", "trio", "tiny", depth=1)
-    init = save_model(tmp_path / "start.ckpt", start,
-                      checkpoint_hparams("conv", "trio", start.config, NoiseConfig(timesteps=64), 1024))
+    prior = {**dataclasses.asdict(CopyPriorConfig()), "match": 0.7}
+    init = save_model(tmp_path / "start.ckpt", start, checkpoint_hparams(
+        "conv", "trio", start.config, NoiseConfig(timesteps=64), 1024, copy_prior=prior))
     # --arch/--preset of the options are ignored: the weights decide the model; lr 0 keeps them unchanged
     argv = options(trio_dataset, tmp_path, "--init", init, "--max-steps", 2, "--val-every", 2, "--lr", 0,
                    "--name", "tuned")
     assert main(argv) == 0
-    tuned = load_model(tmp_path / "tuned" / "checkpoints" / "last.ckpt")
+    last = tmp_path / "tuned" / "checkpoints" / "last.ckpt"
+    assert load_model(last).uses_copy_prior  # inherited from --init until export fits its own
+    tuned = load_model(last, copy_prior=False)
+    assert tuned.hparams["copy_prior"] == prior
     assert tuned.hparams["arch"] == "conv" and tuned.hparams["backbone"]["depth"] == 1
     assert tuned.diffusion.T == 64 and tuned.hparams["provenance"]["init"] == str(init)
     for key, value in start.state_dict().items():
