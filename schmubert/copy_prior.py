@@ -12,9 +12,9 @@ is proposed the tokens of the other bars ``m`` at the same step and track, where
 
 (``d`` in -2, -1, 1, 2: bars whose neighbours match are a repeated section, so a bar of a masked gap is proposed
 what followed the bars like the ones before it; ``f``: 1 if the bars are a multiple of 4, 8 and 16 bars apart,
-and their distance / 64). Nothing visible at
-that step of any other bar: the network alone. It is the continuous cache of language models (Grave et al.
-2017) on the bar grid, and a proper distribution, so the ELBO stays a bound. The network is unchanged: the
+and their distance / 64). Nothing visible at that step of any other bar: the network alone. It is the continuous
+cache of language models (Grave et al. 2017) on the bar grid, and a proper distribution, so the ELBO stays a
+bound. The network is unchanged: the
 handful of scalars (:class:`CopyPriorConfig`) are fitted afterwards on held-out windows by maximising the
 count-estimator ELBO of whole pieces and of infilled bars 16:48 (:func:`fit`), and a shipped model carries
 them in its hyper-parameters (``copy_prior``); :func:`schmubert.checkpoints.load_model` wraps its denoiser in
@@ -38,6 +38,7 @@ from torch import nn
 
 from schmubert.attributes import Attributes
 from schmubert.config import arg
+from schmubert.diffusion import AbsorbingDiffusion
 from schmubert.tokens import STEPS_PER_BAR
 
 #: Hyper-parameter key of a checkpoint's fitted copy prior.
@@ -52,7 +53,8 @@ DISTANCE_SCALE = 64.0
 
 @dataclass
 class CopyPriorConfig:
-    """The copy prior's scalars (fitted by :func:`fit`; defaults: a fit on the shipped trio's held-out windows)."""
+    """The copy prior's scalars, fitted by :func:`fit` (the defaults, a first fit on the trio's held-out windows
+    without the neighbours, are where a fit starts; shipped models carry their own)."""
 
     match: float = arg(0.33, "score per element visible in both bars and equal")
     mismatch: float = arg(1.2, "penalty per element visible in both bars and different")
@@ -199,8 +201,8 @@ def copy_log_probs(x_t: torch.Tensor, visible: torch.Tensor, num_classes: Sequen
 def mix_log_probs(logits: Sequence[torch.Tensor], x_t: torch.Tensor, visible: torch.Tensor, params: CopyParams
                   ) -> list[torch.Tensor]:
     """``log((1 - gate) softmax(logits) + gate copy)`` per track, K x ``[B, L, C_k]``: the copy prior's output,
-    mixed in probability space (a handful of passes over the logits; :func:`copy_log_probs` and :func:`mix`
-    give the same in log space)."""
+    mixed in probability space (a handful of passes over the logits; the same as mixing the outputs of
+    :func:`copy_log_probs` in log space)."""
     L = x_t.shape[1]
     x_bars, vis_bars, weight, top = weigh_bars(x_t, visible, params)
     total, log_gate = log_gates(weight, top, vis_bars, params)
@@ -227,13 +229,6 @@ def copy_log_prob_of(x0: torch.Tensor, x_t: torch.Tensor, visible: torch.Tensor,
     votes = torch.einsum("bnm,bnmsk->bnsk", weight, hits.float())
     flat = "b n s k ... -> b (n s) k ..."
     return rearrange(safe_log_ratio(votes, total), flat)[:, :L], rearrange(log_gate, flat)[:, :L]
-
-
-def mix(logits: Sequence[torch.Tensor], log_copy: Sequence[torch.Tensor], log_gate: torch.Tensor
-        ) -> list[torch.Tensor]:
-    """``log((1 - gate) softmax(logits) + gate copy)`` per track, K x ``[B, L, C_k]`` (log-probabilities)."""
-    return [torch.logaddexp(log_gate[..., k, 0, None] + torch.log_softmax(lg.float(), -1),
-                            log_gate[..., k, 1, None] + log_copy[k]) for k, lg in enumerate(logits)]
 
 
 class CopyPrior(nn.Module):
@@ -277,7 +272,7 @@ class FitResult:
     after: dict[str, float]  # with the fitted copy prior, on the same masks
 
 
-def collect(denoiser: nn.Module, diffusion, pieces: np.ndarray, regimes: dict[str, torch.Tensor],
+def collect(denoiser: nn.Module, diffusion: AbsorbingDiffusion, pieces: np.ndarray, regimes: dict[str, torch.Tensor],
             samples_per_piece: int, batch_size: int, seed: int) -> list[tuple[torch.Tensor, ...]]:
     """Count-stratified masks of every regime (a ``region [L, K]`` of scored elements) and the network's
     log-probability of each true token under them: batches of ``(x0, mask, log_p_net)``, all ``[b, L, K]``."""
@@ -322,7 +317,7 @@ def mean_bits(params: CopyParams | None, batches: list[tuple[torch.Tensor, ...]]
     return float(bits.mean())
 
 
-def fit(denoiser: nn.Module, diffusion, pieces: np.ndarray, *, infill: tuple[int, int] = (16, 48),
+def fit(denoiser: nn.Module, diffusion: AbsorbingDiffusion, pieces: np.ndarray, *, infill: tuple[int, int] = (16, 48),
         samples_per_piece: int = 8, iterations: int = 60, lr: float = 0.05, batch_size: int = 16, seed: int = 0,
         init: CopyPriorConfig | None = None, progress: bool = False) -> FitResult:
     """Fit the copy prior of ``denoiser`` on held-out windows ``pieces [N, L, K]``: full-batch Adam on the mean

@@ -100,9 +100,13 @@ def test_the_mixture_is_a_distribution_and_both_paths_agree():
     x_t = torch.where(masked, torch.tensor(TRIO), x0)
     params = CopyParams(CopyPriorConfig(), 3)
     out = CopyPrior(Uniform(), TRIO, CopyPriorConfig())(x_t)
-    for lp in out:
-        torch.testing.assert_close(lp.logsumexp(-1), torch.zeros(lp.shape[:2]), atol=1e-5, rtol=0)
     log_copy, gate = copy_prior.copy_log_probs(x_t, ~masked, TRIO, params)
+    for k, lp in enumerate(out):
+        torch.testing.assert_close(lp.logsumexp(-1), torch.zeros(lp.shape[:2]), atol=1e-5, rtol=0)
+        network = torch.full_like(lp, -math.log(TRIO[k]))  # the uniform network's log-probabilities
+        mixed = torch.logaddexp(gate[..., k, 0, None] + network, gate[..., k, 1, None] + log_copy[k])
+        torch.testing.assert_close(lp, mixed, atol=1e-5, rtol=1e-5)  # probability space = log space
+    assert (gate[..., 1].exp() > 0.5).any()  # the copy matters here: a repeated half
     of_x0, gate_x0 = copy_prior.copy_log_prob_of(x0, x_t, ~masked, params)
     gathered = torch.stack([lc.gather(-1, x0[..., k, None])[..., 0] for k, lc in enumerate(log_copy)], -1)
     torch.testing.assert_close(gathered, of_x0)
