@@ -187,11 +187,11 @@ def export_weights(checkpoint: str | Path, out: str | Path, dtype: torch.dtype =
 
     A model with attributes trained before it stored what new pieces draw from (its training split's key
     distribution and outlines) gets them from ``train`` (a ``train.npy``; default: its dataset's). ``extra``:
-    hyper-parameters added or replaced (e.g. a fitted ``copy_prior``)."""
+    hyper-parameters added or replaced (e.g. a fitted ``copy_prior``; None removes one)."""
     from safetensors.torch import save_file
 
     state, hp = read_model_state(resolve(checkpoint))
-    hp = {**with_data_summaries(hp, checkpoint, train), **(extra or {})}
+    hp = {k: v for k, v in {**with_data_summaries(hp, checkpoint, train), **(extra or {})}.items() if v is not None}
     tensors = {k: v.detach().to(dtype).contiguous() for k, v in state.items()}
     meta = {METADATA_KEY: json.dumps(hp, default=str)}
     return write_atomic(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta), overwrite=overwrite)

@@ -48,8 +48,9 @@ def export(checkpoint: str | Path, name: str, heldout: str | Path | None = None,
            progress: bool = False) -> Path:
     """Write ``directory/NAME.safetensors`` from a training checkpoint, and ``NAME-heldout.npz`` from ``heldout``.
     ``train``: training windows for a model with attributes that stores no key distribution or outlines.
-    ``copy_prior``: fit the copy prior on the ``heldout`` windows and ship it with the weights."""
-    extra = {}
+    ``copy_prior``: fit the copy prior on the ``heldout`` windows and ship it with the weights (False: ship
+    none, not even one the checkpoint inherited)."""
+    extra = {HPARAM: None}
     if copy_prior:
         if heldout is None:
             raise ValueError("the copy prior is fitted on held-out windows: pass --heldout (or --no-copy-prior)")

@@ -234,7 +234,7 @@ def fine_tune_model(config: TrainConfig, data: DataConfig, optim: OptimConfig, n
     options given other than their defaults, e.g. ``--span-prob``, win, except T)."""
     from schmubert.checkpoints import checkpoint_hparams, load_model
 
-    start = load_model(config.init, copy_prior=False)  # the network's weights; a copy prior is refitted
+    start = load_model(config.init, copy_prior=False)  # the network alone; its copy prior is inherited below
     hp = start.hparams
     added = parse_overrides(config.set)  # e.g. bar_depth=2: new modules on top of the loaded ones
     datamodule = TokenDataModule(data, hp["tracks"], start.steps, seed=config.seed)
@@ -250,7 +250,7 @@ def fine_tune_model(config: TrainConfig, data: DataConfig, optim: OptimConfig, n
 
 def inherited_copy_prior(hp: dict[str, Any]) -> dict[str, Any]:
     """The ``--init`` model's fitted copy prior, which the fine-tuned network samples with until its own is fitted
-    (``python -m schmubert.pretrained export``): fitted to a close relative, far better than none."""
+    (``python -m schmubert.pretrained export``): one fitted to its close relative."""
     return {HPARAM: hp[HPARAM]} if hp.get(HPARAM) else {}
 
 

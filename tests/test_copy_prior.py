@@ -171,3 +171,4 @@ def test_export_fits_the_copy_prior_on_the_held_out_windows(tmp_path):
     model = load_model(out)
     assert model.uses_copy_prior and model.hparams["copy_prior"]["gate_bias"] != CopyPriorConfig().gate_bias
     assert not load_model(pretrained.export(ckpt, "y", directory=tmp_path, copy_prior=False)).uses_copy_prior
+    assert not load_model(pretrained.export(out, "z", directory=tmp_path, copy_prior=False)).uses_copy_prior

@@ -74,7 +74,7 @@ def _model_device(denoiser: Denoiser, device: str | torch.device | None) -> torc
 
 
 def draw_masks(u: torch.Tensor, region: torch.Tensor, diffusion: AbsorbingDiffusion, estimator: Estimator,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Masks ``[B, L, K]`` inside ``region`` for stratified uniforms ``u [B]``, and the factor that turns each
     sample's summed masked CE (nats) into its estimate in bits per scored element ``[B]``."""
     B = len(u)
