@@ -13,7 +13,8 @@ it would tell) and prints one markdown row:
 - ``s/piece``: seconds of unconditional sampling per piece.
 
 A setting is ``NAME:FIELD=VALUE,...`` with the fields of :class:`schmubert.sampling.SamplerOptions`,
-``steps`` and ``outline`` (``auto``: new pieces told training outlines); ``default`` alone is the CLI as it is.
+``steps``, ``outline`` (``auto``: new pieces told training outlines) and ``copy_sharpness``; ``default`` alone is
+the CLI as it is.
 Settings are separated by ``;``.
 
     python experiments/bench_decoding.py --checkpoint pretrained:trio \\
@@ -47,19 +48,20 @@ KEY_STATISTICS = ("pitch_class_entropy", "scale_consistency", "notes_per_bar")
 
 
 #: Setting fields that are sample CLI options rather than sampler options.
-CLI_FIELDS = ("steps", "outline")
+CLI_FIELDS = ("steps", "outline", "copy_sharpness")
 
 
 def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
     """``"t0.9:temperature=0.9,steps=64"`` -> ``("t0.9", {"temperature": 0.9, "steps": 64})``."""
     name, _, rest = text.strip().partition(":")
-    types = {f.name: type(f.default) for f in dataclasses.fields(SamplerOptions)} | {"steps": int, "outline": str}
+    types = {f.name: type(f.default) for f in dataclasses.fields(SamplerOptions)} | {"steps": int, "outline": str,
+                                                                          "copy_sharpness": float}
     fields: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, eq, value = item.partition("=")
         if not eq or key not in types:
-            raise ValueError(f"setting {text!r}: {item!r} is not FIELD=VALUE with a field of SamplerOptions, steps "
-                             "or outline")
+            raise ValueError(f"setting {text!r}: {item!r} is not FIELD=VALUE with a field of SamplerOptions, steps, "
+                             "outline or copy_sharpness")
         kind = types[key]
         fields[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     return name or "default", fields
@@ -67,7 +69,7 @@ def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
 
 def config_for(fields: dict[str, Any], args: argparse.Namespace, n: int) -> SampleConfig:
     sampler = dataclasses.replace(SamplerOptions(), **{k: v for k, v in fields.items() if k not in CLI_FIELDS})
-    cli = {"outline": fields["outline"]} if "outline" in fields else {}
+    cli = {k: fields[k] for k in ("outline", "copy_sharpness") if k in fields}
     return SampleConfig(steps=fields.get("steps", args.steps), **cli, num_samples=n, batch_size=args.batch_size,
                         seed=args.seed, progress=False, wav=False, precision=args.precision, sampler=sampler)
 

@@ -27,6 +27,7 @@ import torch
 from schmubert import conditioning
 from schmubert.attributes import Attributes
 from schmubert.checkpoints import held_out_pieces, load_model
+from schmubert.copy_prior import SAMPLING_SHARPNESS, sharpened
 from schmubert.evaluation import bar_region, compare_sets, context_curve, elbo, format_context, selfsim
 from schmubert.render import save_pianoroll, write_wav
 from schmubert.sample import default_keys
@@ -62,8 +63,9 @@ def generate(model, pieces: np.ndarray, n: int, steps: int, infill: bool, seed: 
         keys = default_keys(model, x if infill else None, n, generator)
         told = Attributes.null(n, model.steps // STEPS_PER_BAR, len(model.tracks)).with_key(keys)
     began = time.perf_counter()
-    out = sample(fast_denoiser(model.denoiser, "auto"), model.diffusion, x, known, steps, generator,
-                 attributes=told)
+    denoiser = fast_denoiser(model.denoiser, "auto")
+    with sharpened(denoiser, SAMPLING_SHARPNESS):  # as the sample CLI
+        out = sample(denoiser, model.diffusion, x, known, steps, generator, attributes=told)
     out = conditioning.preserve_note_ends(x, known, out, model.tracks)
     return out.numpy(), (time.perf_counter() - began) / n
 

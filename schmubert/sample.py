@@ -39,6 +39,7 @@ from schmubert.attributes import (
 )
 from schmubert.checkpoints import LoadedModel, default_checkpoint, held_out_pieces, load_model
 from schmubert.config import add_arguments, arg, from_args, to_dict
+from schmubert.copy_prior import SAMPLING_SHARPNESS, sharpened
 from schmubert.files import write_atomic
 from schmubert.guidance import NoteDensityGuidance, density_error
 from schmubert.precision import SamplePrecision
@@ -118,6 +119,10 @@ class SampleConfig:
     copy_prior: bool = arg(True, "mix the model's predictions with the copy prior it carries (the piece's own "
                                  "bars as a cache, fitted on held-out windows; schmubert/copy_prior.py); "
                                  "--no-copy-prior: the network alone")
+    copy_sharpness: float = arg(SAMPLING_SHARPNESS, "multiply the copy prior's bar scores by this while sampling: "
+                                                    "higher copies the best-matching bar more exactly (1 = the "
+                                                    "fitted prior; the default from experiments/README.md, "
+                                                    "riff copy)")
     compile: bool = arg(False, "torch.compile the denoiser (pays a compile on the first call of each batch "
                                "shape; see experiments/bench_sample.py --modes)")
     key: str = arg("auto", "key the model is told (models trained with attributes): TONIC[:major|:minor] with "
@@ -453,6 +458,13 @@ def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, ge
     ``attributes``: what a conditional model is told, ``[num_samples, bars of N, K]`` (padding: null).
     ``denoiser`` defaults to ``model.denoiser`` at ``cfg.precision`` (bf16 where native) and ``cfg.compile``."""
     denoiser = denoiser or fast_denoiser(model.denoiser, cfg.precision, cfg.compile)
+    with sharpened(denoiser, cfg.copy_sharpness):
+        return generate_with(cfg, model, scen, guidance, generator, denoiser, attributes)
+
+
+def generate_with(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, generator,
+                  denoiser: torch.nn.Module, attributes: Attributes | None) -> np.ndarray:
+    """:func:`generate` with the denoiser ready."""
     sampler = held_kinds(cfg.sampler, key_asked=cfg.key != "auto" or uses_outlines(cfg, model, scen))
     window = model.steps
     N, K = scen.x.shape

@@ -172,3 +172,28 @@ def test_export_fits_the_copy_prior_on_the_held_out_windows(tmp_path):
     assert model.uses_copy_prior and model.hparams["copy_prior"]["gate_bias"] != CopyPriorConfig().gate_bias
     assert not load_model(pretrained.export(ckpt, "y", directory=tmp_path, copy_prior=False)).uses_copy_prior
     assert not load_model(pretrained.export(out, "z", directory=tmp_path, copy_prior=False)).uses_copy_prior
+
+
+def test_sharpening_follows_the_best_bar_and_is_undone_after_the_block():
+    """Bars A A' B A: A' differs from A at melody steps 0 and 1, the last bar's melody step 0 is masked and its step
+    1 agrees with A. Bar 0 proposes A's note, bar 1 another; a sharper prior gives bar 0 more of the copy."""
+    g = torch.Generator().manual_seed(6)
+    x0 = random_piece(4, g)
+    x0[:, 16:32] = x0[:, 0:16]
+    x0[0, 16:18, 0] = (x0[0, 0:2, 0] + 1) % 6
+    x0[:, 48:64] = x0[:, 0:16]
+    x_t = x0.clone()
+    x_t[0, 48, 0] = TRIO[0]
+    model = CopyPrior(Uniform(), TRIO, CopyPriorConfig())
+    wrapped = torch.nn.Sequential(model)  # sharpened finds it inside other modules
+
+    def p_of_a():
+        return model(x_t)[0][0, 48, x0[0, 0, 0]].exp()
+
+    plain = p_of_a()
+    with copy_prior.sharpened(wrapped, 4.0):
+        sharp = p_of_a()
+    assert sharp > plain + 0.05 and model.sharpness == 1.0 and torch.equal(p_of_a(), plain)
+    with pytest.raises(ValueError, match="sharpness"):
+        with copy_prior.sharpened(wrapped, 0.0):
+            pass
