@@ -16,6 +16,7 @@ def test_settings_parse_into_typed_sampler_fields(experiment):
     assert parse("cool:temperature=0.8,top_p=0.9,steps=32,reuse=false,order=confidence") == (
         "cool", {"temperature": 0.8, "top_p": 0.9, "steps": 32, "reuse": False, "order": "confidence"})
     assert parse("plain:outline=none") == ("plain", {"outline": "none"})
+    assert parse("sharp:copy_sharpness=4") == ("sharp", {"copy_sharpness": 4.0})
     with pytest.raises(ValueError, match="'warmth=2' is not FIELD=VALUE"):
         parse("x:warmth=2")
 
