@@ -303,7 +303,7 @@ def collect(denoiser: nn.Module, diffusion: AbsorbingDiffusion, pieces: np.ndarr
             samples_per_piece: int, batch_size: int, seed: int) -> list[tuple[torch.Tensor, ...]]:
     """Count-stratified masks of every regime (a ``region [L, K]`` of scored elements) and the network's
     log-probability of each true token under them: batches of ``(x0, mask, log_p_net)``, all ``[b, L, K]``."""
-    from schmubert.evaluation.likelihood import draw_masks
+    from schmubert.evaluation.likelihood import draw_masks, stratified_uniforms
 
     x = torch.from_numpy(np.asarray(pieces, dtype=np.int64))
     N, S = len(x), samples_per_piece
@@ -311,9 +311,7 @@ def collect(denoiser: nn.Module, diffusion: AbsorbingDiffusion, pieces: np.ndarr
     batches = []
     for region in regimes.values():
         generator = torch.Generator().manual_seed(seed)
-        u = (torch.arange(S, dtype=torch.float64).repeat(N) + torch.rand(N * S, generator=generator,
-                                                                          dtype=torch.float64)) / S
-        rows = torch.arange(N).repeat_interleave(S)
+        rows, u = stratified_uniforms(N, S, generator)
         for lo in range(0, N * S, batch_size):
             x0 = x[rows[lo: lo + batch_size]]
             mask, _ = draw_masks(u[lo: lo + batch_size], region, diffusion, "count", generator)
@@ -377,4 +375,5 @@ def fit(denoiser: nn.Module, diffusion: AbsorbingDiffusion, pieces: np.ndarray, 
 
 
 def as_hparams(config: CopyPriorConfig) -> dict[str, Any]:
+    """``config`` as the checkpoint's ``copy_prior`` hyper-parameters (what :func:`wrap` reads back)."""
     return dataclasses.asdict(config)

@@ -13,7 +13,6 @@ copy prior it ships with on the held-out windows, :mod:`schmubert.copy_prior`)::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from schmubert.checkpoints import (
     load_model,
     pretrained_names,
 )
-from schmubert.copy_prior import HPARAM, FitResult, fit
+from schmubert.copy_prior import HPARAM, FitResult, as_hparams, fit
 from schmubert.files import write_atomic
 from schmubert.sampling import fast_denoiser
 
@@ -55,7 +54,7 @@ def export(checkpoint: str | Path, name: str, heldout: str | Path | None = None,
         if heldout is None:
             raise ValueError("the copy prior is fitted on held-out windows: pass --heldout (or --no-copy-prior)")
         fitted = fit_copy_prior(checkpoint, np.load(heldout), progress)
-        extra[HPARAM] = dataclasses.asdict(fitted.config)
+        extra[HPARAM] = as_hparams(fitted.config)
         print(f"copy prior on {heldout}: negative ELBO {fitted.before['full']:.4f} -> {fitted.after['full']:.4f}, "
               f"infilling NLL {fitted.before.get('infill', float('nan')):.4f} -> "
               f"{fitted.after.get('infill', float('nan')):.4f} bits per element (the windows it was fitted on)")

@@ -402,11 +402,8 @@ def make_attributes(cfg: SampleConfig, model: LoadedModel, scen: Scenario,
 def uses_outlines(cfg: SampleConfig, model: LoadedModel, scen: Scenario) -> bool:
     """Whether new pieces are told the attributes of drawn training windows (``--outline auto``, an unconditional
     scenario, a model that stores outlines)."""
-    return cfg.outline == "auto" and scen.kind == "unconditional" and stores_outlines(model)
-
-
-def stores_outlines(model: LoadedModel) -> bool:
-    return bool((model.hparams.get("attributes") or {}).get("outlines"))
+    stored = (model.hparams.get("attributes") or {}).get("outlines")
+    return cfg.outline == "auto" and scen.kind == "unconditional" and bool(stored)
 
 
 def outlines(model: LoadedModel, n: int, bars: int, generator: torch.Generator | None = None) -> Attributes:
@@ -458,13 +455,6 @@ def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, ge
     ``attributes``: what a conditional model is told, ``[num_samples, bars of N, K]`` (padding: null).
     ``denoiser`` defaults to ``model.denoiser`` at ``cfg.precision`` (bf16 where native) and ``cfg.compile``."""
     denoiser = denoiser or fast_denoiser(model.denoiser, cfg.precision, cfg.compile)
-    with sharpened(denoiser, cfg.copy_sharpness):
-        return generate_with(cfg, model, scen, guidance, generator, denoiser, attributes)
-
-
-def generate_with(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, generator,
-                  denoiser: torch.nn.Module, attributes: Attributes | None) -> np.ndarray:
-    """:func:`generate` with the denoiser ready."""
     sampler = held_kinds(cfg.sampler, key_asked=cfg.key != "auto" or uses_outlines(cfg, model, scen))
     window = model.steps
     N, K = scen.x.shape
@@ -479,9 +469,10 @@ def generate_with(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidanc
         xb = torch.as_tensor(x).expand(B, -1, -1).clone()
         kb = torch.as_tensor(known).expand(B, -1, -1).clone()
         told = None if attributes is None else attributes.rows(start, start + B).pad_bars(len(x) // STEPS_PER_BAR)
-        result = sample_long(denoiser, model.diffusion, xb, kb, steps, generator,
-                             window=window, hop=hop, progress=cfg.progress, options=sampler,
-                             guidance=guidance, attributes=told, tracks=model.tracks)
+        with sharpened(denoiser, cfg.copy_sharpness):
+            result = sample_long(denoiser, model.diffusion, xb, kb, steps, generator,
+                                 window=window, hop=hop, progress=cfg.progress, options=sampler,
+                                 guidance=guidance, attributes=told, tracks=model.tracks)
         result = conditioning.preserve_note_ends(xb, kb, result.cpu(), model.tracks)
         out.append(result[:, :N].numpy())
     return np.concatenate(out)

@@ -84,6 +84,20 @@ def test_elbo_on_a_tiny_checkpoint(trio_npy, tmp_path, capsys):
     assert main(["elbo", "--checkpoint", str(tmp_path / "missing.ckpt"), "--data", str(data)]) == 2
 
 
+def test_elbo_scores_a_carried_copy_prior_unless_told_not_to(trio_npy, tmp_path, capsys):
+    from schmubert.copy_prior import CopyPriorConfig, as_hparams
+
+    denoiser = build("transformer", "trio", "tiny")
+    ckpt = save_model(tmp_path / "tiny.ckpt", denoiser, checkpoint_hparams(
+        "transformer", "trio", denoiser.config, NoiseConfig(), 1024, copy_prior=as_hparams(CopyPriorConfig())))
+    common = ["--checkpoint", str(ckpt), "--data", str(trio_npy), "--max-pieces", "2", "--samples-per-piece", "2",
+              "--batch-size", "4", "--device", "cpu"]
+    mixed = run_json(capsys, "elbo", *common)
+    alone = run_json(capsys, "elbo", *common, "--no-copy-prior")
+    assert mixed["copy_prior"] and not alone["copy_prior"]
+    assert mixed["bits_per_element"] < alone["bits_per_element"]  # real music repeats: an untrained net gains
+
+
 def test_context_command_reports_every_rate_and_track(tmp_path, capsys):
     import torch
 

@@ -315,3 +315,26 @@ def test_density_and_register_targets_land_in_their_bars(cond_ckpt, song):
 def test_bad_attribute_targets_are_clear(cond_ckpt, tmp_path, capsys, args, message):
     assert run(cond_ckpt, tmp_path, "--bars", "8", *args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_model_with_a_copy_prior_samples_with_it_by_default_and_without_when_asked(song, tmp_path, capsys):
+    from schmubert.copy_prior import SAMPLING_SHARPNESS, CopyPriorConfig, as_hparams
+
+    torch.manual_seed(0)
+    denoiser = build("transformer", "trio", "tiny")
+    hp = checkpoint_hparams("transformer", "trio", denoiser.config, NoiseConfig(timesteps=32), 1024,
+                            copy_prior=as_hparams(CopyPriorConfig()))
+    copying = save_model(tmp_path / "copying.ckpt", denoiser, hp)
+    args = ["--input", str(song[0]), "--infill", "8:12", "--no-whole-song"]
+
+    def record(out):
+        return json.loads((out / "sample_000.json").read_text())
+
+    assert run(copying, tmp_path / "on", *args) == 0
+    on = record(tmp_path / "on")
+    assert on["copy_prior"] and on["options"]["copy_sharpness"] == SAMPLING_SHARPNESS
+    assert run(copying, tmp_path / "off", *args, "--no-copy-prior") == 0
+    assert not record(tmp_path / "off")["copy_prior"]
+    assert not np.array_equal(tokens(tmp_path / "on" / "sample_000.mid"), tokens(tmp_path / "off" / "sample_000.mid"))
+    assert run(copying, tmp_path / "bad", *args, "--copy-sharpness", "0") == 2
+    assert "copy sharpness must be > 0" in capsys.readouterr().err

@@ -73,6 +73,14 @@ def _model_device(denoiser: Denoiser, device: str | torch.device | None) -> torc
     return first.device if first is not None else torch.device("cpu")
 
 
+def stratified_uniforms(N: int, S: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``S`` samples per piece of ``N``: the piece of each ``[N*S]`` and a uniform in each of its S strata."""
+    pieces = torch.arange(N).repeat_interleave(S)
+    u = (torch.arange(S, dtype=torch.float64).repeat(N) + torch.rand(N * S, generator=generator,
+                                                                      dtype=torch.float64)) / S
+    return pieces, u
+
+
 def draw_masks(u: torch.Tensor, region: torch.Tensor, diffusion: AbsorbingDiffusion, estimator: Estimator,
                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Masks ``[B, L, K]`` inside ``region`` for stratified uniforms ``u [B]``, and the factor that turns each
@@ -118,9 +126,7 @@ def elbo(denoiser: Denoiser, diffusion: AbsorbingDiffusion, data: np.ndarray | t
     generator = generator or torch.Generator().manual_seed(0)
     device = _model_device(denoiser, device)
     S = samples_per_piece
-    pieces = torch.arange(N).repeat_interleave(S)  # [N*S]
-    u = (torch.arange(S, dtype=torch.float64).repeat(N) + torch.rand(N * S, generator=generator,
-                                                                      dtype=torch.float64)) / S
+    pieces, u = stratified_uniforms(N, S, generator)
     estimates = torch.zeros(N * S, dtype=torch.float64)
     mask_value = diffusion.mask_value()
     for lo in tqdm(range(0, N * S, batch_size), desc="elbo", disable=not progress, leave=False):
