@@ -41,6 +41,22 @@ def test_prints_a_row_per_setting(tmp_path, capsys, corpus_pieces, experiment):
     assert (tmp_path / "rows.json").is_file()
 
 
+def test_a_reference_set_adds_the_held_out_ceiling_row(tmp_path, capsys, corpus_pieces, experiment):
+    pieces = corpus_pieces("trio", 4)[:, :256].astype(np.uint16)
+    np.save(tmp_path / "held.npy", pieces[:2])
+    np.save(tmp_path / "ref.npy", pieces[2:])
+    argv = ["--checkpoint", str(tiny(tmp_path / "m.ckpt", 256)), "--data", str(tmp_path / "held.npy"),
+            "--reference", str(tmp_path / "ref.npy"), "--samples", "2", "--riff-pieces", "0", "--settings",
+            "a:steps=2", "--json", str(tmp_path / "rows.json")]
+    assert experiment("bench_decoding").main(argv) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    assert [r[1].strip() for r in rows] == ["held-out data", "a"]
+    bench = experiment("bench_decoding")
+    expected = bench.statistics_row(pieces[:2].astype(np.int64), pieces[2:].astype(np.int64), "trio")
+    assert rows[0][5].strip() == f"**{expected['mean3']:.2f}**"  # the held-out windows against the reference
+    assert rows[0][9].strip() == "-"  # data are not sampled
+
+
 def test_riff_copy_counts_the_repeated_bars_of_the_infilled_span(tmp_path, corpus_pieces, experiment):
     riff = experiment("bench_riff_copy")
     held = corpus_pieces("trio", 1).astype(np.int64)  # one 64-bar window
