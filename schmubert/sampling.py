@@ -39,8 +39,10 @@ from schmubert.tokens import STEPS_PER_BAR, Track
 DEFAULT_STEPS = 128
 #: The editor's default: infilling, within noise of 1024 steps at every S measured (8 to 256).
 EDITOR_STEPS = 32
-Order = Literal["random", "confidence"]
+Order = Literal["random", "confidence", "outside-in"]
 ORDERS: tuple[str, ...] = typing.get_args(Order)
+RemaskOrder = Literal["random", "confidence"]
+REMASK_ORDERS: tuple[str, ...] = typing.get_args(RemaskOrder)
 Remask = Literal["off", "cap", "rescale"]
 REMASKS: tuple[str, ...] = typing.get_args(Remask)
 #: ``guidance(probs, x_t, masked) -> probs``: moves the predicted x0 probabilities (thesis Algorithm 6).
@@ -53,8 +55,12 @@ class SamplerOptions:
 
     temperature: float = arg(1.0, "softmax temperature of the predicted categorical")
     top_p: float = arg(1.0, "nucleus sampling: keep the most probable classes up to this mass (1 = off)")
-    order: Order = arg("random", "unmasking order: random (each masked element by the schedule's rate) or "
-                                 "confidence (the same count, most certain first)")
+    order: Order = arg("outside-in", "unmasking order: random (each masked element by the schedule's rate, "
+                                     "thesis Algorithm 4), confidence (the same count, most certain first) or "
+                                     "outside-in (the same count, the bars nearest to a bar with anything known "
+                                     "first, at random within a distance; with nothing known, random). outside-in "
+                                     "from experiments/bench_riff_copy.py with pretrained:trio: riff copy 70.0% -> "
+                                     "73.4% of onsets, other bars 51.8% -> 53.0%")
     schedule: RevealSchedule = arg(
         "linear", "how many elements each step reveals: linear (1/t of the rest, the thesis), cosine "
                   "(MaskGIT: few first, many last) or square (between)")
@@ -64,7 +70,7 @@ class SamplerOptions:
                "cap (rate min(eta, sigma_max)) or rescale (rate eta * sigma_max); sigma_max is the most the "
                "schedule allows")
     remask_eta: float = arg(0.02, "ReMDM eta: the rate cap (--remask cap) or the share of sigma_max (rescale)")
-    remask_order: Order = arg("random", "which generated elements are re-masked: random, or confidence (the "
+    remask_order: RemaskOrder = arg("random", "which generated elements are re-masked: random, or confidence (the "
                                         "least probable when they were drawn, ReMDM-conf)")
     remask_loop: float = arg(0.0, "ReMDM-loop: share of the steps spent at the fixed masked fraction "
                                   "--remask-loop-level, re-masking only there (0 = re-mask at every step)")
@@ -224,6 +230,28 @@ def confidence_reveal(probs: list[torch.Tensor], masked: torch.Tensor, step: Ste
     return pick_top(certainty(probs).masked_fill(~masked, -1.0), masked, step.count(masked.view(B, -1).sum(1)))
 
 
+def context_distance(known: torch.Tensor) -> torch.Tensor:
+    """Per element of ``known [B, L, K]``, how many bars its bar lies from the nearest bar where any track has a
+    known element, ``[B, L, K]`` float (0 inside such bars; L / 16 everywhere when nothing is known)."""
+    B, L, K = known.shape
+    bars = -(-L // STEPS_PER_BAR)
+    padded = torch.nn.functional.pad(known.any(-1), (0, bars * STEPS_PER_BAR - L))  # [B, bars * 16]
+    has = padded.view(B, bars, STEPS_PER_BAR).any(-1)  # [B, bars]
+    index = torch.arange(bars, device=known.device, dtype=torch.float32)
+    gap = (index[None, :, None] - index[None, None, :]).abs()  # [1, bars, bars]
+    dist = gap.masked_fill(~has[:, None, :], float(bars)).min(-1).values  # [B, bars]
+    return repeat(dist, "b bars -> b (bars s) k", s=STEPS_PER_BAR, k=K)[:, :L]
+
+
+def outside_in_reveal(masked: torch.Tensor, distance: torch.Tensor, step: Step,
+                      generator: torch.Generator | None) -> torch.Tensor:
+    """Reveal ``step.count(masked)`` elements per sample, nearest bars to the known context first (ties at
+    random)."""
+    B = masked.shape[0]
+    score = (-distance + uniform(masked.shape, generator, masked.device)).masked_fill(~masked, -math.inf)
+    return pick_top(score, masked, step.count(masked.view(B, -1).sum(1)))
+
+
 def random_reveal(masked: torch.Tensor, probability: float, generator: torch.Generator | None) -> torch.Tensor:
     """Reveal each masked element with ``probability``."""
     u = uniform(masked.shape, generator, masked.device)
@@ -254,7 +282,7 @@ def check_inputs(diffusion: AbsorbingDiffusion, x: torch.Tensor, known: torch.Te
         raise ValueError(f"temperature must be > 0, got {opts.temperature}")
     if not 0 < opts.top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {opts.top_p}")
-    for name, value, allowed in (("order", opts.order, ORDERS), ("remask_order", opts.remask_order, ORDERS),
+    for name, value, allowed in (("order", opts.order, ORDERS), ("remask_order", opts.remask_order, REMASK_ORDERS),
                                  ("remask", opts.remask, REMASKS)):
         if value not in allowed:
             raise ValueError(f"unknown {name} {value!r}; expected one of {allowed}")
@@ -376,13 +404,14 @@ def reverse(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x_t: torch
     track_p = opts.remask != "off" and opts.remask_order == "confidence"
     drawn_p = torch.zeros(x_t.shape, device=x_t.device) if track_p else None  # probability of each drawn element
     logits, changed = None, True
+    distance = context_distance(known) if opts.order == "outside-in" else None
     for step in tqdm(plan_steps(diffusion, steps, opts), desc="sampling", disable=not progress, leave=False):
         if not masked.any() and step.remask == 0.0:
             continue
         if logits is None or changed or not opts.reuse:
             logits = predict_logits(denoiser, x_t, attributes, cfg_scale, uncond)
             counts["calls"] += 1
-        reveal, rows = choose_reveal(logits, x_t, masked, step, opts, guidance, generator)
+        reveal, rows = choose_reveal(logits, x_t, masked, step, opts, guidance, generator, distance)
         remask = choose_remask(~known & ~masked, step, opts, drawn_p, generator)
         x_t = reveal_draws(x_t, reveal, rows, len(logits), opts.top_p, generator, drawn_p)
         x_t = torch.where(remask, mask_value, x_t)
@@ -396,17 +425,21 @@ RowProbs = Callable[[int, torch.Tensor], torch.Tensor]
 
 
 def choose_reveal(logits: list[torch.Tensor], x_t: torch.Tensor, masked: torch.Tensor, step: Step,
-                  opts: SamplerOptions, guidance: Guidance | None, generator: torch.Generator | None
-                  ) -> tuple[torch.Tensor, RowProbs]:
-    """The elements revealed this step ``[B, L, K]`` and ``rows(k, where)``, track k's probabilities there."""
-    if opts.order == "random" and guidance is None:  # softmax only the rows drawn this step
-        reveal = random_reveal(masked, step.reveal, generator)
+                  opts: SamplerOptions, guidance: Guidance | None, generator: torch.Generator | None,
+                  distance: torch.Tensor | None = None) -> tuple[torch.Tensor, RowProbs]:
+    """The elements revealed this step ``[B, L, K]`` and ``rows(k, where)``, track k's probabilities there
+    (``distance``: :func:`context_distance` of the run, for the outside-in order)."""
+    if opts.order != "confidence" and guidance is None:  # softmax only the rows drawn this step
+        reveal = (random_reveal(masked, step.reveal, generator) if opts.order == "random"
+                  else outside_in_reveal(masked, distance, step, generator))
         return reveal, lambda k, where: torch.softmax(logits[k][where].float() / opts.temperature, dim=-1)
     probs = predict_probs(logits, opts.temperature)
     if guidance is not None:
         probs = guidance(probs, x_t, masked)
     if opts.order == "confidence":
         reveal = confidence_reveal(probs, masked, step)
+    elif opts.order == "outside-in":
+        reveal = outside_in_reveal(masked, distance, step, generator)
     else:
         reveal = random_reveal(masked, step.reveal, generator)
     return reveal, lambda k, where: probs[k][where]

@@ -6,7 +6,9 @@ from schmubert import attributes as A
 from schmubert import conditioning
 from schmubert.diffusion import REVEAL_SCHEDULES, AbsorbingDiffusion, NoiseConfig, masked_fraction
 from schmubert.sampling import (
+    ORDERS,
     SamplerOptions,
+    context_distance,
     draw,
     noise_levels,
     plan_steps,
@@ -50,7 +52,7 @@ def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.mark.parametrize("order", ["random", "confidence"])
+@pytest.mark.parametrize("order", ORDERS)
 def test_known_elements_never_change_and_no_mask_remains(order):
     den, diff, x = make()
     known = conditioning.infill(x.shape, [(1, 3)])
@@ -64,7 +66,7 @@ def test_known_elements_never_change_and_no_mask_remains(order):
         assert torch.equal(x_t[known], x[known])
 
 
-@pytest.mark.parametrize("order", ["random", "confidence"])
+@pytest.mark.parametrize("order", ORDERS)
 def test_calls_are_steps_without_reuse_and_at_most_steps_with_reuse(order):
     den, diff, x = make()
     known = conditioning.unconditional(x.shape)
@@ -92,7 +94,7 @@ def test_reuse_calls_only_when_input_changed():
         assert not torch.equal(a, b)
 
 
-@pytest.mark.parametrize("order", ["random", "confidence"])
+@pytest.mark.parametrize("order", ORDERS)
 def test_same_seed_same_output_other_seed_differs(order):
     den, diff, x = make()
     known = conditioning.unconditional(x.shape)
@@ -142,6 +144,28 @@ def test_confidence_reveals_most_certain_first():
     # 96 elements over 96 steps: one per step, the certain one first
     assert (peaked.seen[1] != diff.mask_value()).sum() == 1
     assert peaked.seen[1][0, 5, 0] == 7 and out[0, 5, 0] == 7
+
+
+def test_context_distance_counts_bars_to_the_nearest_bar_with_anything_known():
+    known = torch.zeros(2, 80, 2, dtype=torch.bool)  # 5 bars
+    known[0, :16, 0] = True  # bar 0, one track
+    known[0, 70, 1] = True  # one element of bar 4
+    assert context_distance(known)[0, ::16, 0].tolist() == [0, 1, 2, 1, 0]
+    assert torch.equal(context_distance(known)[..., 0], context_distance(known)[..., 1])  # any track counts
+    assert context_distance(known)[1].unique().tolist() == [5]  # nothing known: one level, the random order
+
+
+def test_outside_in_fills_the_bars_next_to_the_context_first():
+    den, diff, x = make(B=1, L=80)  # 5 bars; bars 1..3 infilled: 3 bars x 16 steps x 3 tracks = 144 elements
+    known = conditioning.infill(x.shape, [(1, 4)])
+    mask = diff.mask_value()
+    out = sample(den, diff, x, known, steps=12, generator=gen(), order="outside-in", reuse=False)
+    revealed = [(x_t != mask).view(5, 16, 3) for x_t in den.inputs[1:]] + [(out != mask).view(5, 16, 3)]
+    for now in revealed:  # 12 elements per step: bars 1 and 3 (96) in the first 8 steps, bar 2 only after
+        edges = now[[1, 3]].float().mean()
+        assert not now[2].any() or edges == 1.0
+    assert revealed[7][[1, 3]].all() and not revealed[7][2].any()
+    assert torch.equal(out[known], x[known]) and (out != mask).all()
 
 
 def test_random_order_reveals_about_one_over_t():
@@ -324,7 +348,7 @@ def test_every_schedule_reveals_everything_by_the_last_step(schedule, steps):
         left -= AbsorbingDiffusion.reveal_count(left, s, steps, schedule)
         assert (left >= 0).all()
     assert (left == 0).all()
-    for order in ("random", "confidence"):
+    for order in ORDERS:
         den, diff, x = make(B=2, L=32)
         out = sample(den, diff, x, conditioning.unconditional(x.shape), steps, gen(), order=order,
                      schedule=schedule, reuse=False)
@@ -356,7 +380,7 @@ REMASKING = [dict(remask="cap", remask_eta=0.1), dict(remask="rescale", remask_e
              dict(remask="cap", remask_eta=0.2, remask_loop=0.25, remask_loop_level=0.2)]
 
 
-@pytest.mark.parametrize("order", ["random", "confidence"])
+@pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("options", REMASKING, ids=lambda o: "-".join(str(v) for v in o.values()))
 def test_remasking_never_changes_a_known_element_and_leaves_no_mask(order, options):
     den, diff, x = make(B=2, L=64)
@@ -485,7 +509,7 @@ def told(B, L, key=D_MINOR):
     return A.Attributes.null(B, L // 16, 3).with_key(key)
 
 
-@pytest.mark.parametrize("order", ["random", "confidence"])
+@pytest.mark.parametrize("order", ORDERS)
 def test_guidance_scale_zero_is_exactly_the_conditional_sampler(order):
     den, diff, x = keyed()
     known = conditioning.infill(x.shape, [(1, 3)])
@@ -508,7 +532,7 @@ class Conditioned(nn.Module):
         return self.den(x_t, self.attrs)
 
 
-@pytest.mark.parametrize("order", ["random", "confidence"])
+@pytest.mark.parametrize("order", ORDERS)
 def test_known_tokens_never_change_under_guidance(order):
     den, diff, x = keyed()
     known = conditioning.infill(x.shape, [(1, 3)])

@@ -31,7 +31,7 @@ from schmubert import sample
 from schmubert.attributes import Attributes, BarTarget, apply_targets, estimate_key, parse_key
 from schmubert.checkpoints import LoadedModel
 from schmubert.sample import SampleConfig, Scenario
-from schmubert.sampling import EDITOR_STEPS, SamplerOptions
+from schmubert.sampling import EDITOR_STEPS, Order, SamplerOptions
 from schmubert.tokens import STEPS_PER_BAR
 
 State = Literal["queued", "running", "done", "cancelled", "failed"]
@@ -54,7 +54,7 @@ class Options:
     """What a user chooses for one sampling run (the editor's subset of :class:`SampleConfig`)."""
 
     steps: int = EDITOR_STEPS
-    order: Literal["random", "confidence"] = SAMPLER_DEFAULTS.order  # the rest as the sample CLI's defaults
+    order: Order = SAMPLER_DEFAULTS.order  # the rest as the sample CLI's defaults
     schedule: Literal["linear", "cosine", "square"] = SAMPLER_DEFAULTS.schedule
     temperature: float = SAMPLER_DEFAULTS.temperature
     top_p: float = SAMPLER_DEFAULTS.top_p

@@ -40,6 +40,7 @@ from schmubert.config import add_arguments, arg, from_args
 from schmubert.editor import pieces
 from schmubert.editor.jobs import Busy, Job, Options, Sampler
 from schmubert.editor.pieces import PieceError
+from schmubert.sampling import Order
 from schmubert.tokens import (
     BASS_PROGRAMS,
     DECODE_QPM,
@@ -77,7 +78,7 @@ class MaskIn(PieceIn):
 
 class SampleIn(MaskIn):
     steps: int = Field(DEFAULTS.steps, description="reverse diffusion steps S (default from the quality curve)")
-    order: Literal["random", "confidence"] = Field(DEFAULTS.order, description="unmasking order")
+    order: Order = Field(DEFAULTS.order, description="unmasking order")
     schedule: Literal["linear", "cosine", "square"] = Field(
         DEFAULTS.schedule, description="how many masked elements each step reveals (see schmubert.sampling)")
     temperature: float = Field(DEFAULTS.temperature, description="softmax temperature")
