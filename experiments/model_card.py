@@ -31,7 +31,7 @@ from schmubert.copy_prior import SAMPLING_SHARPNESS, sharpened
 from schmubert.evaluation import bar_region, compare_sets, context_curve, elbo, format_context, selfsim
 from schmubert.render import save_pianoroll, write_wav
 from schmubert.sample import default_keys
-from schmubert.sampling import fast_denoiser, sample
+from schmubert.sampling import SamplerOptions, fast_denoiser, sample
 from schmubert.tokens import STEPS_PER_BAR, tokens_to_midi, track_set_name
 
 INFILL = (16, 48)
@@ -131,7 +131,8 @@ def card(name: str, model, fig: dict[str, Any], args: argparse.Namespace) -> str
         "Cross-entropy per masked element (bits) with each element masked at the given rate: far lower at 5% "
         "than at 95% means the model uses its context.", "", "```", format_context(fig["context"], names), "```",
         "",
-        f"## Samples against the held-out windows ({args.samples} each, {args.steps} steps, random order)", "",
+        f"## Samples against the held-out windows ({args.samples} each, {args.steps} steps, the sample CLI's "
+        f"defaults: {SamplerOptions().order} order, copy sharpness {SAMPLING_SHARPNESS:g})", "",
         "| set | pitch consistency | pitch variance | duration consistency | duration variance | statistics "
         "overlap |", "|---|---|---|---|---|---|",
         selfsim_row("unconditional samples", fig["unconditional"]),

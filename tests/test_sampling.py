@@ -168,6 +168,19 @@ def test_outside_in_fills_the_bars_next_to_the_context_first():
     assert torch.equal(out[known], x[known]) and (out != mask).all()
 
 
+def test_outside_in_counts_from_the_context_not_from_padding():
+    den, diff, x = make(B=1, L=80)
+    known = conditioning.infill(x.shape, [(0, 3)])  # bars 3, 4 known, but as padding: not the piece
+    mask = diff.mask_value()
+    sample(den, diff, x, known, steps=12, generator=gen(), order="outside-in", reuse=False,
+           context=torch.zeros_like(known))
+    first = (den.inputs[1] != mask).view(5, 16, 3)[:3]  # bars 0-2 after the first step: anywhere, not bar 2 first
+    assert 0 < first[2].sum() < first.sum()
+    long = sample_long(den, diff, x, known, 12, gen(), window=80, hop=80, order="outside-in",
+                       context=torch.zeros_like(known))
+    assert torch.equal(long[known], x[known]) and (long != mask).all()
+
+
 def test_random_order_reveals_about_one_over_t():
     den, diff, x = make(B=4, L=256)
     sample(den, diff, x, conditioning.unconditional(x.shape), steps=4, generator=gen())
@@ -440,7 +453,7 @@ def test_confidence_remasking_picks_the_least_probable_draws():
 
     den = Recording(unsure)
     sample(den, diff, x, conditioning.unconditional(x.shape), 48, gen(), remask="cap", remask_eta=0.02,
-           remask_order="confidence")
+           remask_order="confidence", order="random")
     mask = diff.mask_value()
     remasked = [(a != mask) & (b == mask) for a, b in zip(den.seen, den.seen[1:], strict=False)]
     steps_with_remasks = 0
