@@ -71,8 +71,8 @@ class SamplerOptions:
                "cap (rate min(eta, sigma_max)) or rescale (rate eta * sigma_max); sigma_max is the most the "
                "schedule allows")
     remask_eta: float = arg(0.02, "ReMDM eta: the rate cap (--remask cap) or the share of sigma_max (rescale)")
-    remask_order: RemaskOrder = arg("random", "which generated elements are re-masked: random, or confidence (the "
-                                        "least probable when they were drawn, ReMDM-conf)")
+    remask_order: RemaskOrder = arg("random", "which generated elements are re-masked: random, or confidence "
+                                              "(the least probable when they were drawn, ReMDM-conf)")
     remask_loop: float = arg(0.0, "ReMDM-loop: share of the steps spent at the fixed masked fraction "
                                   "--remask-loop-level, re-masking only there (0 = re-mask at every step)")
     remask_loop_level: float = arg(0.1, "masked fraction held during the ReMDM loop")
