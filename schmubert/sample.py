@@ -451,8 +451,9 @@ def held_kinds(sampler: SamplerOptions, key_asked: bool) -> SamplerOptions:
 
 def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, generator,
              denoiser: torch.nn.Module | None = None, attributes: Attributes | None = None) -> np.ndarray:
-    """All samples ``(num_samples, N, K)``; a short piece is padded to the window with known silence (not
-    context: the outside-in order starts from the piece's own known bars).
+    """All samples ``(num_samples, N, K)``; a piece shorter than the model's window is generated on the whole
+    window and cut to N (known silence after it would tell the model, and the copy prior, that the piece is
+    silent: 8 unconditional bars of ``pretrained:trio`` came out empty).
     ``attributes``: what a conditional model is told, ``[num_samples, bars of N, K]`` (padding: null).
     ``denoiser`` defaults to ``model.denoiser`` at ``cfg.precision`` (bf16 where native) and ``cfg.compile``."""
     denoiser = denoiser or fast_denoiser(model.denoiser, cfg.precision, cfg.compile)
@@ -461,8 +462,7 @@ def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, ge
     N, K = scen.x.shape
     pad = max(0, window - N)  # a short output still runs the model on its full window
     x = np.concatenate([scen.x, np.zeros((pad, K), dtype=np.int64)])
-    known = np.concatenate([scen.known, np.ones((pad, K), dtype=bool)])
-    piece = torch.as_tensor(np.concatenate([scen.known, np.zeros((pad, K), dtype=bool)]))  # the padding is not context
+    known = np.concatenate([scen.known, np.zeros((pad, K), dtype=bool)])  # the padding is drawn, then dropped
     hop = (cfg.hop or window // STEPS_PER_BAR // 2) * STEPS_PER_BAR
     steps = cfg.steps or model.diffusion.T
     out = []
@@ -474,8 +474,7 @@ def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, ge
         with sharpened(denoiser, cfg.copy_sharpness):
             result = sample_long(denoiser, model.diffusion, xb, kb, steps, generator,
                                  window=window, hop=hop, progress=cfg.progress, options=sampler,
-                                 guidance=guidance, attributes=told, tracks=model.tracks,
-                                 context=piece.expand(B, -1, -1))
+                                 guidance=guidance, attributes=told, tracks=model.tracks)
         result = conditioning.preserve_note_ends(xb, kb, result.cpu(), model.tracks)
         out.append(result[:, :N].numpy())
     return np.concatenate(out)

@@ -340,7 +340,7 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
            steps: int, generator: torch.Generator | None = None, options: SamplerOptions | None = None, *,
            guidance: Guidance | None = None, attributes: Attributes | None = None,
            tracks: Sequence[Track] | None = None, progress: bool = False, stats: dict | None = None,
-           context: torch.Tensor | None = None, **fields) -> torch.Tensor:
+           **fields) -> torch.Tensor:
     """Fill every unknown element of ``x`` by the reverse process; returns ``LongTensor[B, L, K]``.
 
     x: ``LongTensor[B, L, K]`` known tokens (values where ``~known`` are ignored); known:
@@ -353,8 +353,7 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
     Algorithm 6). attributes: what a conditional model is told (:class:`~schmubert.attributes.Attributes` of
     batch B or 1, bars = L / 16; None: nothing), guided by ``options.cfg_scale``. tracks: the model's tracks,
     which ``options.repair`` computes what the samples have with (default: ``denoiser.tracks``, as backbones
-    have them). context: ``BoolTensor[B, L, K]``, the known elements that are the piece (default: ``known``);
-    the outside-in order counts bars from these, so padding a caller marks known is not where a piece starts.
+    have them).
     ``generator`` drives every random draw. ``stats`` (a dict) receives ``calls``, the number of denoiser
     calls, ``remasked``, the number of re-masked elements, and ``repaired``, the elements drawn again by repair.
     The result has no mask left and every other ``x[known]`` unchanged. Runs on the denoiser's device.
@@ -375,8 +374,7 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
     run = functools.partial(reverse, denoiser, diffusion, generator=generator, opts=opts, guidance=guidance,
                             progress=progress)
     counts = {"calls": 0, "remasked": 0, "repaired": 0}
-    context = known if context is None else context.to(device) & known
-    x_t = run(torch.where(known, x, mask_value), known, steps, attributes, counts, context)
+    x_t = run(torch.where(known, x, mask_value), known, steps, attributes, counts)
     held = None if attributes is None else attributes.without(set(KINDS) - set(opts.repaired_kinds()))
     for _ in range(opts.repair if attributes is not None else 0):
         key_miss, bar_miss = misses(held, x_t, tracks)
@@ -395,9 +393,8 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
 
 
 def reverse(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x_t: torch.Tensor, known: torch.Tensor,
-            steps: int, attributes: Attributes | None, counts: dict, context: torch.Tensor | None = None, *,
-            generator: torch.Generator | None, opts: SamplerOptions, guidance: Guidance | None, progress: bool
-            ) -> torch.Tensor:
+            steps: int, attributes: Attributes | None, counts: dict, *, generator: torch.Generator | None,
+            opts: SamplerOptions, guidance: Guidance | None, progress: bool) -> torch.Tensor:
     """The reverse process from ``x_t [B, L, K]`` (masks exactly where ``~known``) to a piece without masks;
     adds its denoiser calls and re-masked elements to ``counts``."""
     # guidance needs a guided kind told: otherwise the two halves would be the same pass
@@ -408,7 +405,7 @@ def reverse(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x_t: torch
     track_p = opts.remask != "off" and opts.remask_order == "confidence"
     drawn_p = torch.zeros(x_t.shape, device=x_t.device) if track_p else None  # probability of each drawn element
     logits, changed = None, True
-    distance = context_distance(known if context is None else context) if opts.order == "outside-in" else None
+    distance = context_distance(known) if opts.order == "outside-in" else None
     for step in tqdm(plan_steps(diffusion, steps, opts), desc="sampling", disable=not progress, leave=False):
         if not masked.any() and step.remask == 0.0:
             continue
@@ -503,28 +500,25 @@ def window_starts(length: int, window: int, hop: int) -> list[int]:
 
 def sample_long(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Tensor,
                 known: torch.Tensor, steps: int, generator: torch.Generator | None = None, *,
-                window: int, hop: int, attributes: Attributes | None = None, context: torch.Tensor | None = None,
+                window: int, hop: int, attributes: Attributes | None = None,
                 progress: bool = False, **options) -> torch.Tensor:
     """:func:`sample` over a piece longer than the model's window: ``x``/``known`` ``[B, N, K]``, N > window.
 
     Windows of ``window`` steps slide by ``hop`` from the start; each window keeps what is known plus all that
     earlier windows generated (so each new window continues its ``window - hop`` steps of overlapping context)
     and fills the rest. ``attributes`` cover all N steps (bars = N / 16); each window is told its own bars.
-    ``context`` (default ``known``): the known elements that are the piece, not padding (see :func:`sample`).
     ``options`` are passed to :func:`sample`. Returns ``LongTensor[B, N, K]``.
     """
     if not 0 < hop <= window:
         raise ValueError(f"hop must be in 1..window ({window}), got {hop}")
     x, known = x.clone(), known.clone()
-    context = known.clone() if context is None else context & known  # what the piece has: grows window by window
     starts = window_starts(x.shape[1], window, hop)
     for start in tqdm(starts, desc="windows", disable=not progress, leave=False):
         span = slice(start, start + window)
         told = None if attributes is None else attributes.bars(start // STEPS_PER_BAR,
                                                                 -(-(start + window) // STEPS_PER_BAR))
         filled = sample(denoiser, diffusion, x[:, span], known[:, span], steps, generator, attributes=told,
-                        context=context[:, span], **options)
+                        **options)
         x[:, span] = filled.to(x.device)
         known[:, span] = True
-        context[:, span] = True
     return x
