@@ -191,7 +191,8 @@ def export_weights(checkpoint: str | Path, out: str | Path, dtype: torch.dtype =
     from safetensors.torch import save_file
 
     state, hp = read_model_state(resolve(checkpoint))
-    hp = {k: v for k, v in {**with_data_summaries(hp, checkpoint, train), **(extra or {})}.items() if v is not None}
+    hp = with_data_summaries(hp, checkpoint, train) | (extra or {})
+    hp = {k: v for k, v in hp.items() if not (k in (extra or {}) and v is None)}  # an extra None removes its key
     tensors = {k: v.detach().to(dtype).contiguous() for k, v in state.items()}
     meta = {METADATA_KEY: json.dumps(hp, default=str)}
     return write_atomic(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta), overwrite=overwrite)

@@ -52,9 +52,9 @@ NEIGHBOURS = (-2, -1, 1, 2)
 DISTANCE_SCALE = 64.0
 #: Bar scores are multiplied by this when sampling (the sample CLI's and the editor's ``--copy-sharpness``):
 #: the copy follows the best-matching bar instead of a blend, and its gate opens further. From
-#: experiments/README.md ("The copy prior", "Infilling outside-in") with pretrained:trio, riff copy (onsets /
-#: bars exact) in random order 68.0% / 16.2% at 1, 70.3% / 31.2% at 4; outside-in 73.4% / 36.2% at 4, 75.0% /
-#: 39.3% at 8, 75.4% / 37.5% at 16. Likelihoods always use 1, the fitted model.
+#: experiments/README.md ("The copy prior"; "The measuring stick, and infilling outside-in") with
+#: pretrained:trio, riff copy (onsets / bars exact) in random order 68.0% / 16.2% at 1, 70.3% / 31.2% at 4;
+#: outside-in 73.4% / 36.2% at 4, 75.0% / 39.3% at 8, 75.4% / 37.5% at 16. Likelihoods always use 1.
 SAMPLING_SHARPNESS = 8.0
 
 

@@ -67,6 +67,24 @@ def test_infill_leaves_everything_outside_the_bars_identical(ckpt, song, tmp_pat
     assert (tmp_path / "sample_000.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_infills_fill_outside_in_by_default(ckpt, song, tmp_path, monkeypatch):
+    import schmubert.sampling as sampling
+
+    distances = []
+    real = sampling.outside_in_reveal
+
+    def spy(masked, distance, step, generator):
+        distances.append(distance[masked].min().item())  # the nearest bar still masked, per step
+        return real(masked, distance, step, generator)
+
+    monkeypatch.setattr(sampling, "outside_in_reveal", spy)
+    path, _ = song
+    assert run(ckpt, tmp_path, "--input", str(path), "--infill", "32:48") == 0
+    # 6 steps over bars 32:48: the edge bars (1 bar from the context) first, the middle ones (up to 8) last
+    assert distances == sorted(distances) and distances[0] == 1 and distances[-1] > 4
+    assert json.loads((tmp_path / "sample_000.json").read_text())["options"]["sampler"]["order"] == "outside-in"
+
+
 def test_sampler_options_reach_the_sampler_and_the_record(ckpt, song, tmp_path):
     path, x = song
     args = ["--input", str(path), "--infill", "16:48", "--order", "confidence", "--schedule", "cosine",
