@@ -13,7 +13,8 @@ it would tell) and prints one markdown row:
   ``--reference data/processed/lakh-trio/train.npy`` gives the figure comparable with that goal; a first row
   (``held-out data``) then shows what the held-out windows themselves score against it, the ceiling;
 - infilling: the riff-copy figures of ``experiments/bench_riff_copy.py`` on ``--riff-pieces`` windows (bars
-  16:48): the share of the repeated bars' note-ons and hits reproduced, and of those bars exact;
+  16:48, whole bars that repeat a bar outside): the share of the repeated bars' note-ons and hits reproduced,
+  of those bars exact on every track, and of their track-bars exact;
 - ``s/piece``: seconds of unconditional sampling per piece.
 
 A setting is ``NAME:FIELD=VALUE,...`` with the fields of :class:`schmubert.sampling.SamplerOptions`,
@@ -109,7 +110,8 @@ def row(model: LoadedModel, fields: dict[str, Any], held: np.ndarray, reference:
     if args.riff_pieces > 0:
         copied, *_ = riff_copy(model, held, config_for(fields, args, 1), (16, 48), args.riff_pieces,
                                     args.seed)
-        out |= {"riff_onsets": float(copied["onsets"]), "riff_exact": float(copied["exact"])}
+        out |= {"riff_onsets": float(copied["onsets"]), "riff_exact": float(copied["exact"]),
+                "riff_track_exact": float(copied["track_exact"])}
     return out
 
 
@@ -142,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
           f"riff-copy windows of {len(held)} held-out ones per setting; defaults {SamplerOptions()}, "
           f"{args.steps} steps\n")
     print("| setting | pc entropy | scale | notes/bar | mean | notes/bar (data) | riff onsets | riff exact "
-          "| s/piece |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| track-bars exact | s/piece |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     if args.reference is not None and args.samples > 0:  # the ceiling: real held-out windows against it
         settings = [("held-out data", None), *settings]
@@ -151,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         r = row(model, fields, held, reference, args) if fields is not None else statistics_row(
             held, reference, model.tracks)
         rows.append({"setting": name, "fields": fields, **r})
-        riff_text = f"{r['riff_onsets']:.1%} | {r['riff_exact']:.1%}" if "riff_onsets" in r else "- | -"
+        riff_text = (f"{r['riff_onsets']:.1%} | {r['riff_exact']:.1%} | {r['riff_track_exact']:.1%}"
+                     if "riff_onsets" in r else "- | - | -")
         uncond_text = (f"{r['pitch_class_entropy']:.2f} | {r['scale_consistency']:.2f} | {r['notes_per_bar']:.2f} "
                        f"| **{r['mean3']:.2f}** | {r['notes_per_bar_mean']:.1f} ({r['notes_per_bar_data']:.1f})"
                        if "mean3" in r else "- | - | - | - | -")
