@@ -204,13 +204,19 @@ def with_data_summaries(hp: dict[str, Any], checkpoint: str | Path, train: str |
     stored = hp.get("attributes") or {}
     if not hp["backbone"].get("attributes") or all(stored.get(k) for k in DATA_SUMMARIES):
         return hp
-    data = (hp.get("data") or {}).get("path")
-    path = Path(train) if train is not None else Path(data) / "train.npy" if data else None
+    path = training_windows_path(hp, train)
     if path is None or not path.is_file():
         raise CheckpointError(f"{checkpoint}: the model stores no {' or '.join(DATA_SUMMARIES)} and its training "
                               f"windows are not at {path}; pass them (--train DATA/train.npy)")
     computed = data_summaries(np.load(path, mmap_mode="r"), get_tracks(hp["tracks"]))
     return {**hp, "attributes": {**stored, **{k: v for k, v in computed.items() if not stored.get(k)}}}
+
+
+def training_windows_path(hp: dict[str, Any], train: str | Path | None = None) -> Path | None:
+    """``train`` if given, else ``train.npy`` of the dataset a checkpoint with hyper-parameters ``hp`` was trained on
+    (None when it names none; the file may be missing on this machine)."""
+    data = (hp.get("data") or {}).get("path")
+    return Path(train) if train is not None else Path(data) / "train.npy" if data else None
 
 
 def held_out_pieces(model: LoadedModel) -> tuple[np.ndarray, str] | None:

@@ -5,19 +5,22 @@ is proposed the tokens of the other bars ``m`` at the same step and track, where
 (known or already drawn), each bar weighted by how alike bars ``n`` and ``m`` are where both are visible::
 
     sim(n, m)   = match * (equal elements) - mismatch * (differing elements)
-    score(n, m) = sim(n, m) + sum_d context[d] sim(n + d, m + d) + period . f(|n - m|)
+    same(n, m)  = the tracks on which bars n and m are fully visible and equal
+    score(n, m) = sim(n, m) + sum_d (context[d] sim(n + d, m + d) + exact[d] same(n + d, m + d)) + period . f(|n - m|)
     copy(c)     = sum_m exp(score(n, m)) [x_t(m, s, k) = c] / sum_m exp(score(n, m)) [(m, s, k) visible]
     p(x0 | x_t) = (1 - gate) softmax(logits) + gate copy,
     gate        = sigmoid(gate_bias[k] + gate_evidence * log sum_m exp(score) + gate_candidates * log #m)
 
-(``d`` in -2, -1, 1, 2: bars whose neighbours match are a repeated section, so a bar of a masked gap is proposed
-what followed the bars like the ones before it; ``f``: 1 if the bars are a multiple of 4, 8 and 16 bars apart,
-and their distance / 64). Nothing visible at that step of any other bar: the network alone. It is the continuous
-cache of language models (Grave et al. 2017) on the bar grid, and a proper distribution, so the ELBO stays a
-bound. The network is unchanged: the
-handful of scalars (:class:`CopyPriorConfig`) are fitted afterwards on held-out windows by maximising the
-count-estimator ELBO of whole pieces and of infilled bars 16:48 (:func:`fit`), and a shipped model carries
-them in its hyper-parameters (``copy_prior``); :func:`schmubert.checkpoints.load_model` wraps its denoiser in
+(``d`` in -4..-1, 1..4: bars whose neighbours match are a repeated section, so a bar of a masked gap is proposed
+what followed the bars like the ones before it, and a neighbour drawn as an exact copy says most; ``f``: 1 if the
+bars are a multiple of 4, 8 and 16 bars apart, and their distance / 64). Nothing visible at that step of any
+other bar: the network alone. It is the continuous cache of language models (Grave et al. 2017) on the bar grid,
+and a proper distribution, so the ELBO stays a bound. The network is unchanged: the handful of scalars
+(:class:`CopyPriorConfig`) are fitted afterwards, the bar scores on training windows as a choice of source
+(:func:`fit_sources`: a gap bar next to its drawn neighbours, which of the piece's bars does it repeat?) and the
+gates on held-out windows by maximising the count-estimator ELBO of whole pieces and of infilled bars 16:48
+(:func:`fit`; without training windows it fits everything). A shipped model carries them in its
+hyper-parameters (``copy_prior``); :func:`schmubert.checkpoints.load_model` wraps its denoiser in
 :class:`CopyPrior`, so the sampler, the likelihoods and the editor all use it.
 
 Shapes: ``x_t`` ``LongTensor[B, L, K]``; ``logits`` K x ``[B, L, C_k]``; bars ``n, m`` of 16 steps.
@@ -47,7 +50,12 @@ HPARAM = "copy_prior"
 #: Bar distances the score rewards: a multiple of 4, 8 and 16 bars (phrases, periods, sections).
 PERIODS = (4, 8, 16)
 #: Neighbouring bar pairs (n + d, m + d) whose similarity adds to that of bars n and m.
-NEIGHBOURS = (-2, -1, 1, 2)
+NEIGHBOURS = (-4, -3, -2, -1, 1, 2, 3, 4)
+#: The bar offsets of :func:`neighbour_rows`: the neighbours with 0 (the bars themselves) in the middle.
+ROW_OFFSETS = tuple(range(-4, 5))
+assert NEIGHBOURS == tuple(d for d in ROW_OFFSETS if d != 0)
+#: The neighbours of a copy prior fitted before the exact term (its ``context`` has four values).
+LEGACY_NEIGHBOURS = (-2, -1, 1, 2)
 #: The distance feature is |n - m| / DISTANCE_SCALE (a 64-bar window spans 0..1).
 DISTANCE_SCALE = 64.0
 #: Bar scores are multiplied by this when sampling (the sample CLI's and the editor's ``--copy-sharpness``):
@@ -65,8 +73,10 @@ class CopyPriorConfig:
 
     match: float = arg(0.33, "score per element visible in both bars and equal")
     mismatch: float = arg(1.2, "penalty per element visible in both bars and different")
-    context: list[float] = arg([0.0, 0.0, 0.0, 0.0], "weight of the similarity of the bar pairs 2 and 1 before "
-                                                      "and 1 and 2 after (a repeated section)")
+    context: list[float] = arg([0.0] * len(NEIGHBOURS), "weight of the similarity of the bar pairs 4..1 before "
+                               "and 1..4 after (a repeated section); four values: 2, 1 before and 1, 2 after")
+    exact: list[float] = arg([0.0] * len(NEIGHBOURS), "score per track on which the bar pairs 4..1 before and "
+                             "1..4 after are fully visible and equal (a neighbour drawn as an exact copy)")
     period: list[float] = arg([0.5, 0.2, 0.5, -0.3], "score of bars a multiple of 4, 8 and 16 bars apart, and "
                                                      "per 64 bars of distance")
     gate_bias: list[float] = arg([-1.9], "gate logit per track (one value: every track)")
@@ -74,8 +84,13 @@ class CopyPriorConfig:
     gate_candidates: float = arg(0.29, "gate logit per nat of the number of candidate bars")
 
     def __post_init__(self) -> None:
+        if len(self.context) == len(LEGACY_NEIGHBOURS):  # fitted before the wider context: the others add nothing
+            weights = dict(zip(LEGACY_NEIGHBOURS, self.context, strict=True))
+            self.context = [weights.get(d, 0.0) for d in NEIGHBOURS]
         if len(self.context) != len(NEIGHBOURS):
             raise ValueError(f"copy prior context needs {len(NEIGHBOURS)} values, got {self.context}")
+        if len(self.exact) != len(NEIGHBOURS):
+            raise ValueError(f"copy prior exact needs {len(NEIGHBOURS)} values, got {self.exact}")
         if len(self.period) != len(PERIODS) + 1:
             raise ValueError(f"copy prior period needs {len(PERIODS) + 1} values, got {self.period}")
         if not self.gate_bias:
@@ -91,7 +106,7 @@ class CopyParams(nn.Module):
         if len(bias) != num_tracks:
             raise ValueError(f"copy prior gate_bias has {len(bias)} values for {num_tracks} tracks")
         values = {"match": [config.match], "mismatch": [config.mismatch], "context": config.context,
-                  "period": config.period,
+                  "exact": config.exact, "period": config.period,
                   "gate_bias": bias, "gate_evidence": [config.gate_evidence],
                   "gate_candidates": [config.gate_candidates]}
         for name, v in values.items():
@@ -101,7 +116,7 @@ class CopyParams(nn.Module):
         def val(name: str) -> list[float]:
             return [round(float(v), 4) for v in getattr(self, name).detach().flatten()]
         return CopyPriorConfig(match=val("match")[0], mismatch=val("mismatch")[0], context=val("context"),
-                               period=val("period"),
+                               exact=val("exact"), period=val("period"),
                                gate_bias=val("gate_bias"), gate_evidence=val("gate_evidence")[0],
                                gate_candidates=val("gate_candidates")[0])
 
@@ -114,17 +129,54 @@ def distance_features(bars: int, device: torch.device) -> torch.Tensor:
     return torch.stack([*periodic, delta.float() / DISTANCE_SCALE], dim=-1)
 
 
+def bar_statistics(x_bars: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Of every pair of bars n, m of ``x_bars [B, n, s, K]`` (``visible`` alike), each ``[B, n, m]``: the elements
+    visible in both and equal, those visible in both and different, and the tracks fully visible in both and
+    equal (what :func:`scores_from` weighs)."""
+    equal = rearrange(x_bars, "b n s k -> b n 1 s k") == rearrange(x_bars, "b m s k -> b 1 m s k")
+    both = rearrange(visible, "b n s k -> b n 1 s k") & rearrange(visible, "b m s k -> b 1 m s k")
+    per_track = (both & equal).sum(-2, dtype=torch.float32)  # [B, n, m, K]
+    matches = per_track.sum(-1)
+    mismatches = both.sum((-2, -1), dtype=torch.float32) - matches
+    same = (per_track == x_bars.shape[2]).sum(-1, dtype=torch.float32)  # every step visible in both and equal
+    return matches, mismatches, same
+
+
+def scores_from(matches: torch.Tensor, mismatches: torch.Tensor, same: torch.Tensor, params: CopyParams
+                ) -> torch.Tensor:
+    """``score(n, m)`` ``[B, n, m]`` from :func:`bar_statistics`; a bar never copies itself."""
+    bars = matches.shape[-1]
+    stacked = [neighbour_rows(stat) for stat in (matches, mismatches, same)]
+    score = combine(*stacked, distance_features(bars, matches.device), params)
+    return score.masked_fill(torch.eye(bars, dtype=torch.bool, device=matches.device), -math.inf)
+
+
+def neighbour_rows(stat: torch.Tensor) -> torch.Tensor:
+    """``[B, n, m] -> [B, n, d, m]``: ``stat(n + d, m + d)`` for ``d`` in :data:`ROW_OFFSETS` (0 outside the piece),
+    a strided view of the zero-padded ``stat``."""
+    R = ROW_OFFSETS[-1]
+    padded = nn.functional.pad(stat, (R, R, R, R))
+    B, N, M = stat.shape
+    sb, sn, sm = padded.stride()
+    return padded.as_strided((B, N, len(ROW_OFFSETS), M), (sb, sn, sn + sm, sm))
+
+
+def combine(matches: torch.Tensor, mismatches: torch.Tensor, same: torch.Tensor, distance: torch.Tensor,
+            params: CopyParams) -> torch.Tensor:
+    """The score formula (module docstring) over :func:`neighbour_rows` ``[..., d, m]`` and the distance features
+    ``[..., m, F]`` of the same bars: ``[..., m]``."""
+    sim = params.match * matches - params.mismatch * mismatches
+    R = ROW_OFFSETS[-1]
+    one, zero = torch.ones_like(params.context[:1]), torch.zeros_like(params.exact[:1])
+    context = torch.cat([params.context[:R], one, params.context[R:]])  # bar n itself weighs 1
+    exact = torch.cat([params.exact[:R], zero, params.exact[R:]])
+    return (torch.einsum("...dm,d->...m", sim, context) + torch.einsum("...dm,d->...m", same, exact)
+            + distance @ params.period)
+
+
 def bar_scores(x_bars: torch.Tensor, visible: torch.Tensor, params: CopyParams) -> torch.Tensor:
     """``score(n, m)`` ``[B, n, m]`` of bars ``x_bars [B, n, s, K]`` (``visible`` alike); a bar never copies itself."""
-    both = rearrange(visible, "b n s k -> b n 1 (s k)") & rearrange(visible, "b m s k -> b 1 m (s k)")
-    equal = rearrange(x_bars, "b n s k -> b n 1 (s k)") == rearrange(x_bars, "b m s k -> b 1 m (s k)")
-    matches = (both & equal).sum(-1, dtype=torch.float32)
-    mismatches = both.sum(-1, dtype=torch.float32) - matches
-    sim = params.match * matches - params.mismatch * mismatches
-    bars = x_bars.shape[1]
-    score = sim + sum(w * shift_diagonal(sim, d) for w, d in zip(params.context, NEIGHBOURS, strict=True))
-    score = score + distance_features(bars, x_bars.device) @ params.period
-    return score.masked_fill(torch.eye(bars, dtype=torch.bool, device=x_bars.device), -math.inf)
+    return scores_from(*bar_statistics(x_bars, visible), params)
 
 
 def shift_diagonal(sim: torch.Tensor, d: int) -> torch.Tensor:
@@ -293,11 +345,117 @@ def wrap(denoiser: nn.Module, mask_ids: Sequence[int], hparams: dict[str, Any]) 
 # --- fitting -------------------------------------------------------------------------------------------------
 
 
+#: The bar scores' weights; the other scalars are the gates.
+SCORE_PARAMS = ("match", "mismatch", "context", "exact", "period")
+#: What :func:`fit_sources` moves: a choice among fully visible bars sees only the sum of match and mismatch for a
+#: bar pair, so those two stay as the likelihood fitted them (a source-fitted pair drifts to a negative match,
+#: which closes the gate on the bars that agree best).
+SOURCE_PARAMS = ("context", "exact", "period")
+
+
+@dataclass
+class SourceExamples:
+    """Gap bars beside a drawn front (:func:`source_examples`), P of them: :func:`bar_statistics` of each piece as
+    it was then, at the gap bar's row, ``[P, d, m]`` each (:func:`neighbour_rows`, counts); the gap bar ``row [P]``;
+    the bars it may copy, ``candidates [P, m]``, and those equal to it on every track, ``targets [P, m]``."""
+
+    matches: torch.Tensor
+    mismatches: torch.Tensor
+    same: torch.Tensor
+    row: torch.Tensor
+    candidates: torch.Tensor
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+
+def source_examples(pieces: np.ndarray, span: tuple[int, int] = (16, 48), seed: int = 0) -> SourceExamples:
+    """The sampler's decision while it infills ``span`` of ``pieces [N, L, K]`` outside-in, as examples: for every
+    bar n of the span that repeats a bar outside it on every track, and each side, the piece with the gap masked
+    from n inwards (left: bars n..end, right: start..n) and the bars between the context and n drawn as the
+    original; bar n itself once with nothing visible (where the sampler chooses its source) and once at a random
+    share of its elements (as it draws the rest)."""
+    generator = torch.Generator().manual_seed(seed)
+    parts = []
+    for x in pieces:
+        x_bars, _ = to_bars(torch.as_tensor(np.asarray(x, dtype=np.int64))[None])
+        flat = x_bars[0].flatten(1)
+        outside = [m for m in range(flat.shape[0]) if not span[0] <= m < span[1]]
+        rows, visible = [], []
+        for n in range(*span):
+            if not flat[n].any() or not (flat[outside] == flat[n]).all(1).any():
+                continue  # an empty bar, or one that repeats nothing outside the span
+            for masked in (range(n, span[1]), range(span[0], n + 1)):
+                for share in (0.0, float(torch.rand((), generator=generator))):
+                    vis = torch.ones_like(x_bars[0], dtype=torch.bool)
+                    vis[list(masked)] = False
+                    vis[n] = torch.rand(vis[n].shape, generator=generator) < share
+                    rows.append(n)
+                    visible.append(vis)
+        if not rows:
+            continue
+        vis = torch.stack(visible)
+        stats = bar_statistics(x_bars.expand(len(rows), -1, -1, -1), vis)
+        row = torch.tensor(rows)
+        picked = [neighbour_rows(stat)[torch.arange(len(rows)), row] for stat in stats]  # [e, d, m]
+        candidates = vis.flatten(2).all(-1)
+        candidates[torch.arange(len(rows)), row] = False
+        targets = candidates & (flat[None] == flat[row][:, None]).all(-1)
+        parts.append((*picked, row, candidates, targets))
+    if not parts:
+        raise ValueError("no bar of the span repeats a bar outside it in these pieces")
+    return SourceExamples(*(torch.cat(column) for column in zip(*parts, strict=True)))
+
+
+def source_nll(params: CopyParams, examples: SourceExamples) -> torch.Tensor:
+    """``-log`` of the copy prior's weight on the right source bars (bar scores softmaxed over the candidates),
+    ``[P]`` nats."""
+    bars = examples.candidates.shape[-1]
+    distance = distance_features(bars, examples.row.device)[examples.row]  # [P, m, F]
+    score = combine(examples.matches.float(), examples.mismatches.float(), examples.same.float(), distance, params)
+    score = score.masked_fill(~examples.candidates, -math.inf)
+    right = torch.logsumexp(score.masked_fill(~examples.targets, -math.inf), -1)
+    return torch.logsumexp(score, -1) - right
+
+
+def top_source_right(params: CopyParams, examples: SourceExamples) -> float:
+    """The share of examples whose highest-scored candidate bar is a right source."""
+    with torch.no_grad():
+        bars = examples.candidates.shape[-1]
+        distance = distance_features(bars, examples.row.device)[examples.row]
+        score = combine(examples.matches.float(), examples.mismatches.float(), examples.same.float(), distance,
+                        params).masked_fill(~examples.candidates, -math.inf)
+        top = score.argmax(-1)
+        return float(examples.targets[torch.arange(len(top)), top].float().mean())
+
+
+def fit_sources(pieces: np.ndarray, *, span: tuple[int, int] = (16, 48), iterations: int = 200, lr: float = 0.05,
+                seed: int = 0, init: CopyPriorConfig | None = None) -> tuple[CopyPriorConfig, dict[str, float]]:
+    """Fit the neighbour and distance weights (:data:`SOURCE_PARAMS`) on ``pieces [N, L, K]`` (training windows: no
+    network is involved) as the choice of the bar to copy: full-batch Adam on :func:`source_nll` over
+    :func:`source_examples`. Returns the config (the rest as ``init``'s) and the share of examples whose top bar
+    is right, before and after."""
+    K = pieces.shape[-1]
+    examples = source_examples(pieces, span, seed)
+    params = CopyParams(init or CopyPriorConfig(), K, trainable=True)
+    score_params = [getattr(params, name) for name in SOURCE_PARAMS]
+    before = top_source_right(params, examples)
+    opt = torch.optim.Adam(score_params, lr=lr)
+    for _ in range(iterations):
+        opt.zero_grad()
+        source_nll(params, examples).mean().backward()
+        opt.step()
+    return params.config(), {"examples": len(examples), "top_right_before": before,
+                             "top_right_after": top_source_right(params, examples)}
+
+
 @dataclass
 class FitResult:
     config: CopyPriorConfig
     before: dict[str, float]  # bits per element of the network alone, per regime ("full", "infill")
     after: dict[str, float]  # with the fitted copy prior, on the same masks
+    sources: dict[str, float] | None = None  # fit_sources' figures, when training windows were given
 
 
 def collect(denoiser: nn.Module, diffusion: AbsorbingDiffusion, pieces: np.ndarray, regimes: dict[str, torch.Tensor],
@@ -345,12 +503,12 @@ def mean_bits(params: CopyParams | None, batches: list[tuple[torch.Tensor, ...]]
 
 def fit(denoiser: nn.Module, diffusion: AbsorbingDiffusion, pieces: np.ndarray, *, infill: tuple[int, int] = (16, 48),
         samples_per_piece: int = 8, iterations: int = 60, lr: float = 0.05, batch_size: int = 16, seed: int = 0,
-        init: CopyPriorConfig | None = None, progress: bool = False) -> FitResult:
+        init: CopyPriorConfig | None = None, train: np.ndarray | None = None, progress: bool = False) -> FitResult:
     """Fit the copy prior of ``denoiser`` on held-out windows ``pieces [N, L, K]``: full-batch Adam on the mean
     count-estimator ELBO of whole pieces and of infilling bars ``infill`` (the network's outputs are computed
-    once; only the copy prior's scalars move)."""
-    from tqdm.auto import tqdm
-
+    once; only the copy prior's scalars move). With training windows ``train``, the neighbour and distance
+    weights are then fitted on them as the choice of source (:func:`fit_sources`) and the gates fitted again to
+    the new scores (the rest of the bar scores held)."""
     from schmubert.evaluation.likelihood import bar_region
 
     N, L, K = pieces.shape
@@ -360,19 +518,36 @@ def fit(denoiser: nn.Module, diffusion: AbsorbingDiffusion, pieces: np.ndarray, 
         regimes["infill"] = bar_region(L, K, infill)
     batches = collect(denoiser, diffusion, pieces, regimes, samples_per_piece, batch_size, seed)
     per_regime = len(batches) // len(regimes)
-    params = CopyParams(init or CopyPriorConfig(), K, trainable=True)
-    opt = torch.optim.Adam(params.parameters(), lr=lr)
-    for _ in tqdm(range(iterations), desc="copy prior", disable=not progress, leave=False):
-        opt.zero_grad()
-        for b in batches:
-            (batch_bits(params, *b, num_classes).sum() / (len(batches) * batch_size)).backward()
-        opt.step()
+    config = fit_batches(batches, num_classes, init or CopyPriorConfig(), iterations, lr, scores=True,
+                         progress=progress)
+    sources = None
+    if train is not None and "infill" in regimes:  # the choice of source is the infill's
+        config, sources = fit_sources(train, span=infill, seed=seed, init=config)
+        config = fit_batches(batches, num_classes, config, iterations, lr, scores=False, progress=progress)
 
     def split(p: CopyParams | None) -> dict[str, float]:
         return {name: mean_bits(p, batches[i * per_regime:(i + 1) * per_regime], num_classes)
                 for i, name in enumerate(regimes)}
 
-    return FitResult(params.config(), split(None), split(params))
+    return FitResult(config, split(None), split(CopyParams(config, K)), sources)
+
+
+def fit_batches(batches: list[tuple[torch.Tensor, ...]], num_classes: Sequence[int], init: CopyPriorConfig,
+                iterations: int, lr: float, scores: bool = True, progress: bool = False) -> CopyPriorConfig:
+    """Full-batch Adam on the mean ELBO of :func:`collect`'s ``batches`` from ``init``; ``scores`` False: only the
+    gates move (the bar scores' weights, :data:`SCORE_PARAMS`, stay)."""
+    from tqdm.auto import tqdm
+
+    params = CopyParams(init, len(num_classes), trainable=True)
+    moving = [p for name, p in params.named_parameters() if scores or name not in SCORE_PARAMS]
+    opt = torch.optim.Adam(moving, lr=lr)
+    count = sum(len(b[0]) for b in batches)
+    for _ in tqdm(range(iterations), desc="copy prior", disable=not progress, leave=False):
+        opt.zero_grad()
+        for b in batches:
+            (batch_bits(params, *b, num_classes).sum() / count).backward()
+        opt.step()
+    return params.config()
 
 
 def as_hparams(config: CopyPriorConfig) -> dict[str, Any]:

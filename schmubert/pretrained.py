@@ -26,6 +26,7 @@ from schmubert.checkpoints import (
     export_weights,
     load_model,
     pretrained_names,
+    training_windows_path,
 )
 from schmubert.copy_prior import HPARAM, FitResult, as_hparams, fit
 from schmubert.files import write_atomic
@@ -46,18 +47,23 @@ def export(checkpoint: str | Path, name: str, heldout: str | Path | None = None,
            directory: Path = WEIGHTS_DIR, train: str | Path | None = None, copy_prior: bool = True,
            progress: bool = False) -> Path:
     """Write ``directory/NAME.safetensors`` from a training checkpoint, and ``NAME-heldout.npz`` from ``heldout``.
-    ``train``: training windows for a model with attributes that stores no key distribution or outlines.
-    ``copy_prior``: fit the copy prior on the ``heldout`` windows and ship it with the weights (False: ship
-    none, not even one the checkpoint inherited)."""
+    ``train``: training windows (default: its dataset's) for a model with attributes that stores no key
+    distribution or outlines, and for the copy prior's choice of source. ``copy_prior``: fit the copy prior on
+    the ``heldout`` windows (and ``train``'s, where they are on this machine) and ship it with the weights
+    (False: ship none, not even one the checkpoint inherited)."""
     extra = {HPARAM: None}
     if copy_prior:
         if heldout is None:
             raise ValueError("the copy prior is fitted on held-out windows: pass --heldout (or --no-copy-prior)")
-        fitted = fit_copy_prior(checkpoint, np.load(heldout), progress)
+        fitted = fit_copy_prior(checkpoint, np.load(heldout), training_windows(checkpoint, train), progress)
         extra[HPARAM] = as_hparams(fitted.config)
         print(f"copy prior on {heldout}: negative ELBO {fitted.before['full']:.4f} -> {fitted.after['full']:.4f}, "
               f"infilling NLL {fitted.before.get('infill', float('nan')):.4f} -> "
               f"{fitted.after.get('infill', float('nan')):.4f} bits per element (the windows it was fitted on)")
+        if fitted.sources is not None:
+            print(f"copy prior's choice of source on {fitted.sources['examples']} gap bars of the training windows: "
+                  f"top-scored bar right {fitted.sources['top_right_before']:.1%} -> "
+                  f"{fitted.sources['top_right_after']:.1%}")
     out = export_weights(checkpoint, directory / f"{name}.safetensors", overwrite=overwrite, train=train,
                          extra=extra)
     if heldout is not None:
@@ -67,14 +73,28 @@ def export(checkpoint: str | Path, name: str, heldout: str | Path | None = None,
     return out
 
 
-def fit_copy_prior(checkpoint: str | Path, pieces: np.ndarray, progress: bool = False) -> FitResult:
-    """The copy prior of the network in ``checkpoint`` (any copy prior it carries is ignored), fitted on ``pieces``
-    at the sampling precision of this machine."""
+def training_windows(checkpoint: str | Path, train: str | Path | None = None) -> np.ndarray | None:
+    """The training windows ``train`` (default: the checkpoint's dataset's ``train.npy``), None (with a note) where
+    they are not on this machine."""
+    path = training_windows_path(load_model(checkpoint, copy_prior=False).hparams, train)
+    if path is None or not path.is_file():
+        print(f"note: no training windows ({path or 'the checkpoint names no dataset'}): the copy prior's bar "
+              f"scores are fitted by likelihood alone (pass --train DATA/train.npy)")
+        return None
+    return np.load(path, mmap_mode="r")
+
+
+def fit_copy_prior(checkpoint: str | Path, pieces: np.ndarray, train: np.ndarray | None = None,
+                   progress: bool = False) -> FitResult:
+    """The copy prior of the network in ``checkpoint`` (any copy prior it carries is ignored), fitted on held-out
+    ``pieces`` at the sampling precision of this machine, its choice of source on training windows ``train``."""
     model = load_model(checkpoint, copy_prior=False)
-    if pieces.shape[1:] != (model.steps, len(model.tracks)):
-        raise ValueError(f"held-out windows of shape {pieces.shape[1:]} do not fit the model "
-                         f"({model.steps}, {len(model.tracks)})")
-    return fit(fast_denoiser(model.denoiser, "auto"), model.diffusion, pieces.astype(np.int64), progress=progress)
+    for name, windows in (("held-out", pieces), ("training", train)):
+        if windows is not None and windows.shape[1:] != (model.steps, len(model.tracks)):
+            raise ValueError(f"{name} windows of shape {windows.shape[1:]} do not fit the model "
+                             f"({model.steps}, {len(model.tracks)})")
+    return fit(fast_denoiser(model.denoiser, "auto"), model.diffusion, pieces.astype(np.int64), train=train,
+               progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,10 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--checkpoint", required=True, help="a training checkpoint (.ckpt)")
     ex.add_argument("--name", required=True, help="the model's name (pretrained:NAME)")
     ex.add_argument("--heldout", type=Path, help="valid.npy of the held-out windows to ship beside the weights")
-    ex.add_argument("--train", type=Path, help="train.npy to take the key distribution and outlines from, for a "
-                    "model with attributes that stores none (default: its dataset's)")
+    ex.add_argument("--train", type=Path, help="train.npy to fit the copy prior's choice of source on, and to take "
+                    "the key distribution and outlines from for a model with attributes that stores none (default: "
+                    "its dataset's)")
     ex.add_argument("--copy-prior", action=argparse.BooleanOptionalAction, default=True,
-                    help="fit the copy prior (schmubert/copy_prior.py) on the --heldout windows and ship it")
+                    help="fit the copy prior (schmubert/copy_prior.py) on the --heldout and --train windows and "
+                         "ship it")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing shipped model of that name")
     args = parser.parse_args(argv)
     try:

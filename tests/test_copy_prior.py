@@ -197,3 +197,107 @@ def test_sharpening_follows_the_best_bar_and_is_undone_after_the_block():
     with pytest.raises(ValueError, match="sharpness"):
         with copy_prior.sharpened(wrapped, 0.0):
             pass
+
+
+def test_a_prior_fitted_with_four_neighbours_scores_as_before():
+    """Copy priors shipped before the wider context carry four context weights (bars 2 and 1 before, 1 and 2
+    after) and no exact term: they load with the other neighbours at 0 and score the same."""
+    legacy = CopyPriorConfig(context=[0.1, 0.2, 0.3, 0.4])
+    assert legacy.context == [0.0, 0.0, 0.1, 0.2, 0.3, 0.4, 0.0, 0.0] and legacy.exact == [0.0] * 8
+    g = torch.Generator().manual_seed(7)
+    x_bars, _ = copy_prior.to_bars(random_piece(8, g))
+    visible = torch.rand(x_bars.shape, generator=g) < 0.7
+    sim = copy_prior.bar_scores(x_bars, visible, CopyParams(CopyPriorConfig(context=[0.0] * 8), 3))
+    wide = copy_prior.bar_scores(x_bars, visible, CopyParams(legacy, 3))
+    matches, mismatches, _ = copy_prior.bar_statistics(x_bars, visible)
+    own = CopyPriorConfig().match * matches - CopyPriorConfig().mismatch * mismatches
+    expected = sim + sum(w * copy_prior.shift_diagonal(own, d) for w, d in zip([0.1, 0.2, 0.3, 0.4], (-2, -1, 1, 2)))
+    torch.testing.assert_close(wide, expected)
+    with pytest.raises(ValueError, match="exact needs 8"):
+        CopyPriorConfig(exact=[1.0])
+
+
+def test_neighbours_that_are_exact_copies_add_the_exact_weight_per_track():
+    """Bars 0..5; bar 4's left neighbour (bar 3) equals bar 0 on every track, fully visible: bar 4 scores bar 1
+    (whose left neighbour is bar 0) exact[-1] x 3 tracks higher than without the term; one track of bar 3 differing
+    makes it x 2, one masked element of it x 2 as well (not fully visible)."""
+    g = torch.Generator().manual_seed(8)
+    x0 = random_piece(6, g)
+    x0[:, 48:64] = x0[:, 0:16]
+    x_bars, _ = copy_prior.to_bars(x0)
+    visible = torch.ones_like(x_bars, dtype=torch.bool)
+    visible[:, 4] = False  # bar 4: nothing visible yet
+    exact = [0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0]  # the neighbour one bar before
+
+    def gain(x_b, vis):
+        with_term = copy_prior.bar_scores(x_b, vis, CopyParams(CopyPriorConfig(exact=exact), 3))
+        without = copy_prior.bar_scores(x_b, vis, CopyParams(CopyPriorConfig(), 3))
+        return float((with_term - without)[0, 4, 1])
+
+    assert gain(x_bars, visible) == pytest.approx(1.5)
+    other = x_bars.clone()
+    other[0, 3, 0, 2] = (other[0, 3, 0, 2] + 1) % 6  # bar 3's bass differs at one step
+    assert gain(other, visible) == pytest.approx(1.0)
+    hidden = visible.clone()
+    hidden[0, 3, 5, 0] = False  # one melody step of bar 3 not yet drawn
+    assert gain(x_bars, hidden) == pytest.approx(1.0)
+
+
+def repeating_pieces(count: int, seed: int) -> np.ndarray:
+    """``[count, 64 * 16, 3]``: each piece four random 4-bar phrases in a random order of 16 (a song's sections),
+    so a bar repeats others, and which one follows from the bars before it."""
+    rng = np.random.default_rng(seed)
+    pieces = []
+    for _ in range(count):
+        phrases = rng.integers(1, 6, (4, 4 * 16, 3))
+        pieces.append(np.concatenate([phrases[i] for i in rng.integers(0, 4, 16)]))
+    return np.stack(pieces)
+
+
+def test_source_examples_are_the_gap_bars_that_repeat_the_context():
+    x = repeating_pieces(1, 0)[0]
+    x[16 * 16:48 * 16] = np.arange(32 * 16 * 3).reshape(32 * 16, 3) % 5 + 100  # the gap repeats nothing ...
+    x[20 * 16:21 * 16] = x[2 * 16:3 * 16]  # ... but bar 20 (bar 2)
+    examples = copy_prior.source_examples(x[None])
+    assert len(examples) == 4 and examples.row.tolist() == [20] * 4  # two sides, nothing / some of bar 20 visible
+    left, right = examples.candidates[0], examples.candidates[2]
+    assert left.nonzero().flatten().tolist() == [*range(20), *range(48, 64)]
+    assert right.nonzero().flatten().tolist() == [*range(16), *range(21, 64)]
+    like_bar2 = (x.reshape(64, 16, 3) == x[2 * 16:3 * 16]).all((1, 2))  # bar 2 and the bars of its phrase
+    for example in range(4):
+        expected = (examples.candidates[example] & torch.from_numpy(like_bar2)).nonzero().flatten().tolist()
+        assert 2 in expected and examples.targets[example].nonzero().flatten().tolist() == expected
+    assert (examples.matches[[0, 2], :, 4] == 0).all()  # row offset 0: nothing of bar 20 visible ...
+    assert (examples.matches[[1, 3], :, 4].sum(-1) > 0).all()  # ... then some of it
+
+
+def test_fitting_the_sources_learns_which_bar_comes_next():
+    """A prior that weighs no neighbours picks among the bars a gap bar may repeat at chance; fitted on such songs
+    it follows the bar that came after (or before) the same neighbours, on songs it was not fitted on too."""
+    train, test = repeating_pieces(24, 1), repeating_pieces(8, 2)
+    start = CopyPriorConfig(match=0.3, mismatch=1.0, period=[0.0] * 4)
+    fitted, info = copy_prior.fit_sources(train, iterations=100, init=start)
+    examples = copy_prior.source_examples(test, seed=3)
+    before = copy_prior.top_source_right(CopyParams(start, 3), examples)
+    after = copy_prior.top_source_right(CopyParams(fitted, 3), examples)
+    print(before, after, info)
+    assert after > before + 0.2 and after > 0.7, (before, after, info)
+    assert fitted.gate_bias == start.gate_bias * 3 and fitted.gate_evidence == start.gate_evidence  # gates stay
+
+
+def test_export_fits_the_choice_of_source_on_the_training_windows(tmp_path, capsys):
+    torch.manual_seed(0)
+    denoiser = build("conv", "trio", "tiny", seq_len=1024)
+    hp = checkpoint_hparams("conv", "trio", denoiser.config, NoiseConfig(timesteps=16), 1024)
+    ckpt = save_model(tmp_path / "c.ckpt", denoiser, hp)
+    np.save(tmp_path / "valid.npy", repeating_pieces(2, 5).astype(np.uint16))
+    np.save(tmp_path / "train.npy", repeating_pieces(6, 6).astype(np.uint16))
+    plain = load_model(pretrained.export(ckpt, "a", heldout=tmp_path / "valid.npy", directory=tmp_path))
+    printed = capsys.readouterr().out
+    assert "no training windows" in printed and "choice of source" not in printed
+    out = pretrained.export(ckpt, "b", heldout=tmp_path / "valid.npy", train=tmp_path / "train.npy",
+                            directory=tmp_path)
+    assert "choice of source" in capsys.readouterr().out
+    fitted, likelihood_only = load_model(out).hparams["copy_prior"], plain.hparams["copy_prior"]
+    assert fitted["match"] == likelihood_only["match"]  # what the choice of source cannot tell is the likelihood's
+    assert fitted["exact"] != likelihood_only["exact"] and fitted["gate_bias"] != likelihood_only["gate_bias"]
