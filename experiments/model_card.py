@@ -27,7 +27,7 @@ import torch
 from schmubert import conditioning
 from schmubert.attributes import Attributes
 from schmubert.checkpoints import held_out_pieces, load_model
-from schmubert.copy_prior import SAMPLING_SHARPNESS, sharpened
+from schmubert.copy_prior import NEW_PIECE_SHARPNESS, SAMPLING_SHARPNESS, sampling_sharpness, sharpened
 from schmubert.evaluation import bar_region, compare_sets, context_curve, elbo, format_context, selfsim
 from schmubert.render import save_pianoroll, write_wav
 from schmubert.sample import default_keys
@@ -64,7 +64,7 @@ def generate(model, pieces: np.ndarray, n: int, steps: int, infill: bool, seed: 
         told = Attributes.null(n, model.steps // STEPS_PER_BAR, len(model.tracks)).with_key(keys)
     began = time.perf_counter()
     denoiser = fast_denoiser(model.denoiser, "auto")
-    with sharpened(denoiser, SAMPLING_SHARPNESS):  # as the sample CLI
+    with sharpened(denoiser, sampling_sharpness(infill)):  # as the sample CLI
         out = sample(denoiser, model.diffusion, x, known, steps, generator, attributes=told)
     out = conditioning.preserve_note_ends(x, known, out, model.tracks)
     return out.numpy(), (time.perf_counter() - began) / n
@@ -132,7 +132,8 @@ def card(name: str, model, fig: dict[str, Any], args: argparse.Namespace) -> str
         "than at 95% means the model uses its context.", "", "```", format_context(fig["context"], names), "```",
         "",
         f"## Samples against the held-out windows ({args.samples} each, {args.steps} steps, the sample CLI's "
-        f"defaults: {SamplerOptions().order} order, copy sharpness {SAMPLING_SHARPNESS:g})", "",
+        f"defaults: {SamplerOptions().order} order, copy sharpness {NEW_PIECE_SHARPNESS:g} for new pieces and "
+        f"{SAMPLING_SHARPNESS:g} for infills)", "",
         "| set | pitch consistency | pitch variance | duration consistency | duration variance | statistics "
         "overlap |", "|---|---|---|---|---|---|",
         selfsim_row("unconditional samples", fig["unconditional"]),
@@ -154,8 +155,10 @@ def card(name: str, model, fig: dict[str, Any], args: argparse.Namespace) -> str
 def copy_prior_note(hp: dict[str, Any]) -> str:
     return ("The copy prior (`schmubert/copy_prior.py`) mixes the network's predictions with the tokens of the "
             "piece's other bars, weighted by how alike the bars and their neighbours are where both are visible. "
-            "Its scalars were fitted on these held-out windows, so the first row is optimistic: fitted on one "
-            "half of them and scored on the other (both ways), see `experiments/README.md`, \"The copy prior\". "
+            "Its gates were fitted on these held-out windows, so the first row is optimistic: fitted on one "
+            "half of them and scored on the other (both ways), see `experiments/README.md`, \"The copy prior\"; "
+            "its weights of the neighbours and distances, the choice of the bar to copy, on the training windows "
+            "(\"Whole bars, and choosing the source bar\"). "
             f"Fitted values: `{json.dumps(hp['copy_prior'])}`.\n")
 
 

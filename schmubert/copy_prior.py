@@ -58,12 +58,23 @@ assert NEIGHBOURS == tuple(d for d in ROW_OFFSETS if d != 0)
 LEGACY_NEIGHBOURS = (-2, -1, 1, 2)
 #: The distance feature is |n - m| / DISTANCE_SCALE (a 64-bar window spans 0..1).
 DISTANCE_SCALE = 64.0
-#: Bar scores are multiplied by this when sampling (the sample CLI's and the editor's ``--copy-sharpness``):
-#: the copy follows the best-matching bar instead of a blend, and its gate opens further. From
-#: experiments/README.md ("The copy prior"; "The measuring stick, and infilling outside-in") with
-#: pretrained:trio, riff copy (onsets / bars exact) in random order 68.0% / 16.2% at 1, 70.3% / 31.2% at 4;
-#: outside-in 73.4% / 36.2% at 4, 75.0% / 39.3% at 8, 75.4% / 37.5% at 16. Likelihoods always use 1.
+#: Bar scores are multiplied by this when sampling a piece with something known (an infill, a continuation, an
+#: accompaniment; the sample CLI's and the editor's ``--copy-sharpness``): the copy follows the best-matching bar
+#: instead of a blend, and its gate opens further. From experiments/README.md ("The copy prior"; "The measuring
+#: stick, and infilling outside-in"; "Whole bars, and choosing the source bar") with pretrained:trio, riff copy
+#: (onsets / track-bars exact) in random order 68.0% / 16.2% at 1, 70.3% / 31.2% at 4; outside-in 73.4% / 36.2% at
+#: 4, 75.0% / 39.3% at 8, 75.4% / 37.5% at 16; with the source-fitted prior (whole bars exact, three seeds) 27.9%
+#: at 3, 28.8% at 4, 33.8% at 8. Likelihoods always use 1.
 SAMPLING_SHARPNESS = 8.0
+#: The same for a new piece (nothing known). The source-fitted trio's unconditional pieces have 48 distinct bars of
+#: 64 on average at 3 (held-out windows 47), 43 at 4 and 31 at 8 (a loop); the mean statistics overlap is 0.67 at
+#: 3 and 0.70 at 4 and 8 (experiments/README.md, "Whole bars, and choosing the source bar").
+NEW_PIECE_SHARPNESS = 4.0
+
+
+def sampling_sharpness(anything_known: bool) -> float:
+    """The default copy sharpness of a piece with something known (:data:`SAMPLING_SHARPNESS`), or of a new one."""
+    return SAMPLING_SHARPNESS if anything_known else NEW_PIECE_SHARPNESS
 
 
 @dataclass
@@ -177,16 +188,6 @@ def combine(matches: torch.Tensor, mismatches: torch.Tensor, same: torch.Tensor,
 def bar_scores(x_bars: torch.Tensor, visible: torch.Tensor, params: CopyParams) -> torch.Tensor:
     """``score(n, m)`` ``[B, n, m]`` of bars ``x_bars [B, n, s, K]`` (``visible`` alike); a bar never copies itself."""
     return scores_from(*bar_statistics(x_bars, visible), params)
-
-
-def shift_diagonal(sim: torch.Tensor, d: int) -> torch.Tensor:
-    """``out[b, n, m] = sim[b, n + d, m + d]``, 0 where a bar is outside the piece."""
-    bars = sim.shape[-1]
-    out = torch.zeros_like(sim)
-    if abs(d) < bars:
-        lo, hi = max(0, -d), bars - max(0, d)
-        out[:, lo:hi, lo:hi] = sim[:, lo + d:hi + d, lo + d:hi + d]
-    return out
 
 
 def to_bars(x: torch.Tensor) -> tuple[torch.Tensor, int]:

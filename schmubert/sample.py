@@ -39,7 +39,7 @@ from schmubert.attributes import (
 )
 from schmubert.checkpoints import LoadedModel, default_checkpoint, held_out_pieces, load_model
 from schmubert.config import add_arguments, arg, from_args, to_dict
-from schmubert.copy_prior import SAMPLING_SHARPNESS, sharpened
+from schmubert.copy_prior import sampling_sharpness, sharpened
 from schmubert.files import write_atomic
 from schmubert.guidance import NoteDensityGuidance, density_error
 from schmubert.precision import SamplePrecision
@@ -119,10 +119,11 @@ class SampleConfig:
     copy_prior: bool = arg(True, "mix the model's predictions with the copy prior it carries (the piece's own "
                                  "bars as a cache, fitted on held-out windows; schmubert/copy_prior.py); "
                                  "--no-copy-prior: the network alone")
-    copy_sharpness: float = arg(SAMPLING_SHARPNESS, "multiply the copy prior's bar scores by this while sampling: "
-                                                    "higher copies the best-matching bar more exactly (1 = the "
-                                                    "fitted prior; the default from experiments/README.md, "
-                                                    "riff copy)")
+    copy_sharpness: float | None = arg(None, "multiply the copy prior's bar scores by this while sampling: higher "
+                                             "copies the best-matching bar more exactly (1 = the fitted prior); "
+                                             "default: 8 where something of the piece is known (infill, "
+                                             "continuation, accompaniment: the riff copy), 4 for new pieces (about "
+                                             "as often repeated as songs; experiments/README.md)")
     compile: bool = arg(False, "torch.compile the denoiser (pays a compile on the first call of each batch "
                                "shape; see experiments/bench_sample.py --modes)")
     key: str = arg("auto", "key the model is told (models trained with attributes): TONIC[:major|:minor] with "
@@ -471,7 +472,7 @@ def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, ge
         xb = torch.as_tensor(x).expand(B, -1, -1).clone()
         kb = torch.as_tensor(known).expand(B, -1, -1).clone()
         told = None if attributes is None else attributes.rows(start, start + B).pad_bars(len(x) // STEPS_PER_BAR)
-        with sharpened(denoiser, cfg.copy_sharpness):
+        with sharpened(denoiser, copy_sharpness(cfg, scen)):
             result = sample_long(denoiser, model.diffusion, xb, kb, steps, generator,
                                  window=window, hop=hop, progress=cfg.progress, options=sampler,
                                  guidance=guidance, attributes=told, tracks=model.tracks)
@@ -509,6 +510,13 @@ def write_sample(cfg: SampleConfig, model: LoadedModel, scen: Scenario, tokens: 
     write_atomic(paths["json"], lambda tmp: tmp.write_text(text), cfg.overwrite)
 
 
+def copy_sharpness(cfg: SampleConfig, scen: Scenario) -> float:
+    """``--copy-sharpness``, or its default for the scenario: sharper where something of the piece is known."""
+    if cfg.copy_sharpness is not None:
+        return cfg.copy_sharpness
+    return sampling_sharpness(bool(scen.known.any()))
+
+
 def run(cfg: SampleConfig) -> list[Path]:
     """Sample by ``cfg``; returns the MIDI files written; bad input raises a one-line ValueError."""
     if cfg.num_samples < 1 or cfg.batch_size < 1:
@@ -530,6 +538,7 @@ def run(cfg: SampleConfig) -> list[Path]:
               "checkpoint": str(model.path), "checkpoint_sha256": model.sha256, "device": str(model.device),
               "steps": cfg.steps or model.diffusion.T, "bars": len(scen.x) // STEPS_PER_BAR,
               "regenerated_elements": int((~scen.known).sum()), "copy_prior": model.uses_copy_prior,
+              "copy_sharpness": copy_sharpness(cfg, scen) if model.uses_copy_prior else None,
               "seconds": round(seconds, 3)}
     cfg.out.mkdir(parents=True, exist_ok=True)
     if scen.song is not None:

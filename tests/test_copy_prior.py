@@ -211,7 +211,15 @@ def test_a_prior_fitted_with_four_neighbours_scores_as_before():
     wide = copy_prior.bar_scores(x_bars, visible, CopyParams(legacy, 3))
     matches, mismatches, _ = copy_prior.bar_statistics(x_bars, visible)
     own = CopyPriorConfig().match * matches - CopyPriorConfig().mismatch * mismatches
-    expected = sim + sum(w * copy_prior.shift_diagonal(own, d) for w, d in zip([0.1, 0.2, 0.3, 0.4], (-2, -1, 1, 2)))
+    def shifted(a, d):  # a[:, n + d, m + d], 0 outside the piece
+        out = torch.zeros_like(a)
+        for n in range(a.shape[1]):
+            for m in range(a.shape[2]):
+                if 0 <= n + d < a.shape[1] and 0 <= m + d < a.shape[2]:
+                    out[:, n, m] = a[:, n + d, m + d]
+        return out
+
+    expected = sim + sum(w * shifted(own, d) for w, d in zip([0.1, 0.2, 0.3, 0.4], (-2, -1, 1, 2), strict=True))
     torch.testing.assert_close(wide, expected)
     with pytest.raises(ValueError, match="exact needs 8"):
         CopyPriorConfig(exact=[1.0])

@@ -353,7 +353,7 @@ def test_bad_attribute_targets_are_clear(cond_ckpt, tmp_path, capsys, args, mess
 
 
 def test_a_model_with_a_copy_prior_samples_with_it_by_default_and_without_when_asked(song, tmp_path, capsys):
-    from schmubert.copy_prior import SAMPLING_SHARPNESS, CopyPriorConfig, as_hparams
+    from schmubert.copy_prior import NEW_PIECE_SHARPNESS, SAMPLING_SHARPNESS, CopyPriorConfig, as_hparams
 
     torch.manual_seed(0)
     denoiser = build("transformer", "trio", "tiny")
@@ -367,9 +367,13 @@ def test_a_model_with_a_copy_prior_samples_with_it_by_default_and_without_when_a
 
     assert run(copying, tmp_path / "on", *args) == 0
     on = record(tmp_path / "on")
-    assert on["copy_prior"] and on["options"]["copy_sharpness"] == SAMPLING_SHARPNESS
+    assert on["copy_prior"] and on["copy_sharpness"] == SAMPLING_SHARPNESS == 8  # an infill copies sharply ...
+    assert run(copying, tmp_path / "new", "--bars", "8") == 0
+    assert record(tmp_path / "new")["copy_sharpness"] == NEW_PIECE_SHARPNESS == 4  # ... a new piece less
+    assert run(copying, tmp_path / "asked", "--bars", "8", "--copy-sharpness", "5") == 0
+    assert record(tmp_path / "asked")["copy_sharpness"] == 5
     assert run(copying, tmp_path / "off", *args, "--no-copy-prior") == 0
-    assert not record(tmp_path / "off")["copy_prior"]
+    assert not record(tmp_path / "off")["copy_prior"] and record(tmp_path / "off")["copy_sharpness"] is None
     assert not np.array_equal(tokens(tmp_path / "on" / "sample_000.mid"), tokens(tmp_path / "off" / "sample_000.mid"))
     assert run(copying, tmp_path / "bad", *args, "--copy-sharpness", "0") == 2
     assert "copy sharpness must be > 0" in capsys.readouterr().err
