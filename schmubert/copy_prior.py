@@ -16,11 +16,11 @@ what followed the bars like the ones before it, and a neighbour drawn as an exac
 bars are a multiple of 4, 8 and 16 bars apart, and their distance / 64). Nothing visible at that step of any
 other bar: the network alone. It is the continuous cache of language models (Grave et al. 2017) on the bar grid,
 and a proper distribution, so the ELBO stays a bound. The network is unchanged: the handful of scalars
-(:class:`CopyPriorConfig`) are fitted afterwards, the bar scores on training windows as a choice of source
-(:func:`fit_sources`: a gap bar next to its drawn neighbours, which of the piece's bars does it repeat?) and the
-gates on held-out windows by maximising the count-estimator ELBO of whole pieces and of infilled bars 16:48
-(:func:`fit`; without training windows it fits everything). A shipped model carries them in its
-hyper-parameters (``copy_prior``); :func:`schmubert.checkpoints.load_model` wraps its denoiser in
+(:class:`CopyPriorConfig`) are fitted afterwards: all of them on held-out windows by maximising the
+count-estimator ELBO of whole pieces and of infilled bars 16:48 (:func:`fit`), then, given training windows, the
+neighbour, exact and distance weights on those as a choice of source (:func:`fit_sources`: a gap bar next to its
+drawn neighbours, which of the piece's bars does it repeat?) and the gates again. A shipped model carries them
+in its hyper-parameters (``copy_prior``); :func:`schmubert.checkpoints.load_model` wraps its denoiser in
 :class:`CopyPrior`, so the sampler, the likelihoods and the editor all use it.
 
 Shapes: ``x_t`` ``LongTensor[B, L, K]``; ``logits`` K x ``[B, L, C_k]``; bars ``n, m`` of 16 steps.
@@ -409,25 +409,25 @@ def source_examples(pieces: np.ndarray, span: tuple[int, int] = (16, 48), seed: 
     return SourceExamples(*(torch.cat(column) for column in zip(*parts, strict=True)))
 
 
-def source_nll(params: CopyParams, examples: SourceExamples) -> torch.Tensor:
-    """``-log`` of the copy prior's weight on the right source bars (bar scores softmaxed over the candidates),
-    ``[P]`` nats."""
+def source_scores(params: CopyParams, examples: SourceExamples) -> torch.Tensor:
+    """The gap bar's score of each candidate bar ``[P, m]`` (``-inf`` for the bars it may not copy)."""
     bars = examples.candidates.shape[-1]
     distance = distance_features(bars, examples.row.device)[examples.row]  # [P, m, F]
     score = combine(examples.matches.float(), examples.mismatches.float(), examples.same.float(), distance, params)
-    score = score.masked_fill(~examples.candidates, -math.inf)
-    right = torch.logsumexp(score.masked_fill(~examples.targets, -math.inf), -1)
-    return torch.logsumexp(score, -1) - right
+    return score.masked_fill(~examples.candidates, -math.inf)
+
+
+def source_nll(params: CopyParams, examples: SourceExamples) -> torch.Tensor:
+    """``-log`` of the copy prior's weight on the right source bars (bar scores softmaxed over the candidates),
+    ``[P]`` nats."""
+    score = source_scores(params, examples)
+    return torch.logsumexp(score, -1) - torch.logsumexp(score.masked_fill(~examples.targets, -math.inf), -1)
 
 
 def top_source_right(params: CopyParams, examples: SourceExamples) -> float:
     """The share of examples whose highest-scored candidate bar is a right source."""
     with torch.no_grad():
-        bars = examples.candidates.shape[-1]
-        distance = distance_features(bars, examples.row.device)[examples.row]
-        score = combine(examples.matches.float(), examples.mismatches.float(), examples.same.float(), distance,
-                        params).masked_fill(~examples.candidates, -math.inf)
-        top = score.argmax(-1)
+        top = source_scores(params, examples).argmax(-1)
         return float(examples.targets[torch.arange(len(top)), top].float().mean())
 
 
