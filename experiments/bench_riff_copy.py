@@ -130,9 +130,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def riff_copy(model, pieces: np.ndarray, cfg: SampleConfig, span: tuple[int, int], n_pieces: int, seed: int,
               unit: str = "bar") -> tuple[dict[str, float], np.ndarray, np.ndarray, int]:
     """Infill ``span`` of the ``n_pieces`` windows of ``pieces (N, L, K)`` with most repeated bars of ``unit``
-    (module docstring) by the sample CLI's path at ``cfg``. Returns the totals ``{"onsets", "exact", "other"}``
-    (``exact``: of whole bars for unit "bar"; ``track_exact``: of the track-bars), the per-track counts of the repeated bars and of the other
-    track-bars (``score``'s columns), and the number of windows used."""
+    (module docstring) by the sample CLI's path at ``cfg``. Returns the totals ``{"onsets", "exact",
+    "track_exact", "other"}`` (``exact``: of whole bars for unit "bar"; ``track_exact``: of the track-bars), the
+    per-track counts of the repeated bars and of the other track-bars (``score``'s columns), and the number of
+    windows used."""
     tracks = list(model.tracks)
     counts = np.array([repeat_count(unit, x, span, tracks) for x in pieces])
     chosen = np.argsort(-counts, kind="stable")[:n_pieces]
