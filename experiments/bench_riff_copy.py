@@ -88,8 +88,7 @@ def repeated_in(unit: str, x: np.ndarray, span: tuple[int, int], tracks: list[Tr
 
 def repeat_count(unit: str, x: np.ndarray, span: tuple[int, int], tracks: list[Track]) -> int:
     """How many bars of ``unit`` inside ``span`` repeat: whole bars, or track-bars."""
-    which = repeated_in(unit, x, span, tracks)
-    return int(which[:, 0].sum() if unit == "bar" else which.sum())
+    return int(repeated_bars(x, span, tracks).sum() if unit == "bar" else repeated(x, span, tracks).sum())
 
 
 def score(original: np.ndarray, infilled: np.ndarray, which: np.ndarray, tracks: list[Track]) -> np.ndarray:

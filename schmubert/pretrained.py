@@ -55,7 +55,7 @@ def export(checkpoint: str | Path, name: str, heldout: str | Path | None = None,
     if copy_prior:
         if heldout is None:
             raise ValueError("the copy prior is fitted on held-out windows: pass --heldout (or --no-copy-prior)")
-        fitted = fit_copy_prior(checkpoint, np.load(heldout), training_windows(checkpoint, train), progress)
+        fitted = fit_copy_prior(checkpoint, np.load(heldout), train, progress)
         extra[HPARAM] = as_hparams(fitted.config)
         print(f"copy prior on {heldout}: negative ELBO {fitted.before['full']:.4f} -> {fitted.after['full']:.4f}, "
               f"infilling NLL {fitted.before.get('infill', float('nan')):.4f} -> "
@@ -73,27 +73,23 @@ def export(checkpoint: str | Path, name: str, heldout: str | Path | None = None,
     return out
 
 
-def training_windows(checkpoint: str | Path, train: str | Path | None = None) -> np.ndarray | None:
-    """The training windows ``train`` (default: the checkpoint's dataset's ``train.npy``), None (with a note) where
-    they are not on this machine."""
-    path = training_windows_path(load_model(checkpoint, copy_prior=False).hparams, train)
-    if path is None or not path.is_file():
-        print(f"note: no training windows ({path or 'the checkpoint names no dataset'}): the copy prior's bar "
-              f"scores are fitted by likelihood alone (pass --train DATA/train.npy)")
-        return None
-    return np.load(path, mmap_mode="r")
-
-
-def fit_copy_prior(checkpoint: str | Path, pieces: np.ndarray, train: np.ndarray | None = None,
+def fit_copy_prior(checkpoint: str | Path, pieces: np.ndarray, train: str | Path | None = None,
                    progress: bool = False) -> FitResult:
     """The copy prior of the network in ``checkpoint`` (any copy prior it carries is ignored), fitted on held-out
-    ``pieces`` at the sampling precision of this machine, its choice of source on training windows ``train``."""
+    ``pieces`` at the sampling precision of this machine, its choice of source on the training windows ``train``
+    (default: the checkpoint's dataset's ``train.npy``; by likelihood alone, with a note, where they are not on
+    this machine)."""
     model = load_model(checkpoint, copy_prior=False)
-    for name, windows in (("held-out", pieces), ("training", train)):
-        if windows is not None and windows.shape[1:] != (model.steps, len(model.tracks)):
-            raise ValueError(f"{name} windows of shape {windows.shape[1:]} do not fit the model "
+    path = training_windows_path(model.hparams, train)
+    windows = np.load(path, mmap_mode="r") if path is not None and path.is_file() else None
+    if windows is None:
+        print(f"note: no training windows ({path or 'the checkpoint names no dataset'}): the copy prior's bar "
+              f"scores are fitted by likelihood alone (pass --train DATA/train.npy)")
+    for name, found in (("held-out", pieces), ("training", windows)):
+        if found is not None and found.shape[1:] != (model.steps, len(model.tracks)):
+            raise ValueError(f"{name} windows of shape {found.shape[1:]} do not fit the model "
                              f"({model.steps}, {len(model.tracks)})")
-    return fit(fast_denoiser(model.denoiser, "auto"), model.diffusion, pieces.astype(np.int64), train=train,
+    return fit(fast_denoiser(model.denoiser, "auto"), model.diffusion, pieces.astype(np.int64), train=windows,
                progress=progress)
 
 

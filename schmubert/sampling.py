@@ -431,19 +431,24 @@ def choose_reveal(logits: list[torch.Tensor], x_t: torch.Tensor, masked: torch.T
     """The elements revealed this step ``[B, L, K]`` and ``rows(k, where)``, track k's probabilities there
     (``distance``: :func:`context_distance` of the run, for the outside-in order)."""
     if opts.order != "confidence" and guidance is None:  # softmax only the rows drawn this step
-        reveal = (random_reveal(masked, step.reveal, generator) if opts.order == "random"
-                  else outside_in_reveal(masked, distance, step, generator))
+        reveal = positional_reveal(masked, step, opts.order, distance, generator)
         return reveal, lambda k, where: torch.softmax(logits[k][where].float() / opts.temperature, dim=-1)
     probs = predict_probs(logits, opts.temperature)
     if guidance is not None:
         probs = guidance(probs, x_t, masked)
     if opts.order == "confidence":
         reveal = confidence_reveal(probs, masked, step)
-    elif opts.order == "outside-in":
-        reveal = outside_in_reveal(masked, distance, step, generator)
     else:
-        reveal = random_reveal(masked, step.reveal, generator)
+        reveal = positional_reveal(masked, step, opts.order, distance, generator)
     return reveal, lambda k, where: probs[k][where]
+
+
+def positional_reveal(masked: torch.Tensor, step: Step, order: str, distance: torch.Tensor | None,
+                      generator: torch.Generator | None) -> torch.Tensor:
+    """The elements revealed this step by an order that needs no probabilities: random or outside-in."""
+    if order == "outside-in":
+        return outside_in_reveal(masked, distance, step, generator)
+    return random_reveal(masked, step.reveal, generator)
 
 
 def reveal_draws(x_t: torch.Tensor, reveal: torch.Tensor, rows: RowProbs, num_tracks: int, top_p: float,

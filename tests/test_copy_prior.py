@@ -288,7 +288,6 @@ def test_fitting_the_sources_learns_which_bar_comes_next():
     examples = copy_prior.source_examples(test, seed=3)
     before = copy_prior.top_source_right(CopyParams(start, 3), examples)
     after = copy_prior.top_source_right(CopyParams(fitted, 3), examples)
-    print(before, after, info)
     assert after > before + 0.2 and after > 0.7, (before, after, info)
     assert fitted.gate_bias == start.gate_bias * 3 and fitted.gate_evidence == start.gate_evidence  # gates stay
 
