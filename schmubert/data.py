@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from schmubert.config import arg
 from schmubert.tokens import MAX_PITCH, MIN_PITCH, NO_EVENT, NOTE_OFF, PITCH_OFFSET, STEPS_PER_BAR, Track, get_tracks
@@ -163,6 +163,8 @@ class DataConfig:
     max_transpose: int = arg(6, "augmentation: largest transposition of melody and bass in semitones (0 = off)")
     roll_bars: bool = arg(False, "augmentation: rotate each window by a random whole number of bars (its end "
                                  "wraps to its start)")
+    val_masks: int = arg(4, "validation: noise draws per held-out window (each its own t and mask); one draw "
+                            "per window is too noisy to choose a checkpoint by")
 
 
 class TokenDataModule(L.LightningDataModule):
@@ -196,8 +198,11 @@ class TokenDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         if len(self.valid_set) == 0:
             return []
+        # every window val_masks times; ASD3PM seeds each validation batch by its index, so each pass over the
+        # windows draws other times and masks, the same ones at every validation
+        windows = Subset(self.valid_set, np.tile(np.arange(len(self.valid_set)), max(self.config.val_masks, 1)))
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:  # we own the samplers (use_distributed_sampler=False)
-            sampler = DistributedSampler(self.valid_set, trainer.world_size, trainer.global_rank, shuffle=False)
-            return self._loader(self.valid_set, sampler=sampler)
-        return self._loader(self.valid_set, shuffle=False)
+            sampler = DistributedSampler(windows, trainer.world_size, trainer.global_rank, shuffle=False)
+            return self._loader(windows, sampler=sampler)
+        return self._loader(windows, shuffle=False)

@@ -95,3 +95,12 @@ def test_datamodule_reads_memory_mapped_arrays(trio_dataset):
     assert batch.shape == (4, 1024, 3) and batch.dtype == torch.long
     meta = json.loads((trio_dataset / "meta.json").read_text())
     assert dm.steps == meta["steps"] == 1024
+
+
+@pytest.mark.parametrize("val_masks", [1, 3])
+def test_validation_sees_every_window_val_masks_times_in_order(trio_dataset, val_masks):
+    dm = TokenDataModule(DataConfig(data=trio_dataset, batch_size=4, num_workers=0, val_masks=val_masks), "trio")
+    dm.setup()
+    seen = torch.cat(list(dm.val_dataloader()))
+    windows = torch.from_numpy(np.asarray(dm.valid_set.array).astype(np.int64))
+    assert torch.equal(seen, windows.repeat(val_masks, 1, 1))
