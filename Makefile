@@ -44,7 +44,7 @@ demo: preprocess
 # attention added to it (cpu-$*-bars), span masking (cpu-$*-spans); then attributes in bf16: the trio in two
 # runs (cpu-trio-attrs, then cpu-trio-attrs2 with every subset of them equally often), the melody in one
 # (cpu-melody-attrs); the trio's stage 6 against overfitting (cpu-trio-roll: windows rotated by whole bars,
-# dropout 0.2) and stage 7, more of it at batch 16 (cpu-trio-long). About 70 + 60 + 25 + (55 + 70 + 43 + 85 | 44)
+# dropout 0.2) and stage 7, more of it at batch 16 (cpu-trio-long). About 70 + 60 + 25 + (55 + 70 + 43 + 96 | 44)
 # min on 2 CPU cores.
 pretrained-trio pretrained-melody: pretrained-%:
 	$(PYTHON) -m preprocessing --tracks $* --input $(CORPUS)/lakh-$*-64bar --output $(PROCESSED)/lakh-$* --workers $(WORKERS) --valid-fraction 0.05 --overwrite
