@@ -100,7 +100,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # infilling 16:48 1.179 -> 1.173, training windows 0.985 -> 0.969, but its samples at the CLI's guidance 2
     # are denser still (12.2 / 12.7 notes per bar, data 9.5) and their mean overlap falls to 0.63 / 0.64: not
     # shipped yet (experiments/README.md, "Stage 8")
-    _recipe("cpu-trio-long2", "stage 8 of the shipped trio model: --init a cpu-trio-long model (or "
+    _recipe("cpu-trio-long2", "stage 8 of the trio (measured, not shipped yet): --init a cpu-trio-long model (or "
             "pretrained:trio), stage 7 again with a cosine from 1.5e-4 over 10000 steps", tracks="trio",
             batch_size=16, decay="cosine", lr=1.5e-4, warmup_steps=200, max_steps=10000, val_every=1000,
             span_prob=0.5, cond_drop=0.5, roll_bars=True, set=["dropout=0.2"], name="cpu-trio-long2"),
