@@ -85,6 +85,8 @@ def density_share(model: LoadedModel, args, scale: float) -> tuple[float, list[f
         pieces, _ = generate(model, told, args, scale, args.seed + 100 + i)
         onsets = A.bar_onsets(torch.from_numpy(pieces), model.tracks)[..., k]
         hits.append(((onsets - target).abs() <= 1).flatten())
+    if not hits:  # --density "": the key alone
+        return float("nan"), []
     return float(torch.cat(hits).float().mean()), [float(h.float().mean()) for h in hits]
 
 
@@ -121,7 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scales", default="0,1,2,4", help="guidance scales w, comma-separated")
     p.add_argument("--keys", default=",".join(KEYS), help="keys asked, comma-separated")
     p.add_argument("--samples", type=int, default=16, help="pieces per key and per target")
-    p.add_argument("--density", default="2,6,10", help="onsets-per-bar targets, comma-separated")
+    p.add_argument("--density", default="2,6,10", help="onsets-per-bar targets, comma-separated ('': none)")
     p.add_argument("--density-track", default="melody", help="the track the density targets are asked of")
     p.add_argument("--register", default="melody=C4,melody=C5,bass=E2,bass=A2",
                    help="TRACK=PITCH register targets, comma-separated (tracks the model lacks are skipped)")

@@ -104,6 +104,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
             "pretrained:trio), stage 7 again with a cosine from 1.5e-4 over 10000 steps", tracks="trio",
             batch_size=16, decay="cosine", lr=1.5e-4, warmup_steps=200, max_steps=10000, val_every=1000,
             span_prob=0.5, cond_drop=0.5, roll_bars=True, set=["dropout=0.2"], name="cpu-trio-long2"),
+    _recipe("cpu-trio-long3", "stage 9 of the trio (measured, not shipped yet): --init a cpu-trio-long2 model, "
+            "stage 8 again with a cosine from 1e-4 over 6000 steps (brings the trio to 10x issue 18's FLOPs)",
+            tracks="trio", batch_size=16, decay="cosine", lr=1e-4, warmup_steps=200, max_steps=6000,
+            val_every=1000, span_prob=0.5, cond_drop=0.5, roll_bars=True, set=["dropout=0.2"],
+            name="cpu-trio-long3"),
 )}
 
 

@@ -32,3 +32,13 @@ def test_prints_a_row_per_guidance_scale(tmp_path, capsys, corpus_pieces, experi
 def test_refuses_a_model_without_attributes(tmp_path, capsys, experiment):
     assert experiment("bench_control").main(["--checkpoint", str(tiny(tmp_path / "plain.ckpt"))]) == 2
     assert "trained without attributes" in capsys.readouterr().err
+
+
+def test_the_key_alone_when_no_density_or_register_is_asked(tmp_path, capsys, corpus_pieces, experiment):
+    np.save(tmp_path / "held.npy", corpus_pieces("trio", 2)[:, :256].astype(np.uint16))
+    ckpt = tiny(tmp_path / "cond.ckpt", attributes=True)
+    argv = ["--checkpoint", str(ckpt), "--samples", "1", "--steps", "2", "--scales", "2", "--keys", "C:major",
+            "--density", "", "--register", "", "--held-out", str(tmp_path / "held.npy")]
+    assert experiment("bench_control").main(argv) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 2 ")][0].split("|")
+    assert row[4].strip() == "nan" and row[5].strip() == "" and row[6].strip() == "nan"
