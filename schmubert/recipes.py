@@ -28,6 +28,13 @@ CPU_BASE: dict[str, Any] = {
     "grad_clip": 1.0, "schedule": "mixed", "val_batches": 0, "sample_every": 0, "logger": "csv",
 }
 
+# What the trio's batch-16 stages (7, 8, 9) share: stage 6's span masking, attribute dropout, rotated windows
+# and dropout, at the batch that moves the most elements per second here; each stage sets its peak and length.
+TRIO_LONG: dict[str, Any] = {
+    "tracks": "trio", "batch_size": 16, "decay": "cosine", "warmup_steps": 200, "val_every": 1000,
+    "span_prob": 0.5, "cond_drop": 0.5, "roll_bars": True, "set": ["dropout=0.2"],
+}
+
 
 def _recipe(recipe: str, help: str, **options: Any) -> Recipe:  # noqa: A002
     return Recipe(recipe, help, {**CPU_BASE, **options})
@@ -92,9 +99,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # 1.179, training windows 1.017 -> 0.985. The validation callback's figure (one mask per piece) rose from
     # 1.400 to 1.422 meanwhile, too noisy to choose by: the export takes last.ckpt
     _recipe("cpu-trio-long", "stage 7 of the shipped trio model: --init a cpu-trio-roll model (or "
-            "pretrained:trio), stage 6 at batch 16, cosine from 2e-4 over 9000 steps", tracks="trio",
-            batch_size=16, decay="cosine", lr=2e-4, warmup_steps=200, max_steps=9000, val_every=1000,
-            span_prob=0.5, cond_drop=0.5, roll_bars=True, set=["dropout=0.2"], name="cpu-trio-long"),
+            "pretrained:trio), stage 6 at batch 16, cosine from 2e-4 over 9000 steps", **TRIO_LONG, lr=2e-4,
+            max_steps=9000, name="cpu-trio-long"),
     # stage 8: stage 7 again (a warm restart at a lower peak) towards issue 18's 10x training FLOPs, as long as
     # one session's training window on 2 cores allows (121.9 min). Measured as stage 7: held-out 1.246 -> 1.241,
     # infilling 16:48 1.179 -> 1.173, training windows 0.985 -> 0.969, but its samples at the CLI's guidance 2
@@ -102,18 +108,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # guidance 1.5 they score 0.69 / 0.70, but 1.5 costs the melody (0.76 -> 0.70, asked key 0.73 -> 0.65), so
     # it waits for a per-model default guidance (experiments/README.md, "Stage 8" and "Stage 9")
     _recipe("cpu-trio-long2", "stage 8 of the trio (measured, not shipped yet): --init a cpu-trio-long model (or "
-            "pretrained:trio), stage 7 again with a cosine from 1.5e-4 over 10000 steps", tracks="trio",
-            batch_size=16, decay="cosine", lr=1.5e-4, warmup_steps=200, max_steps=10000, val_every=1000,
-            span_prob=0.5, cond_drop=0.5, roll_bars=True, set=["dropout=0.2"], name="cpu-trio-long2"),
+            "pretrained:trio), stage 7 again with a cosine from 1.5e-4 over 10000 steps", **TRIO_LONG, lr=1.5e-4,
+            max_steps=10000, name="cpu-trio-long2"),
     # stage 9: the rest of issue 18's 10x training FLOPs (79.8 min). Measured as stage 8: held-out 1.241 -> 1.246,
     # infilling 1.173 -> 1.178, training windows 0.969 -> 0.963, samples denser still (12.8 / 11.3 notes per
     # bar at guidance 2 / 1.5, mean overlap 0.60 / 0.64): more steps on 936 windows fit them, not music. Not
     # shipped; its export is kept on the branch candidates/trio-stage9
     _recipe("cpu-trio-long3", "stage 9 of the trio (measured, not shipped: it fits the training windows, not "
             "new music): --init a cpu-trio-long2 model, stage 8 again with a cosine from 1e-4 over 6000 steps",
-            tracks="trio", batch_size=16, decay="cosine", lr=1e-4, warmup_steps=200, max_steps=6000,
-            val_every=1000, span_prob=0.5, cond_drop=0.5, roll_bars=True, set=["dropout=0.2"],
-            name="cpu-trio-long3"),
+            **TRIO_LONG, lr=1e-4, max_steps=6000, name="cpu-trio-long3"),
     # the melody's stage 5, towards issue 18's 10x (it is at 1.9x): the trio's stages 6-7 in one run (windows
     # rotated by whole bars; batch 32, the melody's most elements per second: 29.4k against 25.7k at batch 8),
     # dropout left at stage 4's (doubling it first undid stage 4's validation ELBO: 1.263 -> 1.291 at step 1000).
