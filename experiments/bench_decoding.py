@@ -60,7 +60,7 @@ def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
     """``"t0.9:temperature=0.9,steps=64"`` -> ``("t0.9", {"temperature": 0.9, "steps": 64})``."""
     name, _, rest = text.strip().partition(":")
     types = {f.name: type(f.default) for f in dataclasses.fields(SamplerOptions)}
-    types |= {"steps": int, "outline": str, "copy_sharpness": float}
+    types |= {"steps": int, "outline": str, "copy_sharpness": float, "cfg_scale": float}
     fields: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, eq, value = item.partition("=")

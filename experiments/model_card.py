@@ -65,7 +65,8 @@ def generate(model, pieces: np.ndarray, n: int, steps: int, infill: bool, seed: 
     began = time.perf_counter()
     denoiser = fast_denoiser(model.denoiser, "auto")
     with sharpened(denoiser, sampling_sharpness(infill)):  # as the sample CLI
-        out = sample(denoiser, model.diffusion, x, known, steps, generator, attributes=told)
+        out = sample(denoiser, model.diffusion, x, known, steps, generator,
+                     SamplerOptions().with_defaults(model.sampler_defaults), attributes=told)
     out = conditioning.preserve_note_ends(x, known, out, model.tracks)
     return out.numpy(), (time.perf_counter() - began) / n
 
@@ -94,6 +95,15 @@ def selfsim_row(name: str, q: dict[str, Any]) -> str:
     s = q["selfsim"]
     cells = [f"{s[a][b]:.3f}" for a in ("pitch", "duration") for b in ("consistency", "variance")]
     return f"| {name} | " + " | ".join(cells) + f" | {q['stats_summary']:.3f} |"
+
+
+def decoding_text(model) -> str:
+    """The sample CLI's decoding defaults for ``model``, as the card states them."""
+    options = SamplerOptions().with_defaults(model.sampler_defaults)
+    own = " (the model's own default)" if "cfg_scale" in model.sampler_defaults else ""
+    guided = f"guidance scale {options.guidance_scale():g}{own}, " if model.conditional else ""
+    return (f"{options.order} order, {guided}copy sharpness {NEW_PIECE_SHARPNESS:g} for new pieces and "
+            f"{SAMPLING_SHARPNESS:g} for infills")
 
 
 def card(name: str, model, fig: dict[str, Any], args: argparse.Namespace) -> str:
@@ -132,8 +142,7 @@ def card(name: str, model, fig: dict[str, Any], args: argparse.Namespace) -> str
         "than at 95% means the model uses its context.", "", "```", format_context(fig["context"], names), "```",
         "",
         f"## Samples against the held-out windows ({args.samples} each, {args.steps} steps, the sample CLI's "
-        f"defaults: {SamplerOptions().order} order, copy sharpness {NEW_PIECE_SHARPNESS:g} for new pieces and "
-        f"{SAMPLING_SHARPNESS:g} for infills)", "",
+        f"defaults: {decoding_text(model)})", "",
         "| set | pitch consistency | pitch variance | duration consistency | duration variance | statistics "
         "overlap |", "|---|---|---|---|---|---|",
         selfsim_row("unconditional samples", fig["unconditional"]),

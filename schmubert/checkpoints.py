@@ -5,7 +5,9 @@ A SCHmUBERT checkpoint is a Lightning checkpoint written by :class:`schmubert.mo
 - ``checkpoint["schmubert"]``: ``{"kind": "asd3pm", "version": ...}`` (how a checkpoint of the wrong kind is told),
 - ``checkpoint["hyper_parameters"]``: ``arch``, ``tracks``, ``backbone`` (the backbone config as a dict),
   ``noise`` (the :class:`~schmubert.diffusion.NoiseConfig` as a dict), ``steps`` (window length L), ``data``
-  (the dataset's ``meta.json`` summary),
+  (the dataset's ``meta.json`` summary); optionally ``sampler``, the decoding defaults chosen for the model by
+  measurement (:class:`~schmubert.sampling.SamplerOptions` fields, e.g. ``{"cfg_scale": 1.5}``), which every
+  sampling path uses where the user set nothing,
 - ``checkpoint["state_dict"]``: ``denoiser.*`` weights; when training used EMA these are the EMA weights
   (Lightning's ``EMAWeightAveraging`` puts the average there and the raw weights under ``current_model_state``).
 
@@ -40,6 +42,7 @@ DENOISER_PREFIX = "denoiser."
 PRETRAINED_PREFIX = "pretrained:"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 METADATA_KEY = "schmubert"
+SAMPLER_HPARAM = "sampler"  # the hyper-parameter holding a model's decoding defaults
 
 
 class CheckpointError(ValueError):
@@ -64,6 +67,12 @@ class LoadedModel:
     def conditional(self) -> bool:
         """Whether the model was trained with attributes (takes ``attrs``; see :mod:`schmubert.attributes`)."""
         return bool(getattr(self.denoiser, "conditional", False))
+
+    @property
+    def sampler_defaults(self) -> dict[str, Any]:
+        """The decoding defaults it ships with (``SamplerOptions`` fields; empty: the sampler's own), applied by
+        :meth:`schmubert.sampling.SamplerOptions.with_defaults`."""
+        return dict(self.hparams.get(SAMPLER_HPARAM) or {})
 
     @property
     def uses_copy_prior(self) -> bool:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from schmubert.checkpoints import (
+    SAMPLER_HPARAM,
     WEIGHTS_DIR,
     CheckpointError,
     LoadedModel,
@@ -30,7 +32,7 @@ from schmubert.checkpoints import (
 )
 from schmubert.copy_prior import HPARAM, FitResult, as_hparams, fit
 from schmubert.files import write_atomic
-from schmubert.sampling import fast_denoiser
+from schmubert.sampling import SAMPLER_FIELDS, fast_denoiser
 
 
 def names() -> list[str]:
@@ -45,13 +47,20 @@ def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
 
 def export(checkpoint: str | Path, name: str, heldout: str | Path | None = None, overwrite: bool = False,
            directory: Path = WEIGHTS_DIR, train: str | Path | None = None, copy_prior: bool = True,
-           progress: bool = False) -> Path:
+           progress: bool = False, sampler: dict[str, Any] | None = None) -> Path:
     """Write ``directory/NAME.safetensors`` from a training checkpoint, and ``NAME-heldout.npz`` from ``heldout``.
     ``train``: training windows (default: its dataset's) for a model with attributes that stores no key
     distribution or outlines, and for the copy prior's choice of source. ``copy_prior``: fit the copy prior on
     the ``heldout`` windows (and ``train``'s, where they are on this machine) and ship it with the weights
-    (False: ship none, not even one the checkpoint inherited)."""
-    extra = {HPARAM: None}
+    (False: ship none, not even one the checkpoint inherited). ``sampler``: decoding defaults to ship
+    (:class:`~schmubert.sampling.SamplerOptions` fields, e.g. ``{"cfg_scale": 1.5}``; None: keep the
+    checkpoint's, if any)."""
+    unknown = set(sampler or {}) - SAMPLER_FIELDS
+    if unknown:
+        raise ValueError(f"sampler defaults {sorted(unknown)} are not SamplerOptions fields")
+    extra: dict[str, Any] = {HPARAM: None}
+    if sampler is not None:
+        extra[SAMPLER_HPARAM] = dict(sampler)
     if copy_prior:
         if heldout is None:
             raise ValueError("the copy prior is fitted on held-out windows: pass --heldout (or --no-copy-prior)")
@@ -107,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--copy-prior", action=argparse.BooleanOptionalAction, default=True,
                     help="fit the copy prior (schmubert/copy_prior.py) on the --heldout and --train windows and "
                          "ship it")
+    ex.add_argument("--cfg-scale", type=float, help="the model's default classifier-free guidance scale, used "
+                    "where a user sets none (chosen by measurement, experiments/README.md; default: the sampler's, "
+                    "2)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing shipped model of that name")
     args = parser.parse_args(argv)
     try:
@@ -114,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(names()) or "(no shipped models)")
         else:
             out = export(args.checkpoint, args.name, args.heldout, args.overwrite, train=args.train,
-                         copy_prior=args.copy_prior, progress=True)
+                         copy_prior=args.copy_prior, progress=True,
+                         sampler=None if args.cfg_scale is None else {"cfg_scale": args.cfg_scale})
             print(f"wrote {out}")
     except (CheckpointError, FileExistsError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

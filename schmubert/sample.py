@@ -456,9 +456,11 @@ def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, ge
     window and cut to N (known silence after it would tell the model, and the copy prior, that the piece is
     silent: 8 unconditional bars of ``pretrained:trio`` came out empty).
     ``attributes``: what a conditional model is told, ``[num_samples, bars of N, K]`` (padding: null).
-    ``denoiser`` defaults to ``model.denoiser`` at ``cfg.precision`` (bf16 where native) and ``cfg.compile``."""
+    ``denoiser`` defaults to ``model.denoiser`` at ``cfg.precision`` (bf16 where native) and ``cfg.compile``.
+    Sampler options left unset take the model's own defaults (``model.sampler_defaults``)."""
     denoiser = denoiser or fast_denoiser(model.denoiser, cfg.precision, cfg.compile)
-    sampler = held_kinds(cfg.sampler, key_asked=cfg.key != "auto" or uses_outlines(cfg, model, scen))
+    sampler = held_kinds(cfg.sampler.with_defaults(model.sampler_defaults),
+                         key_asked=cfg.key != "auto" or uses_outlines(cfg, model, scen))
     window = model.steps
     N, K = scen.x.shape
     pad = max(0, window - N)  # a short output still runs the model on its full window
@@ -527,6 +529,7 @@ def run(cfg: SampleConfig) -> list[Path]:
     if cfg.tracks and track_set_name(model.tracks) != cfg.tracks:
         raise ValueError(f"--tracks {cfg.tracks}: {model.path} is a {track_set_name(model.tracks)} model; "
                          f"pass --checkpoint pretrained:{cfg.tracks} or a {cfg.tracks} checkpoint")
+    cfg = dataclasses.replace(cfg, sampler=cfg.sampler.with_defaults(model.sampler_defaults))  # for the record
     guidance = make_guidance(cfg, model)
     scen = build_scenario(cfg, model, np.random.default_rng(cfg.seed))
     attributes = make_attributes(cfg, model, scen, torch.Generator().manual_seed(cfg.seed))

@@ -17,9 +17,9 @@ import dataclasses
 import functools
 import math
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from einops import repeat
@@ -39,6 +39,8 @@ from schmubert.tokens import STEPS_PER_BAR, Track
 DEFAULT_STEPS = 128
 #: The editor's default: infilling, within noise of 1024 steps at every S measured (8 to 256).
 EDITOR_STEPS = 32
+#: Classifier-free guidance scale for a model that ships none (``SamplerOptions.cfg_scale`` None).
+DEFAULT_CFG_SCALE = 2.0
 Order = Literal["random", "confidence", "outside-in"]
 ORDERS: tuple[str, ...] = typing.get_args(Order)
 RemaskOrder = Literal["random", "confidence"]
@@ -51,7 +53,8 @@ Guidance = Callable[[list[torch.Tensor], torch.Tensor, torch.Tensor], list[torch
 
 @dataclass
 class SamplerOptions:
-    """Options of :func:`sample` (also the sampling options of ``python -m schmubert.sample``)."""
+    """Options of :func:`sample` (also the sampling options of ``python -m schmubert.sample``). A field whose
+    default is None takes a model's own default where it ships one (:meth:`with_defaults`)."""
 
     temperature: float = arg(1.0, "softmax temperature of the predicted categorical")
     top_p: float = arg(1.0, "nucleus sampling: keep the most probable classes up to this mass (1 = off)")
@@ -76,11 +79,14 @@ class SamplerOptions:
     remask_loop: float = arg(0.0, "ReMDM-loop: share of the steps spent at the fixed masked fraction "
                                   "--remask-loop-level, re-masking only there (0 = re-mask at every step)")
     remask_loop_level: float = arg(0.1, "masked fraction held during the ReMDM loop")
-    cfg_scale: float = arg(2.0, "classifier-free guidance scale w for models trained with attributes: logits "
-                                "cond + w * (cond - uncond); 0 = the plain conditional model (one forward pass "
-                                "per step; w != 0 takes one pass of twice the batch). 2 from "
-                                "experiments/bench_control.py with pretrained:trio: asked key 0.41 -> 0.83, "
-                                "statistics overlap 0.49 -> 0.55 (models without attributes ignore it)")
+    cfg_scale: float | None = arg(None, "classifier-free guidance scale w for models trained with attributes: "
+                                        "logits cond + w * (cond - uncond); 0 = the plain conditional model (one "
+                                        "forward pass per step; w != 0 takes one pass of twice the batch). "
+                                        "Default: the scale the model was shipped with (pretrained:trio 1.5), else "
+                                        "2. 2 from experiments/bench_control.py with pretrained:trio: asked key "
+                                        "0.41 -> 0.83, statistics overlap 0.49 -> 0.55; the trio's stage 8 "
+                                        "matched the data better at 1.5 and the melody at 2 (experiments/README.md)"
+                                        "; models without attributes ignore it")
     cfg_kinds: str = arg("key", "the attribute kinds guidance pushes, comma-separated (key, onsets, register) or "
                                 "all: the unconditional half nulls only these, so the other kinds told condition "
                                 "both halves (followed as at scale 0, not amplified). key from "
@@ -100,6 +106,16 @@ class SamplerOptions:
                                    "when it was neither asked nor an outline's (--key auto: drawn or "
                                    "estimated from the input)")
 
+    def with_defaults(self, defaults: Mapping[str, Any]) -> SamplerOptions:
+        """These options with each field left at None taken from ``defaults`` (a model's
+        :attr:`~schmubert.checkpoints.LoadedModel.sampler_defaults`); a field set here is kept."""
+        unset = {k: v for k, v in defaults.items() if k in SAMPLER_FIELDS and getattr(self, k) is None}
+        return dataclasses.replace(self, **unset)
+
+    def guidance_scale(self) -> float:
+        """``cfg_scale``, or :data:`DEFAULT_CFG_SCALE` where neither the user nor the model set one."""
+        return DEFAULT_CFG_SCALE if self.cfg_scale is None else self.cfg_scale
+
     def guided_kinds(self) -> tuple[str, ...]:
         """``cfg_kinds`` as a tuple of :data:`schmubert.attributes.KINDS`."""
         return parse_kinds(self.cfg_kinds, "cfg_kinds", allow_none=False)
@@ -107,6 +123,10 @@ class SamplerOptions:
     def repaired_kinds(self) -> tuple[str, ...]:
         """``repair_kinds`` as a tuple of :data:`schmubert.attributes.KINDS` (empty for 'none')."""
         return parse_kinds(self.repair_kinds, "repair_kinds", allow_none=True)
+
+
+#: The names of :class:`SamplerOptions`' fields (what a model's sampler defaults may set).
+SAMPLER_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplerOptions))
 
 
 def parse_kinds(text: str, name: str, allow_none: bool) -> tuple[str, ...]:
@@ -299,7 +319,7 @@ def check_inputs(diffusion: AbsorbingDiffusion, x: torch.Tensor, known: torch.Te
         raise ValueError(f"remask_loop {opts.remask_loop} leaves fewer than 2 of the {steps} steps to unmask")
     if opts.repair < 0 or opts.repair_steps < 1:
         raise ValueError(f"repair must be >= 0 and repair_steps >= 1, got {opts.repair} and {opts.repair_steps}")
-    if not math.isfinite(opts.cfg_scale):
+    if not math.isfinite(opts.guidance_scale()):
         raise ValueError(f"cfg_scale must be finite, got {opts.cfg_scale}")
     opts.guided_kinds()
     opts.repaired_kinds()
@@ -399,7 +419,7 @@ def reverse(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x_t: torch
     adds its denoiser calls and re-masked elements to ``counts``."""
     # guidance needs a guided kind told: otherwise the two halves would be the same pass
     uncond = attributes.without(opts.guided_kinds()) if attributes is not None else None
-    cfg_scale = 0.0 if attributes is None or attributes.equals(uncond) else opts.cfg_scale
+    cfg_scale = 0.0 if attributes is None or attributes.equals(uncond) else opts.guidance_scale()
     mask_value = diffusion.mask_value(x_t.device)
     masked = ~known
     track_p = opts.remask != "off" and opts.remask_order == "confidence"

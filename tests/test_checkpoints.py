@@ -102,3 +102,17 @@ def test_export_gives_a_model_with_attributes_the_summaries_it_was_trained_witho
     expected = data_summaries(train.astype(np.int64), get_tracks("trio"))
     assert {k: stored.hparams["attributes"][k] for k in DATA_SUMMARIES} == expected
     assert stored.hparams["attributes"]["cond_drop"] == 0.5
+
+
+def test_export_ships_decoding_defaults_and_a_re_export_keeps_them(tmp_path):
+    from schmubert import pretrained
+
+    ckpt = tiny_ckpt(tmp_path)
+    assert load_model(ckpt).sampler_defaults == {}
+    shipped = pretrained.export(ckpt, "a", directory=tmp_path, copy_prior=False, sampler={"cfg_scale": 1.5})
+    assert load_model(shipped).sampler_defaults == {"cfg_scale": 1.5}
+    again = pretrained.export(shipped, "b", directory=tmp_path, copy_prior=False)  # None: keep what it ships
+    assert load_model(again).sampler_defaults == {"cfg_scale": 1.5}
+    with pytest.raises(ValueError, match=r"\['cfg_sacle'\] are not SamplerOptions fields"):
+        pretrained.export(ckpt, "c", directory=tmp_path, copy_prior=False, sampler={"cfg_sacle": 1.5})
+    assert not (tmp_path / "c.safetensors").exists()

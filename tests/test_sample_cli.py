@@ -324,6 +324,29 @@ def test_key_is_told_drawn_from_the_training_keys_or_the_inputs(cond_ckpt, song,
     assert told_key(tmp_path / "d") == own
 
 
+def test_a_model_s_own_guidance_scale_is_the_default_and_an_asked_one_wins(tmp_path):
+    torch.manual_seed(0)
+    denoiser = build("transformer", "trio", "tiny", attributes=True)
+    torch.nn.init.normal_(denoiser.inputs.embed.attributes.out.weight)  # zero at init: the key would do nothing
+    hp = checkpoint_hparams("transformer", "trio", denoiser.config, NoiseConfig(timesteps=32), 1024,
+                            attributes={"cond_drop": 0.3, "key_prior": [1.0] * A.KEY_IDS})
+    plain = save_model(tmp_path / "plain.ckpt", denoiser, hp)  # ships none: the sampler's 2
+    unguided = save_model(tmp_path / "own.ckpt", denoiser, {**hp, "sampler": {"cfg_scale": 0.0}})
+
+    def sampled(ckpt, name, *args):
+        assert run(ckpt, tmp_path / name, "--bars", "4", "--repair", "0", *args) == 0
+        record = json.loads((tmp_path / name / "sample_000.json").read_text())
+        return tokens(tmp_path / name / "sample_000.mid", 4), record["options"]["sampler"]["cfg_scale"]
+
+    own, own_scale = sampled(unguided, "own")
+    asked, _ = sampled(plain, "asked", "--cfg-scale", "0")
+    default, _ = sampled(plain, "default")
+    overridden, overridden_scale = sampled(unguided, "overridden", "--cfg-scale", "2")
+    assert own_scale == 0.0 and overridden_scale == 2.0  # the record says which scale drew the piece
+    assert np.array_equal(own, asked) and np.array_equal(overridden, default)
+    assert not np.array_equal(own, default)  # guidance changes the untrained model's draws
+
+
 def test_density_and_register_targets_land_in_their_bars(cond_ckpt, song):
     from schmubert.checkpoints import load_model
     from schmubert.sample import SampleConfig, Scenario, make_attributes, make_guidance

@@ -581,6 +581,16 @@ def test_guidance_is_skipped_when_no_guided_kind_is_told():
         sample(den, diff, x, conditioning.unconditional(x.shape), 6, attributes=attrs, cfg_kinds="tempo")
 
 
+def test_a_model_s_defaults_fill_only_what_was_left_unset():
+    from schmubert.sampling import DEFAULT_CFG_SCALE, SamplerOptions
+
+    assert SamplerOptions().guidance_scale() == DEFAULT_CFG_SCALE == 2.0
+    shipped = {"cfg_scale": 1.5, "not_a_field": 1}
+    assert SamplerOptions().with_defaults(shipped).guidance_scale() == 1.5
+    assert SamplerOptions(cfg_scale=0.0).with_defaults(shipped).guidance_scale() == 0.0  # the user's wins
+    assert SamplerOptions(cfg_scale=3.0).with_defaults({}).cfg_scale == 3.0
+
+
 def test_attributes_must_fit_the_piece():
     den, diff, x = keyed()
     with pytest.raises(ValueError, match="do not fit pieces"):

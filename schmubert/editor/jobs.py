@@ -62,7 +62,7 @@ class Options:
     density_tracks: list[str] = field(default_factory=list)  # empty: the tracks being generated
     seed: int | None = None  # None: a fresh seed per run (another take each time)
     key: str = "piece"  # models with attributes: "piece" (the piece's own key), "any" (none told), or "D:minor"
-    cfg_scale: float = SAMPLER_DEFAULTS.cfg_scale  # classifier-free guidance scale
+    cfg_scale: float | None = SAMPLER_DEFAULTS.cfg_scale  # classifier-free guidance scale; None: the model's
     repair: int = SAMPLER_DEFAULTS.repair  # rounds drawing again what missed its conditions
     density: dict[str, float] = field(default_factory=dict)  # onsets per bar asked per track, in the selection
     register: dict[str, float] = field(default_factory=dict)  # mean MIDI pitch asked per track, in the selection

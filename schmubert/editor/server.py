@@ -40,7 +40,7 @@ from schmubert.config import add_arguments, arg, from_args
 from schmubert.editor import pieces
 from schmubert.editor.jobs import Busy, Job, Options, Sampler
 from schmubert.editor.pieces import PieceError
-from schmubert.sampling import Order
+from schmubert.sampling import Order, SamplerOptions
 from schmubert.tokens import (
     BASS_PROGRAMS,
     DECODE_QPM,
@@ -88,8 +88,9 @@ class SampleIn(MaskIn):
     seed: int | None = Field(None, description="random seed (null: a new take each time)")
     key: str = Field("piece", description="models with attributes: the key they are told: 'piece' (the piece's "
                                           "own), 'any' (none), or one like 'D:minor', 'Bb:major'")
-    cfg_scale: float = Field(DEFAULTS.cfg_scale, description="classifier-free guidance scale of the attributes "
-                                                            "(0 = the conditional model alone)")
+    cfg_scale: float | None = Field(DEFAULTS.cfg_scale, description="classifier-free guidance scale of the "
+                                                                   "attributes (0 = the conditional model alone; "
+                                                                   "null: the model's default, /api/info)")
     repair: int = Field(DEFAULTS.repair, description="models with attributes: rounds drawing again the bars that "
                                                      "miss their asked onsets or register (and a take in another "
                                                      "key than asked); 0 = off")
@@ -140,8 +141,9 @@ def model_info(model: LoadedModel, validation_set: bool) -> dict[str, Any]:
         "validation_set": validation_set,
         "attributes": model.conditional,
         "keys": [key_name(k) for k in range(NUM_KEYS)],
-        "defaults": {k: getattr(DEFAULTS, k) for k in ("steps", "order", "schedule", "temperature", "top_p",
-                                                       "cfg_scale", "repair")},
+        "defaults": {**{k: getattr(DEFAULTS, k) for k in ("steps", "order", "schedule", "temperature", "top_p",
+                                                          "repair")},
+                     "cfg_scale": SamplerOptions().with_defaults(model.sampler_defaults).guidance_scale()},
     }
 
 

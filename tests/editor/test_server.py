@@ -1,3 +1,4 @@
+import dataclasses
 import io
 import socket
 import time
@@ -257,6 +258,7 @@ def test_conditions_through_the_api(conditional_model, trio_file):
         with httpx.Client(base_url=srv.url, timeout=30) as client:
             info = client.get("/api/info").json()
             assert info["attributes"] is True and "D:minor" in info["keys"] and len(info["keys"]) == 24
+            assert info["defaults"]["cfg_scale"] == 2.0  # the sampler's, as the model ships none
             piece = load(client, trio_file).json()["piece"]
             regions = [{"track": "melody", "start": 0, "end": 4 * BAR}]
             body = {"tokens": piece["tokens"], "regions": regions, "steps": 4, "seed": 1, "key": "D:minor",
@@ -266,6 +268,21 @@ def test_conditions_through_the_api(conditional_model, trio_file):
             assert bad.status_code == 400 and "unknown key" in bad.json()["error"]
             bad = client.post("/api/sample", json={**body, "repair": -1})
             assert bad.status_code == 400 and "repair must be between" in bad.json()["error"]
+    finally:
+        srv.stop()
+
+
+def test_the_editor_offers_the_model_s_own_guidance_scale(conditional_model, trio_file):
+    model = dataclasses.replace(conditional_model, hparams={**conditional_model.hparams,
+                                                            "sampler": {"cfg_scale": 1.5}})
+    srv = start_background(model)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as client:
+            assert client.get("/api/info").json()["defaults"]["cfg_scale"] == 1.5
+            piece = load(client, trio_file).json()["piece"]
+            body = {"tokens": piece["tokens"], "regions": [{"track": "melody", "start": 0, "end": BAR}], "steps": 4,
+                    "seed": 1, "key": "D:minor"}  # no cfg_scale: the model's
+            assert run_job(client, body)["state"] == "done"
     finally:
         srv.stop()
 
