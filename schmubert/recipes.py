@@ -98,18 +98,19 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # (`evaluate elbo`, 16 masks per piece, the network alone): held-out 1.256 -> 1.246, infilling 16:48 1.191 ->
     # 1.179, training windows 1.017 -> 0.985. The validation callback's figure (one mask per piece) rose from
     # 1.400 to 1.422 meanwhile, too noisy to choose by: the export takes last.ckpt
-    _recipe("cpu-trio-long", "stage 7 of the shipped trio model: --init a cpu-trio-roll model (or "
-            "pretrained:trio), stage 6 at batch 16, cosine from 2e-4 over 9000 steps", **TRIO_LONG, lr=2e-4,
-            max_steps=9000, name="cpu-trio-long"),
+    _recipe("cpu-trio-long", "stage 7 of the shipped trio model: --init a cpu-trio-roll model, stage 6 at "
+            "batch 16, cosine from 2e-4 over 9000 steps", **TRIO_LONG, lr=2e-4, max_steps=9000,
+            name="cpu-trio-long"),
     # stage 8: stage 7 again (a warm restart at a lower peak) towards issue 18's 10x training FLOPs, as long as
     # one session's training window on 2 cores allows (121.9 min). Measured as stage 7: held-out 1.246 -> 1.241,
     # infilling 16:48 1.179 -> 1.173, training windows 0.985 -> 0.969, but its samples at the CLI's guidance 2
     # are denser still (12.2 / 12.7 notes per bar, data 9.5) and their mean overlap falls to 0.63 / 0.64. At
     # guidance 1.5 they score 0.69 / 0.70, but 1.5 costs the melody (0.76 -> 0.70, asked key 0.73 -> 0.65), so
-    # it waits for a per-model default guidance (experiments/README.md, "Stage 8" and "Stage 9")
-    _recipe("cpu-trio-long2", "stage 8 of the trio (measured, not shipped yet): --init a cpu-trio-long model (or "
-            "pretrained:trio), stage 7 again with a cosine from 1.5e-4 over 10000 steps", **TRIO_LONG, lr=1.5e-4,
-            max_steps=10000, name="cpu-trio-long2"),
+    # it is shipped with its own default guidance 1.5 (export --cfg-scale; experiments/README.md, "Stage 8" and
+    # "Stage 9")
+    _recipe("cpu-trio-long2", "stage 8 of the shipped trio model (its default guidance 1.5): --init a "
+            "cpu-trio-long model, stage 7 again with a cosine from 1.5e-4 over 10000 steps", **TRIO_LONG,
+            lr=1.5e-4, max_steps=10000, name="cpu-trio-long2"),
     # stage 9: the rest of issue 18's 10x training FLOPs (79.8 min). Measured as stage 8: held-out 1.241 -> 1.246,
     # infilling 1.173 -> 1.178, training windows 0.969 -> 0.963, samples denser still (12.8 / 11.3 notes per
     # bar at guidance 2 / 1.5, mean overlap 0.60 / 0.64): more steps on 936 windows fit them, not music. Not
