@@ -44,8 +44,9 @@ demo: preprocess
 # attention added to it (cpu-$*-bars), span masking (cpu-$*-spans); then attributes in bf16: the trio in two
 # runs (cpu-trio-attrs, then cpu-trio-attrs2 with every subset of them equally often), the melody in one
 # (cpu-melody-attrs); the trio's stage 6 against overfitting (cpu-trio-roll: windows rotated by whole bars,
-# dropout 0.2), stages 7 and 8, more of it at batch 16 (cpu-trio-long, cpu-trio-long2). About 70 + 60 + 25 +
-# (55 + 70 + 43 + 96 + 122 | 44) min on 2 CPU cores. The export ships each model's guidance scale, chosen by
+# dropout 0.2), stages 7 and 8, more of it at batch 16 (cpu-trio-long, cpu-trio-long2); the melody's stage 5,
+# windows rotated by whole bars at batch 32 (cpu-melody-long). About 70 + 60 + 25 + (55 + 70 + 43 + 96 + 122 |
+# 44 + 84) min on 2 CPU cores. The export ships each model's guidance scale, chosen by
 # measurement (experiments/README.md: the trio 1.5; the melody none of its own, the sampler's 2).
 pretrained-trio pretrained-melody: pretrained-%:
 	$(PYTHON) -m preprocessing --tracks $* --input $(CORPUS)/lakh-$*-64bar --output $(PROCESSED)/lakh-$* --workers $(WORKERS) --valid-fraction 0.05 --overwrite
@@ -55,10 +56,11 @@ pretrained-trio pretrained-melody: pretrained-%:
 	$(if $(filter trio,$*),$(PYTHON) -m schmubert.train --recipe cpu-trio-attrs --data $(PROCESSED)/lakh-trio --name cpu-trio-attrs-repro --init runs/cpu-trio-spans-repro/checkpoints/last.ckpt)
 	$(if $(filter trio,$*),$(PYTHON) -m schmubert.train --recipe cpu-trio-attrs2 --data $(PROCESSED)/lakh-trio --name cpu-trio-attrs2-repro --init runs/cpu-trio-attrs-repro/checkpoints/last.ckpt)
 	$(if $(filter melody,$*),$(PYTHON) -m schmubert.train --recipe cpu-melody-attrs --data $(PROCESSED)/lakh-melody --name cpu-melody-attrs-repro --init runs/cpu-melody-spans-repro/checkpoints/last.ckpt)
+	$(if $(filter melody,$*),$(PYTHON) -m schmubert.train --recipe cpu-melody-long --data $(PROCESSED)/lakh-melody --name cpu-melody-long-repro --init runs/cpu-melody-attrs-repro/checkpoints/last.ckpt)
 	$(if $(filter trio,$*),$(PYTHON) -m schmubert.train --recipe cpu-trio-roll --data $(PROCESSED)/lakh-trio --name cpu-trio-roll-repro --init runs/cpu-trio-attrs2-repro/checkpoints/last.ckpt)
 	$(if $(filter trio,$*),$(PYTHON) -m schmubert.train --recipe cpu-trio-long --data $(PROCESSED)/lakh-trio --name cpu-trio-long-repro --init runs/cpu-trio-roll-repro/checkpoints/last.ckpt)
 	$(if $(filter trio,$*),$(PYTHON) -m schmubert.train --recipe cpu-trio-long2 --data $(PROCESSED)/lakh-trio --name cpu-trio-long2-repro --init runs/cpu-trio-long-repro/checkpoints/last.ckpt)
-	$(PYTHON) -m schmubert.pretrained export --checkpoint runs/cpu-$*-$(if $(filter trio,$*),long2,attrs)-repro/checkpoints/last.ckpt --name $* --heldout $(PROCESSED)/lakh-$*/valid.npy --overwrite $(if $(filter trio,$*),--cfg-scale 1.5)
+	$(PYTHON) -m schmubert.pretrained export --checkpoint runs/cpu-$*-$(if $(filter trio,$*),long2,long)-repro/checkpoints/last.ckpt --name $* --heldout $(PROCESSED)/lakh-$*/valid.npy --overwrite $(if $(filter trio,$*),--cfg-scale 1.5)
 
 # The wheels experiments/gpu_check.sh installs on a lent GPU machine, whose image lacks them (Python 3.12).
 gpu-wheels:
