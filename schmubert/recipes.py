@@ -126,7 +126,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # (`evaluate elbo`, 16 masks, the network alone): held-out 1.219 -> 1.185, infilling 16:48 1.116 -> 1.077,
     # training windows 1.196 -> 1.161; samples as close to the data (mean overlap 0.76), 4.9 notes per bar (4.5)
     _recipe("cpu-melody-long", "stage 5 of the shipped melody model: --init a cpu-melody-attrs model, windows "
-            "rotated by whole bars, batch 32, cosine from 2e-4 over 5000 steps", tracks="melody", batch_size=32, decay="cosine", lr=2e-4, warmup_steps=200, max_steps=5000,
+            "rotated by whole bars, batch 32, cosine from 2e-4 over 5000 steps", tracks="melody", batch_size=32,
+            decay="cosine", lr=2e-4, warmup_steps=200, max_steps=5000,
             val_every=1000, span_prob=0.5, cond_drop=0.5, roll_bars=True, name="cpu-melody-long"),
 )}
 
