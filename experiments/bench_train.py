@@ -6,7 +6,8 @@ where it is native, as training's default). On CPU the peak memory is the proces
 run where Linux allows); on GPU it is ``torch.cuda.max_memory_allocated``. Model FLOPs per step are counted once
 with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions and attention, forward + backward).
 MFU = achieved FLOP/s / the dense matmul peak of the step's dtype: on CPU measured in the same run
-(:func:`matmul_peak`, 2048^3 with the same threads), on GPU ``--peak-flops``.
+(:func:`matmul_peak`, 2048^3 with the same threads; for bf16 on a CPU that emulates it, the fp32 peak), on GPU
+``--peak-flops``.
 
     python experiments/bench_train.py --archs conv --presets small --tracks trio --overrides bar_depth=2
     python experiments/bench_train.py --device cuda --compile          # on a GPU machine
@@ -230,8 +231,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for device in devices(cfg.device):
         modes = sorted({bf16_mode(p, device) for p in cfg.precisions}, reverse=True)
         peaks = {bf16: peak_flops(cfg, device, bf16) for bf16 in modes}
+        emulated = device == "cpu" and not native_bf16(device)
         print(f"{device} dense matmul peak (2048^3, measured now): "
-              + ", ".join(f"{'bf16' if b else 'fp32'} {p / 1e9:,.0f} GFLOP/s" for b, p in peaks.items()))
+              + ", ".join(f"{'bf16' if b else 'fp32'}{' (emulated here: the fp32 peak)' if b and emulated else ''} "
+                          f"{p / 1e9:,.0f} GFLOP/s" for b, p in peaks.items()))
         print(HEADER, flush=True)
         for arch in cfg.archs:
             for preset in cfg.presets:
@@ -250,10 +253,14 @@ def bf16_mode(precision: str, device: str) -> bool:
 
 
 def peak_flops(cfg: BenchConfig, device: str, bf16: bool) -> float:
-    """The MFU denominator: measured on CPU, ``--peak-flops`` (bf16) on GPU."""
+    """The MFU denominator: measured on CPU, ``--peak-flops`` (bf16) on GPU.
+
+    A CPU without native bf16 (no AVX512-BF16 or AMX) emulates it far below its fp32 rate (AMD EPYC, AVX2: 1.2
+    against 61 GFLOP/s on 512^3), and a step's small matmuls and fp32 parts then run faster than that emulated
+    peak: its bf16 rows are measured against the fp32 peak, the fastest this machine multiplies."""
     if device == "cuda":
         return cfg.peak_flops if bf16 else cfg.peak_flops / 2  # TF32 is half the bf16 rate on H100/H200
-    return matmul_peak(torch.bfloat16 if bf16 else torch.float32, device)
+    return matmul_peak(torch.bfloat16 if bf16 and native_bf16(device) else torch.float32, device)
 
 
 if __name__ == "__main__":
