@@ -129,6 +129,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
             "rotated by whole bars, batch 32, cosine from 2e-4 over 5000 steps", tracks="melody", batch_size=32,
             decay="cosine", lr=2e-4, warmup_steps=200, max_steps=5000,
             val_every=1000, span_prob=0.5, cond_drop=0.5, roll_bars=True, name="cpu-melody-long"),
+    # the melody's stage 6: the rest of issue 18's 10x training FLOPs on top of stage 5's 4.0x (54,800 batch-8
+    # steps = 13,700 at batch 32), stage 5 again from a lower peak, as the trio's stage 8 was its stage 7 again.
+    # Too long for one CPU session: ~3.6 h on 2 AMX cores (bf16, ~1.05 steps per second), ~12.7 h on 2 AVX2 cores
+    # (fp32, 0.30 measured); experiments/gpu_train.sh runs it on a lent GPU (its speed there not measured). Not
+    # run yet
+    _recipe("melody-long2", "stage 6 of the melody model (not run yet; sized for a GPU): --init a cpu-melody-long "
+            "model, stage 5 again with a cosine from 1.5e-4 over 13700 steps (the rest of 10x)", tracks="melody",
+            batch_size=32, decay="cosine", lr=1.5e-4, warmup_steps=200, max_steps=13700, val_every=1000,
+            span_prob=0.5, cond_drop=0.5, roll_bars=True, name="melody-long2"),
 )}
 
 
