@@ -62,7 +62,8 @@ pretrained-trio pretrained-melody: pretrained-%:
 	$(if $(filter trio,$*),$(PYTHON) -m schmubert.train --recipe cpu-trio-long2 --data $(PROCESSED)/lakh-trio --name cpu-trio-long2-repro --init runs/cpu-trio-long-repro/checkpoints/last.ckpt)
 	$(PYTHON) -m schmubert.pretrained export --checkpoint runs/cpu-$*-$(if $(filter trio,$*),long2,long)-repro/checkpoints/last.ckpt --name $* --heldout $(PROCESSED)/lakh-$*/valid.npy --overwrite $(if $(filter trio,$*),--cfg-scale 1.5)
 
-# The wheels experiments/gpu_check.sh installs on a lent GPU machine, whose image lacks them (Python 3.12).
+# The wheels experiments/gpu_check.sh and gpu_train.sh install on a lent GPU machine, whose image lacks them
+# (Python 3.12).
 gpu-wheels:
 	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
