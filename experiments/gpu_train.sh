@@ -30,7 +30,8 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 if ! python3 -c "import schmubert, pretty_midi, symusic" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl || { echo "gpu_train: installing the carried wheels failed (make gpu-wheels here, carry .whl)"; exit 1; }
+        .whl/*.whl || { echo "gpu_train: installing the carried wheels failed (make gpu-wheels here, carry .whl)"
+                        exit 1; }
     export PYTHONPATH=/tmp/site:$PWD
 fi
 [ -f "$DATA/train.npy" ] || { echo "gpu_train: $DATA/train.npy missing (preprocess here, carry $DATA)"; exit 1; }
