@@ -34,6 +34,11 @@ TRIO_LONG: dict[str, Any] = {
     "tracks": "trio", "batch_size": 16, "decay": "cosine", "warmup_steps": 200, "val_every": 1000,
     "span_prob": 0.5, "cond_drop": 0.5, "roll_bars": True, "set": ["dropout=0.2"],
 }
+#: The options the melody's batch-32 stages (5 and 6) share: windows rotated by whole bars, stage 4's dropout.
+MELODY_LONG: dict[str, Any] = {
+    "tracks": "melody", "batch_size": 32, "decay": "cosine", "warmup_steps": 200, "val_every": 1000,
+    "span_prob": 0.5, "cond_drop": 0.5, "roll_bars": True,
+}
 
 
 def _recipe(recipe: str, help: str, **options: Any) -> Recipe:  # noqa: A002
@@ -126,18 +131,16 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # (`evaluate elbo`, 16 masks, the network alone): held-out 1.219 -> 1.185, infilling 16:48 1.116 -> 1.077,
     # training windows 1.196 -> 1.161; samples as close to the data (mean overlap 0.76), 4.9 notes per bar (4.5)
     _recipe("cpu-melody-long", "stage 5 of the shipped melody model: --init a cpu-melody-attrs model, windows "
-            "rotated by whole bars, batch 32, cosine from 2e-4 over 5000 steps", tracks="melody", batch_size=32,
-            decay="cosine", lr=2e-4, warmup_steps=200, max_steps=5000,
-            val_every=1000, span_prob=0.5, cond_drop=0.5, roll_bars=True, name="cpu-melody-long"),
+            "rotated by whole bars, batch 32, cosine from 2e-4 over 5000 steps", **MELODY_LONG, lr=2e-4,
+            max_steps=5000, name="cpu-melody-long"),
     # the melody's stage 6: the rest of issue 18's 10x training FLOPs on top of stage 5's 4.0x (54,800 batch-8
     # steps = 13,700 at batch 32), stage 5 again from a lower peak, as the trio's stage 8 was its stage 7 again.
     # Too long for one CPU session: ~3.6 h on 2 AMX cores (bf16, ~1.05 steps per second), ~12.7 h on 2 AVX2 cores
     # (fp32, 0.30 measured); experiments/gpu_train.sh runs it on a lent GPU (its speed there not measured). Not
     # run yet
-    _recipe("melody-long2", "stage 6 of the melody model (not run yet; sized for a GPU): --init a cpu-melody-long "
-            "model, stage 5 again with a cosine from 1.5e-4 over 13700 steps (the rest of 10x)", tracks="melody",
-            batch_size=32, decay="cosine", lr=1.5e-4, warmup_steps=200, max_steps=13700, val_every=1000,
-            span_prob=0.5, cond_drop=0.5, roll_bars=True, name="melody-long2"),
+    _recipe("melody-long2", "stage 6 of the melody model (not run yet; longer than one CPU session): --init a "
+            "cpu-melody-long model, stage 5 again with a cosine from 1.5e-4 over 13700 steps (the rest of 10x)",
+            **MELODY_LONG, lr=1.5e-4, max_steps=13700, name="melody-long2"),
 )}
 
 
