@@ -126,7 +126,8 @@ class LogLines(L.Callback):
         rate = (step - self._last[1]) / max(now - self._last[0], 1e-9)
         self._last = (now, step)
         metrics = trainer.callback_metrics
-        parts = [f"step {step}/{trainer.max_steps}"]
+        offset = getattr(pl_module, "schedule_step", step) - step  # a run that continues another's schedule
+        parts = [f"step {offset + step}/{offset + trainer.max_steps}"]
         for key in ("train/loss", "val/elbo"):
             if key in metrics:
                 parts.append(f"{key.removeprefix('train/')} {float(metrics[key]):.4f}")

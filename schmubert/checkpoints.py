@@ -162,7 +162,17 @@ def read_model_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
         return read_weights(path)
     ckpt = read_checkpoint(path)
     state = {k[len(DENOISER_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(DENOISER_PREFIX)}
-    return state, ckpt["hyper_parameters"]
+    return state, with_schedule_step(ckpt["hyper_parameters"], ckpt.get("global_step"))
+
+
+def with_schedule_step(hp: dict[str, Any], global_step: int | None) -> dict[str, Any]:
+    """``hp`` whose provenance records the step of its learning-rate schedule the training run reached (its
+    ``--start-step`` plus the checkpoint's global step), which an export keeps: a later run continues that
+    schedule from the exported weights with ``--start-step``. Unchanged for a file without a global step."""
+    if global_step is None:
+        return hp
+    step = int((hp.get("optim") or {}).get("start_step", 0)) + int(global_step)
+    return {**hp, "provenance": {**(hp.get("provenance") or {}), "schedule_step": step}}
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", copy_prior: bool = True) -> LoadedModel:

@@ -171,9 +171,11 @@ class TokenDataModule(L.LightningDataModule):
     """Training and validation loaders over a processed dataset; checks its metadata against the model."""
 
     def __init__(self, config: DataConfig, tracks: str | Sequence[Track], steps: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, start_step: int = 0):
+        """``start_step``: the batch stream starts there (plus the trainer's global step), for a run that continues
+        another's schedule from its weights (``--start-step``)."""
         super().__init__()
-        self.config, self.tracks, self.seed = config, get_tracks(tracks), seed
+        self.config, self.tracks, self.seed, self.start_step = config, get_tracks(tracks), seed, start_step
         self.meta = load_meta(config.data)
         check_meta(self.meta, self.tracks, steps, where=str(config.data))
         self.steps = int(self.meta["steps"])
@@ -191,7 +193,7 @@ class TokenDataModule(L.LightningDataModule):
         trainer = self.trainer
         sampler = ResumableSampler(
             len(self.train_set), self.config.batch_size, self.seed,
-            start_batch=trainer.global_step if trainer else 0,
+            start_batch=self.start_step + (trainer.global_step if trainer else 0),
             rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1)
         return self._loader(self.train_set, sampler=sampler)
 

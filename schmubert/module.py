@@ -4,8 +4,9 @@ The noise process lives in :mod:`schmubert.diffusion`, the networks in :mod:`sch
 :mod:`schmubert.data`; EMA (Lightning's ``EMAWeightAveraging``), checkpointing and sampling previews are callbacks
 configured by :mod:`schmubert.train`.
 
-Every training step reseeds the global RNG from ``(seed, global_step, rank)``: the masks, times, augmentation
-and dropout of step ``n`` are the same whether or not the run was interrupted before it.
+Every training step reseeds the global RNG from ``(seed, schedule step, rank)``: the masks, times, augmentation
+and dropout of step ``n`` are the same whether or not the run was interrupted before it. The schedule step is the
+global step, plus ``--start-step`` in a run that continues another from its exported weights.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class OptimConfig:
     ema_every: int = arg(10, "update the EMA weights every this many steps (thesis: 10)")
     ema_warmup: bool = arg(True, "ramp the EMA decay up as min(decay, (1 + n) / (10 + n)) over its first n "
                            "updates, so the average of a short run is not its initial weights")
+    start_step: int = arg(0, "continue a run from this step of its schedule, with --init from its weights (an "
+                          "export records the step it reached): the learning-rate decay, the batches and the "
+                          "per-step seeds pick up there, as that run's would have (give its --max-steps: the "
+                          "schedule's length); the optimizer's moments start fresh, so the first --warmup-steps "
+                          "ramp up again")
 
 
 @dataclass
@@ -60,10 +66,18 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 def lr_factor(step: int, optim: OptimConfig, total_steps: int | None) -> float:
-    """Learning rate at optimizer step ``step`` as a fraction of ``optim.lr``: linear warm-up, then the decay."""
+    """Learning rate at optimizer step ``step`` of this run as a fraction of ``optim.lr``: linear warm-up over the
+    run's first ``warmup_steps``, times the decay read at ``optim.start_step + step`` of a schedule of
+    ``total_steps``."""
+    ramp = min(1.0, (step + 1) / max(1, optim.warmup_steps))
+    return ramp * decay_factor(optim.start_step + step, optim, total_steps)
+
+
+def decay_factor(step: int, optim: OptimConfig, total_steps: int | None) -> float:
+    """The decay after the warm-up at schedule step ``step`` (1 during the warm-up and for 'constant')."""
     warmup = max(1, optim.warmup_steps)
     if step + 1 < warmup or optim.decay == "constant":
-        return min(1.0, (step + 1) / warmup)
+        return 1.0
     if optim.decay == "inverse_sqrt":
         return math.sqrt(warmup / (step + 1))
     if optim.decay == "cosine":
@@ -94,6 +108,9 @@ class ASD3PM(L.LightningModule):
         self.denoiser = from_config(arch, tracks, backbone)
         self.diffusion = AbsorbingDiffusion(mask_ids(tracks), NoiseConfig(**noise))
         self.optim = OptimConfig(**(optim or {}))
+        #: the learning-rate schedule's length (``schmubert.train`` sets --max-steps; None: the trainer's max steps
+        #: after ``optim.start_step``)
+        self.schedule_steps: int | None = None
         self.cond = CondConfig(**{k: v for k, v in (attributes or {}).items() if k not in DATA_SUMMARIES})
 
     @classmethod
@@ -107,6 +124,11 @@ class ASD3PM(L.LightningModule):
 
     def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None) -> list[torch.Tensor]:
         return self.denoiser(x_t, attrs)
+
+    @property
+    def schedule_step(self) -> int:
+        """The step of the run's schedule: ``optim.start_step`` (a run continued with ``--init``) + this run's."""
+        return self.optim.start_step + self.global_step
 
     @property
     def conditional(self) -> bool:
@@ -133,7 +155,7 @@ class ASD3PM(L.LightningModule):
 
     # --- steps -----------------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch: torch.Tensor, batch_idx: int) -> None:
-        torch.manual_seed(step_seed(self.hparams.seed, self.global_step, self.global_rank))
+        torch.manual_seed(step_seed(self.hparams.seed, self.schedule_step, self.global_rank))
 
     def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
         x0 = transpose(roll_bars(x0, self.hparams.roll_bars), self.track_list, self.hparams.max_transpose)
@@ -163,7 +185,8 @@ class ASD3PM(L.LightningModule):
         fused = self._trainer is None or self._trainer.precision != "16-mixed"
         opt = torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay,
                                 fused=fused, foreach=None if fused else True)
-        total = self._trainer.max_steps if self._trainer is not None and self._trainer.max_steps > 0 else None
+        run_steps = self._trainer.max_steps if self._trainer is not None else -1
+        total = self.schedule_steps or (self.optim.start_step + run_steps if run_steps > 0 else None)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, self.optim, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

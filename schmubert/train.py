@@ -49,7 +49,11 @@ class TrainConfig:
                       "or one of an architecture's own (an unknown name lists them)")
     set: list[str] = arg([], "backbone config override FIELD=VALUE (repeatable, e.g. --set depth=4); with "
                            "--init it may only add modules (e.g. --set bar_depth=2), whose new weights start fresh")
-    max_steps: int = arg(600_000, "optimizer steps to train (thesis: 190k melody, 600k trio)")
+    max_steps: int = arg(600_000, "optimizer steps to train, the length of the learning-rate schedule (thesis: "
+                         "190k melody, 600k trio)")
+    stop_step: int = arg(0, "stop at this step of the schedule (0: at --max-steps), to train a schedule longer "
+                         "than one session in parts: the next part continues from this one's export with "
+                         "--init and --start-step")
     max_time: str = arg("", "also stop after this wall-clock time, DD:HH:MM:SS (empty: no limit)")
     val_every: int = arg(2000, "validate (and consider a best checkpoint) every this many steps")
     val_batches: int = arg(50, "validation batches per validation run (0 = the whole validation split)")
@@ -194,9 +198,12 @@ def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: Nois
     L.seed_everything(config.seed, workers=True, verbose=False)
     if resume is not None:  # the checkpoint defines the model; command-line model options are ignored
         model = ASD3PM.load_from_checkpoint(resume, map_location="cpu")
-        datamodule = TokenDataModule(data, model.track_list, model.hparams.steps, seed=model.hparams.seed)
+        datamodule = TokenDataModule(data, model.track_list, model.hparams.steps, seed=model.hparams.seed,
+                                     start_step=model.optim.start_step)
     elif config.init:
         model, datamodule = fine_tune_model(config, data, optim, noise, cond)
+    elif optim.start_step:
+        raise ValueError("--start-step continues a run from its weights: give them with --init")
     else:
         datamodule = TokenDataModule(data, config.tracks, seed=config.seed)
         model = ASD3PM.create(config.arch, config.tracks, config.preset, noise, datamodule.steps, optim,
@@ -205,12 +212,19 @@ def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: Nois
                               seed=config.seed, data={"path": str(data.data), **summary(datamodule.meta)},
                               provenance={"recipe": config.recipe}, attributes=vars(cond))
     optim = OptimConfig(**model.hparams.optim)  # a resumed run keeps its own optimisation settings
+    stop = config.stop_step or config.max_steps
+    if stop > config.max_steps:
+        raise ValueError(f"--stop-step {stop} is past --max-steps {config.max_steps}, the schedule's end")
+    if optim.start_step >= stop:
+        raise ValueError(f"--start-step {optim.start_step} is not before the run's last step {stop}: nothing left "
+                         "to train")
+    model.schedule_steps = config.max_steps
     if config.compile:
         model.denoiser.compile()  # in place: parameter names and checkpoints stay those of the plain model
     trainer = L.Trainer(
         accelerator=config.accelerator, devices=_devices(config.devices), num_nodes=config.num_nodes,
         strategy=config.strategy, precision=training_precision(config.precision, config.accelerator),
-        max_steps=config.max_steps, max_time=config.max_time or None,
+        max_steps=stop - optim.start_step, max_time=config.max_time or None,
         val_check_interval=config.val_every, check_val_every_n_epoch=None,
         limit_val_batches=config.val_batches or 1.0,  # gradient clipping: ASD3PM.configure_gradient_clipping
         log_every_n_steps=config.log_every, logger=make_logger(config, directory),
@@ -237,7 +251,7 @@ def fine_tune_model(config: TrainConfig, data: DataConfig, optim: OptimConfig, n
     start = load_model(config.init, copy_prior=False)  # the network alone; its copy prior is inherited below
     hp = start.hparams
     added = parse_overrides(config.set)  # e.g. bar_depth=2: new modules on top of the loaded ones
-    datamodule = TokenDataModule(data, hp["tracks"], start.steps, seed=config.seed)
+    datamodule = TokenDataModule(data, hp["tracks"], start.steps, seed=config.seed, start_step=optim.start_step)
     model = ASD3PM(**checkpoint_hparams(
         hp["arch"], hp["tracks"], {**hp["backbone"], **added}, fine_tune_noise(hp["noise"], noise), start.steps,
         optim=vars(optim), max_transpose=data.max_transpose, roll_bars=data.roll_bars, seed=config.seed,

@@ -87,6 +87,18 @@ def test_mismatched_dataset_is_refused(melody_dataset):
         TokenDataModule(DataConfig(data=melody_dataset), "trio")
 
 
+def test_datamodule_of_a_continued_run_starts_the_batch_stream_at_its_start_step(trio_dataset):
+    config = DataConfig(data=trio_dataset, batch_size=2, num_workers=0)
+    straight, continued = TokenDataModule(config, "trio", seed=3), TokenDataModule(config, "trio", seed=3,
+                                                                                  start_step=2)
+    for dm in (straight, continued):
+        dm.setup("fit")
+    stream = iter(straight.train_dataloader().sampler)
+    skipped = [next(stream) for _ in range(4)]  # steps 0 and 1 at batch 2
+    assert [next(stream) for _ in range(6)] == [i for i, _ in zip(continued.train_dataloader().sampler, range(6))]
+    assert len(set(skipped)) == 4
+
+
 def test_datamodule_reads_memory_mapped_arrays(trio_dataset):
     dm = TokenDataModule(DataConfig(data=trio_dataset, batch_size=4, num_workers=0), "trio")
     dm.setup()

@@ -99,3 +99,13 @@ def test_decays_follow_their_formulas_after_the_warm_up():
     assert lr_factor(399, OptimConfig(warmup_steps=100), None) == 1.0
     with pytest.raises(ValueError, match="--decay cosine needs --max-steps"):
         lr_factor(50, cosine, None)
+
+
+def test_a_continued_run_reads_the_decay_where_it_starts_and_warms_up_again():
+    cosine = OptimConfig(warmup_steps=10, decay="cosine", min_lr_ratio=0.1, start_step=50)
+    assert lr_factor(9, cosine, 110) == pytest.approx(0.55)  # step 59 of the schedule: half way
+    assert lr_factor(4, cosine, 110) == pytest.approx(0.5 * lr_factor(54, OptimConfig(
+        warmup_steps=10, decay="cosine", min_lr_ratio=0.1), 110))  # fresh moments: the warm-up ramps it
+    assert lr_factor(59, cosine, 110) == pytest.approx(0.1)  # the schedule's end
+    constant = OptimConfig(warmup_steps=10, start_step=50)
+    assert [lr_factor(s, constant, None) for s in (0, 9, 20)] == pytest.approx([0.1, 1.0, 1.0])

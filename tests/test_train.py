@@ -1,4 +1,5 @@
 import dataclasses
+import math
 import subprocess
 import sys
 
@@ -146,6 +147,55 @@ def test_init_fine_tunes_from_given_weights(trio_dataset, tmp_path):
     assert tuned.diffusion.T == 64 and tuned.hparams["provenance"]["init"] == str(init)
     for key, value in start.state_dict().items():
         torch.testing.assert_close(tuned.denoiser.state_dict()[key], value)
+
+
+def logged_lrs(run):
+    import csv
+
+    with open(run / "logs" / "metrics.csv") as fh:
+        return [float(row["lr-AdamW"]) for row in csv.DictReader(fh) if row.get("lr-AdamW")]
+
+
+def step_lines(capsys):
+    return [ln.split()[1] for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ")]
+
+
+def test_a_schedule_trains_in_parts_continued_from_exported_weights(trio_dataset, tmp_path, capsys):
+    from schmubert.checkpoints import export_weights
+    from schmubert.module import OptimConfig, lr_factor
+
+    schedule = ["--decay", "cosine", "--lr", "1e-3", "--min-lr-ratio", "0.1", "--max-steps", 8, "--log-every", 1]
+    assert main(options(trio_dataset, tmp_path, *schedule, "--stop-step", 3, "--val-every", 3, "--name", "a")) == 0
+    assert step_lines(capsys) == ["1/3", "2/3", "3/3"]  # the first part stops at step 3 ...
+    optim = OptimConfig(lr=1e-3, warmup_steps=2, decay="cosine", min_lr_ratio=0.1)
+    assert logged_lrs(tmp_path / "a") == pytest.approx([1e-3 * lr_factor(s, optim, 8) for s in range(3)])  # ... of 8
+    weights = export_weights(tmp_path / "a" / "checkpoints" / "last.ckpt", tmp_path / "a.safetensors")
+    assert load_model(weights).hparams["provenance"]["schedule_step"] == 3  # the export says where it got to
+
+    assert main(options(trio_dataset, tmp_path, "--init", weights, "--start-step", 3, *schedule, "--val-every", 5,
+                        "--name", "b")) == 0
+    assert step_lines(capsys) == ["4/8", "5/8", "6/8", "7/8", "8/8"]  # counted on the schedule, five steps trained
+    last = tmp_path / "b" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 5
+    assert load_model(last).hparams["provenance"]["schedule_step"] == 8
+    lrs = logged_lrs(tmp_path / "b")
+    assert lrs == pytest.approx([1e-3 * lr_factor(s, dataclasses.replace(optim, start_step=3), 8) for s in range(5)])
+    # by hand: half-way up the new warm-up at a third of the decay; then the schedule's floor at its last step
+    assert lrs[0] == pytest.approx(0.5 * 1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 3))))
+    assert lrs[-1] == pytest.approx(1e-4)
+
+
+def test_start_and_stop_steps_outside_the_schedule_are_refused(trio_dataset, tmp_path, capsys):
+    assert main(options(trio_dataset, tmp_path, "--start-step", 2, "--max-steps", 4)) == 2
+    assert "--init" in capsys.readouterr().err
+    _, init = plain_conv_checkpoint(tmp_path)
+    assert main(options(trio_dataset, tmp_path, "--init", init, "--start-step", 4, "--max-steps", 4)) == 2
+    assert "nothing left to train" in capsys.readouterr().err
+    assert main(options(trio_dataset, tmp_path, "--init", init, "--start-step", 2, "--stop-step", 2,
+                        "--max-steps", 4)) == 2
+    assert "nothing left to train" in capsys.readouterr().err
+    assert main(options(trio_dataset, tmp_path, "--stop-step", 5, "--max-steps", 4)) == 2
+    assert "past --max-steps 4" in capsys.readouterr().err
 
 
 def plain_conv_checkpoint(tmp_path):
