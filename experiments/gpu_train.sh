@@ -8,7 +8,8 @@
 #       --output data/processed/lakh-melody --workers 2 --valid-fraction 0.05 --overwrite)
 # On the device (the `device` tool's run):
 #   command: bash experiments/gpu_train.sh    carry: [".whl", "data/processed/lakh-melody"]    timeout_s: 600
-#   (RECIPE, MODEL, INIT, MAX_TIME, CFG_SCALE and EXTRA override the defaults below)
+#   (RECIPE, MODEL, INIT, MAX_TIME, CFG_SCALE and EXTRA override the defaults below; a later part of a schedule
+#   trained in parts: INIT=the previous part's export, EXTRA="--start-step N", N from its provenance)
 # What comes back under $OUT: the training log and metrics, and the exported model (MODEL.safetensors and its
 # held-out windows, fp16, the copy prior fitted on the device) to measure on the CPU here before it replaces
 # schmubert/weights/ (experiments/README.md: `evaluate elbo`, bench_decoding.py, bench_control.py, the card).

@@ -120,13 +120,17 @@ def main(argv: list[str] | None = None) -> int:
                     "where a user sets none (chosen by measurement, experiments/README.md; default: the sampler's, "
                     "2)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing shipped model of that name")
+    ex.add_argument("--directory", type=Path, default=WEIGHTS_DIR, help="write NAME.safetensors and its held-out "
+                    "windows there instead of the package's weights (a candidate to measure before it replaces "
+                    "the shipped model)")
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
             print("\n".join(names()) or "(no shipped models)")
         else:
-            out = export(args.checkpoint, args.name, args.heldout, args.overwrite, train=args.train,
-                         copy_prior=args.copy_prior, progress=True,
+            args.directory.mkdir(parents=True, exist_ok=True)
+            out = export(args.checkpoint, args.name, args.heldout, args.overwrite, directory=args.directory,
+                         train=args.train, copy_prior=args.copy_prior, progress=True,
                          sampler=None if args.cfg_scale is None else {"cfg_scale": args.cfg_scale})
             print(f"wrote {out}")
     except (CheckpointError, FileExistsError, OSError, ValueError) as err:

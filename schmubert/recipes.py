@@ -136,11 +136,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # the melody's stage 6: the rest of issue 18's 10x training FLOPs on top of stage 5's 4.0x (54,800 batch-8
     # steps = 13,700 at batch 32), stage 5 again from a lower peak, as the trio's stage 8 was its stage 7 again.
     # Too long for one CPU session: ~3.6 h on 2 AMX cores (bf16, ~1.05 steps per second), ~12.7 h on 2 AVX2 cores
-    # (fp32, 0.30 measured); experiments/gpu_train.sh runs it on a lent GPU (its speed there not measured). Not
-    # run yet
-    _recipe("melody-long2", "stage 6 of the melody model (not run yet; longer than one CPU session): --init a "
-            "cpu-melody-long model, stage 5 again with a cosine from 1.5e-4 over 13700 steps (the rest of 10x)",
-            **MELODY_LONG, lr=1.5e-4, max_steps=13700, name="melody-long2"),
+    # (fp32, 0.30 measured), so it trains in parts, one a session: --stop-step ends a part, the next continues
+    # the schedule from the part's export (--init it, --start-step where it stopped); experiments/gpu_train.sh
+    # runs it on a lent GPU (its speed there not measured)
+    _recipe("melody-long2", "stage 6 of the melody model, trained in parts (--stop-step, then --init the part's "
+            "export with --start-step): --init a cpu-melody-long model, stage 5 again with a cosine from 1.5e-4 "
+            "over 13700 steps (the rest of 10x)", **MELODY_LONG, lr=1.5e-4, max_steps=13700, name="melody-long2"),
 )}
 
 

@@ -104,6 +104,19 @@ def test_export_gives_a_model_with_attributes_the_summaries_it_was_trained_witho
     assert stored.hparams["attributes"]["cond_drop"] == 0.5
 
 
+def test_export_cli_writes_a_candidate_elsewhere_and_leaves_the_shipped_weights(tmp_path, monkeypatch):
+    from schmubert import pretrained
+
+    shipped = tmp_path / "weights"
+    shipped.mkdir()
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", shipped)
+    ckpt = tiny_ckpt(tmp_path)
+    args = ["export", "--checkpoint", str(ckpt), "--name", "melody", "--no-copy-prior"]
+    assert pretrained.main([*args, "--directory", str(tmp_path / "candidates" / "stage6")]) == 0
+    assert load_model(tmp_path / "candidates" / "stage6" / "melody.safetensors").steps == 64
+    assert not any(shipped.iterdir())
+
+
 def test_export_ships_decoding_defaults_and_a_re_export_keeps_them(tmp_path):
     from schmubert import pretrained
 
