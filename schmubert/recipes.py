@@ -119,7 +119,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # stage 9: the rest of issue 18's 10x training FLOPs (79.8 min). Measured as stage 8: held-out 1.241 -> 1.246,
     # infilling 1.173 -> 1.178, training windows 0.969 -> 0.963, samples denser still (12.8 / 11.3 notes per
     # bar at guidance 2 / 1.5, mean overlap 0.60 / 0.64): more steps on 936 windows fit them, not music. Not
-    # shipped; its export is kept on the branch candidates/trio-stage9
+    # shipped (its export was kept on a branch, which did not last: only main is kept between sessions)
     _recipe("cpu-trio-long3", "stage 9 of the trio (measured, not shipped: it fits the training windows, not "
             "new music): --init a cpu-trio-long2 model, stage 8 again with a cosine from 1e-4 over 6000 steps",
             **TRIO_LONG, lr=1e-4, max_steps=6000, name="cpu-trio-long3"),
@@ -138,7 +138,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # Too long for one CPU session: ~3.6 h on 2 AMX cores (bf16, ~1.05 steps per second), ~12.7 h on 2 AVX2 cores
     # (fp32, 0.30 measured), so it trains in parts, one a session: --stop-step ends a part, the next continues
     # the schedule from the part's export (--init it, --start-step where it stopped); experiments/gpu_train.sh
-    # runs it on a lent GPU (its speed there not measured)
+    # runs it on a lent GPU (its speed there not measured). Part 1, steps 0-1400 (110 min here, fp32):
+    # experiments/parts/melody-long2.safetensors, network-alone held-out ELBO 1.185 -> 1.181 (not shipped: at
+    # the schedule's peak, less than the 0.010 Monte-Carlo error); the next part: --init that file --start-step 1400
     _recipe("melody-long2", "stage 6 of the melody model, trained in parts (--stop-step, then --init the part's "
             "export with --start-step): --init a cpu-melody-long model, stage 5 again with a cosine from 1.5e-4 "
             "over 13700 steps (the rest of 10x)", **MELODY_LONG, lr=1.5e-4, max_steps=13700, name="melody-long2"),

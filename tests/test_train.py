@@ -160,7 +160,8 @@ def step_lines(capsys):
     return [ln.split()[1] for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ")]
 
 
-def test_a_schedule_trains_in_parts_continued_from_exported_weights(trio_dataset, tmp_path, capsys):
+def test_a_schedule_trains_in_parts_continued_from_exported_weights(trio_dataset, tmp_path, capsys, monkeypatch):
+    from schmubert import module
     from schmubert.checkpoints import export_weights
     from schmubert.module import OptimConfig, lr_factor
 
@@ -172,8 +173,12 @@ def test_a_schedule_trains_in_parts_continued_from_exported_weights(trio_dataset
     weights = export_weights(tmp_path / "a" / "checkpoints" / "last.ckpt", tmp_path / "a.safetensors")
     assert load_model(weights).hparams["provenance"]["schedule_step"] == 3  # the export says where it got to
 
+    seeded, step_seed = [], module.step_seed
+    monkeypatch.setattr(module, "step_seed", lambda seed, step, rank: seeded.append(step) or step_seed(seed, step,
+                                                                                                          rank))
     assert main(options(trio_dataset, tmp_path, "--init", weights, "--start-step", 3, *schedule, "--val-every", 5,
                         "--name", "b")) == 0
+    assert [s for s in seeded if s >= 0] == [3, 4, 5, 6, 7]  # training steps' seeds (validation's are negative)
     assert step_lines(capsys) == ["4/8", "5/8", "6/8", "7/8", "8/8"]  # counted on the schedule, five steps trained
     last = tmp_path / "b" / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 5
