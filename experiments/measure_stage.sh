@@ -12,8 +12,8 @@
 #
 # MODEL (melody or trio; default melody) names the dataset (data/processed/lakh-MODEL, or DATA) and the default
 # BASELINE, pretrained:MODEL. ONLY=candidate skips the baseline. Everything printed is also in OUT (default
-# runs/measure)/{baseline,candidate}.log. For the melody on 2 AVX2 cores (fp32): a few minutes for the ELBOs, 13 to
-# 15 per seed of bench_decoding (64 samples at 12.1-13.9 s each); run nothing else meanwhile.
+# runs/measure)/{baseline,candidate}.log. For the melody on 2 AVX2 cores (fp32): a few minutes for the ELBOs, 9.5
+# to 15 per seed of bench_decoding (64 samples at 8.9-13.9 s each); run nothing else meanwhile.
 set -euo pipefail
 CANDIDATE=${1:?usage: measure_stage.sh CANDIDATE [BASELINE]}
 MODEL=${MODEL:-melody}
