@@ -140,8 +140,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # the schedule from the part's export (--init it, --start-step where it stopped); experiments/gpu_train.sh
     # runs it on a lent GPU (its speed there not measured). Parts 1-5, steps 0-7000 (110, 95, 102, 69 and 78
     # min here, fp32): experiments/parts/melody-long2.safetensors (the latest part), network-alone held-out ELBO
-    # 1.185 -> 1.181 -> 1.174 -> 1.170 -> 1.162 -> 1.158 (not shipped: 2.8 times the 0.0095 Monte-Carlo error,
-    # the asked key not measured); the next part: --init that file --start-step 7000
+    # 1.185 -> 1.181 -> 1.174 -> 1.170 -> 1.162 -> 1.158 (not shipped: 2.8 times its 0.0098 Monte-Carlo error,
+    # samples denser than the data, the asked key not measured); the next part: --init that file --start-step 7000
     _recipe("melody-long2", "stage 6 of the melody model, trained in parts (--stop-step, then --init the part's "
             "export with --start-step): --init a cpu-melody-long model, stage 5 again with a cosine from 1.5e-4 "
             "over 13700 steps (the rest of 10x)", **MELODY_LONG, lr=1.5e-4, max_steps=13700, name="melody-long2"),
