@@ -139,7 +139,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # (fp32, 0.30 measured), so it trains in parts, one a session: --stop-step ends a part, the next continues
     # the schedule from the part's export (--init it, --start-step where it stopped); experiments/gpu_train.sh
     # runs it on a lent GPU (its speed there not measured). Parts 1-7, steps 0-11200 (110, 95, 102, 69 and 78
-    # min in fp32 on AVX2; parts 6 and 7, 2800 and 1400 steps, 64 and 31 min in bf16 on AVX512-BF16 at about 0.72
+    # min in fp32 on AVX2; parts 6 and 7, 2800 and 1400 steps, 64 and 31 min in bf16 on AVX512-BF16 at about 0.74
     # steps per second): experiments/parts/melody-long2.safetensors (the latest part), network-alone held-out
     # ELBO 1.185 -> 1.181 -> 1.174 -> 1.170 -> 1.162 -> 1.158 -> 1.150 -> 1.147 (4.1 times its 0.0094
     # Monte-Carlo error; not shipped until the schedule ends); the next part: --init that file --start-step 11200
