@@ -10,7 +10,7 @@ LMD_DIR ?= data/lmd
 
 CORPUS ?= ../shared/corpus
 
-.PHONY: install fluidsynth preprocess download-lmd demo test lint bench pretrained-trio pretrained-melody gpu-wheels
+.PHONY: install fluidsynth preprocess download-lmd demo test lint bench pretrained-trio pretrained-melody melody-long2 gpu-wheels
 
 install:
 	$(PYTHON) -m pip install torch==2.13.0 || $(PYTHON) -m pip install "torch>=2.3"
@@ -61,6 +61,18 @@ pretrained-trio pretrained-melody: pretrained-%:
 	$(if $(filter trio,$*),$(PYTHON) -m schmubert.train --recipe cpu-trio-long --data $(PROCESSED)/lakh-trio --name cpu-trio-long-repro --init runs/cpu-trio-roll-repro/checkpoints/last.ckpt)
 	$(if $(filter trio,$*),$(PYTHON) -m schmubert.train --recipe cpu-trio-long2 --data $(PROCESSED)/lakh-trio --name cpu-trio-long2-repro --init runs/cpu-trio-long-repro/checkpoints/last.ckpt)
 	$(PYTHON) -m schmubert.pretrained export --checkpoint runs/cpu-$*-$(if $(filter trio,$*),long2,long)-repro/checkpoints/last.ckpt --name $* --heldout $(PROCESSED)/lakh-$*/valid.npy --overwrite $(if $(filter trio,$*),--cfg-scale 1.5)
+
+# The melody's stage 6 as it was trained (not shipped: experiments/README.md, "The melody's stage 6 in parts"):
+# melody-long2 from pretrained:melody in parts that stop at the steps of MELODY_LONG2_PARTS, each continued from
+# the last one's export (fresh Adam moments, re-warmed), each exported to runs/melody-long2-repro/part-STEP
+# (the last is experiments/parts/melody-long2.safetensors's equal). About 5 h in bf16 on 2 AVX512-BF16 cores
+# (0.68-0.74 steps per second), 10 to 19 h in fp32 on 2 AVX2-only ones (0.20-0.39).
+MELODY_LONG2_PARTS := 1400 2800 4200 5600 7000 9800 11200 13700
+melody-long2:
+	start=0; init=pretrained:melody; for stop in $(MELODY_LONG2_PARTS); do \
+		$(PYTHON) -m schmubert.train --recipe melody-long2 --data $(PROCESSED)/lakh-melody --name melody-long2-repro-$$stop --init $$init --start-step $$start --stop-step $$stop && \
+		$(PYTHON) -m schmubert.pretrained export --checkpoint runs/melody-long2-repro-$$stop/checkpoints/last.ckpt --name melody --heldout $(PROCESSED)/lakh-melody/valid.npy --directory runs/melody-long2-repro/part-$$stop || exit 1; \
+		init=runs/melody-long2-repro/part-$$stop/melody.safetensors; start=$$stop; done
 
 # The wheels experiments/gpu_check.sh and gpu_train.sh install on a lent GPU machine, whose image lacks them
 # (Python 3.12).

@@ -138,11 +138,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # Too long for one CPU session: ~3.6 h on 2 AMX cores (bf16, ~1.05 steps per second), ~12.7 h on 2 AVX2 cores
     # (fp32, 0.30 measured), so it trains in parts, one a session: --stop-step ends a part, the next continues
     # the schedule from the part's export (--init it, --start-step where it stopped); experiments/gpu_train.sh
-    # runs it on a lent GPU (its speed there not measured). Parts 1-7, steps 0-11200 (110, 95, 102, 69 and 78
-    # min in fp32 on AVX2; parts 6 and 7, 2800 and 1400 steps, 64 and 31 min in bf16 on AVX512-BF16 at about 0.74
-    # steps per second): experiments/parts/melody-long2.safetensors (the latest part), network-alone held-out
-    # ELBO 1.185 -> 1.181 -> 1.174 -> 1.170 -> 1.162 -> 1.158 -> 1.150 -> 1.147 (4.1 times its 0.0094
-    # Monte-Carlo error; not shipped until the schedule ends); the next part: --init that file --start-step 11200
+    # runs it on a lent GPU (its speed there not measured). Trained in eight parts (`make melody-long2` repeats
+    # them): 110, 95, 102, 69 and 78 min in fp32 on AVX2 for steps 0-7000; 64, 31 and 61 min in bf16 on
+    # AVX512-BF16 for 7000-9800-11200-13700 (0.68-0.74 steps per second). The whole stage is
+    # experiments/parts/melody-long2.safetensors: network-alone held-out ELBO 1.185 -> 1.145 (4.3 times its
+    # 0.0094 Monte-Carlo error), but its samples are denser than the data (5.4 notes per bar at two seeds, data
+    # 4.9, stage 5 4.9 / 4.8), so it is not shipped (experiments/README.md, "The melody's stage 6 in parts")
     _recipe("melody-long2", "stage 6 of the melody model, trained in parts (--stop-step, then --init the part's "
             "export with --start-step): --init a cpu-melody-long model, stage 5 again with a cosine from 1.5e-4 "
             "over 13700 steps (the rest of 10x)", **MELODY_LONG, lr=1.5e-4, max_steps=13700, name="melody-long2"),
