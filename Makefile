@@ -65,9 +65,9 @@ pretrained-trio pretrained-melody: pretrained-%:
 # The melody's stage 6 as it was trained (not shipped: experiments/README.md, "The melody's stage 6 in parts"):
 # melody-long2 from pretrained:melody in parts that stop at the steps of MELODY_LONG2_PARTS, each continued from
 # the last one's export (fresh Adam moments, re-warmed), each exported to runs/melody-long2-repro/part-STEP
-# (the last is experiments/parts/melody-long2.safetensors's equal). About 5.4 h of training in bf16 on 2
-# AVX512-BF16 cores (0.68-0.74 steps per second), 10 to 19 h in fp32 on 2 AVX2-only ones (0.20-0.39), and
-# about 4 min per export (estimates from the parts' measured speeds).
+# (the last is experiments/parts/melody-long2.safetensors's stage again, not bit for bit: parts 1-5 ran in fp32,
+# 6-8 in bf16). About 5.1-5.6 h of training in bf16 on 2 AVX512-BF16 cores (0.68-0.75 steps per second), 10 to
+# 19 h in fp32 on 2 AVX2-only ones (0.20-0.39), and about 4 min per export (estimates from the parts' speeds).
 MELODY_LONG2_PARTS := 1400 2800 4200 5600 7000 9800 11200 13700
 melody-long2:
 	start=0; init=pretrained:melody; for stop in $(MELODY_LONG2_PARTS); do \

@@ -14,7 +14,7 @@
 # BASELINE, pretrained:MODEL. ONLY=candidate skips the baseline. Everything printed is also in OUT (default
 # runs/measure)/{baseline,candidate}.log. For the melody on 2 AVX2 cores (fp32): a few minutes for the ELBOs, 9.5
 # to 15 per seed of bench_decoding (64 samples at 8.9-13.9 s each); on 2 AVX512-BF16 cores (bf16) about 4 per
-# seed (3.6-4.0 s each) and 8-9 for bench_control (96 samples at 4.7-5.4 s); run nothing else meanwhile.
+# seed (3.3-4.0 s each) and 7-9 for bench_control (96 samples at 4.2-5.4 s); run nothing else meanwhile.
 set -euo pipefail
 CANDIDATE=${1:?usage: measure_stage.sh CANDIDATE [BASELINE]}
 MODEL=${MODEL:-melody}

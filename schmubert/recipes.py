@@ -140,7 +140,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # the schedule from the part's export (--init it, --start-step where it stopped); experiments/gpu_train.sh
     # runs it on a lent GPU (its speed there not measured). Trained in eight parts (`make melody-long2` repeats
     # them): 110, 95, 102, 69 and 78 min in fp32 on AVX2 for steps 0-7000; 64, 31 and 61 min in bf16 on
-    # AVX512-BF16 for 7000-9800-11200-13700 (0.68-0.74 steps per second). The whole stage is
+    # AVX512-BF16 for 7000-9800-11200-13700 (0.68-0.75 steps per second). The whole stage is
     # experiments/parts/melody-long2.safetensors: network-alone held-out ELBO 1.185 -> 1.145 (4.3 times its
     # 0.0094 Monte-Carlo error), but its samples are denser than the data (5.4 notes per bar at two seeds, data
     # 4.9, stage 5 4.9 / 4.8), so it is not shipped (experiments/README.md, "The melody's stage 6 in parts")
