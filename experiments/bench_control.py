@@ -3,7 +3,9 @@
 For each guidance scale w (``--scales``) it samples unconditionally (``schmubert.sampling.sample`` with the
 model told only the condition under test, everything else null) and prints one markdown row:
 
-- ``key``: for each of ``--keys`` (6 by default) ``--samples`` pieces told that key: the share whose estimated key
+- ``key``: for each of ``--keys`` (6 by default) ``--samples`` pieces told that key (with ``--outline``, each
+  the key in place of a drawn training window's, the rest of that outline told too, as the sample CLI's
+  ``--key`` does for a model that ships outlines): the share whose estimated key
   (:func:`schmubert.attributes.estimate_key`, Krumhansl-Kessler) is the asked one; ``key/rel``: the share in the
   asked key or its relative major/minor (the same notes: D minor / F major), what "fits the key" means to a
   listener;
@@ -36,6 +38,7 @@ from schmubert import attributes as A
 from schmubert import conditioning
 from schmubert.checkpoints import LoadedModel, held_out_pieces, load_model
 from schmubert.evaluation import compare_sets
+from schmubert.sample import outlines
 from schmubert.sampling import SamplerOptions, fast_denoiser, sample
 from schmubert.tokens import STEPS_PER_BAR
 
@@ -68,7 +71,9 @@ def told_null(model: LoadedModel, n: int) -> A.Attributes:
 def key_shares(model: LoadedModel, args, scale: float) -> tuple[float, float, np.ndarray, float]:
     """Share in the asked key, share in it or its relative, the samples, and the seconds."""
     keys = torch.tensor([A.parse_key(k) for k in args.keys]).repeat_interleave(args.samples)
-    pieces, seconds = generate(model, told_null(model, len(keys)).with_key(keys), args, scale, args.seed)
+    base = (outlines(model, len(keys), model.steps // STEPS_PER_BAR, torch.Generator().manual_seed(args.seed))
+            if args.outline else told_null(model, len(keys)))
+    pieces, seconds = generate(model, base.with_key(keys), args, scale, args.seed)
     got = A.estimate_key(torch.from_numpy(pieces), model.tracks)
     relative = torch.tensor([A.relative_key(int(k)) for k in keys])
     return (float((got == keys).float().mean()), float(((got == keys) | (got == relative)).float().mean()),
@@ -123,6 +128,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scales", default="0,1,2,4", help="guidance scales w, comma-separated")
     p.add_argument("--keys", default=",".join(KEYS), help="keys asked, comma-separated")
     p.add_argument("--samples", type=int, default=16, help="pieces per key and per target")
+    p.add_argument("--outline", action="store_true", help="key runs: each piece told a training window's outline "
+                   "stored with the model, its key replaced by the asked one")
     p.add_argument("--density", default="2,6,10", help="onsets-per-bar targets, comma-separated ('': none)")
     p.add_argument("--density-track", default="melody", help="the track the density targets are asked of")
     p.add_argument("--register", default="melody=C4,melody=C5,bass=E2,bass=A2",

@@ -30,7 +30,7 @@ from schmubert.checkpoints import held_out_pieces, load_model
 from schmubert.copy_prior import NEW_PIECE_SHARPNESS, SAMPLING_SHARPNESS, sampling_sharpness, sharpened
 from schmubert.evaluation import bar_region, compare_sets, context_curve, elbo, format_context, selfsim
 from schmubert.render import save_pianoroll, write_wav
-from schmubert.sample import default_keys
+from schmubert.sample import SampleConfig, default_keys, held_kinds, outlines, uses_outlines
 from schmubert.sampling import SamplerOptions, fast_denoiser, sample
 from schmubert.tokens import STEPS_PER_BAR, tokens_to_midi, track_set_name
 
@@ -58,15 +58,18 @@ def generate(model, pieces: np.ndarray, n: int, steps: int, infill: bool, seed: 
     x = torch.as_tensor(np.asarray(pieces[:n], dtype=np.int64)) if infill else torch.zeros(shape, dtype=torch.long)
     known = conditioning.infill(shape, [INFILL]) if infill else conditioning.unconditional(shape)
     generator = torch.Generator().manual_seed(seed)
-    told = None
-    if model.conditional:  # as the sample CLI: the piece's key, or one drawn from the training keys
+    told, cli = None, SampleConfig()
+    outlined = model.conditional and uses_outlines(cli, model, new_pieces=not infill)
+    if outlined:  # as the sample CLI: a new piece a training window's outline where the model ships them;
+        told = outlines(model, n, model.steps // STEPS_PER_BAR, generator)
+    elif model.conditional:  # else the piece's key, or one drawn from the training keys
         keys = default_keys(model, x if infill else None, n, generator)
         told = Attributes.null(n, model.steps // STEPS_PER_BAR, len(model.tracks)).with_key(keys)
+    options = held_kinds(cli.sampler.with_defaults(model.sampler_defaults), key_asked=outlined)
     began = time.perf_counter()
     denoiser = fast_denoiser(model.denoiser, "auto")
     with sharpened(denoiser, sampling_sharpness(infill)):  # as the sample CLI
-        out = sample(denoiser, model.diffusion, x, known, steps, generator,
-                     SamplerOptions().with_defaults(model.sampler_defaults), attributes=told)
+        out = sample(denoiser, model.diffusion, x, known, steps, generator, options, attributes=told)
     out = conditioning.preserve_note_ends(x, known, out, model.tracks)
     return out.numpy(), (time.perf_counter() - began) / n
 
@@ -102,6 +105,8 @@ def decoding_text(model) -> str:
     options = SamplerOptions().with_defaults(model.sampler_defaults)
     own = " (the model's own default)" if "cfg_scale" in model.sampler_defaults else ""
     guided = f"guidance scale {options.guidance_scale():g}{own}, " if model.conditional else ""
+    if model.conditional and uses_outlines(SampleConfig(), model, new_pieces=True):
+        guided += "new pieces told a training window's outline (the model's own default), "
     return (f"{options.order} order, {guided}copy sharpness {NEW_PIECE_SHARPNESS:g} for new pieces and "
             f"{SAMPLING_SHARPNESS:g} for infills")
 

@@ -70,8 +70,9 @@ class LoadedModel:
 
     @property
     def sampler_defaults(self) -> dict[str, Any]:
-        """The decoding defaults it ships with (``SamplerOptions`` fields; empty: the sampler's own), applied by
-        :meth:`schmubert.sampling.SamplerOptions.with_defaults`."""
+        """The decoding defaults it ships with (``SamplerOptions`` fields, applied by
+        :meth:`schmubert.sampling.SamplerOptions.with_defaults`, and the sample CLI's ``outline``; empty: the
+        sampler's and the CLI's own)."""
         return dict(self.hparams.get(SAMPLER_HPARAM) or {})
 
     @property

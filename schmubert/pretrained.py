@@ -34,6 +34,9 @@ from schmubert.copy_prior import HPARAM, FitResult, as_hparams, fit
 from schmubert.files import write_atomic
 from schmubert.sampling import SAMPLER_FIELDS, fast_denoiser
 
+#: What a model may ship decoding defaults for: the sampler's options and the sample CLI's ``--outline``.
+DEFAULT_FIELDS = SAMPLER_FIELDS | {"outline"}
+
 
 def names() -> list[str]:
     """The shipped model names, e.g. ``["melody", "trio"]``."""
@@ -53,11 +56,11 @@ def export(checkpoint: str | Path, name: str, heldout: str | Path | None = None,
     distribution or outlines, and for the copy prior's choice of source. ``copy_prior``: fit the copy prior on
     the ``heldout`` windows (and ``train``'s, where they are on this machine) and ship it with the weights
     (False: ship none, not even one the checkpoint inherited). ``sampler``: decoding defaults to ship
-    (:class:`~schmubert.sampling.SamplerOptions` fields, e.g. ``{"cfg_scale": 1.5}``; None: keep the
-    checkpoint's, if any)."""
-    unknown = set(sampler or {}) - SAMPLER_FIELDS
+    (:data:`DEFAULT_FIELDS`: :class:`~schmubert.sampling.SamplerOptions` fields and ``outline``, e.g.
+    ``{"cfg_scale": 1.5}``; None: keep the checkpoint's, if any)."""
+    unknown = set(sampler or {}) - DEFAULT_FIELDS
     if unknown:
-        raise ValueError(f"sampler defaults {sorted(unknown)} are not SamplerOptions fields")
+        raise ValueError(f"sampler defaults {sorted(unknown)} are neither SamplerOptions fields nor outline")
     extra: dict[str, Any] = {HPARAM: None}
     if sampler is not None:
         extra[SAMPLER_HPARAM] = dict(sampler)
@@ -102,6 +105,12 @@ def fit_copy_prior(checkpoint: str | Path, pieces: np.ndarray, train: str | Path
                progress=progress)
 
 
+def shipped_defaults(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The decoding defaults ``export``'s options ask to ship (None where none: keep the checkpoint's)."""
+    chosen = {"cfg_scale": args.cfg_scale, "outline": args.outline}
+    return {k: v for k, v in chosen.items() if v is not None} or None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m schmubert.pretrained", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--cfg-scale", type=float, help="the model's default classifier-free guidance scale, used "
                     "where a user sets none (chosen by measurement, experiments/README.md; default: the sampler's, "
                     "2)")
+    ex.add_argument("--outline", choices=["auto", "none"], help="what the model's new pieces are told where a "
+                    "user sets no --outline (chosen by measurement, experiments/README.md; default: none)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing shipped model of that name")
     ex.add_argument("--directory", type=Path, default=WEIGHTS_DIR, help="write NAME.safetensors and its held-out "
                     "windows there instead of the package's weights (a candidate to measure before it replaces "
@@ -131,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             args.directory.mkdir(parents=True, exist_ok=True)
             out = export(args.checkpoint, args.name, args.heldout, args.overwrite, directory=args.directory,
                          train=args.train, copy_prior=args.copy_prior, progress=True,
-                         sampler=None if args.cfg_scale is None else {"cfg_scale": args.cfg_scale})
+                         sampler=shipped_defaults(args))
             print(f"wrote {out}")
     except (CheckpointError, FileExistsError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

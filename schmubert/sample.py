@@ -130,11 +130,12 @@ class SampleConfig:
                    "TONIC C, C#/Db, ..., B (e.g. D:minor, Bb); 'none' for no key; 'auto': for unconditional "
                    "samples their outline's (--outline) or else one drawn from the training keys, else the key "
                    "of --input")
-    outline: Literal["auto", "none"] = arg(
-        "none", "new pieces from a model with attributes: 'auto' tells each the key, onsets and register of a "
-                "training window drawn at random (stored with the model; --key, --density and --register replace "
-                "what they name); 'none': only a key drawn from the training keys (measured no worse and twice "
-                "as fast, docs/attributes.md)")
+    outline: Literal["model", "auto", "none"] = arg(
+        "model", "new pieces from a model with attributes: 'auto' tells each the key, onsets and register of a "
+                 "training window drawn at random (stored with the model; --key, --density and --register "
+                 "replace what they name); 'none': only a key drawn from the training keys; 'model': the "
+                 "model's shipped choice where nothing is asked (--key, --density, --register), else none "
+                 "(pretrained:melody ships auto; docs/attributes.md)")
     density: list[str] = arg([], "onsets per bar the model is told (models trained with attributes), "
                                  "TRACK=N[@START:END] (bars end exclusive, from --start-bar; drums count hit "
                                  "steps), e.g. melody=12@8:16; repeatable")
@@ -388,7 +389,7 @@ def make_attributes(cfg: SampleConfig, model: LoadedModel, scen: Scenario,
                              "(python -m schmubert.train ... --set attributes=true; docs/attributes.md)")
         return None
     n, K, bars = cfg.num_samples, len(model.tracks), -(-len(scen.x) // STEPS_PER_BAR)
-    if uses_outlines(cfg, model, scen):
+    if uses_outlines(cfg, model, scen.kind == "unconditional"):
         attrs = outlines(model, n, bars, generator)
         attrs = attrs if cfg.key == "auto" else attrs.with_key(parse_key(cfg.key))
     else:
@@ -400,11 +401,21 @@ def make_attributes(cfg: SampleConfig, model: LoadedModel, scen: Scenario,
     return apply_targets(attrs, model.tracks, density, [parse_target(t, pitch=True) for t in cfg.register])
 
 
-def uses_outlines(cfg: SampleConfig, model: LoadedModel, scen: Scenario) -> bool:
-    """Whether new pieces are told the attributes of drawn training windows (``--outline auto``, an unconditional
-    scenario, a model that stores outlines)."""
+def outline_choice(cfg: SampleConfig, model: LoadedModel) -> str:
+    """``--outline``, with ``model`` resolved to the model's shipped default (``sampler_defaults["outline"]``)
+    where nothing is asked, else ``none``: it was chosen for pieces told nothing (pretrained:melody, asked a key
+    at guidance 2: in it or its relative 0.92 without an outline, 0.67 with one; experiments/README.md)."""
+    if cfg.outline != "model":
+        return cfg.outline
+    asked = asks_attributes(cfg) or cfg.note_density is not None
+    return "none" if asked else model.sampler_defaults.get("outline", "none")
+
+
+def uses_outlines(cfg: SampleConfig, model: LoadedModel, new_pieces: bool) -> bool:
+    """Whether the pieces are told the attributes of drawn training windows: ``--outline auto`` or a model that
+    ships it, ``new_pieces`` (an unconditional scenario), a model that stores outlines."""
     stored = (model.hparams.get("attributes") or {}).get("outlines")
-    return cfg.outline == "auto" and scen.kind == "unconditional" and bool(stored)
+    return outline_choice(cfg, model) == "auto" and new_pieces and bool(stored)
 
 
 def outlines(model: LoadedModel, n: int, bars: int, generator: torch.Generator | None = None) -> Attributes:
@@ -460,7 +471,7 @@ def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, ge
     Sampler options left unset take the model's own defaults (``model.sampler_defaults``)."""
     denoiser = denoiser or fast_denoiser(model.denoiser, cfg.precision, cfg.compile)
     sampler = held_kinds(cfg.sampler.with_defaults(model.sampler_defaults),
-                         key_asked=cfg.key != "auto" or uses_outlines(cfg, model, scen))
+                         key_asked=cfg.key != "auto" or uses_outlines(cfg, model, scen.kind == "unconditional"))
     window = model.steps
     N, K = scen.x.shape
     pad = max(0, window - N)  # a short output still runs the model on its full window
@@ -529,7 +540,8 @@ def run(cfg: SampleConfig) -> list[Path]:
     if cfg.tracks and track_set_name(model.tracks) != cfg.tracks:
         raise ValueError(f"--tracks {cfg.tracks}: {model.path} is a {track_set_name(model.tracks)} model; "
                          f"pass --checkpoint pretrained:{cfg.tracks} or a {cfg.tracks} checkpoint")
-    cfg = dataclasses.replace(cfg, sampler=cfg.sampler.with_defaults(model.sampler_defaults))  # for the record
+    cfg = dataclasses.replace(cfg, sampler=cfg.sampler.with_defaults(model.sampler_defaults),  # for the record
+                              outline=outline_choice(cfg, model))
     guidance = make_guidance(cfg, model)
     scen = build_scenario(cfg, model, np.random.default_rng(cfg.seed))
     attributes = make_attributes(cfg, model, scen, torch.Generator().manual_seed(cfg.seed))

@@ -42,3 +42,28 @@ def test_the_key_alone_when_no_density_or_register_is_asked(tmp_path, capsys, co
     assert experiment("bench_control").main(argv) == 0
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 2 ")][0].split("|")
     assert row[4].strip() == "nan" and row[5].strip() == "" and row[6].strip() == "nan"
+
+
+def test_outline_tells_each_key_run_a_training_outline_with_the_asked_key(tmp_path, corpus_pieces, experiment,
+                                                                          monkeypatch):
+    from schmubert import attributes as A
+    from schmubert.tokens import get_tracks
+
+    pieces = corpus_pieces("trio", 2)[:, :256].astype(np.int64)
+    np.save(tmp_path / "held.npy", pieces.astype(np.uint16))
+    torch.manual_seed(0)
+    denoiser = build("conv", "trio", "tiny", seq_len=256, attributes=True)
+    hp = checkpoint_hparams("conv", "trio", denoiser.config, NoiseConfig(timesteps=256), 256,
+                            attributes={"cond_drop": 0.5, **A.data_summaries(pieces, get_tracks("trio"))})
+    ckpt = save_model(tmp_path / "outlined.ckpt", denoiser, hp)
+    bench = experiment("bench_control")
+    told, real = [], bench.generate
+    monkeypatch.setattr(bench, "generate", lambda model, attrs, *rest: real(model, told.append(attrs) or attrs, *rest))
+    argv = ["--checkpoint", str(ckpt), "--samples", "2", "--steps", "2", "--scales", "2", "--keys", "D:minor",
+            "--density", "", "--register", "", "--held-out", str(tmp_path / "held.npy")]
+    assert bench.main(argv) == 0 and bench.main([*argv, "--outline"]) == 0
+    plain, outlined = told
+    assert (plain.key == A.parse_key("D:minor")).all() and (outlined.key == A.parse_key("D:minor")).all()
+    assert (plain.onsets == A.ONSETS_NULL).all()
+    own = A.Attributes.compute(torch.as_tensor(pieces), get_tracks("trio"))
+    assert all(any(torch.equal(o, p) for p in own.onsets) for o in outlined.onsets)  # a training window's

@@ -112,8 +112,9 @@ def test_export_cli_writes_a_candidate_elsewhere_and_leaves_the_shipped_weights(
     monkeypatch.setattr(pretrained, "WEIGHTS_DIR", shipped)
     ckpt = tiny_ckpt(tmp_path)
     args = ["export", "--checkpoint", str(ckpt), "--name", "melody", "--no-copy-prior"]
-    assert pretrained.main([*args, "--directory", str(tmp_path / "candidates" / "stage6")]) == 0
-    assert load_model(tmp_path / "candidates" / "stage6" / "melody.safetensors").steps == 64
+    assert pretrained.main([*args, "--directory", str(tmp_path / "candidates" / "stage6"), "--outline", "auto"]) == 0
+    candidate = load_model(tmp_path / "candidates" / "stage6" / "melody.safetensors")
+    assert candidate.steps == 64 and candidate.sampler_defaults == {"outline": "auto"}
     assert not any(shipped.iterdir())
 
 
@@ -126,6 +127,9 @@ def test_export_ships_decoding_defaults_and_a_re_export_keeps_them(tmp_path):
     assert load_model(shipped).sampler_defaults == {"cfg_scale": 1.5}
     again = pretrained.export(shipped, "b", directory=tmp_path, copy_prior=False)  # None: keep what it ships
     assert load_model(again).sampler_defaults == {"cfg_scale": 1.5}
-    with pytest.raises(ValueError, match=r"\['cfg_sacle'\] are not SamplerOptions fields"):
+    outlined = pretrained.export(ckpt, "d", directory=tmp_path, copy_prior=False,
+                                 sampler={"cfg_scale": 2.0, "outline": "auto"})  # and the CLI's --outline
+    assert load_model(outlined).sampler_defaults == {"cfg_scale": 2.0, "outline": "auto"}
+    with pytest.raises(ValueError, match=r"\['cfg_sacle'\] are neither SamplerOptions fields nor outline"):
         pretrained.export(ckpt, "c", directory=tmp_path, copy_prior=False, sampler={"cfg_sacle": 1.5})
     assert not (tmp_path / "c.safetensors").exists()

@@ -272,6 +272,26 @@ def test_new_pieces_are_told_a_training_outline_and_what_is_asked_replaces_its_p
     assert told(tmp_path / "d")["onsets"] == [[None] * 64] * 3  # a given piece is its own outline
 
 
+def test_a_model_that_ships_outlines_tells_them_to_pieces_asked_nothing_unless_told_none(outlined_ckpt, tmp_path):
+    from schmubert.checkpoints import SAMPLER_HPARAM
+
+    ckpt, outlines = outlined_ckpt
+    state = torch.load(ckpt, weights_only=False)
+    state["hyper_parameters"][SAMPLER_HPARAM] = {"outline": "auto"}
+    torch.save(state, tmp_path / "ships-outlines.ckpt")
+    assert run(tmp_path / "ships-outlines.ckpt", tmp_path / "a", "--bars", "8", "--num-samples", "2") == 0
+    assert told(tmp_path / "a") in outlines
+    record = json.loads((tmp_path / "a" / "sample_000.json").read_text())
+    assert record["options"]["outline"] == "auto"  # the choice it made, not 'model'
+    assert run(tmp_path / "ships-outlines.ckpt", tmp_path / "b", "--bars", "8", "--outline", "none") == 0
+    assert told(tmp_path / "b")["onsets"] == [[None] * 8] * 3
+    assert run(tmp_path / "ships-outlines.ckpt", tmp_path / "c", "--bars", "8", "--key", "D:minor") == 0
+    assert told(tmp_path / "c")["onsets"] == [[None] * 8] * 3  # its choice was for pieces told nothing
+    assert run(tmp_path / "ships-outlines.ckpt", tmp_path / "d", "--bars", "8", "--key", "D:minor",
+               "--outline", "auto") == 0
+    assert told(tmp_path / "d") in [{**o, "key": "D:minor"} for o in outlines]
+
+
 def told_key(out, index=0):
     return json.loads((out / f"sample_{index:03d}.json").read_text())["key"]["told"]
 
