@@ -45,9 +45,11 @@ demo: preprocess
 # runs (cpu-trio-attrs, then cpu-trio-attrs2 with every subset of them equally often), the melody in one
 # (cpu-melody-attrs); the trio's stage 6 against overfitting (cpu-trio-roll: windows rotated by whole bars,
 # dropout 0.2), stages 7 and 8, more of it at batch 16 (cpu-trio-long, cpu-trio-long2); the melody's stage 5,
-# windows rotated by whole bars at batch 32 (cpu-melody-long). About 70 + 60 + 25 + (55 + 70 + 43 + 96 + 122 |
-# 44 + 84) min on 2 CPU cores. The export ships each model's guidance scale, chosen by
-# measurement (experiments/README.md: the trio 1.5; the melody none of its own, the sampler's 2).
+# windows rotated by whole bars at batch 32 (cpu-melody-long), and its stage 6 from that one's export in the
+# eight parts of make melody-long2. About 70 + 60 + 25 + (55 + 70 + 43 + 96 + 122 | 44 + 84 + 306-336) min on 2
+# CPU cores (stage 6 in bf16 on AVX512-BF16 ones). The export ships each model's decoding defaults, chosen by
+# measurement (experiments/README.md): the trio's guidance scale 1.5; the melody's outlines (--outline auto, its
+# guidance the sampler's 2).
 pretrained-trio pretrained-melody: pretrained-%:
 	$(PYTHON) -m preprocessing --tracks $* --input $(CORPUS)/lakh-$*-64bar --output $(PROCESSED)/lakh-$* --workers $(WORKERS) --valid-fraction 0.05 --overwrite
 	$(PYTHON) -m schmubert.train --recipe cpu-$* --data $(PROCESSED)/lakh-$* --name cpu-$*-repro
@@ -60,17 +62,22 @@ pretrained-trio pretrained-melody: pretrained-%:
 	$(if $(filter trio,$*),$(PYTHON) -m schmubert.train --recipe cpu-trio-roll --data $(PROCESSED)/lakh-trio --name cpu-trio-roll-repro --init runs/cpu-trio-attrs2-repro/checkpoints/last.ckpt)
 	$(if $(filter trio,$*),$(PYTHON) -m schmubert.train --recipe cpu-trio-long --data $(PROCESSED)/lakh-trio --name cpu-trio-long-repro --init runs/cpu-trio-roll-repro/checkpoints/last.ckpt)
 	$(if $(filter trio,$*),$(PYTHON) -m schmubert.train --recipe cpu-trio-long2 --data $(PROCESSED)/lakh-trio --name cpu-trio-long2-repro --init runs/cpu-trio-long-repro/checkpoints/last.ckpt)
-	$(PYTHON) -m schmubert.pretrained export --checkpoint runs/cpu-$*-$(if $(filter trio,$*),long2,long)-repro/checkpoints/last.ckpt --name $* --heldout $(PROCESSED)/lakh-$*/valid.npy --overwrite $(if $(filter trio,$*),--cfg-scale 1.5)
+	$(if $(filter melody,$*),$(PYTHON) -m schmubert.pretrained export --checkpoint runs/cpu-melody-long-repro/checkpoints/last.ckpt --name melody --heldout $(PROCESSED)/lakh-melody/valid.npy --directory runs/cpu-melody-long-repro/export)
+	$(if $(filter melody,$*),$(MAKE) melody-long2)
+	$(PYTHON) -m schmubert.pretrained export --checkpoint runs/$(if $(filter trio,$*),cpu-trio-long2-repro,melody-long2-repro-13700)/checkpoints/last.ckpt --name $* --heldout $(PROCESSED)/lakh-$*/valid.npy --overwrite $(if $(filter trio,$*),--cfg-scale 1.5,--outline auto)
 
-# The melody's stage 6 as it was trained (not shipped: experiments/README.md, "The melody's stage 6 in parts"):
-# melody-long2 from pretrained:melody in parts that stop at the steps of MELODY_LONG2_PARTS, each continued from
-# the last one's export (fresh Adam moments, re-warmed), each exported to runs/melody-long2-repro/part-STEP
-# (the last is experiments/parts/melody-long2.safetensors's stage again, not bit for bit: parts 1-5 ran in fp32,
-# 6-8 in bf16). About 5.1-5.6 h of training in bf16 on 2 AVX512-BF16 cores (0.68-0.75 steps per second), 10 to
-# 19 h in fp32 on 2 AVX2-only ones (0.20-0.39), and about 4 min per export (estimates from the parts' speeds).
+# The melody's stage 6 as it was trained (experiments/README.md, "The melody's stage 6 in parts"): melody-long2
+# from MELODY_LONG2_INIT, stage 5 (make pretrained-melody exports it there first; or stage 5 as it shipped:
+# git show 0b67bf5:schmubert/weights/melody.safetensors > stage5.safetensors, MELODY_LONG2_INIT=stage5.safetensors)
+# in parts that stop at the steps of MELODY_LONG2_PARTS, each continued from the last one's export (fresh Adam
+# moments, re-warmed), each exported to runs/melody-long2-repro/part-STEP (the last is the shipped stage again,
+# not bit for bit: parts 1-5 ran in fp32, 6-8 in bf16). About 5.1-5.6 h of training in bf16 on 2 AVX512-BF16
+# cores (0.68-0.75 steps per second), 10 to 19 h in fp32 on 2 AVX2-only ones (0.20-0.39), and about 4 min per
+# export (estimates from the parts' speeds).
 MELODY_LONG2_PARTS := 1400 2800 4200 5600 7000 9800 11200 13700
+MELODY_LONG2_INIT ?= runs/cpu-melody-long-repro/export/melody.safetensors
 melody-long2:
-	start=0; init=pretrained:melody; for stop in $(MELODY_LONG2_PARTS); do \
+	start=0; init=$(MELODY_LONG2_INIT); for stop in $(MELODY_LONG2_PARTS); do \
 		$(PYTHON) -m schmubert.train --recipe melody-long2 --data $(PROCESSED)/lakh-melody --name melody-long2-repro-$$stop --init $$init --start-step $$start --stop-step $$stop && \
 		$(PYTHON) -m schmubert.pretrained export --checkpoint runs/melody-long2-repro-$$stop/checkpoints/last.ckpt --name melody --heldout $(PROCESSED)/lakh-melody/valid.npy --directory runs/melody-long2-repro/part-$$stop || exit 1; \
 		init=runs/melody-long2-repro/part-$$stop/melody.safetensors; start=$$stop; done

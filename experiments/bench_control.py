@@ -5,7 +5,7 @@ model told only the condition under test, everything else null) and prints one m
 
 - ``key``: for each of ``--keys`` (6 by default) ``--samples`` pieces told that key (with ``--outline``, each
   the key in place of a drawn training window's, the rest of that outline told too, as the sample CLI's
-  ``--key`` does for a model that ships outlines): the share whose estimated key
+  ``--key K --outline auto`` does): the share whose estimated key
   (:func:`schmubert.attributes.estimate_key`, Krumhansl-Kessler) is the asked one; ``key/rel``: the share in the
   asked key or its relative major/minor (the same notes: D minor / F major), what "fits the key" means to a
   listener;

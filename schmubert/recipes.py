@@ -142,11 +142,14 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # them): 110, 95, 102, 69 and 78 min in fp32 on AVX2 for steps 0-7000; 64, 31 and 61 min in bf16 on
     # AVX512-BF16 for 7000-9800-11200-13700 (0.68-0.75 steps per second). The whole stage is
     # experiments/parts/melody-long2.safetensors: network-alone held-out ELBO 1.185 -> 1.145 (4.3 times its
-    # 0.0094 Monte-Carlo error), but its samples are denser than the data (5.4 notes per bar at two seeds, data
-    # 4.9, stage 5 4.9 / 4.8), so it is not shipped (experiments/README.md, "The melody's stage 6 in parts")
-    _recipe("melody-long2", "stage 6 of the melody model, trained in parts (--stop-step, then --init the part's "
-            "export with --start-step): --init a cpu-melody-long model, stage 5 again with a cosine from 1.5e-4 "
-            "over 13700 steps (the rest of 10x)", **MELODY_LONG, lr=1.5e-4, max_steps=13700, name="melody-long2"),
+    # 0.0094 Monte-Carlo error). With a drawn key its new pieces are denser than the data (5.4 notes per bar at
+    # two seeds, data 4.9), each told a training window's outline they are not (4.6 / 4.9, mean overlap 0.75 /
+    # 0.76, stage 5 0.76 / 0.71), so it ships as pretrained:melody with outlines its default (experiments/README.md,
+    # "The melody's stage 6 shipped, with outlines for new pieces")
+    _recipe("melody-long2", "stage 6 of the shipped melody model, trained in parts (--stop-step, then --init the "
+            "part's export with --start-step): --init a cpu-melody-long model, stage 5 again with a cosine from "
+            "1.5e-4 over 13700 steps (the rest of 10x)", **MELODY_LONG, lr=1.5e-4, max_steps=13700,
+            name="melody-long2"),
 )}
 
 
