@@ -48,8 +48,8 @@ demo: preprocess
 # windows rotated by whole bars at batch 32 (cpu-melody-long), and its stage 6 from that one's export in the
 # eight parts of make melody-long2. About 70 + 60 + 25 + (55 + 70 + 43 + 96 + 122 | 44 + 84 + 306-336) min on 2
 # CPU cores (stage 6 in bf16 on AVX512-BF16 ones). The export ships each model's decoding defaults, chosen by
-# measurement (experiments/README.md): the trio's guidance scale 1.5; the melody's outlines (--outline auto, its
-# guidance the sampler's 2).
+# measurement (experiments/README.md): outlines for new pieces (--outline auto) for both, the trio's guidance
+# scale 1.5 (the melody's is the sampler's 2).
 pretrained-trio pretrained-melody: pretrained-%:
 	$(PYTHON) -m preprocessing --tracks $* --input $(CORPUS)/lakh-$*-64bar --output $(PROCESSED)/lakh-$* --workers $(WORKERS) --valid-fraction 0.05 --overwrite
 	$(PYTHON) -m schmubert.train --recipe cpu-$* --data $(PROCESSED)/lakh-$* --name cpu-$*-repro
@@ -64,7 +64,7 @@ pretrained-trio pretrained-melody: pretrained-%:
 	$(if $(filter trio,$*),$(PYTHON) -m schmubert.train --recipe cpu-trio-long2 --data $(PROCESSED)/lakh-trio --name cpu-trio-long2-repro --init runs/cpu-trio-long-repro/checkpoints/last.ckpt)
 	$(if $(filter melody,$*),$(PYTHON) -m schmubert.pretrained export --checkpoint runs/cpu-melody-long-repro/checkpoints/last.ckpt --name melody --heldout $(PROCESSED)/lakh-melody/valid.npy --directory runs/cpu-melody-long-repro/export)
 	$(if $(filter melody,$*),$(MAKE) melody-long2)
-	$(PYTHON) -m schmubert.pretrained export --checkpoint runs/$(if $(filter trio,$*),cpu-trio-long2-repro,melody-long2-repro-13700)/checkpoints/last.ckpt --name $* --heldout $(PROCESSED)/lakh-$*/valid.npy --overwrite $(if $(filter trio,$*),--cfg-scale 1.5,--outline auto)
+	$(PYTHON) -m schmubert.pretrained export --checkpoint runs/$(if $(filter trio,$*),cpu-trio-long2-repro,melody-long2-repro-13700)/checkpoints/last.ckpt --name $* --heldout $(PROCESSED)/lakh-$*/valid.npy --overwrite --outline auto $(if $(filter trio,$*),--cfg-scale 1.5)
 
 # The melody's stage 6 as it was trained (experiments/README.md, "The melody's stage 6 in parts"): melody-long2
 # from MELODY_LONG2_INIT, stage 5 (make pretrained-melody exports it there first; or stage 5 as it shipped:

@@ -135,7 +135,7 @@ class SampleConfig:
                  "training window drawn at random (stored with the model; --key, --density and --register "
                  "replace what they name); 'none': only a key drawn from the training keys; 'model': the "
                  "model's shipped choice where nothing is asked (--key, --density, --register), else none "
-                 "(pretrained:melody ships auto; docs/attributes.md)")
+                 "(both shipped models ship auto; docs/attributes.md)")
     density: list[str] = arg([], "onsets per bar the model is told (models trained with attributes), "
                                  "TRACK=N[@START:END] (bars end exclusive, from --start-bar; drums count hit "
                                  "steps), e.g. melody=12@8:16; repeatable")
