@@ -4,8 +4,9 @@ Figures, all on the held-out windows the model ships with (or ``--data``):
 - the negative ELBO and the infilling NLL of bars 16:48 given the rest (bits per element, count estimator);
 - the context diagnostic: cross-entropy per masked element at mask rates 5/30/60/95%, per track;
 - ``--samples`` unconditional samples and as many infillings of bars 16:48 of held-out windows, at ``--steps``
-  reverse steps, at the sample CLI's default precision and, for a model with attributes, told the key as the
-  CLI does (drawn from the training keys, or the held-out window's own): framewise self-similarity and the
+  reverse steps, at the sample CLI's default precision and, for a model with attributes, told what the CLI
+  tells (a new piece a training window's outline where the model ships them, else a key drawn from the
+  training keys; an infill its held-out window's key): framewise self-similarity and the
   music-statistics overlap against the held-out windows, and the same of the held-out windows against the
   training windows (the ceiling); a piano roll of each kind, and MIDI + WAV of them under ``--listen``.
 
