@@ -60,7 +60,7 @@ def generate(model, pieces: np.ndarray, n: int, steps: int, infill: bool, seed: 
     known = conditioning.infill(shape, [INFILL]) if infill else conditioning.unconditional(shape)
     generator = torch.Generator().manual_seed(seed)
     told, cli = None, SampleConfig()
-    outlined = model.conditional and uses_outlines(cli, model, new_pieces=not infill)
+    outlined = uses_outlines(cli, model, new_pieces=not infill)  # only models with attributes store outlines
     if outlined:  # as the sample CLI: a new piece a training window's outline where the model ships them;
         told = outlines(model, n, model.steps // STEPS_PER_BAR, generator)
     elif model.conditional:  # else the piece's key, or one drawn from the training keys
@@ -106,7 +106,7 @@ def decoding_text(model) -> str:
     options = SamplerOptions().with_defaults(model.sampler_defaults)
     own = " (the model's own default)" if "cfg_scale" in model.sampler_defaults else ""
     guided = f"guidance scale {options.guidance_scale():g}{own}, " if model.conditional else ""
-    if model.conditional and uses_outlines(SampleConfig(), model, new_pieces=True):
+    if uses_outlines(SampleConfig(), model, new_pieces=True):
         guided += "new pieces told a training window's outline (the model's own default), "
     return (f"{options.order} order, {guided}copy sharpness {NEW_PIECE_SHARPNESS:g} for new pieces and "
             f"{SAMPLING_SHARPNESS:g} for infills")

@@ -21,5 +21,8 @@ def test_demo_samples_every_scenario_and_fine_tunes(trio_dataset, tmp_path):
         assert (folder / f"{name}_000.mid").is_file() and (folder / f"{name}_000.png").is_file(), name
         record = json.loads((folder / f"{name}_000.json").read_text())
         assert record["steps"] == 4
+    for name in ("trio-unconditional", "melody-unconditional"):  # the shipped default: a training outline
+        record = json.loads((cfg.samples / name / f"{name}_000.json").read_text())
+        assert record["options"]["outline"] == "auto" and any(n is not None for n in record["told"]["onsets"][0])
     shipped = json.loads((cfg.samples / "trio-infill-bars-32-48" / "trio-infill-bars-32-48_000.json").read_text())
     assert shipped["checkpoint"].endswith("trio.safetensors") and "heldout" in shipped["sources"][0]
