@@ -3,8 +3,10 @@
 This module is the single owner of every vocabulary fact: class counts, mask ids, the pitch range, the drum
 classes and their pitch map, the time grid and the decoding conventions. Everything else imports from here.
 
-A piece is an integer array ``(steps, K)`` on a 16th-note grid. ``K`` is the number of tracks: 1 for
-``melody``, 3 for ``trio`` (melody, bass, drums, in that order).
+A piece is an integer array ``(steps, K)`` on a 16th-note grid. ``K`` is the number of tracks (columns): 1 for
+``melody``, 3 for ``trio`` (melody, bass, drums, in that order), 11 for ``pop909`` (melody, bridge as 4
+stacked voices, piano as 6). A polyphonic instrument is several monophonic voice columns of one group
+(``schmubert.polyphony`` assigns its notes to voices); any set is a spec such as ``melody,bass,drums,piano:6``.
 
 Melodic tracks (melody, bass) have 90 classes per step::
 
@@ -67,24 +69,55 @@ _PITCH_CLASS_LUT[list(DRUM_PITCH_TO_CLASS)] = list(DRUM_PITCH_TO_CLASS.values())
 #: The pitch written for each drum class when decoding.
 DRUM_CLASS_PITCHES = (36, 38, 42, 46, 45, 48, 50, 49, 51)
 
-# --- instrument roles (General MIDI programs) --------------------------------------------------------------
-MELODY_PROGRAMS = range(0, 32)
-BASS_PROGRAMS = range(32, 40)
-
 # --- decoding conventions ----------------------------------------------------------------------------------
 DECODE_QPM = 120.0
 DECODE_VELOCITY = 80
 DECODE_RESOLUTION = 480  # ticks per quarter; a multiple of STEPS_PER_QUARTER so every step is exact
 
 
+# --- velocity ------------------------------------------------------------------------------------------------
+#: Velocity is a parallel grid beside the tokens: per column and step the bin of the note starting there
+#: (drums: of the loudest hit), 0 where nothing starts. Bins are 16 MIDI velocities wide: 1..16 -> 1, ...,
+#: 113..127 -> 8; a bin decodes to its centre (mean error about 4 velocity units).
+NO_ONSET = 0
+VELOCITY_BINS = 8
+VELOCITY_CLASSES = VELOCITY_BINS + 1  # with NO_ONSET
+_VELOCITY_WIDTH = 16
+
+
+def velocity_to_bin(velocity: np.ndarray | int) -> np.ndarray:
+    """MIDI velocity 1..127 -> bin 1..8 (0 or less -> :data:`NO_ONSET`)."""
+    v = np.asarray(velocity, dtype=np.int64)
+    return np.where(v > 0, np.clip((v - 1) // _VELOCITY_WIDTH + 1, 1, VELOCITY_BINS), NO_ONSET)
+
+
+def bin_to_velocity(bins: np.ndarray | int) -> np.ndarray:
+    """Bin 1..8 -> the MIDI velocity at its centre (8, 24, ..., 120); :data:`NO_ONSET` -> the decoding default."""
+    b = np.asarray(bins, dtype=np.int64)
+    return np.where((b >= 1) & (b <= VELOCITY_BINS), (b - 1) * _VELOCITY_WIDTH + _VELOCITY_WIDTH // 2,
+                    DECODE_VELOCITY)
+
+
+# --- instrument roles (General MIDI programs) --------------------------------------------------------------
+MELODY_PROGRAMS = range(0, 32)
+BASS_PROGRAMS = range(32, 40)
+
+
 @dataclass(frozen=True)
 class Track:
-    """One track of a piece: its role, vocabulary and how it is written to MIDI."""
+    """One column of a token grid: its role, vocabulary and how it is written to MIDI.
+
+    A polyphonic instrument is ``voices`` columns with the same ``group`` (the instrument's name) and voice
+    indices ``0..voices-1``; each is a monophonic melodic line (the 90-class codec). A monophonic line or a drum
+    kit is its own group (``group`` empty).
+    """
 
     name: str
     num_classes: int  # real classes, without the mask
     is_drum: bool
     program: int  # General MIDI program used when decoding
+    group: str = ""  # the polyphonic instrument this column is a voice of ("": a one-column instrument)
+    voice: int = 0  # the voice index inside its group
 
     @property
     def mask_id(self) -> int:
@@ -95,25 +128,107 @@ class Track:
         """Real classes plus the mask token (the size of an input embedding)."""
         return self.num_classes + 1
 
+    @property
+    def instrument(self) -> str:
+        """The instrument (slot) this column belongs to: its group, or its own name."""
+        return self.group or self.name
+
 
 MELODY = Track("melody", MELODIC_CLASSES, is_drum=False, program=0)
 BASS = Track("bass", MELODIC_CLASSES, is_drum=False, program=33)
 DRUMS = Track("drums", DRUM_CLASSES, is_drum=True, program=0)
 TRACKS = {t.name: t for t in (MELODY, BASS, DRUMS)}
 
-#: Named track sets (the ``--tracks`` option everywhere).
-TRACK_SETS: dict[str, tuple[Track, ...]] = {
-    "melody": (MELODY,),
-    "trio": (MELODY, BASS, DRUMS),
+
+@dataclass(frozen=True)
+class Family:
+    """An instrument a track set can name: the General MIDI programs it reads, the one it writes, its voices."""
+
+    programs: range  # GM programs read from a file for this instrument (drums: the drum channel)
+    program: int  # GM program written
+    voices: int  # default number of stacked voices (1 = a monophonic line)
+
+
+#: Instruments a track-set spec may name (``piano:6``): General MIDI families, plus POP909's ``bridge``
+#: (its counter-melody track). ``melody`` and ``bass`` are the trio's monophonic roles.
+FAMILIES: dict[str, Family] = {
+    "melody": Family(range(0, 32), 0, 1),
+    "bass": Family(range(32, 40), 33, 1),
+    "drums": Family(range(0), 0, 1),
+    "piano": Family(range(0, 8), 0, 6),
+    "chromatic": Family(range(8, 16), 11, 2),
+    "organ": Family(range(16, 24), 16, 4),
+    "guitar": Family(range(24, 32), 25, 4),
+    "strings": Family(range(40, 56), 48, 4),
+    "brass": Family(range(56, 64), 61, 4),
+    "reed": Family(range(64, 72), 65, 1),
+    "pipe": Family(range(72, 80), 73, 1),
+    "lead": Family(range(80, 88), 80, 1),
+    "pad": Family(range(88, 96), 89, 4),
+    "bridge": Family(range(0, 8), 0, 4),
+}
+#: The most voices one instrument may have (the size of the voice-index embeddings).
+MAX_VOICES = 16
+
+#: Named track sets (the ``--tracks`` option everywhere); any other value is a spec, see :func:`parse_spec`.
+TRACK_SET_SPECS: dict[str, str] = {
+    "melody": "melody",
+    "trio": "melody,bass,drums",
+    "pop909": "melody,bridge:4,piano:6",
+    "band": "melody,bass:2,drums,piano:6,chromatic:4,organ:4,guitar:6,strings:12,brass:4,reed:2,pipe:2,lead:4,pad:4",
 }
 
 
+def instrument_tracks(name: str, voices: int | None = None) -> tuple[Track, ...]:
+    """The columns of one instrument: ``drums``, a monophonic line, or ``voices`` stacked voices."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown instrument {name!r}; expected one of {sorted(FAMILIES)}")
+    if name in TRACKS and voices in (None, 1):
+        return (TRACKS[name],)
+    family = FAMILIES[name]
+    voices = family.voices if voices is None else voices
+    if name == "drums" or not 1 <= voices <= MAX_VOICES:
+        raise ValueError(f"instrument {name!r}: voices must be 1..{MAX_VOICES} (drums: none), got {voices}")
+    if voices == 1:
+        return (Track(name, MELODIC_CLASSES, is_drum=False, program=family.program),)
+    return tuple(Track(f"{name}.{v}", MELODIC_CLASSES, is_drum=False, program=family.program, group=name, voice=v)
+                 for v in range(voices))
+
+
+def parse_spec(spec: str) -> tuple[Track, ...]:
+    """A track-set spec, ``"melody,bass,drums,piano:6,guitar:4"``, -> its columns.
+
+    Each comma-separated item is an instrument of :data:`FAMILIES`, optionally with ``:N`` stacked voices (its
+    family's default otherwise). An instrument may appear once.
+    """
+    out: list[Track] = []
+    seen: set[str] = set()
+    for item in (i.strip() for i in spec.split(",")):
+        name, _, count = item.partition(":")
+        if not name or name in seen:
+            raise ValueError(f"track set {spec!r}: empty or repeated instrument {name!r}")
+        if count and not count.isdigit():
+            raise ValueError(f"track set {spec!r}: {item!r} is not NAME or NAME:VOICES")
+        seen.add(name)
+        out.extend(instrument_tracks(name, int(count) if count else None))
+    return tuple(out)
+
+
+#: Named track sets resolved to their columns.
+TRACK_SETS: dict[str, tuple[Track, ...]] = {name: parse_spec(s) for name, s in TRACK_SET_SPECS.items()}
+
+
 def get_tracks(tracks: str | Sequence[str] | Sequence[Track]) -> tuple[Track, ...]:
-    """Resolve ``"trio"``, ``"melody"`` or a sequence of track names / ``Track`` objects."""
+    """Resolve a named set (``"trio"``, ``"melody"``, ``"pop909"``), a spec (``"melody,piano:6"``) or a
+    sequence of track names / ``Track`` objects."""
     if isinstance(tracks, str):
-        if tracks not in TRACK_SETS:
-            raise ValueError(f"unknown track set {tracks!r}; expected one of {sorted(TRACK_SETS)}")
-        return TRACK_SETS[tracks]
+        if tracks in TRACK_SETS:
+            return TRACK_SETS[tracks]
+        try:
+            return parse_spec(tracks)
+        except ValueError as err:
+            raise ValueError(f"unknown track set {tracks!r}: expected one of {sorted(TRACK_SETS)} or a spec "
+                             f"like 'melody,bass,drums,piano:6' ({err})") from None
     out = []
     for t in tracks:
         if isinstance(t, Track):
@@ -126,11 +241,29 @@ def get_tracks(tracks: str | Sequence[str] | Sequence[Track]) -> tuple[Track, ..
 
 
 def track_set_name(tracks: Sequence[Track]) -> str:
-    """The name of a track set (``"trio"``/``"melody"``), inverse of :func:`get_tracks`."""
+    """The name of a track set (``"trio"``, ``"pop909"``, else its spec), inverse of :func:`get_tracks`."""
     for name, ts in TRACK_SETS.items():
         if tuple(tracks) == ts:
             return name
-    return ",".join(t.name for t in tracks)
+    tracks = tuple(tracks)
+    return ",".join(name if tracks[ks[0]].name in TRACKS else f"{name}:{len(ks)}" for name, ks in instruments(tracks))
+
+
+def instruments(tracks: str | Sequence[Track]) -> list[tuple[str, list[int]]]:
+    """The instruments (slots) of a track set in order: ``[(name, column indices)]``; a polyphonic
+    instrument's voices are consecutive columns."""
+    out: list[tuple[str, list[int]]] = []
+    for k, track in enumerate(get_tracks(tracks)):
+        if out and track.group and out[-1][0] == track.group:
+            out[-1][1].append(k)
+        else:
+            out.append((track.instrument, [k]))
+    return out
+
+
+def is_legacy(tracks: str | Sequence[Track]) -> bool:
+    """Whether a set is read from MIDI by the trio rule (spec section 2): only melody, bass and drums."""
+    return all(t.name in TRACKS for t in get_tracks(tracks))
 
 
 def mask_ids(tracks: str | Sequence[Track]) -> list[int]:
@@ -368,13 +501,19 @@ def midi_to_tokens(midi: str | Path | pretty_midi.PrettyMIDI, tracks: str | Sequ
                    steps: int | None = None) -> np.ndarray:
     """A MIDI file -> token grid ``(steps, K)`` (int64).
 
-    Uses the first instrument of each role (melody, bass, drums); a role the file lacks is a silent track.
+    Uses the first instrument of each role (melody, bass, drums); a role the file lacks is a silent track. A set
+    with other instruments or polyphonic ones is read by :func:`schmubert.polyphony.midi_to_grid`.
     Times follow the file's tempo map (16th steps of the notated beat). ``steps`` defaults to the file's
     length rounded up to whole bars and at least ``DEFAULT_STEPS``, so a 64-bar piece with silent last bars
     is still 1024 steps. A path is read with symusic (tick-exact, fast); a ``PrettyMIDI`` is used as it is.
     Raises ``ValueError`` naming the file if it cannot be read.
     """
     track_list = get_tracks(tracks)
+    if not is_legacy(track_list):  # polyphonic instruments and named parts: schmubert.polyphony
+        from schmubert.polyphony import midi_to_grid
+
+        return midi_to_grid(_midi_bytes(midi) if isinstance(midi, pretty_midi.PrettyMIDI) else midi,
+                            track_list, steps).tokens
     if isinstance(midi, pretty_midi.PrettyMIDI):
         pm = midi
         roles = {role: [(instrument_notes(pm, inst), inst.is_drum) for inst in insts]
@@ -385,6 +524,15 @@ def midi_to_tokens(midi: str | Path | pretty_midi.PrettyMIDI, tracks: str | Sequ
     steps = _default_steps(length) if steps is None else steps
     columns = [encode_track(roles[t.name][0][0] if roles[t.name] else None, t, steps) for t in track_list]
     return np.stack(columns, axis=1) if columns else np.zeros((steps, 0), dtype=np.int64)
+
+
+def _midi_bytes(pm: pretty_midi.PrettyMIDI) -> bytes:
+    """A PrettyMIDI as Standard MIDI File bytes."""
+    import io
+
+    buf = io.BytesIO()
+    pm.write(buf)
+    return buf.getvalue()
 
 
 def _grid_tracks(tokens: np.ndarray, tracks: str | Sequence[str] | None) -> tuple[np.ndarray, tuple[Track, ...]]:
@@ -417,19 +565,29 @@ def tokens_to_notes(tokens: np.ndarray, tracks: str | Sequence[str] | None = Non
 
 
 def tokens_to_midi(tokens: np.ndarray, tracks: str | Sequence[str] | None = None,
-                   qpm: float = DECODE_QPM, programs: dict[str, int] | None = None) -> pretty_midi.PrettyMIDI:
+                   qpm: float = DECODE_QPM, programs: dict[str, int] | None = None,
+                   velocity: np.ndarray | None = None) -> pretty_midi.PrettyMIDI:
     """A token grid ``(steps, K)`` -> ``PrettyMIDI`` by the decoding conventions of the spec.
 
     ``tracks`` defaults from K (1 = melody, 3 = trio). Mask tokens decode as silence. ``programs`` overrides the
-    General MIDI program of melodic tracks by name (e.g. ``{"melody": 81}``).
+    General MIDI program of an instrument by name (e.g. ``{"melody": 81}``). One MIDI instrument per instrument
+    of the set: the voices of a polyphonic one are written together. ``velocity`` ``(steps, K)``: velocity bins
+    (:func:`velocity_to_bin`) at the onsets; without, every note gets ``DECODE_VELOCITY``.
     """
     tokens, track_list = _grid_tracks(tokens, tracks)
     seconds_per_step = 60.0 / qpm / STEPS_PER_QUARTER
     pm = pretty_midi.PrettyMIDI(initial_tempo=qpm, resolution=DECODE_RESOLUTION)
-    for track, notes in zip(track_list, tokens_to_notes(tokens, track_list), strict=True):
-        program = (programs or {}).get(track.name, track.program)
-        inst = pretty_midi.Instrument(program=program, is_drum=track.is_drum, name=track.name)
-        inst.notes = [pretty_midi.Note(DECODE_VELOCITY, pitch, start * seconds_per_step, end * seconds_per_step)
-                      for start, end, pitch in notes.tolist()]
+    columns = tokens_to_notes(tokens, track_list)
+    for name, ks in instruments(track_list):
+        track = track_list[ks[0]]
+        inst = pretty_midi.Instrument(program=(programs or {}).get(name, track.program), is_drum=track.is_drum,
+                                      name=name)
+        for k in ks:
+            vels = (np.full(len(columns[k]), DECODE_VELOCITY) if velocity is None
+                    else bin_to_velocity(np.asarray(velocity)[columns[k][:, 0], k]))
+            inst.notes += [pretty_midi.Note(int(v), pitch, start * seconds_per_step, end * seconds_per_step)
+                           for (start, end, pitch), v in zip(columns[k].tolist(), vels.tolist(), strict=True)]
+        if len(ks) > 1:  # the voices' notes in time order
+            inst.notes.sort(key=lambda n: (n.start, -n.pitch))
         pm.instruments.append(inst)
     return pm
