@@ -14,7 +14,7 @@ CORPUS ?= ../shared/corpus
 
 install:
 	$(PYTHON) -m pip install torch==2.13.0 || $(PYTHON) -m pip install "torch>=2.3"
-	$(PYTHON) -m pip install -e ".[dev,audio]"
+	$(PYTHON) -m pip install -e ".[dev,audio,magenta]"
 	@$(MAKE) --no-print-directory fluidsynth
 
 # Optional: the FluidSynth library for WAV rendering of samples (Debian/Ubuntu, as root); skipped otherwise.
