@@ -1,16 +1,17 @@
 """The Convolutional Transformer, SCHmUBERT (thesis 4.6.2, figure 4.2, tables 5.1 and 5.4).
 
-    x_t [B, L, K] -> per-track embeddings [B, L, K, E] + learned position-within-beat embedding (P values)
-    -> per-track Conv1d(E -> D, kernel P, stride P) + ReLU          [B, L/P, K, D]
-    -> concat tracks + Linear(K*D -> D) + ReLU + learned positions  [B, N = L/P, D]
+    x_t [B, L, K] -> per-instrument embeddings [B, L, S, E] + learned position-within-beat embedding (P values)
+       (S = K for the trio and melody; a polyphonic instrument's voices are pooled, layers.TrackEmbedding)
+    -> per-instrument Conv1d(E -> D, kernel P, stride P) + ReLU     [B, L/P, S, D]
+    -> concat instruments + Linear(S*D -> D) + ReLU + learned positions  [B, N = L/P, D]
     -> depth x pre-LN Block -> LayerNorm                            [B, N, D]
-    -> per-track ConvTranspose1d(D -> E, kernel P, stride P) + ReLU [B, L, K, E]
+    -> per-instrument ConvTranspose1d(D -> E, kernel P, stride P) + ReLU [B, L, S, E]
     [optional, bar_depth > 0: bar attention, for the copies across bars that music is made of]
     -> concat tracks of (steps + input embeddings) + Linear(K*E -> A)   [B, L, A]
     -> one sequence per step of the bar: [B * 16, L/16, A] + learned bar positions
     -> bar_depth x pre-LN Block (attention across bars at the same step) -> LayerNorm
     -> Linear(A -> K*E), added to each track's steps                 [B, L, K, E]
-    -> one Linear head per track                                    K x [B, L, C_k]
+    -> one Linear head per instrument (its voices through layers.VoiceHead)  K x [B, L, C_k]
 
 The kernel = stride convolutions are computed as dense layers over non-overlapping patches of P steps (the
 same parameters and the same function, but matrix products instead of convolution kernels: faster, on CPU
@@ -135,8 +136,8 @@ class ConvTransformer(Backbone):
         c = config
         if c.seq_len % c.patch:
             raise ValueError(f"seq_len {c.seq_len} is not a multiple of patch {c.patch}")
-        K = len(self.tracks)
         self.embed = TrackEmbedding(self.tracks, c.emb_dim, c.attributes)
+        K = self.embed.num_slots  # instruments: a polyphonic one's voices are pooled in the embedding
         self.beat_pos = nn.Embedding(c.patch, c.emb_dim)
         self.down = nn.ModuleList(PatchDown(c.emb_dim, c.width, c.patch) for _ in range(K))
         self.merge = nn.Linear(K * c.width, c.width)
@@ -169,4 +170,4 @@ class ConvTransformer(Backbone):
         if self.bars is not None:
             update = self.bars([s + e[:, :, k] for k, s in enumerate(steps)])
             steps = [s + u for s, u in zip(steps, update, strict=True)]
-        return [head(s) for head, s in zip(self.heads.heads, steps, strict=True)]
+        return self.heads(steps)

@@ -19,7 +19,7 @@ from torch import nn
 
 from schmubert import attributes as A
 from schmubert.config import arg
-from schmubert.tokens import STEPS_PER_BAR, Track
+from schmubert.tokens import MAX_VOICES, STEPS_PER_BAR, Track, instruments
 
 
 @dataclass
@@ -185,22 +185,68 @@ class ZeroLinear(nn.Module):
         return F.linear(h, self.weight, self.bias)
 
 
-class TrackEmbedding(nn.Module):
-    """One embedding per track over its ``vocab_size`` (classes + mask): ``[B, L, K] -> [B, L, K, E]``.
+class VoicePool(nn.Module):
+    """The voices of one polyphonic instrument as one embedding: ``[B, L, V, E] -> [B, L, E]``.
 
-    With ``attributes``, ``forward(x_t, attrs)`` adds the :class:`AttributeEmbedding` of ``attrs`` (None: every
-    attribute null, the unconditional model). Without, ``attrs`` must be None.
+    Each voice's token embedding gets its voice-index embedding, passes a GELU and a shared projection, and the
+    voices are summed (nonlinear before the sum, so which voice holds which note is kept). Its weights do not
+    depend on V (up to ``MAX_VOICES``): the number of voices is a setting, not new weights.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.voice = nn.Embedding(MAX_VOICES, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(e + self.voice.weight[: e.shape[-2]])).sum(dim=-2)
+
+
+class VoiceHead(nn.Module):
+    """One instrument's features to each of its voices: ``[B, L, D] -> [B, L, V, D]`` (before the shared head).
+
+    A voice-index embedding is added and a GELU layer makes the voices' features differ beyond a bias.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.voice = nn.Embedding(MAX_VOICES, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, h: torch.Tensor, voices: int) -> torch.Tensor:
+        return F.gelu(self.proj(h[..., None, :] + self.voice.weight[:voices]))
+
+
+class TrackEmbedding(nn.Module):
+    """One embedding per instrument (slot) over its ``vocab_size`` (classes + mask): ``[B, L, K] -> [B, L, S, E]``.
+
+    K columns, S instruments (``tokens.instruments``): a one-column instrument (melody, bass, drums) is embedded
+    as it is (S = K for the trio and the melody); the V voices of a polyphonic instrument share one embedding
+    and are pooled by a :class:`VoicePool`. With ``attributes``, ``forward(x_t, attrs)`` adds the
+    :class:`AttributeEmbedding` of ``attrs`` (None: every attribute null, the unconditional model). Without,
+    ``attrs`` must be None.
     """
 
     def __init__(self, tracks: Sequence[Track], dim: int, attributes: bool = False):
         super().__init__()
-        self.embeddings = nn.ModuleList(nn.Embedding(t.vocab_size, dim) for t in tracks)
+        self.num_columns = len(tracks)
+        self.slots = [ks for _, ks in instruments(tracks)]
+        self.embeddings = nn.ModuleList(nn.Embedding(tracks[ks[0]].vocab_size, dim) for ks in self.slots)
+        self.pools = nn.ModuleDict({str(i): VoicePool(dim) for i, ks in enumerate(self.slots) if len(ks) > 1})
+        if attributes and self.pools:
+            raise ValueError("attributes are not built for polyphonic instruments yet: train this track set with "
+                             "attributes=false")
         self.attributes = AttributeEmbedding(len(tracks), dim) if attributes else None
 
+    @property
+    def num_slots(self) -> int:
+        """S, the number of instruments."""
+        return len(self.slots)
+
     def forward(self, x_t: torch.Tensor, attrs: A.Attributes | None = None) -> torch.Tensor:
-        if x_t.dim() != 3 or x_t.shape[-1] != len(self.embeddings):
-            raise ValueError(f"expected token ids [B, L, {len(self.embeddings)}], got {tuple(x_t.shape)}")
-        e = torch.stack([emb(x_t[..., k]) for k, emb in enumerate(self.embeddings)], dim=-2)
+        if x_t.dim() != 3 or x_t.shape[-1] != self.num_columns:
+            raise ValueError(f"expected token ids [B, L, {self.num_columns}], got {tuple(x_t.shape)}")
+        e = torch.stack([self._slot(i, x_t) for i in range(self.num_slots)], dim=-2)
         if self.attributes is None:
             if attrs is not None:
                 raise ValueError("this model was built without attributes (backbone option attributes=false) "
@@ -210,11 +256,18 @@ class TrackEmbedding(nn.Module):
             attrs = A.Attributes.null(x_t.shape[0], -(-x_t.shape[1] // STEPS_PER_BAR), x_t.shape[2], x_t.device)
         return e + self.attributes(attrs.expand(x_t.shape[0]), x_t.shape[1])
 
+    def _slot(self, i: int, x_t: torch.Tensor) -> torch.Tensor:
+        """Instrument i's embedding ``[B, L, E]``."""
+        ks = self.slots[i]
+        if len(ks) == 1:
+            return self.embeddings[i](x_t[..., ks[0]])
+        return self.pools[str(i)](self.embeddings[i](x_t[..., ks[0]:ks[-1] + 1]))
+
 
 class InputEmbedding(nn.Module):
     """Tokens to transformer inputs: ``[B, L, K] -> [B, L, D]``.
 
-    Per-track embeddings ``[B, L, K, E]``, concatenated to ``K * E`` and projected to ``D``, plus learned
+    Per-instrument embeddings ``[B, L, S, E]``, concatenated to ``S * E`` and projected to ``D``, plus learned
     positions (``max_len`` of them), then dropout.
     """
 
@@ -222,7 +275,7 @@ class InputEmbedding(nn.Module):
                  attributes: bool = False):
         super().__init__()
         self.embed = TrackEmbedding(tracks, emb_dim, attributes)
-        self.proj = nn.Linear(len(tracks) * emb_dim, width)
+        self.proj = nn.Linear(self.embed.num_slots * emb_dim, width)
         self.pos = LearnedPositions(max_len, width)
         self.drop = nn.Dropout(dropout)
 
@@ -232,16 +285,26 @@ class InputEmbedding(nn.Module):
 
 
 class TrackHeads(nn.Module):
-    """One linear head per track over its real classes: ``[B, L, D]``/``[B, L, K, D]`` -> K x ``[B, L, C_k]``.
+    """One linear head per instrument over its real classes -> K x ``[B, L, C_k]``, one logits tensor per column.
 
-    With a 4-d input, head k reads its own track's features ``h[:, :, k]``.
+    Input: ``[B, L, D]`` (every head reads the same features), ``[B, L, S, D]`` or a list of S ``[B, L, D]``
+    (head i reads instrument i's features). The voices of a polyphonic instrument share its head, each through
+    a :class:`VoiceHead`.
     """
 
     def __init__(self, tracks: Sequence[Track], dim: int, bias: bool = False):
         super().__init__()
-        self.heads = nn.ModuleList(nn.Linear(dim, t.num_classes, bias=bias) for t in tracks)
+        self.slots = [ks for _, ks in instruments(tracks)]
+        self.heads = nn.ModuleList(nn.Linear(dim, tracks[ks[0]].num_classes, bias=bias) for ks in self.slots)
+        self.voices = nn.ModuleDict({str(i): VoiceHead(dim) for i, ks in enumerate(self.slots) if len(ks) > 1})
 
-    def forward(self, h: torch.Tensor) -> list[torch.Tensor]:
-        if h.dim() == 4:
-            return [head(h[:, :, k]) for k, head in enumerate(self.heads)]
-        return [head(h) for head in self.heads]
+    def forward(self, h: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if isinstance(h, torch.Tensor):
+            h = h.unbind(dim=2) if h.dim() == 4 else [h] * len(self.heads)
+        out: list[torch.Tensor] = []
+        for i, (head, ks) in enumerate(zip(self.heads, self.slots, strict=True)):
+            if len(ks) == 1:
+                out.append(head(h[i]))
+            else:
+                out.extend(head(self.voices[str(i)](h[i], len(ks))).unbind(dim=-2))
+        return out

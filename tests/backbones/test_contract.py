@@ -192,3 +192,17 @@ def test_bar_attributes_reach_only_their_bars_steps_and_track():
     assert changed[16:32, 0].all() and changed.sum() == 16
     keyed = (emb(x_t, attrs.with_key(3)) != emb(x_t, attrs)).any(-1)[0]
     assert keyed.all()  # the key reaches every step of every track
+
+
+@pytest.mark.parametrize("arch", architectures())
+def test_a_polyphonic_set_shares_weights_across_voices(arch):
+    """pop909 (11 columns, 3 instruments) and the same set with 2 more piano voices have the same parameters:
+    the number of voices is a setting; every column gets logits over its own classes."""
+    small = build(arch, "melody,bridge:4,piano:6", "tiny", seq_len=64)
+    more = build(arch, "melody,bridge:4,piano:8", "tiny", seq_len=64)
+    assert {k: v.shape for k, v in small.state_dict().items()} == {k: v.shape for k, v in more.state_dict().items()}
+    more.load_state_dict(small.state_dict())
+    x_t = torch.randint(0, 91, (2, 64, 13))
+    logits = more.eval()(x_t)
+    assert len(logits) == 13 and all(lg.shape == (2, 64, 90) for lg in logits)
+    assert not torch.allclose(logits[5], logits[6])  # two voices of one instrument predict differently
