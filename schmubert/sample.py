@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pretty_midi
 import torch
 from tqdm.auto import tqdm
 
@@ -54,11 +55,15 @@ from schmubert.tokens import (
     track_set_name,
 )
 
+#: Redraws ``--variation`` allows a sample whose regenerated bars came back unchanged.
+VARIATION_TRIES = 3
+
 EXAMPLES = """examples:
   python -m schmubert.sample --num-samples 4 --out samples/uncond   # unconditional, newest checkpoint
   python -m schmubert.sample --input song.mid --infill 32:48 --out samples/infill   # bars of the song
   python -m schmubert.sample --input song.mid --infill 66:70 --generate-tracks bass  # new bass in bars 66-70
   python -m schmubert.sample --input song.mid --infill 40:48 --melody-track Vocals --bass-track 3
+  python -m schmubert.sample --input pop909/003.mid --infill 8:12 --time-signature 4/4 --variation
   python -m schmubert.sample --input song.mid --start-bar 16 --infill 24:28,36:40   # window from bar 16
   python -m schmubert.sample --input song.mid --generate-tracks bass,drums   # accompany the melody
   python -m schmubert.sample --input song.mid --continue-bars 16             # keep 16 bars, write the rest
@@ -87,10 +92,19 @@ class SampleConfig:
     start_bar: int | None = arg(None, "first bar of the model's window (default: placed around the edit, with "
                                       "context on both sides where the song has it)")
     melody_track: str | None = arg(None, "--input's instrument the model sees and writes as melody: its index "
-                                         "or name as listed when sampling, or 'none' (default: the first of "
-                                         "GM programs 0-31)")
-    bass_track: str | None = arg(None, "the same for bass (default: the first of GM programs 32-39)")
-    drum_track: str | None = arg(None, "the same for drums (default: the first drum-channel instrument)")
+                                         "or name as listed when sampling, or 'none' (default: chosen by its "
+                                         "notes, printed with the reason and the runners-up: the most "
+                                         "melody-like pitched instrument, monophonic most of the time, in a "
+                                         "melodic register, playing through the song)")
+    bass_track: str | None = arg(None, "the same for bass (default: the lowest mostly monophonic line with "
+                                       "enough notes)")
+    drum_track: str | None = arg(None, "the same for drums (default: the drum-channel instrument with the most "
+                                       "hits)")
+    time_signature: str | None = arg(None, "with --input, read its bars in this meter from the first downbeat "
+                                           "its notes show, whatever its time signatures say (default: its "
+                                           "signatures, unless they cannot be its meter: one-beat bars such as "
+                                           "POP909's 1/4, a change inside a bar, 2/4 throughout; then 4/4 from "
+                                           "its notes, and it says so)", choices=["4/4", "2/2"])
     whole_song: bool = arg(True, "with --input, write the whole song with the new notes spliced in; "
                                  "--no-whole-song writes only the model's tracks of its window at 120 bpm")
     infill: list[str] = arg([], "bar ranges START:END to regenerate (end exclusive; bars of --input, counted "
@@ -152,6 +166,10 @@ class SampleConfig:
     out: Path = arg(Path("samples"), "output folder")
     name: str = arg("sample", "file name prefix: NAME_000.mid, .png, .wav, .json")
     wav: bool = arg(True, "also render WAV audio when FluidSynth is available")
+    variation: bool = arg(False, "ask for a take that differs from the input: a sample whose regenerated bars "
+                                 "come back unchanged (the copy prior copied a repeated section, or a silent "
+                                 "instrument stayed silent) is drawn again with the next seed and half the copy "
+                                 f"sharpness, up to {VARIATION_TRIES} times, and says so")
     overwrite: bool = arg(False, "replace existing output files")
     progress: bool = arg(True, "show progress bars")
     sampler: SamplerOptions = field(default_factory=SamplerOptions)  # its own options, --order etc.
@@ -168,13 +186,17 @@ def parser() -> argparse.ArgumentParser:
 # --- pieces -------------------------------------------------------------------------------------------------
 
 
-def read_piece(path: Path, model: LoadedModel) -> np.ndarray:
-    """A MIDI file -> tokens ``(steps, K)`` for the model's tracks; ValueError naming the file if unusable."""
+def read_piece(path: Path | pretty_midi.PrettyMIDI, model: LoadedModel,
+               choices: dict[str, song.Choice] | None = None) -> np.ndarray:
+    """A MIDI file -> tokens ``(steps, K)`` for the model's tracks, each from the instrument chosen for it
+    (``choices``, default :func:`schmubert.song.midi_roles`: by its notes, as for a song); ValueError naming the
+    file if unusable."""
     pm = load_midi(path)
     steps = midi_length_steps(pm)
     if steps == 0:
         raise ValueError(f"{path}: no notes")
-    return midi_to_tokens(pm, [t.name for t in model.tracks], steps=steps)
+    chosen = song.with_roles(pm, choices or song.midi_roles(pm, model.tracks), model.tracks)
+    return midi_to_tokens(chosen, [t.name for t in model.tracks], steps=steps)
 
 
 def validation_piece(model: LoadedModel, rng: np.random.Generator) -> tuple[np.ndarray, str]:
@@ -284,9 +306,10 @@ def build_scenario(cfg: SampleConfig, model: LoadedModel, rng: np.random.Generat
 
 def song_scenario(cfg: SampleConfig, model: LoadedModel, kind: str) -> Scenario:
     """The scenario over ``--input``: its bars, its instruments, the window placed around the edit."""
-    the_song = song.read_song(cfg.input)
-    choices = {"melody": cfg.melody_track, "bass": cfg.bass_track, "drums": cfg.drum_track}
-    assignment = song.choose_tracks(the_song, model.tracks, choices)
+    the_song = song.read_song(cfg.input, time_signature=cfg.time_signature)
+    asked = {"melody": cfg.melody_track, "bass": cfg.bass_track, "drums": cfg.drum_track}
+    choices = song.choose_roles(the_song, model.tracks, asked)
+    assignment = {role: choice.index for role, choice in choices.items()}
     K, window = len(model.tracks), model.steps // STEPS_PER_BAR
     every = list(range(K))
     ids = track_ids(cfg.generate_tracks, model, "--generate-tracks") if cfg.generate_tracks else every
@@ -322,10 +345,11 @@ def song_scenario(cfg: SampleConfig, model: LoadedModel, kind: str) -> Scenario:
     start_bar = {"continuation": None, "interpolation": lo}.get(kind, cfg.start_bar) if extend else cfg.start_bar
     plan = song.plan_edit(the_song, assignment, model.tracks, edit, regenerate, window, start_bar,
                           cfg.bars, extend)
+    plan.choices = choices
     sources = [str(cfg.input)]
     if kind == "interpolation":
         keep = edit[0] - plan.window[0]
-        other = song.read_song(cfg.interpolate)
+        other = song.read_song(cfg.interpolate, time_signature=cfg.time_signature)
         last = other.runs[-1]
         if last.bars < keep or len(plan.x) < 2 * keep * STEPS_PER_BAR + STEPS_PER_BAR:
             raise ValueError(f"--keep-bars {keep}: longer than one of the pieces")
@@ -523,6 +547,56 @@ def write_sample(cfg: SampleConfig, model: LoadedModel, scen: Scenario, tokens: 
     write_atomic(paths["json"], lambda tmp: tmp.write_text(text), cfg.overwrite)
 
 
+def unchanged(model: LoadedModel, scen: Scenario, tokens: np.ndarray) -> song.Unchanged | None:
+    """Why a sample's regenerated bars came back as the input had them (:func:`schmubert.song.unchanged_take`),
+    or None when they differ."""
+    if scen.song is not None:
+        return scen.song.unchanged(tokens, model.tracks, model.uses_copy_prior)
+    return song.unchanged_take(scen.x, tokens, ~scen.known, model.tracks, model.uses_copy_prior)
+
+
+def vary(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, attributes: Attributes | None,
+         samples: np.ndarray) -> dict[int, dict]:
+    """``--variation``: the samples whose regenerated bars came back unchanged are drawn again, with the next seed
+    and half the copy sharpness each time, up to :data:`VARIATION_TRIES` times (``samples`` is updated in place).
+    Returns, per redrawn sample, the seed and copy sharpness of its take and the tries it took."""
+    redrawn: dict[int, dict] = {}
+    for attempt in range(1, VARIATION_TRIES + 1):
+        same = [i for i, tokens in enumerate(samples) if unchanged(model, scen, tokens) is not None]
+        if not same:
+            break
+        again = dataclasses.replace(cfg, seed=cfg.seed + attempt,
+                                    copy_sharpness=copy_sharpness(cfg, scen) / 2 ** attempt)
+        takes = generate(again, model, scen, guidance, torch.Generator().manual_seed(again.seed),
+                         attributes=attributes)
+        for i in same:
+            samples[i] = takes[i]
+            redrawn[i] = {"seed": again.seed, "copy_sharpness": again.copy_sharpness if model.uses_copy_prior
+                          else None, "tries": attempt}
+    return redrawn
+
+
+def report_take(cfg: SampleConfig, model: LoadedModel, scen: Scenario, tokens: np.ndarray, index: int,
+                redrawn: dict | None) -> dict:
+    """Say when sample ``index`` was drawn again (``--variation``) and warn when its regenerated bars are still
+    the input's, why and what to do; returns what its JSON record adds (``variation``, ``unchanged``)."""
+    same = unchanged(model, scen, tokens)
+    the_song = scen.song.song if scen.song is not None else None
+    out: dict = {}
+    if redrawn is not None:
+        sharpness = "" if redrawn["copy_sharpness"] is None else f" and copy sharpness {redrawn['copy_sharpness']:g}"
+        result = "still unchanged" if same is not None else "it differs from the input now"
+        print(f"variation: sample {index} came back unchanged; drawn again with seed {redrawn['seed']}{sharpness} "
+              f"({redrawn['tries']} {'try' if redrawn['tries'] == 1 else 'tries'}): {result}")
+        out["variation"] = redrawn
+    if same is not None:
+        message = same.cli_message(the_song)
+        print(message if cfg.num_samples == 1 else message.replace("warning: ", f"warning: sample {index}: ", 1),
+              file=sys.stderr)
+        out["unchanged"] = same.why(the_song)
+    return out
+
+
 def copy_sharpness(cfg: SampleConfig, scen: Scenario) -> float:
     """``--copy-sharpness``, or its default for the scenario: sharper where something of the piece is known."""
     if cfg.copy_sharpness is not None:
@@ -548,6 +622,7 @@ def run(cfg: SampleConfig) -> list[Path]:
     generator = torch.Generator().manual_seed(cfg.seed)
     began = time.perf_counter()
     samples = generate(cfg, model, scen, guidance, generator, attributes=attributes)
+    redrawn = vary(cfg, model, scen, guidance, attributes, samples) if cfg.variation else {}
     seconds = time.perf_counter() - began
     record = {"options": to_dict(cfg), "scenario": scen.kind, "sources": scen.sources, "seed": cfg.seed,
               "checkpoint": str(model.path), "checkpoint_sha256": model.sha256, "device": str(model.device),
@@ -560,10 +635,13 @@ def run(cfg: SampleConfig) -> list[Path]:
         record["song"] = scen.song.record()
         print(f"{cfg.input}: the model's tracks are {record['song']['tracks']}; window bars "
               f"{scen.song.window[0]}:{scen.song.window[1]}, edited bars {scen.song.edit[0]}:{scen.song.edit[1]}")
+        for line in song.describe_choices(scen.song.song, scen.song.choices):
+            print(f"chosen: {line}")
         for note in scen.song.notes:
             print(f"note: {note}")
     for i, tokens in enumerate(samples):
-        write_sample(cfg, model, scen, tokens, i, record, attributes)
+        said = report_take(cfg, model, scen, tokens, i, redrawn.get(i))
+        write_sample(cfg, model, scen, tokens, i, {**record, **said}, attributes)
     print(f"wrote {len(samples)} sample(s) ({scen.kind}, {record['bars']} bars) to {cfg.out} "
           f"in {seconds:.1f} s of sampling")
     return [output_paths(cfg, i)["mid"] for i in range(len(samples))]

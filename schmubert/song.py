@@ -5,7 +5,13 @@ The model works on a 16th grid of 16-step (4/4 or 2/2) bars. A song's bars come 
 where it has none); a run of consecutive 16-step bars is one grid, whose step ``s`` lies at tick
 ``run.start_tick + s * resolution / 4``: the song's beats, whatever its tempo map says in seconds. Bars that are
 not 16 steps long (3/4, 6/8, 12/8, a pickup bar) cannot be edited; a song that has none that can gets a clear
-error, a song with some gets a note saying which bars can be edited.
+error, a song with some gets a note saying which bars can be edited. Time signatures that cannot be the song's
+meter (one-beat bars, as in most of POP909; a change inside a bar; 2/4 throughout) are replaced by 4/4 bars from
+the first downbeat the notes show, and the song says so (:func:`song_bars`); notes in 3 keep the error.
+
+Which instrument the model sees as each of its tracks is chosen by the evidence of the notes, one scoring
+function per role (:data:`ROLE_SCORERS`; :func:`choose_roles`), with the reason and the runners-up. A take whose
+regenerated bars come back as they were says why (:func:`unchanged_take`).
 
 The splice rules (what :func:`splice` does on each regenerated track, inside each regenerated span of steps):
 
@@ -29,7 +35,8 @@ The splice rules (what :func:`splice` does on each regenerated track, inside eac
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping, Sequence
+import copy
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,14 +46,15 @@ import symusic
 
 from schmubert.files import write_atomic
 from schmubert.tokens import (
+    BASS_PROGRAMS,
     DECODE_VELOCITY,
     DRUM_CLASS_PITCHES,
     DRUM_PITCH_TO_CLASS,
     STEPS_PER_BAR,
     STEPS_PER_QUARTER,
     Track,
+    canonicalize,
     encode_track,
-    role_of,
     tokens_to_notes,
 )
 
@@ -98,6 +106,7 @@ class Song:
     runs: list[Run]
     end_tick: int
     notes_ticks: list[np.ndarray] = field(repr=False)  # per instrument (N, 4): start, end, pitch, velocity
+    meter_note: str | None = None  # what was read instead of the file's time signatures (:func:`music_grid`)
 
     @property
     def resolution(self) -> int:
@@ -114,14 +123,21 @@ class Song:
 # --- reading ---------------------------------------------------------------------------------------------------
 
 
-def _bars(score: symusic.Score, end_tick: int) -> list[Bar]:
-    """The song's bars from its time signatures (4/4 before the first one); the last bar is whole."""
+Change = tuple[int, int, int]  # a time signature from a tick on: (tick, numerator, denominator)
+
+
+def _signatures(score: symusic.Score) -> list[Change]:
+    """The file's time signatures, 4/4 before the first one; a later event at the same tick wins."""
     changes = [(0, 4, 4)] + [(int(ts.time), int(ts.numerator), int(ts.denominator))
                              for ts in sorted(score.time_signatures, key=lambda ts: ts.time)]
-    changes = sorted({c[0]: c for c in changes}.values())  # a later event at the same tick wins
+    return sorted({c[0]: c for c in changes}.values())
+
+
+def _bars(changes: Sequence[Change], end_tick: int, resolution: int) -> list[Bar]:
+    """The bars of ``changes`` up to ``end_tick``; the last bar is whole, a bar a change cuts short is not."""
     bars: list[Bar] = []
     for i, (tick, num, den) in enumerate(changes):
-        length = max(1, round(score.ticks_per_quarter * 4 * num / den))
+        length = max(1, round(resolution * 4 * num / den))
         stop = changes[i + 1][0] if i + 1 < len(changes) else None
         while (stop is None and tick < end_tick) or (stop is not None and tick < stop):
             end = tick + length if stop is None else min(tick + length, stop)
@@ -143,9 +159,14 @@ def _runs(bars: Sequence[Bar], resolution: int) -> list[Run]:
     return runs
 
 
-def read_song(midi: str | Path | bytes, name: str | None = None) -> Song:
+def read_song(midi: str | Path | bytes, name: str | None = None, time_signature: str | None = None) -> Song:
     """A MIDI file (path or bytes) -> :class:`Song`; ``ValueError`` naming the file when it is unreadable, has
-    no notes, or has no bar the 16th grid can hold (3/4, 6/8, 12/8 ...)."""
+    no notes, or has no bar the 16th grid can hold (3/4, 6/8, 12/8 ...).
+
+    Bars follow the file's time signatures unless they cannot be the song's (:func:`signature_doubt`: one-beat
+    bars, a change inside a bar, 2/4 throughout): then, or when ``time_signature`` (``"4/4"`` or ``"2/2"``)
+    is given, they are 4/4 bars from the first downbeat its notes show (:func:`music_meter`), and the song's
+    ``meter_note`` says so; notes that move in 3 beats to the bar keep the clear error."""
     name = name or (Path(midi).name if not isinstance(midi, bytes) else "song.mid")
     try:
         score = symusic.Score.from_midi(midi) if isinstance(midi, bytes) else symusic.Score(str(midi))
@@ -154,21 +175,149 @@ def read_song(midi: str | Path | bytes, name: str | None = None) -> Song:
         raise ValueError(f"{where}: unreadable MIDI ({type(err).__name__}: {err})") from err
     if not any(len(t.notes) for t in score.tracks):
         raise ValueError(f"{name}: no notes")
-    end_tick = int(score.end())
-    bars = _bars(score, end_tick)
-    runs = _runs(bars, score.ticks_per_quarter)
+    end_tick, resolution = int(score.end()), int(score.ticks_per_quarter)
+    notes = [_note_array(track) for track in score.tracks]
+    phase = grid_phase(np.concatenate([n[:, 0] for n in notes]), resolution / STEPS_PER_QUARTER)
+    bars, meter_note = song_bars(name, score, notes, phase, time_signature)
+    runs = _runs(bars, resolution)
     if not runs:
         meters = sorted({b.meter for b in bars})
         raise ValueError(f"{name}: in {', '.join(meters)} time; the model's grid holds only bars of 16 sixteenths "
                          "(4/4 or 2/2), so no bar of this song can be edited")
-    notes = []
-    for track in score.tracks:
-        n = track.notes.numpy()
-        start = n["time"].astype(np.int64)
-        notes.append(np.stack([start, start + n["duration"], n["pitch"], n["velocity"]], axis=1).astype(np.int64))
-    phase = grid_phase(np.concatenate([n[:, 0] for n in notes]), score.ticks_per_quarter / STEPS_PER_QUARTER)
     runs = [Run(r.first, r.bars, r.start_tick + phase) for r in runs]
-    return Song(score, name, bars, runs, end_tick, notes)
+    return Song(score, name, bars, runs, end_tick, notes, meter_note)
+
+
+def song_bars(name: str, score: symusic.Score, notes: Sequence[np.ndarray], phase: int,
+              time_signature: str | None = None) -> tuple[list[Bar], str | None]:
+    """The song's bars: by the file's time signatures, or, when they cannot be its meter or ``time_signature``
+    is asked, by :func:`music_grid`; and the sentence saying what was read instead of the file's (or None)."""
+    end_tick, resolution = int(score.end()), int(score.ticks_per_quarter)
+    changes = _signatures(score)
+    bars = _bars(changes, end_tick, resolution)
+    doubt = signature_doubt(bars, _runs(bars, resolution), resolution)
+    if not doubt and not time_signature:
+        return bars, None
+    meter = music_meter(notes, [bool(t.is_drum) for t in score.tracks], resolution, phase)
+    changes, note = music_grid(name, meter, resolution, doubt, time_signature, changes)
+    return _bars(changes, end_tick, resolution), note
+
+
+def _note_array(track: symusic.Track) -> np.ndarray:
+    """A track's notes ``(N, 4)`` int64: start, end (ticks), pitch, velocity."""
+    n = track.notes.numpy()
+    start = n["time"].astype(np.int64)
+    return np.stack([start, start + n["duration"], n["pitch"], n["velocity"]], axis=1).astype(np.int64)
+
+
+# --- meter: when the time signatures cannot be the song's -----------------------------------------------------
+
+#: Weight of each 16th of a 4/4 bar by metrical level (downbeat, half bar, beats, eighths): a song's first
+#: downbeat is where its onset profile, folded over 16 steps, matches this best (on 1000 Lakh trio windows,
+#: which start on a downbeat, it finds it in 76%, the half bar in 8%).
+METRIC_TEMPLATE = np.array([4, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0], dtype=np.float64)
+KICK_PITCHES, CRASH_PITCHES = (35, 36), (49, 52, 55, 57)
+#: Notes move in 3 beats to the bar when their onsets correlate this much more at lags of 3, 6, 12 beats than of
+#: 4, 8, 16 (POP909's 034.mid, a song in 3 with a 1/4 signature: 0.77 against 0.38; a 4/4 song: below 0).
+TRIPLE_MARGIN = 0.15
+
+
+@dataclass(frozen=True)
+class MusicMeter:
+    """The meter a song's notes show: ``beats`` to the bar (4, 3, or None where they do not say) and the step
+    (0..15, after the grid phase) of the first 4/4 downbeat."""
+
+    beats: int | None
+    downbeat: int
+
+
+def signature_doubt(bars: Sequence[Bar], runs: Sequence[Run], resolution: int) -> str | None:
+    """Why a file's time signatures cannot be its song's meter, or None: bars of one beat in a row (POP909: 694
+    of its 909 files carry 1/4), a signature that starts inside a bar (cutting it short), or 2/4 (8 sixteenths)
+    throughout, which leaves the grid nothing to edit though its notes may well fill 4/4 bars."""
+    one = [b for b in bars if b.numerator == 1]
+    if len(one) > 1:
+        return f"its time signature {one[0].meter} makes bars of one beat ({len(one)} of them)"
+    for bar, after in zip(bars[1:], bars[2:], strict=False):
+        if bar.end - bar.start < round(resolution * 4 * bar.numerator / bar.denominator):
+            return f"its {after.meter} at tick {after.start} starts inside a bar of {bar.meter}"
+    if not runs and all(b.numerator in (2, 4) and 16 * b.numerator // b.denominator == 8 for b in bars):
+        return f"it is in {bars[0].meter} throughout, bars of 8 sixteenths the grid cannot edit"
+    return None
+
+
+def _profiles(notes: Sequence[np.ndarray], drums: Sequence[bool], ticks_per_step: float, phase: int
+              ) -> dict[str, np.ndarray]:
+    """Per step of the 16th grid, what marks strong beats: onsets, note lengths (long notes start on them),
+    changes of the sounding pitch classes (chords change on them), low notes, kicks and crashes; and drum hits."""
+    steps = int(max(n[:, 1].max() for n in notes if len(n)) / ticks_per_step) + 2
+    onsets, lengths, low, kicks, crashes, hits = (np.zeros(steps) for _ in range(6))
+    classes = np.zeros((steps + 1, 12))
+    for n, is_drum in zip(notes, drums, strict=True):
+        if not len(n):
+            continue
+        start = np.clip(np.rint((n[:, 0] - phase) / ticks_per_step).astype(np.int64), 0, steps - 1)
+        np.add.at(onsets, start, 1.0)
+        if is_drum:
+            np.add.at(hits, start, 1.0)
+            np.add.at(kicks, start, np.isin(n[:, 2], KICK_PITCHES))
+            np.add.at(crashes, start, np.isin(n[:, 2], CRASH_PITCHES))
+            continue
+        end = np.clip(np.rint((n[:, 1] - phase) / ticks_per_step).astype(np.int64), start + 1, steps)
+        length = np.clip(end - start, 1, 16).astype(np.float64)
+        np.add.at(lengths, start, length)
+        np.add.at(low, start, length * (n[:, 2] < 55))
+        np.add.at(classes, (start, n[:, 2] % 12), 1.0)
+        np.add.at(classes, (end, n[:, 2] % 12), -1.0)
+    sounding = np.cumsum(classes, axis=0)[:steps] > 0
+    changes = np.concatenate([[0.0], np.abs(np.diff(sounding.astype(np.float64), axis=0)).sum(axis=1)])
+    return {"onsets": onsets, "lengths": lengths, "changes": changes, "low": low, "kicks": kicks,
+            "crashes": crashes, "hits": hits}
+
+
+def _autocorrelation(x: np.ndarray, lag: int) -> float:
+    x = x - x.mean()
+    return float((x[:-lag] * x[lag:]).sum() / max(float((x * x).sum()), 1e-9)) if lag < len(x) else 0.0
+
+
+def music_meter(notes: Sequence[np.ndarray], drums: Sequence[bool], resolution: int, phase: int = 0) -> MusicMeter:
+    """The meter a song's notes ``(N, >=3)`` ticks per instrument show (``phase``: the grid's offset, ticks):
+    3 beats to the bar when the onsets repeat clearly more at 3-beat lags than 4-beat ones, 4 when they repeat
+    more at 4, else None; the first downbeat by :data:`METRIC_TEMPLATE`."""
+    step = resolution / STEPS_PER_QUARTER
+    profiles = _profiles(notes, drums, step, phase)
+    folded = []
+    for x in (profiles[k] for k in ("onsets", "lengths", "changes", "low", "kicks", "crashes")):
+        bars = x[:len(x) // 16 * 16].reshape(-1, 16).mean(axis=0) if len(x) >= 16 else np.zeros(16)
+        folded.append(bars / bars.mean() if bars.sum() > 0 else bars)
+    profile = np.sum(folded, axis=0)
+    downbeat = int(np.argmax([np.dot(np.roll(METRIC_TEMPLATE, d), profile) for d in range(16)]))
+    envelope = profiles["lengths"] + profiles["hits"] + 3 * profiles["kicks"]
+    three, four = (np.mean([_autocorrelation(envelope, 4 * b * k) for k in (1, 2, 4)]) for b in (3, 4))
+    beats = 3 if three - four > TRIPLE_MARGIN else 4 if four >= three else None
+    return MusicMeter(beats, downbeat)
+
+
+def music_grid(name: str, meter: MusicMeter, resolution: int, doubt: str | None, asked: str | None,
+               changes: Sequence[Change]) -> tuple[list[Change], str]:
+    """The signatures the song is read with instead of the file's (``changes``): a pickup bar up to the first
+    downbeat, then ``asked`` (``"4/4"``, ``"2/2"``) or 4/4; and a sentence saying so. ``ValueError`` when the
+    file's signatures are in ``doubt`` and its notes move in 3 (the grid holds only 4/4 bars)."""
+    file_meters = ", ".join(dict.fromkeys(f"{n}/{d}" for _, n, d in changes))
+    if asked is None and meter.beats == 3:
+        raise ValueError(f"{name}: {doubt}, and its notes move in 3 beats to the bar (3/4 or 6/8); the model's "
+                         "grid holds only bars of 16 sixteenths (4/4 or 2/2), so no bar of this song can be "
+                         "edited (--time-signature 4/4 reads it in 4/4 regardless)")
+    num, den = (int(v) for v in (asked or "4/4").split("/"))
+    down = round(meter.downbeat * resolution / STEPS_PER_QUARTER)
+    grid = ([(0, meter.downbeat, 16)] if meter.downbeat else []) + [(down, num, den)]
+    where = (f"first downbeat {meter.downbeat / STEPS_PER_QUARTER:g} beats in, after a pickup bar 0"
+             if meter.downbeat else "first downbeat at its start")
+    if asked:
+        return grid, f"{name}: read in {asked} as asked (the file says {file_meters}); by its notes, {where}"
+    unsure = "" if meter.beats == 4 else " (they show no clear meter)"
+    return grid, (f"{name}: {doubt}; read in 4/4 from its notes instead{unsure}, {where} (the file's signatures "
+                  "are written back unchanged)")
 
 
 def grid_phase(onsets: np.ndarray, ticks_per_step: float) -> int:
@@ -183,11 +332,16 @@ def grid_phase(onsets: np.ndarray, ticks_per_step: float) -> int:
 
 
 def editable_note(song: Song) -> str | None:
-    """A sentence saying which bars can be edited, when not all can (several time signatures); else None."""
-    if len(song.runs) == 1 and song.runs[0].bars == len(song.bars):
+    """A sentence saying which bars can be edited, when not all can (several time signatures, a pickup bar);
+    else None."""
+    odd = [i for i, b in enumerate(song.bars) if song.run_of(i) is None]
+    if not odd:
         return None
-    meters = sorted({b.meter for b in song.bars if song.run_of(song.bars.index(b)) is None})
     ranges = ", ".join(f"{r.first}:{r.end}" for r in song.runs)
+    if odd == [0]:
+        beats = (song.bars[0].end - song.bars[0].start) / song.resolution
+        return f"{song.name}: bar 0 is a pickup of {beats:g} beats; bars {ranges} (end exclusive) can be edited"
+    meters = sorted({song.bars[i].meter for i in odd})
     return (f"{song.name}: several time signatures ({', '.join(meters)} besides 4/4); only its 4/4 bars "
             f"{ranges} (end exclusive) can be edited")
 
@@ -225,34 +379,253 @@ def _find(song: Song, text: str, role: str) -> int:
     return hits[0]
 
 
+# --- roles: which instrument the model sees as each of its tracks ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one instrument's notes say about the role it plays in its song."""
+
+    index: int
+    name: str
+    program: int
+    is_drum: bool
+    notes: int
+    monophonic: float  # share of its onsets at which no other of its notes sounds (chords and pads score low)
+    two_voices: float  # share of its onsets at which exactly one other sounds (a line harmonized in thirds)
+    median_pitch: float
+    activity: float  # share of the song's 4-beat spans in which it starts a note
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How well an instrument fits a role: ``score`` in 0..1 and the evidence in words."""
+
+    score: float
+    reason: str
+
+
+#: A scorer sees one instrument's evidence and all of the song's; None: the instrument cannot play the role.
+Scorer = Callable[[Evidence, Sequence[Evidence]], Fit | None]
+
+#: An instrument needs this many notes to play melody or bass, and a role's best fit this score to be chosen.
+MIN_ROLE_NOTES = 8
+MIN_FIT = 0.05
+#: Names that say what an instrument plays (a vocal line on a trumpet program is still the vocal line).
+ROLE_NAMES = {"melody": ("melod", "vocal", "voice", "vox", "chant", "sing", "lead voc"), "bass": ("bass", "basse")}
+NAME_BONUS = 1.5
+#: General MIDI programs 112-127 are percussion and sound effects, never a melody or a bass line.
+EFFECT_PROGRAMS = range(112, 128)
+
+
+def instrument_evidence(index: int, name: str, program: int, is_drum: bool, notes: np.ndarray, resolution: int,
+                        end_tick: int) -> Evidence:
+    """The :class:`Evidence` of one instrument's notes ``(N, >=3)`` ticks (start, end, pitch, ...)."""
+    notes = np.asarray(notes, dtype=np.int64)
+    if not notes.size:
+        return Evidence(index, name, program, is_drum, 0, 0.0, 0.0, 0.0, 0.0)
+    start = np.sort(notes[:, 0])
+    tolerance = resolution // 8  # a 32nd of overlap is legato, not a chord
+    ends = np.sort(np.maximum(notes[:, 0] + 1, notes[:, 1] - tolerance))
+    sounding = np.searchsorted(start, start, side="right") - np.searchsorted(ends, start, side="right")
+    span = 4 * resolution
+    spans = max(1, -(-max(end_tick, int(notes[:, 1].max())) // span))
+    activity = len(np.unique(notes[:, 0] // span)) / spans
+    return Evidence(index, name, program, is_drum, len(notes), float(np.mean(sounding <= 1)),
+                    float(np.mean(sounding == 2)), float(np.median(notes[:, 2])), float(activity))
+
+
+def song_evidence(song: Song) -> list[Evidence]:
+    """The evidence of each of the song's instruments, by index."""
+    return [instrument_evidence(i, t.name.strip(), int(t.program), bool(t.is_drum), song.notes_ticks[i],
+                                song.resolution, song.end_tick) for i, t in enumerate(song.score.tracks)]
+
+
+def _ramp(x: float, zero: float, one: float) -> float:
+    """0 at ``zero``, 1 at ``one``, linear between (either order), clipped."""
+    return float(np.clip((x - zero) / (one - zero), 0.0, 1.0))
+
+
+def _line(e: Evidence) -> float:
+    """How much of a single line an instrument plays: its monophonic onsets, and half its two-voice ones."""
+    return e.monophonic + e.two_voices / 2
+
+
+def _named(e: Evidence, role: str) -> bool:
+    return any(word in e.name.lower() for word in ROLE_NAMES.get(role, ()))
+
+
+def _pitched_reason(e: Evidence, role: str) -> str:
+    named = f", named {e.name!r}" if _named(e, role) else ""
+    two = f" (two voices at {e.two_voices:.0%})" if e.two_voices >= 0.1 else ""
+    return (f"monophonic at {e.monophonic:.0%} of its onsets{two}, median pitch "
+            f"{pretty_midi.note_number_to_name(int(round(e.median_pitch)))}, plays in {e.activity:.0%} of the "
+            f"song's bars{named}")
+
+
+def melody_fit(e: Evidence, song: Sequence[Evidence]) -> Fit | None:
+    """Melody: monophonic most of the time (squared: a chordal piano loses to a lead), in a melodic register
+    (median pitch C4-C6, fading to nothing at C3 and C7), active through the song; any pitched program but a
+    bass's or an effect's."""
+    if e.is_drum or e.program in BASS_PROGRAMS or e.program in EFFECT_PROGRAMS or e.notes < MIN_ROLE_NOTES:
+        return None
+    register = _ramp(e.median_pitch, 48, 60) * _ramp(e.median_pitch, 96, 84)
+    score = _line(e) ** 2 * register * np.sqrt(e.activity) * (NAME_BONUS if _named(e, "melody") else 1.0)
+    return Fit(min(1.0, float(score)), _pitched_reason(e, "melody"))
+
+
+def bass_fit(e: Evidence, song: Sequence[Evidence]) -> Fit | None:
+    """Bass: the lowest mostly monophonic line (median pitch A2 or lower, fading to nothing at C4) with enough
+    notes through the song; a bass program (GM 32-39) counts for it, any other pitched program needs more."""
+    if e.is_drum or e.program in EFFECT_PROGRAMS or e.notes < MIN_ROLE_NOTES:
+        return None
+    program = 1.0 if e.program in BASS_PROGRAMS else 0.6
+    score = _line(e) * _ramp(e.median_pitch, 60, 45) * np.sqrt(e.activity) * program
+    score *= NAME_BONUS if _named(e, "bass") else 1.0
+    return Fit(min(1.0, float(score)), _pitched_reason(e, "bass"))
+
+
+def drums_fit(e: Evidence, song: Sequence[Evidence]) -> Fit | None:
+    """Drums: the drum-channel instrument with the most hits (its share of the busiest kit's hits)."""
+    if not e.is_drum or not e.notes:
+        return None
+    most = max(o.notes for o in song if o.is_drum)
+    return Fit(e.notes / most, f"{e.notes} hits in {e.activity:.0%} of the song's bars")
+
+
+#: One scorer per role the model can have (a new role, e.g. a polyphonic piano, adds its scorer here).
+ROLE_SCORERS: dict[str, Scorer] = {"melody": melody_fit, "bass": bass_fit, "drums": drums_fit}
+RUNNERS_UP = 2
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The instrument chosen for one role (``index`` None: none), why, and the runners-up ``(index, fit)``."""
+
+    role: str
+    index: int | None
+    reason: str
+    runners_up: tuple[tuple[int, Fit], ...] = ()
+    asked: bool = False
+
+    def json(self) -> dict:
+        return {"index": self.index, "reason": self.reason, "asked": self.asked,
+                "runners_up": [{"index": i, "score": round(f.score, 3), "reason": f.reason}
+                               for i, f in self.runners_up]}
+
+
+def assign_roles(evidence: Sequence[Evidence], roles: Sequence[str], asked: Mapping[str, int | None] | None = None
+                 ) -> dict[str, Choice]:
+    """The instrument for each role by :data:`ROLE_SCORERS`: the best (role, instrument) fit first, then the
+    next among those left, until every role has one or none fits (best score under :data:`MIN_FIT`).
+    ``asked``: roles whose instrument the user chose (an index, or None for none), taken as they are."""
+    asked = dict(asked or {})
+    missing = [r for r in roles if r not in ROLE_SCORERS and r not in asked]
+    if missing:
+        raise ValueError(f"no rule chooses a {', '.join(missing)} instrument (known roles: "
+                         f"{', '.join(ROLE_SCORERS)}); choose one by index")
+    fits = {r: {e.index: f for e in evidence if (f := ROLE_SCORERS[r](e, evidence)) is not None}
+            for r in roles if r not in asked}
+    out = {r: Choice(r, asked[r], "asked", asked=True) for r in roles if r in asked}
+    taken = {i for i in asked.values() if i is not None}
+    while fits:
+        open_fits = [(f.score, r, i) for r, by in fits.items() for i, f in by.items() if i not in taken]
+        score, role, index = max(open_fits, default=(0.0, next(iter(fits)), None))
+        if index is None or score < MIN_FIT:
+            for r, by in fits.items():
+                out[r] = _none(r, by, taken)
+            break
+        out[role] = Choice(role, index, fits[role][index].reason, _runners_up(fits[role], {index}))
+        taken.add(index)
+        del fits[role]
+    return {r: out[r] for r in roles}
+
+
+def _runners_up(fits: Mapping[int, Fit], but: set[int]) -> tuple[tuple[int, Fit], ...]:
+    """The best fits after the chosen one that score anything (0.01 or more, as printed), best first."""
+    ranked = sorted(((i, f) for i, f in fits.items() if i not in but and f.score >= 0.005),
+                    key=lambda p: -p[1].score)
+    return tuple(ranked[:RUNNERS_UP])
+
+
+def _none(role: str, fits: Mapping[int, Fit], taken: set[int]) -> Choice:
+    free = [f.score for i, f in fits.items() if i not in taken]
+    why = (f"no instrument fits (best score {max(free):.2f}, under {MIN_FIT})" if free
+           else "no instrument of the song can play it" if not fits else "its candidates play other roles")
+    return Choice(role, None, why, _runners_up(fits, set()))
+
+
+def choose_roles(song: Song, tracks: Sequence[Track], choices: Mapping[str, str | None] | None = None
+                 ) -> dict[str, Choice]:
+    """The instrument the model sees as each of its tracks, with the evidence (:func:`assign_roles`).
+
+    ``choices`` by role: an index (``"3"``), an instrument name, ``"none"``, or ``None`` for the evidence."""
+    asked: dict[str, int | None] = {}
+    for track in tracks:
+        text = (choices or {}).get(track.name)
+        if text is None:
+            continue
+        asked[track.name] = None if text.strip().lower() == "none" else _find(song, text, track.name)
+        index = asked[track.name]
+        if index is not None and bool(song.score.tracks[index].is_drum) != track.is_drum:
+            want = "a drum-channel instrument" if track.is_drum else "an instrument off the drum channel"
+            raise ValueError(f"{ROLE_OPTIONS.get(track.name, track.name)} {text}: the {track.name} track needs "
+                             f"{want}; {instrument_label(song, index)} is not")
+    used = [i for i in asked.values() if i is not None]
+    if len(used) != len(set(used)):
+        raise ValueError(f"{song.name}: one instrument was chosen for two tracks "
+                         f"({describe_tracks(song, asked)})")
+    return assign_roles(song_evidence(song), [t.name for t in tracks], asked)
+
+
 def choose_tracks(song: Song, tracks: Sequence[Track], choices: Mapping[str, str | None] | None = None
                   ) -> dict[str, int | None]:
-    """The instrument index the model sees as each of its tracks (``None``: the song has none).
+    """The instrument index the model sees as each of its tracks (``None``: the song has none), chosen by
+    :func:`choose_roles` (``choices``: an index, a name or ``"none"`` per role; the rest by the evidence)."""
+    return {role: c.index for role, c in choose_roles(song, tracks, choices).items()}
 
-    ``choices`` by role: an index (``"3"``), an instrument name, ``"none"``, or ``None`` for the default rule
-    (the first instrument of the role: melody GM 0-31, bass 32-39, drums the drum channel).
-    """
-    choices = choices or {}
-    found = [(i, role_of(int(t.program), bool(t.is_drum))) for i, t in enumerate(song.score.tracks) if len(t.notes)]
-    out: dict[str, int | None] = {}
+
+def midi_roles(pm: pretty_midi.PrettyMIDI, tracks: Sequence[Track]) -> dict[str, Choice]:
+    """:func:`assign_roles` over a PrettyMIDI's instruments (indices into ``pm.instruments``): the same choice for
+    a file read without its bars (one the song reader refuses, a piece for the editor's lanes)."""
+    end = pm.time_to_tick(pm.get_end_time())
+    evidence = []
+    for i, inst in enumerate(pm.instruments):
+        notes = np.array([[pm.time_to_tick(n.start), pm.time_to_tick(n.end), n.pitch] for n in inst.notes],
+                         dtype=np.int64).reshape(-1, 3)
+        evidence.append(instrument_evidence(i, inst.name.strip(), int(inst.program), bool(inst.is_drum), notes,
+                                            pm.resolution, end))
+    return assign_roles(evidence, [t.name for t in tracks])
+
+
+def with_roles(pm: pretty_midi.PrettyMIDI, choices: Mapping[str, Choice], tracks: Sequence[Track]
+               ) -> pretty_midi.PrettyMIDI:
+    """A shallow copy of ``pm`` holding only the chosen instruments, each under its track's program, so that
+    :func:`schmubert.tokens.midi_to_tokens` (the first instrument of each program range) reads those."""
+    out = copy.copy(pm)
+    out.instruments = []
     for track in tracks:
-        text = choices.get(track.name)
-        if text is None:
-            out[track.name] = next((i for i, role in found if role == track.name), None)
-            continue
-        if text.strip().lower() == "none":
-            out[track.name] = None
-            continue
-        index = _find(song, text, track.name)
-        if bool(song.score.tracks[index].is_drum) != track.is_drum:
-            want = "a drum-channel instrument" if track.is_drum else "an instrument off the drum channel"
-            raise ValueError(f"{ROLE_OPTIONS[track.name]} {text}: the {track.name} track needs {want}; "
-                             f"{instrument_label(song, index)} is not")
-        out[track.name] = index
-    used = [i for i in out.values() if i is not None]
-    if len(used) != len(set(used)):
-        raise ValueError(f"{song.name}: one instrument was chosen for two tracks ({describe_tracks(song, out)})")
+        index = choices[track.name].index if track.name in choices else None
+        if index is not None:
+            inst = pretty_midi.Instrument(track.program, is_drum=track.is_drum, name=track.name)
+            inst.notes = pm.instruments[index].notes
+            out.instruments.append(inst)
     return out
+
+
+def describe_choices(song: Song, choices: Mapping[str, Choice]) -> list[str]:
+    """One line per role: the instrument, and why (the evidence and the runners-up, or that it was asked for)."""
+    lines = []
+    for role, c in choices.items():
+        chosen = "none" if c.index is None else instrument_label(song, c.index)
+        if c.asked:
+            lines.append(f"{role} = {chosen} (as asked)")
+            continue
+        others = "; ".join(f"{instrument_label(song, i)} {f.score:.2f}" for i, f in c.runners_up)
+        option = ROLE_OPTIONS.get(role, role)
+        lines.append(f"{role} = {chosen}: {c.reason}" + (f"; runners-up: {others} (choose one with {option})"
+                                                          if others else ""))
+    return lines
 
 
 def describe_tracks(song: Song, assignment: Mapping[str, int | None]) -> str:
@@ -476,6 +849,7 @@ class SongEdit:
     known: np.ndarray
     write: np.ndarray
     notes: list[str] = field(default_factory=list)
+    choices: dict[str, Choice] = field(default_factory=dict)  # how each track's instrument was chosen
 
     def splice(self, tokens: np.ndarray, tracks: Sequence[Track]) -> symusic.Score:
         """The song with ``tokens`` ``(N, K)`` (a sample over the window) spliced in where ``write``."""
@@ -483,7 +857,13 @@ class SongEdit:
 
     def record(self) -> dict:
         return {"file": self.song.name, "tracks": describe_tracks(self.song, self.assignment),
+                "choices": {role: c.json() for role, c in self.choices.items()},
                 "window_bars": list(self.window), "edited_bars": list(self.edit), "notes": self.notes}
+
+    def unchanged(self, take: np.ndarray, tracks: Sequence[Track], copy_prior: bool) -> Unchanged | None:
+        """:func:`unchanged_take` of a take over the window: why its regenerated bars came back as they were."""
+        return unchanged_take(self.x, take, ~self.known, tracks, copy_prior, self.song, self.assignment, self.run,
+                              self.window[0])
 
 
 def extend_run(song: Song, run: Run, end_bar: int) -> Run:
@@ -512,5 +892,121 @@ def plan_edit(song: Song, assignment: dict[str, int | None], tracks: Sequence[Tr
     x = grid_tokens(song, assignment, tracks, run, (lo, hi))
     write = np.zeros(x.shape, dtype=bool)
     write[(e0 - lo) * STEPS_PER_BAR:(e1 - lo) * STEPS_PER_BAR] = regenerate
-    notes = [n for n in [editable_note(song)] if n]
+    notes = [n for n in [song.meter_note, editable_note(song)] if n]
     return SongEdit(song, dict(assignment), run, (lo, hi), edit, x, ~write, write, notes)
+
+
+# --- takes that change nothing ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """A take whose regenerated bars came back as the input had them, and why: the regenerated ``silent`` tracks
+    play nothing there (and nothing was drawn), or the notes there repeat bars ``copied_from`` (a repeated section
+    the copy prior copied back). ``players``: per silent track, instruments of the song that do play there, as
+    ``(index, notes there)``, most first."""
+
+    bars: tuple[int, int]
+    tracks: tuple[str, ...]
+    silent: tuple[str, ...]
+    copy_prior: bool
+    copied_from: tuple[int, int] | None = None
+    players: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+    def why(self, song: Song | None = None) -> str:
+        """Why the bars came back unchanged, in words."""
+        a, b = self.bars
+        if self.silent == self.tracks:
+            where = f" in {song.name}" if song is not None else ""
+            return (f"bars {a}:{b} came back unchanged: the {_words(self.silent)} "
+                    f"{'is' if len(self.silent) == 1 else 'are'} silent there{where} and nothing was drawn")
+        same = f" (bars {self.copied_from[0]}:{self.copied_from[1]} hold the same notes)" if self.copied_from else ""
+        cause = ("the copy prior copied a repeated section back exactly" if self.copy_prior
+                 else "the model drew the same notes again")
+        return f"bars {a}:{b} came back unchanged: {cause}{same}"
+
+    def cli_message(self, song: Song | None = None) -> str:
+        """The CLI's warning line: why, and what to do (the options to pass)."""
+        if self.silent == self.tracks:
+            return f"warning: {self.why(song)}; {self._pick(song, cli=True)}"
+        sharper = "a lower --copy-sharpness (e.g. 1), " if self.copy_prior else ""
+        return f"warning: {self.why(song)}; try {sharper}another --seed, or --variation"
+
+    def editor_message(self, song: Song | None = None) -> str:
+        """The editor's message: why, and what to do there (the track pickers, Regenerate)."""
+        if self.silent == self.tracks:
+            return f"{self.why(song)}; {self._pick(song, cli=False)}"
+        return f"{self.why(song)}; Regenerate draws another take"
+
+    def _pick(self, song: Song | None, cli: bool) -> str:
+        """Which instruments to choose instead: the song's unchosen ones that play in those bars."""
+        hints = []
+        for role in self.silent:
+            for index, count in self.players.get(role, [])[:2]:
+                name = f"#{index} {song.score.tracks[index].name.strip()!r}" if song is not None else f"#{index}"
+                hints.append(f"{ROLE_OPTIONS.get(role, role)} {index} ({name}, {count} notes there)" if cli
+                             else f"{name} in the {role} picker ({count} notes there)")
+        if hints:
+            return "choose an instrument that plays there: " + "; ".join(hints)
+        return "no other instrument plays there: choose bars where they play, or another instrument"
+
+
+def _words(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _onsets(column: np.ndarray, track: Track) -> np.ndarray:
+    """Where a canonical column starts notes (melodic: note-ons) or hits (drums)."""
+    return column > 0 if track.is_drum else column > 1
+
+
+def unchanged_take(x: np.ndarray, take: np.ndarray, regenerated: np.ndarray, tracks: Sequence[Track],
+                   copy_prior: bool, song: Song | None = None, assignment: Mapping[str, int | None] | None = None,
+                   run: Run | None = None, lo_bar: int = 0) -> Unchanged | None:
+    """:class:`Unchanged` when ``take`` ``(N, K)`` decodes to the same notes as the input ``x`` wherever it was
+    ``regenerated``, else None. ``song``/``assignment``/``run``/``lo_bar``: the song the window (from song bar
+    ``lo_bar``) lies in, to number its bars and name the instruments that play there."""
+    columns = [k for k in range(len(tracks)) if regenerated[:, k].any()]
+    if not columns or any((x[regenerated[:, k], k] >= tracks[k].mask_id).any() for k in columns):
+        return None  # nothing regenerated, or an input that was itself masked there
+    before, after = canonicalize(x, list(tracks)), canonicalize(take, list(tracks))
+    if not np.array_equal(before[regenerated], after[regenerated]):
+        return None
+    rows = np.flatnonzero(regenerated.any(axis=1))
+    first, last = int(rows[0]) // STEPS_PER_BAR, int(rows[-1]) // STEPS_PER_BAR + 1
+    silent = tuple(tracks[k].name for k in columns if not _onsets(before[regenerated[:, k], k], tracks[k]).any())
+    copied = _repeat_of(before, (first, last), columns)
+    players = {} if song is None or run is None else {
+        t: _players(song, run, (lo_bar + first, lo_bar + last), assignment or {}, t) for t in silent}
+    return Unchanged((lo_bar + first, lo_bar + last), tuple(tracks[k].name for k in columns), silent, copy_prior,
+                     None if copied is None else (lo_bar + copied[0], lo_bar + copied[1]), players)
+
+
+def _repeat_of(tokens: np.ndarray, bars: tuple[int, int], columns: Sequence[int]) -> tuple[int, int] | None:
+    """Other bars of the window holding the same (not silent) notes as ``bars`` on ``columns``, if any."""
+    a, b = bars
+    part = tokens[a * STEPS_PER_BAR:b * STEPS_PER_BAR, columns]
+    if not part.any():
+        return None
+    for start in range(len(tokens) // STEPS_PER_BAR - (b - a) + 1):
+        if start != a and np.array_equal(tokens[start * STEPS_PER_BAR:(start + b - a) * STEPS_PER_BAR, columns],
+                                         part):
+            return start, start + b - a
+    return None
+
+
+def _players(song: Song, run: Run, bars: tuple[int, int], assignment: Mapping[str, int | None], role: str
+             ) -> list[tuple[int, int]]:
+    """Instruments of the song chosen for no track that start notes in song ``bars`` and could play ``role``
+    (:data:`ROLE_SCORERS`), as ``(index, notes there)``, the best fit for the role first."""
+    steps = np.array([(bars[0] - run.first) * STEPS_PER_BAR, (bars[1] - run.first) * STEPS_PER_BAR])
+    a, b = (int(t) for t in step_to_tick(song, run, steps))
+    chosen = {i for i in assignment.values() if i is not None}
+    evidence, scorer = song_evidence(song), ROLE_SCORERS.get(role)
+    found = []
+    for i, n in enumerate(song.notes_ticks):
+        count = int(((n[:, 0] >= a) & (n[:, 0] < b)).sum())
+        fit = scorer(evidence[i], evidence) if scorer is not None and i not in chosen and count else None
+        if fit is not None and fit.score >= 0.005:
+            found.append((fit.score, i, count))
+    return [(i, count) for _, i, count in sorted(found, key=lambda f: -f[0])]

@@ -80,3 +80,39 @@ def experiment():
 
     return load
 
+
+
+def write_crowded_song(path: Path, bars: int = 24) -> Path:
+    """The situation of a 17-instrument pop song in small (120 bpm, 4/4): before each real part, an instrument of
+    the same General MIDI range that plays only at the start, so the first of each range is silent from bar 8
+    on: #0 a synth bass (GM 38) of 25 notes, #1 a drum track of 2 hits, #2 an electric piano (GM 4) playing
+    chords; then the real parts, #3 a finger bass (GM 33) in eighths, #4 a kit, #5 a monophonic lead (GM 81),
+    and #6 a string pad (GM 48) holding a chord per bar."""
+    import pretty_midi
+
+    sec = 0.125  # a 16th at 120 bpm
+    pm = pretty_midi.PrettyMIDI(initial_tempo=120.0, resolution=480)
+    pm.time_signature_changes.append(pretty_midi.TimeSignature(4, 4, 0.0))
+
+    def part(name: str, program: int, notes, is_drum: bool = False) -> None:
+        inst = pretty_midi.Instrument(program, is_drum=is_drum, name=name)
+        inst.notes = [pretty_midi.Note(90, p, s * sec, e * sec) for s, e, p in notes]
+        pm.instruments.append(inst)
+
+    part("Synth Bass", 38, [(4 * q, 4 * q + 3, 36 + q % 5) for q in range(25)])
+    part("Drums 2", 0, [(0, 1, 49), (8, 9, 49)], is_drum=True)
+    part("E.Piano", 4, [(8 * h, 8 * h + 7, p + 2 * (h % 2)) for h in range(8) for p in (60, 64, 67)])
+    part("Bass", 33, [(2 * e, 2 * e + 2, (40, 40, 47, 45)[e // 8 % 4]) for e in range(8 * bars)])
+    part("Kit", 0, [(s, s + 1, 36 if s % 16 in (0, 8) else 38 if s % 16 in (4, 12) else 42)
+                    for s in range(0, 16 * bars, 2)], is_drum=True)
+    melody = (67, 69, 71, 72, 74, 72, 71, 69, 67, 64, 65, 67)
+    part("Lead", 81, [(4 * q, 4 * q + 3, melody[q % len(melody)]) for q in range(4 * bars) if q % 8 != 7])
+    part("Strings", 48, [(16 * b, 16 * b + 16, p) for b in range(bars) for p in (55, 60, 64)])
+    pm.write(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def crowded_song(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`write_crowded_song`: the first instrument of each GM range is silent in bars 8-24."""
+    return write_crowded_song(tmp_path_factory.mktemp("crowded") / "crowded.mid")

@@ -214,8 +214,74 @@ def test_subprocess_help_and_error():
     cli = [sys.executable, "-m", "schmubert.sample"]
     help_run = subprocess.run([*cli, "--help"], capture_output=True, text=True)
     assert help_run.returncode == 0 and "examples:" in help_run.stdout and "--infill" in help_run.stdout
+    assert "--variation" in help_run.stdout and "--time-signature {4/4,2/2}" in help_run.stdout
     bad = subprocess.run([*cli, "--checkpoint", "missing.ckpt"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: missing.ckpt: checkpoint not found"
+
+
+# --- takes that change nothing, meters from the notes ------------------------------------------------------------
+
+
+class Echo:
+    """``generate`` giving the input back as its first ``echoes`` takes (as a copy prior copying a repeated section
+    or a silent instrument drawing nothing can), then drawing; ``calls``: the (seed, copy sharpness) of each."""
+
+    def __init__(self, real, echoes: int = 1):
+        self.real, self.echoes, self.calls = real, echoes, []
+
+    def __call__(self, cfg, model, scen, *args, **kwargs):
+        self.calls.append((cfg.seed, cfg.copy_sharpness))
+        out = self.real(cfg, model, scen, *args, **kwargs)
+        return np.repeat(scen.x[None], len(out), axis=0) if len(self.calls) <= self.echoes else out
+
+
+@pytest.fixture
+def echo(monkeypatch) -> Echo:
+    import schmubert.sample as sample_cli
+
+    fake = Echo(sample_cli.generate)
+    monkeypatch.setattr(sample_cli, "generate", fake)
+    return fake
+
+
+def test_a_take_that_changes_nothing_warns_and_variation_draws_again(ckpt, song, tmp_path, capsys, echo):
+    path, x = song
+    assert run(ckpt, tmp_path / "a", "--input", str(path), "--infill", "8:12") == 0
+    out, err = capsys.readouterr()
+    assert err.startswith("warning: bars 8:12 came back unchanged: the model drew the same notes again; try another "
+                          "--seed, or --variation")
+    assert json.loads((tmp_path / "a" / "sample_000.json").read_text())["unchanged"].startswith("bars 8:12 came back")
+    assert np.array_equal(tokens(tmp_path / "a" / "sample_000.mid"), x)  # the file came back as it was
+    echo.calls.clear()
+    assert run(ckpt, tmp_path / "b", "--input", str(path), "--infill", "8:12", "--variation") == 0
+    out, err = capsys.readouterr()
+    assert ("variation: sample 0 came back unchanged; drawn again with seed 1 (1 try): it differs from the input "
+            "now") in out and "warning" not in err
+    assert echo.calls == [(0, None), (1, 4.0)]  # the next seed, half the default copy sharpness of an infill
+    record = json.loads((tmp_path / "b" / "sample_000.json").read_text())
+    assert record["variation"] == {"seed": 1, "copy_sharpness": None, "tries": 1} and "unchanged" not in record
+    assert not np.array_equal(tokens(tmp_path / "b" / "sample_000.mid")[8 * BAR:12 * BAR], x[8 * BAR:12 * BAR])
+
+
+def test_variation_gives_up_after_its_tries_and_still_warns(ckpt, song, tmp_path, capsys, echo):
+    from schmubert.sample import VARIATION_TRIES
+
+    echo.echoes = VARIATION_TRIES + 1
+    assert run(ckpt, tmp_path, "--input", str(song[0]), "--infill", "8:12", "--variation") == 0
+    out, err = capsys.readouterr()
+    assert "drawn again with seed 3 (3 tries): still unchanged" in out and "warning: bars 8:12" in err
+    assert [seed for seed, _ in echo.calls] == [0, 1, 2, 3] and echo.calls[-1][1] == 1.0
+
+
+def test_pop909_songs_are_read_in_4_4_from_their_notes(ckpt, tmp_path, capsys):
+    pop = CORPUS / "pop909"
+    assert run(ckpt, tmp_path / "a", "--input", str(pop / "022.mid"), "--infill", "10:12") == 0
+    assert "note: 022.mid: its time signature 1/4 makes bars of one beat" in capsys.readouterr().out
+    assert run(ckpt, tmp_path / "b", "--input", str(pop / "034.mid"), "--infill", "10:12") == 2
+    assert "notes move in 3 beats to the bar" in capsys.readouterr().err
+    assert run(ckpt, tmp_path / "b", "--input", str(pop / "034.mid"), "--infill", "10:12",
+               "--time-signature", "4/4") == 0
+    assert "note: 034.mid: read in 4/4 as asked (the file says 1/4)" in capsys.readouterr().out
 
 
 # --- attributes (schmubert.attributes) ----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from schmubert.backbones import build
 from schmubert.checkpoints import checkpoint_hparams, save_model
 from schmubert.diffusion import NoiseConfig
 from schmubert.sample import main
-from schmubert.tokens import TRACK_SETS, canonicalize, midi_to_tokens, tokens_to_notes
+from schmubert.tokens import TRACK_SETS, canonicalize, midi_to_tokens, role_of, tokens_to_notes
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 TRIO = TRACK_SETS["trio"]
@@ -86,9 +86,10 @@ def notes_of(inst, keep=lambda n: True) -> collections.Counter:
                                if keep(n))
 
 
-def assert_kept(before: Path, after: Path, bars: tuple[int, int], changed: set[str], late: int = 0) -> dict:
-    """Everything but the notes of ``changed`` instruments inside ``bars`` (4/4 bars from the start, ``late``
-    ticks after the bar lines) is identical; returns per changed instrument the notes that are new."""
+def assert_kept(before: Path, after: Path, bars: tuple[int, int], changed: set, late: int = 0) -> dict:
+    """Everything but the notes of ``changed`` instruments (names, or (name, program, is_drum) where names
+    repeat) inside ``bars`` (4/4 bars from the start, ``late`` ticks after the bar lines) is identical; returns
+    per changed instrument the notes that are new."""
     a, b = read(before), read(after)
     t0, t1 = (a.tick_to_time(bar * 4 * a.resolution + late) for bar in bars)
     for get in (lambda p: p.get_tempo_changes()[0].tolist(), lambda p: p.get_tempo_changes()[1].tolist(),
@@ -103,7 +104,7 @@ def assert_kept(before: Path, after: Path, bars: tuple[int, int], changed: set[s
         other = ib[key]
         assert [(c.number, c.value, c.time) for c in inst.control_changes] == [
             (c.number, c.value, c.time) for c in other.control_changes]
-        if key[0] not in changed:
+        if key[0] not in changed and key not in changed:
             assert notes_of(inst) == notes_of(other), key  # identical everywhere
             continue
         outside = lambda n: n.end <= t0 + 1e-9 or n.start >= t1 - 1e-9  # noqa: E731 - wholly outside
@@ -267,7 +268,8 @@ def splice_random(path: Path, edit: tuple[int, int], seed: int = 0, tracks=TRIO,
 def test_real_songs_keep_everything_outside_the_edit(name, edit, tmp_path):
     s, assignment, score = splice_random(CORPUS / name, edit)
     out = song.write_song(score, tmp_path / "out.mid")
-    changed = {s.score.tracks[i].name for i in assignment.values() if i is not None}
+    changed = {(t.name, int(t.program), bool(t.is_drum)) for i in assignment.values() if i is not None
+               for t in [s.score.tracks[i]]}
     late = s.runs[0].start_tick - s.bars[s.runs[0].first].start  # POP909's 032.mid: 44 ticks after the grid
     assert late == (44 if "032" in name else 0)
     new = assert_kept(CORPUS / name, out, edit, changed, late)
@@ -297,3 +299,171 @@ def test_drum_hits_use_the_kits_pitches_and_velocities_by_class():
     assert sorted(added[:, 2].tolist()) == [36, 42]  # 42 is the kit's most used closed hi-hat pitch
     assert dict(zip(added[:, 2].tolist(), added[:, 3].tolist(), strict=True)) == {36: 115, 42: 45}
     assert (added[:, 1] - added[:, 0] == 60).all()  # the kit's median note length
+
+
+# --- roles chosen by the evidence of the notes ----------------------------------------------------------------------
+
+
+def test_roles_are_chosen_by_their_notes_not_as_the_first_of_each_gm_range(crowded_song):
+    """The issue's 17-instrument song in small: the first synth bass (25 notes), drum track (2 hits) and electric
+    piano (chords) of their ranges lose to the real bass, kit and monophonic lead, which the reasons name."""
+    s = song.read_song(crowded_song)
+    choices = song.choose_roles(s, TRIO)
+    assert {role: c.index for role, c in choices.items()} == {"melody": 5, "bass": 3, "drums": 4}
+    assert song.choose_tracks(s, TRIO) == {"melody": 5, "bass": 3, "drums": 4}
+    assert "monophonic at 100%" in choices["melody"].reason and "median pitch A4" in choices["melody"].reason
+    assert [i for i, _ in choices["bass"].runners_up] == [0] and [i for i, _ in choices["drums"].runners_up] == [1]
+    lines = song.describe_choices(s, choices)
+    assert lines[1].startswith("bass = #3 'Bass' (GM 33") and "runners-up: #0 'Synth Bass'" in lines[1]
+    assert "(choose one with --drum-track)" in lines[2]
+    asked = song.choose_roles(s, TRIO, {"bass": "Synth Bass", "drums": "none"})  # an explicit choice wins
+    assert (asked["bass"].index, asked["bass"].asked, asked["drums"].index, asked["melody"].index) == (0, True, None, 5)
+    assert song.describe_choices(s, asked)[1] == "bass = #0 'Synth Bass' (GM 38 Synth Bass 1, 25 notes) (as asked)"
+
+
+@pytest.mark.parametrize("name, role, index, first_of_range", [
+    ("In Too Deep.mid", "drums", 2, 1),  # the first drum track has 1 note, the kit 1699
+    ("Mr. Blue Sky.mid", "melody", 0, 1),  # the lead is a flute (GM 73); the first of GM 0-31 a chordal piano
+    ("What a Fool Believes.mid", "melody", 2, 0),  # 'Lead Voca' on an alto sax, not the piano
+    ("Funkytown.mid", "bass", 0, None),  # the bass line is on GM 87, outside the bass programs
+])
+def test_real_songs_where_the_first_of_each_range_is_wrong(name, role, index, first_of_range):
+    s = song.read_song(CORPUS / "multitrack-songs" / name)
+    old = next((i for i, t in enumerate(s.score.tracks) if len(t.notes) and role_of(int(t.program), t.is_drum) == role),
+               None)
+    assert old == first_of_range != index
+    assert song.choose_tracks(s, TRIO)[role] == index
+
+
+def test_a_new_role_adds_a_scorer_and_an_unknown_one_is_refused(monkeypatch, crowded_song):
+    s = song.read_song(crowded_song)
+    evidence = song.song_evidence(s)
+
+    def piano_fit(e, _):  # a polyphonic instrument: chords are its evidence
+        return None if e.is_drum else song.Fit(1 - e.monophonic, f"chords at {1 - e.monophonic:.0%} of its onsets")
+
+    monkeypatch.setitem(song.ROLE_SCORERS, "piano", piano_fit)
+    chosen = song.assign_roles(evidence, ["melody", "piano"])
+    assert chosen["melody"].index == 5 and chosen["piano"].index in (2, 6)
+    assert "chords at 100%" in chosen["piano"].reason
+    with pytest.raises(ValueError, match="no rule chooses a guitar instrument"):
+        song.assign_roles(evidence, ["melody", "guitar"])
+
+
+def test_a_role_nothing_fits_is_none_with_the_reason():
+    s = song.read_song(CORPUS / "pop909" / "032.mid")  # MELODY, BRIDGE, PIANO: no low line, no drums
+    choices = song.choose_roles(s, TRIO)
+    assert choices["melody"].index == 0 and "named 'MELODY'" in choices["melody"].reason
+    assert choices["bass"].index is None and "no instrument fits" in choices["bass"].reason
+    assert choices["drums"].index is None and "no instrument of the song can play it" in choices["drums"].reason
+
+
+def test_the_cli_edits_the_instruments_that_play(tiny, crowded_song, tmp_path, capsys):
+    """Bars 16-20 of the crowded song: the real parts are chosen and written; the first of each range, silent
+    there, would have given the song back unchanged."""
+    assert main(["--checkpoint", str(tiny), "--out", str(tmp_path), *FAST, "--input", str(crowded_song),
+                 "--infill", "16:20"]) == 0
+    said = capsys.readouterr().out
+    assert "chosen: melody = #5 'Lead' (GM 81" in said and "chosen: drums = #4 'Kit'" in said
+    new = assert_kept(crowded_song, tmp_path / "sample_000.mid", (16, 20), {"Lead", "Bass", "Kit"})
+    assert all(new[name] for name in ("Lead", "Bass", "Kit"))
+
+
+# --- meters: time signatures that cannot be the song's ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, doubt", [
+    ("003.mid", "it is in 2/4 throughout"),
+    ("022.mid", "its time signature 1/4 makes bars of one beat"),  # 4/4 and 1/4 at tick 0
+    ("043.mid", "its 2/4 at tick 2489 starts inside a bar of 4/4"),
+])
+def test_pop909_signatures_that_cannot_be_its_meter_are_read_from_its_notes(name, doubt):
+    s = song.read_song(CORPUS / "pop909" / name)
+    assert doubt in s.meter_note and "read in 4/4 from its notes instead" in s.meter_note
+    assert sum(r.bars for r in s.runs) >= len(s.bars) - 1  # every bar but a pickup can be edited
+    assert all(b.end - b.start == 4 * s.resolution for b in s.bars[1:])
+
+
+def test_genuine_meters_keep_their_signatures_or_their_clear_error():
+    assert song.read_song(CORPUS / "pop909" / "032.mid").meter_note is None  # 4/4 as its file says
+    with pytest.raises(ValueError, match="in 3/4 time"):
+        song.read_song(CORPUS / "bad-input" / "waltz-3-4.mid")
+    with pytest.raises(ValueError, match=r"1/4 makes bars of one beat.*notes move in 3 beats to the bar"):
+        song.read_song(CORPUS / "pop909" / "034.mid")  # a 1/4 file whose notes are in 3
+    forced = song.read_song(CORPUS / "pop909" / "034.mid", time_signature="4/4")
+    assert "read in 4/4 as asked (the file says 1/4); by its notes, first downbeat" in forced.meter_note
+    assert forced.runs
+
+
+def synthetic_meter(beats: int, pickup: int, bars: int = 24) -> tuple[list[np.ndarray], list[bool]]:
+    """Notes in ``beats`` to the bar after a ``pickup`` of quarter notes (480 ticks each): a low note held on each
+    downbeat, a chord on the other beats, a kick on the downbeat and hi-hats on every eighth."""
+    bar = 480 * beats
+    starts = [pickup * 480 + b * bar for b in range(bars)]
+    bass = np.array([[t, t + bar - 10, 36 + b % 3 * 2, 90] for b, t in enumerate(starts)])
+    chords = np.array([[t + k * 480, t + k * 480 + 200, p, 70] for t in starts for k in range(1, beats)
+                       for p in (60, 64, 67)])
+    drums = np.array([[t, t + 60, 36, 100] for t in starts] +
+                     [[e * 240, e * 240 + 60, 42, 60] for e in range(2 * (pickup + beats * bars))])
+    return [bass, chords, drums], [False, False, True]
+
+
+def test_the_meter_of_the_notes_finds_the_downbeat_and_the_beats():
+    four = song.music_meter(*synthetic_meter(4, pickup=1), resolution=480)
+    assert (four.beats, four.downbeat) == (4, 4)  # the first downbeat a quarter in
+    three = song.music_meter(*synthetic_meter(3, pickup=0), resolution=480)
+    assert three.beats == 3
+
+
+def test_a_pop909_song_read_from_its_notes_keeps_everything_outside_the_edit(tmp_path):
+    name, edit = "pop909/022.mid", (10, 14)
+    s, assignment, score = splice_random(CORPUS / name, edit)
+    out = song.write_song(score, tmp_path / "out.mid")
+    late = s.runs[0].start_tick - s.runs[0].first * 4 * s.resolution  # where bar 0 would start, pickup aside
+    new = assert_kept(CORPUS / name, out, edit, {"MELODY"}, late)
+    assert new["MELODY"] and on_beat_grid_from(read(out), new["MELODY"], s.runs[0].start_tick)
+
+
+def on_beat_grid_from(pm: pretty_midi.PrettyMIDI, notes, tick: int) -> bool:
+    """Every note starts on a 16th of the grid through ``tick`` (a song's first downbeat, phase included)."""
+    return all((pm.time_to_tick(n.start) - tick) % (pm.resolution // 4) == 0 for n in notes)
+
+
+# --- takes that change nothing ----------------------------------------------------------------------------------------
+
+
+def test_a_take_that_is_the_input_says_why_silent_instruments(crowded_song):
+    """The first instrument of each range, asked for, is silent in bars 16-20: a take that draws nothing there is
+    the input; the warning says so and names the instruments that play there and could take the role."""
+    s = song.read_song(crowded_song)
+    assignment = song.choose_tracks(s, TRIO, {"melody": "2", "bass": "0", "drums": "1"})
+    plan = song.plan_edit(s, assignment, TRIO, (16, 20), np.ones((64, 3), bool), 64)
+    same = plan.unchanged(plan.x.copy(), TRIO, copy_prior=True)
+    assert same.bars == (16, 20) and same.silent == ("melody", "bass", "drums")
+    assert same.players == {"melody": [(5, 14)], "bass": [(3, 32)], "drums": [(4, 32)]}  # not the chordal pad
+    cli = same.cli_message(s)
+    assert cli.startswith("warning: bars 16:20 came back unchanged: the melody, bass and drums are silent there")
+    assert "--melody-track 5 (#5 'Lead', 14 notes there)" in cli and "--drum-track 4 (#4 'Kit', 32 notes there)" in cli
+    assert "#3 'Bass' in the bass picker (32 notes there)" in same.editor_message(s)
+    take = plan.x.copy()
+    take[(17 - plan.window[0]) * 16, 1] = 40  # one new bass note in bar 17: the take differs
+    assert plan.unchanged(take, TRIO, copy_prior=True) is None
+
+
+def test_a_take_that_is_the_input_says_why_a_copied_repeat():
+    x = np.zeros((16 * 16, 3), dtype=np.int64)
+    riff = np.zeros((64, 3), dtype=np.int64)
+    riff[::4, 0], riff[::8, 2] = 62, 1  # a melody note each beat, a kick each half bar
+    x[0:64], x[128:192] = riff, riff  # bars 8-12 repeat bars 0-4
+    regenerated = np.zeros_like(x, dtype=bool)
+    regenerated[128:192, [0, 2]] = True
+    same = song.unchanged_take(x, x.copy(), regenerated, TRIO, copy_prior=True, lo_bar=40)
+    assert same.bars == (48, 52) and same.copied_from == (40, 44) and not same.silent
+    assert same.cli_message() == ("warning: bars 48:52 came back unchanged: the copy prior copied a repeated section "
+                                  "back exactly (bars 40:44 hold the same notes); try a lower --copy-sharpness (e.g. "
+                                  "1), another --seed, or --variation")
+    plain = song.unchanged_take(x, x.copy(), regenerated, TRIO, copy_prior=False)
+    assert "the model drew the same notes again" in plain.why() and "--copy-sharpness" not in plain.cli_message()
+    masked = x.copy()
+    masked[128:192, 0] = TRIO[0].mask_id
+    assert song.unchanged_take(masked, x, regenerated, TRIO, copy_prior=True) is None  # no input to compare
