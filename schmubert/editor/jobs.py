@@ -21,13 +21,13 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from schmubert import sample
+from schmubert import sample, song
 from schmubert.attributes import Attributes, BarTarget, apply_targets, estimate_key, parse_key
 from schmubert.checkpoints import LoadedModel
 from schmubert.sample import SampleConfig, Scenario
@@ -92,7 +92,9 @@ class Job:
     progress: float = 0.0
     result: np.ndarray | None = None
     error: str | None = None
+    warning: str | None = None  # a take that came back as the input was where it was drawn: why, what to do
     seconds: float | None = None
+    view: Any = None  # the song the lanes show (schmubert.editor.pieces.SongView), for the warning's words
     created: float = field(default_factory=time.monotonic)
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -137,15 +139,16 @@ class Sampler:
 
     # --- the API's side -------------------------------------------------------------------------------------
 
-    def submit(self, x: np.ndarray, known: np.ndarray, options: Options) -> Job:
-        """Queue a run; :class:`Busy` when ``max_queued`` runs already wait; ``ValueError`` for bad options."""
+    def submit(self, x: np.ndarray, known: np.ndarray, options: Options, view: Any = None) -> Job:
+        """Queue a run; :class:`Busy` when ``max_queued`` runs already wait; ``ValueError`` for bad options.
+        ``view``: the song the lanes show, if any (its instruments are named when a take changes nothing)."""
         self.check(options)
         seed = int(self.seeds.integers(2**31)) if options.seed is None else int(options.seed)
         with self.lock:
             if sum(j.state == "queued" for j in self.jobs.values()) >= self.max_queued:
                 raise Busy(f"{self.max_queued} runs are already waiting; try again when one has finished")
             job = Job(str(next(self.ids)), np.asarray(x, dtype=np.int64), np.asarray(known, dtype=bool), options,
-                      seed)
+                      seed, view=view)
             self.jobs[job.id] = job
             self._forget_old()
         self.queue.put(job)
@@ -217,12 +220,22 @@ class Sampler:
             began = time.perf_counter()
             try:
                 job.result = self.run(job)
+                job.warning = self.unchanged(job)
                 job.progress, job.state = 1.0, "done"
             except Cancelled:
                 job.state = "cancelled"
             except Exception as err:  # a failed run must never take the worker down
                 job.error, job.state = f"sampling failed: {type(err).__name__}: {err}", "failed"
             job.seconds = time.perf_counter() - began
+
+    def unchanged(self, job: Job) -> str | None:
+        """The editor's message when a job's take is the input wherever it was drawn (why, and what to do)."""
+        tracks, copy_prior = self.model.tracks, self.model.uses_copy_prior
+        if job.view is not None:
+            same = job.view.unchanged(job.x, job.result, job.known, tracks, copy_prior)
+            return None if same is None else same.editor_message(job.view.song)
+        same = song.unchanged_take(job.x, job.result, ~job.known, tracks, copy_prior)
+        return None if same is None else same.editor_message()
 
     def run(self, job: Job) -> np.ndarray:
         """The sampled grid ``(L, K)`` for a job (the same path as ``python -m schmubert.sample``)."""

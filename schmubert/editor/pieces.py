@@ -8,7 +8,7 @@ boundary.
 
 Uploads are parsed in memory (never written to disk); every way a file can be unusable is a :class:`PieceError`
 whose message names the file and the reason, and every way it is usable but not as the user may expect (a
-missing role, extra instruments, a 3/4 file, dropped notes, more bars than the window) is a warning.
+missing role, a 3/4 file, dropped notes, more bars than the window) is a warning.
 """
 
 from __future__ import annotations
@@ -23,12 +23,10 @@ import numpy as np
 import pretty_midi
 import torch
 
-from schmubert import conditioning, sample
+from schmubert import conditioning, sample, song
 from schmubert.checkpoints import LoadedModel
 from schmubert.tokens import (
-    BASS_PROGRAMS,
     MAX_PITCH,
-    MELODY_PROGRAMS,
     MIN_PITCH,
     NOTE_OFF,
     STEPS_PER_BAR,
@@ -42,9 +40,9 @@ from schmubert.tokens import (
 
 #: Longest upload, in bars (a guard against a small file that claims an enormous length).
 MAX_BARS = 4096
-ROLE_RULES = {"melody": f"GM programs {MELODY_PROGRAMS.start}-{MELODY_PROGRAMS.stop - 1}",
-              "bass": f"GM programs {BASS_PROGRAMS.start}-{BASS_PROGRAMS.stop - 1}",
-              "drums": "the drum channel"}
+#: What each lane needs of a file, in words (:data:`schmubert.song.ROLE_SCORERS` chooses it).
+ROLE_RULES = {"melody": "a pitched line, mostly one note at a time", "bass": "a low pitched line",
+              "drums": "a drum-channel instrument"}
 
 
 class PieceError(ValueError):
@@ -71,6 +69,7 @@ class Upload:
     warnings: list[str] = field(default_factory=list)
     bars_in_file: int = 0
     qpm: float = 120.0
+    meter_warning: str | None = None  # one of ``warnings``: a file not in 4/4 (its song view may read it so)
 
 
 # --- uploads ----------------------------------------------------------------------------------------------------
@@ -101,41 +100,50 @@ def read_upload(data: bytes, name: str, model: LoadedModel, start_bar: int = 0) 
     bars = steps // STEPS_PER_BAR
     if bars > MAX_BARS:
         raise PieceError(f"{name}: {bars} bars is longer than the editor reads (at most {MAX_BARS})")
-    roles = role_instruments(pm)
     names = [t.name for t in model.tracks]
-    if not any(roles[n] for n in names):
+    choices = song.midi_roles(pm, model.tracks)
+    if all(c.index is None for c in choices.values()):
         wanted = ", ".join(f"{n} ({ROLE_RULES[n]})" for n in names)
         raise PieceError(f"{name}: no instrument the model can use; it needs {wanted}")
     window_bars = model.steps // STEPS_PER_BAR
     if not 0 <= start_bar < bars:
         raise PieceError(f"{name}: start bar {start_bar} is outside the file (bars 0-{bars - 1})")
     try:
-        piece = sample.read_piece(pm, model)
+        piece = sample.read_piece(pm, model, choices)
         tokens = sample.crop(piece, start_bar, window_bars, name)
     except ValueError as err:
         raise PieceError(str(err)) from None
-    return Upload(tokens, name, upload_warnings(pm, roles, names, bars, start_bar, window_bars, name), bars,
-                  float(pm.get_tempo_changes()[1][0]) if len(pm.get_tempo_changes()[1]) else 120.0)
+    warned = upload_warnings(pm, choices, names, bars, start_bar, window_bars, name)
+    return Upload(tokens, name, warned, bars,
+                  float(pm.get_tempo_changes()[1][0]) if len(pm.get_tempo_changes()[1]) else 120.0,
+                  meter_warning(pm, name))
 
 
-def upload_warnings(pm: pretty_midi.PrettyMIDI, roles: Mapping[str, list], names: Sequence[str], bars: int,
-                    start_bar: int, window_bars: int, name: str) -> list[str]:
-    """What the user should know about a file that loaded: each a sentence naming the file."""
+def meter_warning(pm: pretty_midi.PrettyMIDI, name: str) -> str | None:
+    """The warning for a file whose time signatures are not 4/4 (its lanes' bars are 4/4 from its start)."""
+    odd = sorted({f"{ts.numerator}/{ts.denominator}" for ts in pm.time_signature_changes
+                  if (ts.numerator, ts.denominator) != (4, 4)})
+    if not odd:
+        return None
+    return (f"{name}: in {', '.join(odd)} time; the editor's bars are 4/4 (16 sixteenths), so its bar lines do "
+            "not match the file's")
+
+
+def upload_warnings(pm: pretty_midi.PrettyMIDI, choices: Mapping[str, song.Choice], names: Sequence[str],
+                    bars: int, start_bar: int, window_bars: int, name: str) -> list[str]:
+    """What the user should know about a file that loaded: each a sentence naming the file. The instrument of
+    each lane is chosen by its notes (:func:`schmubert.song.midi_roles`), as for a song."""
     out = []
     for role in names:
-        if not roles[role]:
-            out.append(f"{name}: no {role} instrument ({ROLE_RULES[role]}); the {role} lane starts empty")
-        elif len(roles[role]) > 1:
-            out.append(f"{name}: {len(roles[role])} {role} instruments; the first one is used")
+        if choices[role].index is None:
+            out.append(f"{name}: no {role} instrument ({choices[role].reason}); the {role} lane starts empty")
+    roles = role_instruments(pm)
     other = [k for k in roles if roles[k] and k not in names]
     if other:
         out.append(f"{name}: the model has no {' or '.join(other)} track; those instruments are left out")
-    odd = sorted({f"{ts.numerator}/{ts.denominator}" for ts in pm.time_signature_changes
-                  if (ts.numerator, ts.denominator) != (4, 4)})
-    if odd:
-        out.append(f"{name}: in {', '.join(odd)} time; the editor's bars are 4/4 (16 sixteenths), so its bar "
-                   "lines do not match the file's")
-    melodic = [inst for role in names if role != "drums" for inst in roles[role][:1]]
+    if (meter := meter_warning(pm, name)) is not None:
+        out.append(meter)
+    melodic = [pm.instruments[c.index] for role, c in choices.items() if role != "drums" and c.index is not None]
     outside = sum(1 for inst in melodic for n in inst.notes if not MIN_PITCH <= n.pitch <= MAX_PITCH)
     if outside:
         out.append(f"{name}: {outside} notes outside MIDI pitch {MIN_PITCH}-{MAX_PITCH} were dropped")
@@ -300,31 +308,31 @@ def transpose(tokens: np.ndarray, regions: Sequence[Region], semitones: int, tra
 class SongView:
     """The uploaded song behind a panel: what the lanes show of it and how edits are spliced back."""
 
-    song: Any  # schmubert.song.Song
+    song: song.Song
     assignment: dict[str, int | None]
-    run: Any  # schmubert.song.Run
+    run: song.Run
     window: tuple[int, int]  # song bars shown
     original: np.ndarray  # (L, K) the lanes as loaded
+    choices: dict[str, song.Choice] = field(default_factory=dict)  # how each lane's instrument was chosen
+    notes: list[str] = field(default_factory=list)  # how its bars were read, which can be edited
 
     def json(self, song_id: str) -> dict[str, Any]:
-        from schmubert import song as songs
-
-        return {"id": song_id, "instruments": songs.instruments(self.song), "assignment": self.assignment,
-                "tracks": songs.describe_tracks(self.song, self.assignment), "window": list(self.window),
-                "background": self.background()}
+        return {"id": song_id, "instruments": song.instruments(self.song), "assignment": self.assignment,
+                "tracks": song.describe_tracks(self.song, self.assignment), "window": list(self.window),
+                "choices": {role: {**c.json(), "text": line} for (role, c), line in
+                            zip(self.choices.items(), song.describe_choices(self.song, self.choices), strict=True)},
+                "notes": self.notes, "background": self.background()}
 
     def background(self) -> list[list[int]]:
         """Notes ``[start, end, pitch]`` (steps of the window) of the song's other melodic instruments, drawn grey
         under the lanes."""
-        from schmubert import song as songs
-
         lo = self.window[0]
         out = []
         chosen = {i for i in self.assignment.values() if i is not None}
         for i, n in enumerate(self.song.notes_ticks):
             if i in chosen or self.song.score.tracks[i].is_drum or not len(n):
                 continue
-            steps = songs.tick_to_step(self.song, self.run, n[:, :2]) - (lo - self.run.first) * STEPS_PER_BAR
+            steps = song.tick_to_step(self.song, self.run, n[:, :2]) - (lo - self.run.first) * STEPS_PER_BAR
             keep = (steps[:, 1] > 0) & (steps[:, 0] < len(self.original))
             out += np.concatenate([steps[keep], n[keep, 2:3]], axis=1).tolist()
         return out
@@ -337,28 +345,37 @@ class SongView:
 
     def export(self, tokens: np.ndarray, tracks: Sequence[Track]) -> bytes:
         """The whole song with the edited bars of each track spliced in, as MIDI bytes."""
-        from schmubert import song as songs
+        score = song.splice(self.song, self.assignment, tracks, self.run, self.window[0], tokens,
+                            self.edited(tokens))
+        return song.song_bytes(score)
 
-        score = songs.splice(self.song, self.assignment, tracks, self.run, self.window[0], tokens,
-                             self.edited(tokens))
-        return songs.song_bytes(score)
+    def unchanged(self, x: np.ndarray, take: np.ndarray, known: np.ndarray, tracks: Sequence[Track],
+                  copy_prior: bool) -> song.Unchanged | None:
+        """Why a take over the lanes came back as they were where it was drawn (:func:`song.unchanged_take`)."""
+        return song.unchanged_take(x, take, ~known, tracks, copy_prior, self.song, self.assignment, self.run,
+                                   self.window[0])
 
 
 def read_song_view(data: bytes, name: str, model: LoadedModel, start_bar: int,
-                   choices: Mapping[str, str | None]) -> SongView:
-    """The song behind an upload, its lanes from ``start_bar`` (the model's window, or the song's 4/4 bars);
-    :class:`PieceError` when the song cannot be edited in place (the reason is the message)."""
-    from schmubert import song as songs
-
+                   choices: Mapping[str, str | None], time_signature: str | None = None) -> SongView:
+    """The song behind an upload, its lanes from ``start_bar`` (the model's window; a bar that cannot be edited,
+    such as a pickup bar 0, moves it to the next one that can), the instruments chosen by their notes unless
+    ``choices`` names them, its bars read in ``time_signature`` if given; :class:`PieceError` when the song
+    cannot be edited in place (the reason is the message)."""
     try:
-        s = songs.read_song(data, name)
-        assignment = songs.choose_tracks(s, model.tracks, choices)
-        run = s.run_of(start_bar)
+        s = song.read_song(data, name, time_signature)
+        chosen = song.choose_roles(s, model.tracks, choices)
+        assignment = {role: c.index for role, c in chosen.items()}
+        run = s.run_of(start_bar) or next((r for r in s.runs if r.first > start_bar), None)
         if run is None:
             raise ValueError(f"{name}: bar {start_bar} is not a 4/4 bar (4/4 bars: "
                              f"{', '.join(f'{r.first}:{r.end}' for r in s.runs)})")
-        window = (start_bar, start_bar + model.steps // STEPS_PER_BAR)
-        original = songs.grid_tokens(s, assignment, model.tracks, run, window)
+        start = max(start_bar, run.first)
+        window = (start, start + model.steps // STEPS_PER_BAR)
+        original = song.grid_tokens(s, assignment, model.tracks, run, window)
     except ValueError as err:
         raise PieceError(str(err)) from None
-    return SongView(s, assignment, run, window, original)
+    notes = [n for n in (s.meter_note, song.editable_note(s)) if n]
+    if start != start_bar:
+        notes.append(f"{name}: bar {start_bar} cannot be edited; the lanes start at bar {start}")
+    return SongView(s, assignment, run, window, original, chosen, notes)

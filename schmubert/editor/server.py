@@ -99,6 +99,8 @@ class SampleIn(MaskIn):
     mean_pitch: dict[str, float] = Field({}, description="models with attributes: register, the mean MIDI pitch "
                                                          "asked per melodic track over the selection, e.g. "
                                                          "{'bass': 40}")
+    song: str | None = Field(None, description="the song id /api/load returned, when the lanes show a song: a "
+                                               "take that changes nothing names its instruments")
 
 
 class EditIn(MaskIn):
@@ -150,6 +152,7 @@ def model_info(model: LoadedModel, validation_set: bool) -> dict[str, Any]:
 def job_json(sampler: Sampler, job: Job) -> dict[str, Any]:
     out: dict[str, Any] = {"job": job.id, "state": job.state, "progress": round(job.progress, 4),
                            "position": sampler.position(job), "seed": job.seed, "error": job.error,
+                           "warning": job.warning,
                            "seconds": None if job.seconds is None else round(job.seconds, 3)}
     if job.state == "done" and job.result is not None:
         out["piece"] = pieces.piece_json(job.result, sampler.model.tracks)
@@ -226,7 +229,9 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
                    start_bar: int = Query(0, ge=0),
                    melody_track: str | None = Query(None, max_length=200, description="index, name or none"),
                    bass_track: str | None = Query(None, max_length=200),
-                   drum_track: str | None = Query(None, max_length=200)) -> Any:
+                   drum_track: str | None = Query(None, max_length=200),
+                   time_signature: Literal["4/4", "2/2"] | None = Query(
+                       None, description="read the song's bars in this meter from its first downbeat")) -> Any:
         data = await request.body()
         if len(data) > max_upload_bytes:
             return error(413, f"{name}: larger than {max_upload_bytes / 2**20:.1f} MiB")
@@ -236,9 +241,10 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
                "bars_in_file": up.bars_in_file, "qpm": up.qpm, "song": None}
         choices = {"melody": melody_track, "bass": bass_track, "drums": drum_track}
         try:
-            view = await run_in_threadpool(pieces.read_song_view, data, display, model, start_bar, choices)
+            view = await run_in_threadpool(pieces.read_song_view, data, display, model, start_bar, choices,
+                                           time_signature)
         except PieceError as err:
-            if any(choices.values()):
+            if any(choices.values()) or time_signature:
                 raise
             out["warnings"].append(f"{err}; the download holds the model's tracks only")
             return out
@@ -248,6 +254,7 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
             songs.popitem(last=False)
         out["piece"] = pieces.piece_json(view.original, tracks)
         out["song"] = view.json(song_id)
+        out["warnings"] = [w for w in up.warnings if w != up.meter_warning] + view.notes  # its bars are read
         return out
 
     @app.get("/api/empty", summary="An empty piece of the model's window")
@@ -279,7 +286,7 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
                           key=body.key, cfg_scale=body.cfg_scale, repair=body.repair, density=body.density,
                           register=body.mean_pitch)
         try:
-            job = sampler.submit(x, known, options)
+            job = sampler.submit(x, known, options, songs.get(body.song) if body.song else None)
         except Busy as err:
             return error(429, str(err))
         except ValueError as err:

@@ -208,6 +208,22 @@ def test_download_keeps_the_whole_song_and_the_track_pickers(browser, running, c
                                      == 5)
 
 
+def test_the_page_says_why_each_lane_was_chosen_and_when_a_take_changes_nothing(browser, running, crowded_song,
+                                                                              monkeypatch):
+    open_page(browser, running.url)
+    upload(browser, crowded_song)
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script("return editor.panels[0].name") == crowded_song.name)
+    said = messages(browser)
+    assert any("melody = #5 'Lead' (GM 81" in m and "monophonic" in m for m in said)
+    assert any("runners-up: #0 'Synth Bass'" in m for m in said) and not any("first one is used" in m for m in said)
+    monkeypatch.setattr(running.server.config.app.state.sampler, "run", lambda job: job.x.copy())
+    browser.execute_script("editor.panels[0].setSelection([{track: 'melody', start: 256, end: 320}])")
+    browser.find_element(By.ID, "diffuse").click()
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "status").text.startswith("done"))
+    warned = [m for m in browser.find_elements(By.CSS_SELECTOR, "#messages .message.warning")]
+    assert any("bars 16:20 came back unchanged" in m.text for m in warned)
+
+
 def test_conditions_toolbar_sends_key_guidance_and_targets(browser, conditional_model, trio_file):
     """A model with attributes shows the Conditions toolbar; what the user sets there reaches the sampler."""
     srv = start_background(conditional_model)

@@ -134,3 +134,35 @@ def test_shift_moves_content_and_leaves_silence_behind():
     assert notes_of(y) == [(0, 4, 60), (32, 34, 62), (34, 38, 63), (64, 68, 65)]
     z = pieces.shift(x, [Region(0, 0, 16)], -8, TRIO)  # partly off the start: that part is dropped
     assert notes_of(z)[0] == (16, 18, 62)
+
+
+# --- songs: instruments chosen by their notes, bars read from them -------------------------------------------------
+
+
+def test_lanes_and_song_pickers_take_the_instruments_that_play(crowded_song, trio_model):
+    """The first instrument of each GM range plays only at the start; the lanes, the song view and its pickers
+    take the real lead, bass and kit, say why, and no longer warn that the first one is used."""
+    data = crowded_song.read_bytes()
+    up = pieces.read_upload(data, crowded_song.name, trio_model)
+    assert not any("first one is used" in w for w in up.warnings)
+    view = pieces.read_song_view(data, crowded_song.name, trio_model, 0, {})
+    assert view.assignment == {"melody": 5, "bass": 3, "drums": 4}
+    assert np.array_equal(up.tokens[:24 * BAR], view.original[:24 * BAR])  # the same instruments either way
+    choices = view.json("s1")["choices"]
+    assert choices["melody"]["text"].startswith("melody = #5 'Lead' (GM 81") and not choices["melody"]["asked"]
+    assert [r["index"] for r in choices["bass"]["runners_up"]] == [0] and "monophonic" in choices["bass"]["reason"]
+    asked = pieces.read_song_view(data, crowded_song.name, trio_model, 0, {"bass": "0"}).json("s2")["choices"]
+    assert asked["bass"]["asked"] and asked["bass"]["text"].endswith("(as asked)")
+
+
+def test_a_pop909_song_is_read_in_4_4_from_its_notes(corpus, trio_model):
+    path = corpus / "pop909" / "003.mid"  # 2/4 throughout, its first downbeat 2 beats in
+    view = pieces.read_song_view(path.read_bytes(), path.name, trio_model, 0, {})
+    assert view.window == (1, 65) and view.assignment["melody"] == 0
+    assert any("2/4 throughout" in n and "read in 4/4 from its notes" in n for n in view.notes)
+    assert any("bar 0 cannot be edited; the lanes start at bar 1" in n for n in view.notes)
+    forced = pieces.read_song_view((corpus / "pop909" / "034.mid").read_bytes(), "034.mid", trio_model, 4, {},
+                                   "4/4")  # notes in 3: read in 4/4 only when asked
+    assert any("read in 4/4 as asked" in n for n in forced.notes)
+    with pytest.raises(PieceError, match="notes move in 3 beats"):
+        pieces.read_song_view((corpus / "pop909" / "034.mid").read_bytes(), "034.mid", trio_model, 4, {})

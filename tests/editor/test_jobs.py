@@ -176,3 +176,27 @@ def test_a_model_without_attributes_refuses_them(trio_model, piece):
 def test_only_an_asked_key_reaches_the_sample_config():
     assert Options(key="D:minor").config(1).key == "D:minor"
     assert Options(key="piece").config(1).key == Options(key="any").config(1).key == "auto"
+
+
+def test_a_take_that_changes_nothing_says_why_and_what_to_do(trio_model, crowded_song, monkeypatch):
+    """The first instrument of each range, chosen in the pickers, is silent in bars 16-20; a take that draws
+    nothing there says so and names the instruments that play there; one that draws notes says nothing."""
+    from schmubert.editor.pieces import read_song_view
+
+    view = read_song_view(crowded_song.read_bytes(), crowded_song.name, trio_model, 0,
+                          {"melody": "2", "bass": "0", "drums": "1"})
+    known = known_mask((1, 1024, 3), [Region(k, 16 * BAR, 20 * BAR) for k in range(3)])[0].numpy()
+    sampler = Sampler(trio_model)
+    try:
+        monkeypatch.setattr(sampler, "run", lambda job: job.x.copy())  # a take that draws nothing
+        job = wait(sampler.submit(view.original, known, Options(steps=4, seed=1), view))
+        assert job.state == "done" and job.warning.startswith(
+            "bars 16:20 came back unchanged: the melody, bass and drums are silent there in crowded.mid")
+        assert "#5 'Lead' in the melody picker (14 notes there)" in job.warning
+        without = wait(sampler.submit(view.original, known, Options(steps=4, seed=1)))
+        assert "no other instrument plays there" in without.warning
+        monkeypatch.undo()
+        drawn = wait(sampler.submit(view.original, known, Options(steps=4, seed=1), view))
+        assert drawn.state == "done" and drawn.warning is None
+    finally:
+        sampler.close()

@@ -252,6 +252,26 @@ def test_song_choices_and_files_that_cannot_be_spliced(client, corpus):
     assert r.status_code == 400 and "open the file again" in r.json()["error"]
 
 
+def test_a_pop909_song_loads_as_a_song_and_a_take_that_changes_nothing_warns(client, running, corpus,
+                                                                            monkeypatch):
+    r = load(client, corpus / "pop909" / "022.mid")  # a 1/4 signature: read in 4/4 from its notes
+    assert r.status_code == 200, r.text
+    out = r.json()
+    song = out["song"]
+    assert song is not None and song["choices"]["melody"]["index"] == 0 and song["assignment"]["bass"] is None
+    assert any("1/4 makes bars of one beat" in w for w in out["warnings"])
+    assert not any("bar lines do not match" in w for w in out["warnings"])  # its bars are read, not the file's
+    sampler = running.server.config.app.state.sampler
+    monkeypatch.setattr(sampler, "run", lambda job: job.x.copy())  # the take is the input
+    state = run_job(client, {"tokens": out["piece"]["tokens"], "steps": 4, "seed": 1, "song": song["id"],
+                             "regions": [{"track": "melody", "start": 8 * BAR, "end": 12 * BAR}]})
+    assert state["state"] == "done" and state["warning"].endswith("Regenerate draws another take")
+    assert "came back unchanged: the model drew the same notes again" in state["warning"]
+    r = load(client, corpus / "pop909" / "034.mid", time_signature="4/4")  # notes in 3, read in 4/4 as asked
+    assert r.status_code == 200 and r.json()["song"] is not None
+    assert load(client, corpus / "pop909" / "034.mid", time_signature="3/4").status_code == 400
+
+
 def test_conditions_through_the_api(conditional_model, trio_file):
     srv = start_background(conditional_model)
     try:

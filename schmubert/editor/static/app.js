@@ -194,7 +194,9 @@ class Editor {
       panel.background = out.song ? out.song.background : [];
       panel.setPiece(out.piece, out.name);
       this.showSongTracks();
-      if (out.song) this.message(`${out.name}: the model's tracks are ${out.song.tracks}`, "info");
+      if (out.song) {
+        for (const choice of Object.values(out.song.choices || {})) this.message(`${out.name}: ${choice.text}`, "info");
+      }
       if (out.qpm) $("qpm").value = Math.round(out.qpm);
       for (const w of out.warnings) this.message(w, "warning");
       this.message(`${out.name}: loaded (${out.bars_in_file} bars) into panel ${panel.title}`, "info");
@@ -246,6 +248,7 @@ class Editor {
       temperature: parseFloat($("temperature").value) || 1.0,
       top_p: parseFloat($("top-p").value) || 1.0,
       note_density: $("density-on").checked ? parseFloat($("density").value) : null,
+      song: p.song ? p.song.id : null,
     };
     if (this.info.attributes) Object.assign(body, this.conditions(regions));
     const started = await this.guard(() => api("/api/sample", body));
@@ -308,6 +311,7 @@ class Editor {
       this.runs += 1;
       $("progress").value = 1;
       $("status").textContent = `done: ${(this.lastLatencyMs / 1000).toFixed(2)} s (sampling ${state.seconds.toFixed(2)} s, seed ${state.seed})`;
+      if (state.warning) this.message(state.warning, "warning");
     } else if (state.state === "cancelled") {
       $("status").textContent = "cancelled; nothing changed";
       $("progress").value = 0;
