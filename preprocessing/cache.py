@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ class CachedFile:
     keys: list[str]  # hex digests
     batch: int
     offset: int  # first row in the batch array
+    voices: dict[str, list[int]] = field(default_factory=dict)  # instrument -> [notes, overflow]
 
 
 class WorkCache:
@@ -54,7 +55,7 @@ class WorkCache:
         self.arrays[batch] = np.load(self.folder / f"batch-{batch:05d}.npy", mmap_mode="r")
         for e in entries:
             self.files[e["sha256"]] = CachedFile(e["sha256"], e["name"], e["reason"], e["detail"], e["rows"],
-                                                 e["keys"], batch, e["offset"])
+                                                 e["keys"], batch, e["offset"], e.get("voices", {}))
 
     def add_batch(self, results: list[FileResult]) -> None:
         batch = self.next_batch
@@ -67,7 +68,7 @@ class WorkCache:
         for r in results:
             entries.append({"sha256": r.sha256, "name": r.name, "reason": r.reason, "detail": r.detail,
                             "rows": [list(map(int, row)) for row in r.rows],
-                            "keys": [k.hex() for k in r.keys],
+                            "keys": [k.hex() for k in r.keys], "voices": r.voices,
                             "offset": offset})
             offset += len(r.windows)
         atomic_write_bytes(self.folder / f"batch-{batch:05d}.json", json.dumps(entries).encode())

@@ -9,9 +9,9 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from schmubert.config import arg, to_dict
+from schmubert.tokens import get_tracks
 
 
 def parse_programs(text: str) -> frozenset[int]:
@@ -34,8 +34,10 @@ def parse_programs(text: str) -> frozenset[int]:
 
 @dataclass
 class PreprocessConfig:
-    tracks: Literal["trio", "melody"] = arg("trio", "trio: every (melody, bass, drums) combination of "
-                                            "instruments; melody: every melody instrument alone")
+    tracks: str = arg("trio", "trio: every (melody, bass, drums) combination of instruments; melody: every "
+                              "melody instrument alone; pop909 (melody, bridge:4, piano:6), band, or a spec such as "
+                              "'melody,bass,drums,piano:6': instruments by name, else by General MIDI family, "
+                              "polyphonic ones as stacked voices (schmubert.polyphony), windows every --hop-bars")
     input: Path = arg(Path("."), "a folder searched recursively for .mid/.midi, or a .tar.gz (e.g. the Lakh "
                                  "lmd_full.tar.gz) read as a stream without unpacking")
     output: Path = arg(Path("data/processed"), "output folder: train.npy, valid.npy (uint16, (N, steps, K)) "
@@ -74,6 +76,7 @@ class PreprocessConfig:
             "workers": self.workers >= 0, "batch_files": self.batch_files >= 1,
             "limit": self.limit is None or self.limit >= 0,
         }
+        get_tracks(self.tracks)  # an unknown set or a malformed spec is an error naming it
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid preprocessing option(s) {bad}: {self.extraction_options()}")

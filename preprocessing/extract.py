@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from preprocessing.config import PreprocessConfig
-from preprocessing.segments import Part, Segment, SkipFile, read_score, split_segments
+from preprocessing.segments import UNREADABLE_REASON, Part, Segment, SkipFile, read_score, split_segments
 from preprocessing.windows import encode_window, melody_spans, trio_spans, window_starts
-from schmubert.tokens import STEPS_PER_BAR, get_tracks
+from schmubert.polyphony import encode_parts, read_parts
+from schmubert.tokens import STEPS_PER_BAR, get_tracks, instruments, is_legacy
 
 ROLES = ("melody", "bass", "drums")
 
@@ -28,6 +29,7 @@ class FileResult:
     keys: list[bytes] = field(default_factory=list)
     reason: str | None = None  # why the file yields nothing (None when it yields windows)
     detail: str = ""
+    voices: dict[str, list[int]] = field(default_factory=dict)  # instrument -> [notes, overflow] (voice sets)
 
 
 def _role(part: Part, cfg: PreprocessConfig) -> str | None:
@@ -69,6 +71,9 @@ def extract(data: bytes, cfg: PreprocessConfig,
     Raises :class:`SkipFile` with the reason when the file yields none.
     """
     tracks = get_tracks(cfg.tracks)
+    if not is_legacy(tracks):
+        windows, rows, _ = extract_instruments(data, cfg, name)
+        return windows, rows
     roles = tuple(t.name for t in tracks)
     trailing = cfg.activity_bars if cfg.tracks == "trio" else 0
     segments, other_meter = split_segments(read_score(data, name), cfg.split_on_tempo,
@@ -91,17 +96,58 @@ def extract(data: bytes, cfg: PreprocessConfig,
     return windows, rows
 
 
+def extract_instruments(data: bytes, cfg: PreprocessConfig,
+                        name: str = "<bytes>") -> tuple[list[np.ndarray], list[tuple], dict[str, list[int]]]:
+    """The windows of a file in a track set with polyphonic or named instruments (``schmubert.polyphony``).
+
+    The whole file is one grid on 16 steps per bar from its first tick (time signatures and tempo are not
+    read: POP909's signatures are unreliable and its songs are 4/4); windows start every ``hop_bars`` bars and
+    must hold notes of every instrument. Also returns per instrument ``[notes, overflow]``.
+    """
+    try:
+        parts, length = read_parts(data)
+    except ValueError as err:
+        raise SkipFile(UNREADABLE_REASON, f"{name}: {err}") from err
+    if not parts:
+        raise SkipFile("no notes")
+    bars = -(-length // STEPS_PER_BAR)
+    if bars > cfg.max_file_bars:
+        raise SkipFile("too long", f"{bars} bars (--max-file-bars {cfg.max_file_bars})")
+    if bars < cfg.bars:
+        raise SkipFile("too short", f"{bars} bars")
+    enc = encode_parts(parts, cfg.tracks, bars * STEPS_PER_BAR)
+    slots = instruments(cfg.tracks)
+    missing = [n for n, _ in slots if not enc.parts[n]]
+    if missing:
+        raise SkipFile(f"no {missing[0]} instrument", f"{name}: no instrument for {', '.join(missing)}")
+    steps = cfg.bars * STEPS_PER_BAR
+    first_part = [enc.parts[n][0] for n, ks in slots for _ in ks]
+    windows, rows = [], []
+    for start in range(0, bars - cfg.bars + 1, cfg.hop_bars):
+        grid = enc.tokens[start * STEPS_PER_BAR:start * STEPS_PER_BAR + steps]
+        if all((grid[:, ks] > 1).any() for _, ks in slots):
+            windows.append(grid)
+            rows.append((0, start, *first_part))
+    if not windows:
+        raise SkipFile("no all-active window", f"no {cfg.bars} bars in which every instrument plays")
+    return windows, rows, {n: [enc.notes[n], enc.overflow[n]] for n, _ in slots}
+
+
 def process_file(name: str, data: bytes, cfg: PreprocessConfig, sha256: str | None = None) -> FileResult:
     """Never raises for a bad file: the reason lands in ``FileResult.reason``."""
     sha256 = sha256 or hashlib.sha256(data).hexdigest()
     steps, k = cfg.bars * STEPS_PER_BAR, len(get_tracks(cfg.tracks))
     empty = np.zeros((0, steps, k), dtype=np.uint16)
+    voices: dict[str, list[int]] = {}
     try:
-        windows, rows = extract(data, cfg, name)
+        if is_legacy(cfg.tracks):
+            windows, rows = extract(data, cfg, name)
+        else:
+            windows, rows, voices = extract_instruments(data, cfg, name)
     except SkipFile as skip:
         return FileResult(name, sha256, empty, reason=skip.reason, detail=str(skip))
     except Exception as err:  # a parser or numpy surprise on one file must not stop a batch run
         return FileResult(name, sha256, empty, reason="error", detail=f"{name}: {type(err).__name__}: {err}")
     grid = np.stack(windows).astype(np.uint16)
     keys = [hashlib.blake2b(w.tobytes(), digest_size=16).digest() for w in grid]
-    return FileResult(name, sha256, grid, rows, keys)
+    return FileResult(name, sha256, grid, rows, keys, voices=voices)

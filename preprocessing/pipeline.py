@@ -173,6 +173,18 @@ def _publish(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def voice_report(used: list[CachedFile]) -> dict[str, dict]:
+    """Per instrument of a voice set: its notes in the used files, those dropped for want of a free voice
+    (``schmubert.polyphony``), and the share kept. Empty for the trio and melody."""
+    totals: dict[str, list[int]] = {}
+    for f in used:
+        for name, (notes, overflow) in f.voices.items():
+            t = totals.setdefault(name, [0, 0])
+            t[0], t[1] = t[0] + notes, t[1] + overflow
+    return {name: {"notes": n, "overflow": o, "kept": round(1 - o / n, 5) if n else 1.0}
+            for name, (n, o) in totals.items()}
+
+
 def run(cfg: PreprocessConfig) -> dict:
     """Preprocess ``cfg.input`` into ``cfg.output``; returns the meta dict that was written."""
     out = cfg.output
@@ -207,6 +219,7 @@ def run(cfg: PreprocessConfig) -> dict:
             "windows_found": sum(len(f.rows) for f in used), "duplicates_removed": removed,
             "train": len(keep["train"]), "valid": len(keep["valid"]),
             "skipped": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+            "voices": voice_report(used),
         },
         "skip_details": {f.name: f.detail for f in files if not f.rows and f.detail}
         if len(files) <= 10_000 else {},

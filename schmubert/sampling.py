@@ -29,7 +29,7 @@ from schmubert.attributes import KINDS, Attributes, misses
 from schmubert.config import arg
 from schmubert.diffusion import AbsorbingDiffusion, RevealSchedule, masked_fraction
 from schmubert.precision import SamplePrecision, sampling_precision
-from schmubert.tokens import STEPS_PER_BAR, Track
+from schmubert.tokens import MELODIC_CLASSES, NO_EVENT, NOTE_OFF, STEPS_PER_BAR, Track, instruments
 
 #: Reverse steps used when none are given: the fewest whose figures were within noise of 1024-step sampling on
 #: ``experiments/bench_quality_steps.py`` with ``pretrained:trio`` (unconditional: statistics overlap from S=32 on,
@@ -391,8 +391,9 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
         attributes = attributes.expand(x.shape[0]).to(device)
     mask_value = diffusion.mask_value(device)  # [K]
     known = known & (x != mask_value)  # a mask id is never "known": it is filled like the rest
+    voices = [ks for _, ks in instruments(tracks) if len(ks) > 1] if tracks is not None else []
     run = functools.partial(reverse, denoiser, diffusion, generator=generator, opts=opts, guidance=guidance,
-                            progress=progress)
+                            progress=progress, voices=voices)
     counts = {"calls": 0, "remasked": 0, "repaired": 0}
     x_t = run(torch.where(known, x, mask_value), known, steps, attributes, counts)
     held = None if attributes is None else attributes.without(set(KINDS) - set(opts.repaired_kinds()))
@@ -414,9 +415,11 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
 
 def reverse(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x_t: torch.Tensor, known: torch.Tensor,
             steps: int, attributes: Attributes | None, counts: dict, *, generator: torch.Generator | None,
-            opts: SamplerOptions, guidance: Guidance | None, progress: bool) -> torch.Tensor:
+            opts: SamplerOptions, guidance: Guidance | None, progress: bool,
+            voices: Sequence[Sequence[int]] = ()) -> torch.Tensor:
     """The reverse process from ``x_t [B, L, K]`` (masks exactly where ``~known``) to a piece without masks;
-    adds its denoiser calls and re-masked elements to ``counts``."""
+    adds its denoiser calls and re-masked elements to ``counts``. ``voices``: the columns of each polyphonic
+    instrument, whose voices never start a pitch another of its voices sounds (:func:`exclusive_pitches`)."""
     # guidance needs a guided kind told: otherwise the two halves would be the same pass
     uncond = attributes.without(opts.guided_kinds()) if attributes is not None else None
     cfg_scale = 0.0 if attributes is None or attributes.equals(uncond) else opts.guidance_scale()
@@ -434,6 +437,8 @@ def reverse(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x_t: torch
             counts["calls"] += 1
         reveal, rows = choose_reveal(logits, x_t, masked, step, opts, guidance, generator, distance)
         remask = choose_remask(~known & ~masked, step, opts, drawn_p, generator)
+        if voices:
+            rows = exclusive_pitches(rows, x_t, voices)
         x_t = reveal_draws(x_t, reveal, rows, len(logits), opts.top_p, generator, drawn_p)
         x_t = torch.where(remask, mask_value, x_t)
         masked = (masked & ~reveal) | remask
@@ -469,6 +474,43 @@ def positional_reveal(masked: torch.Tensor, step: Step, order: str, distance: to
     if order == "outside-in":
         return outside_in_reveal(masked, distance, step, generator)
     return random_reveal(masked, step.reveal, generator)
+
+
+def sounding(column: torch.Tensor) -> torch.Tensor:
+    """The class of the pitch sounding at each step of melodic token rows ``[B, L]`` -> ``[B, L]`` (0: none).
+
+    A note sounds from its note-on through the holds after it; a note-off, a mask or another note-on ends it.
+    """
+    event = column != NO_EVENT
+    index = torch.where(event, torch.arange(column.shape[-1], device=column.device), -1).cummax(dim=-1).values
+    last = column.gather(-1, index.clamp(min=0))
+    return torch.where((index >= 0) & (last > NOTE_OFF) & (last < MELODIC_CLASSES), last, 0)
+
+
+def exclusive_pitches(rows: RowProbs, x_t: torch.Tensor, voices: Sequence[Sequence[int]]) -> RowProbs:
+    """``rows`` with the pitches that another voice of the same instrument sounds at a step taken out of a
+    voice's draw there (renormalized; a row left with nothing keeps its probabilities).
+
+    Voices drawn in the same step are not seen by each other here; the MIDI decoder ends a pitch re-struck by
+    another voice, so a written instrument never sounds one pitch twice either way.
+    """
+    playing = {k: sounding(x_t[..., k]) for ks in voices for k in ks}  # [B, L] each
+    group = {k: ks for ks in voices for k in ks}
+
+    def filtered(k: int, where: torch.Tensor) -> torch.Tensor:
+        p = rows(k, where)
+        if k not in group:
+            return p
+        taken = torch.zeros_like(p, dtype=torch.bool)
+        for other in group[k]:
+            if other != k:
+                taken.scatter_(-1, playing[other][where].unsqueeze(-1), True)
+        taken[:, NO_EVENT] = False  # class 0 marks "nothing sounds", never a taken pitch
+        kept = p.masked_fill(taken, 0.0)
+        total = kept.sum(-1, keepdim=True)
+        return torch.where(total > 0, kept / total.clamp(min=1e-30), p)
+
+    return filtered
 
 
 def reveal_draws(x_t: torch.Tensor, reveal: torch.Tensor, rows: RowProbs, num_tracks: int, top_p: float,

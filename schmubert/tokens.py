@@ -564,6 +564,18 @@ def tokens_to_notes(tokens: np.ndarray, tracks: str | Sequence[str] | None = Non
     return out
 
 
+def _one_pitch_at_a_time(notes: list[pretty_midi.Note]) -> list[pretty_midi.Note]:
+    """An instrument's notes sorted by onset then pitch descending, each ending at the latest where the same
+    pitch starts again (one channel sounds a pitch once)."""
+    notes = sorted(notes, key=lambda n: (n.start, -n.pitch))
+    next_start: dict[int, float] = {}
+    for n in reversed(notes):
+        if n.pitch in next_start:
+            n.end = min(n.end, next_start[n.pitch])
+        next_start[n.pitch] = n.start
+    return [n for n in notes if n.end > n.start]
+
+
 def tokens_to_midi(tokens: np.ndarray, tracks: str | Sequence[str] | None = None,
                    qpm: float = DECODE_QPM, programs: dict[str, int] | None = None,
                    velocity: np.ndarray | None = None) -> pretty_midi.PrettyMIDI:
@@ -587,7 +599,7 @@ def tokens_to_midi(tokens: np.ndarray, tracks: str | Sequence[str] | None = None
                     else bin_to_velocity(np.asarray(velocity)[columns[k][:, 0], k]))
             inst.notes += [pretty_midi.Note(int(v), pitch, start * seconds_per_step, end * seconds_per_step)
                            for (start, end, pitch), v in zip(columns[k].tolist(), vels.tolist(), strict=True)]
-        if len(ks) > 1:  # the voices' notes in time order
-            inst.notes.sort(key=lambda n: (n.start, -n.pitch))
+        if len(ks) > 1:  # the voices' notes in time order; a pitch re-struck by another voice ends the first
+            inst.notes = _one_pitch_at_a_time(inst.notes)
         pm.instruments.append(inst)
     return pm

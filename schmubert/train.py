@@ -44,7 +44,8 @@ class TrainConfig:
     recipe: str = arg("", "a named recipe (schmubert.recipes) whose options become the defaults: "
                       + ", ".join(recipe_names()))
     arch: str = arg("conv", "backbone architecture", choices=architectures())
-    tracks: Literal["trio", "melody"] = arg("trio", "track set: trio (melody, bass, drums) or melody")
+    tracks: str = arg("trio", "track set: trio (melody, bass, drums), melody, pop909 (melody, bridge:4, piano:6), "
+                              "band, or a spec such as 'melody,bass,drums,piano:6' (schmubert.tokens)")
     preset: str = arg("paper", "backbone size preset: " + ", ".join(PRESETS) + " for every architecture, "
                       "or one of an architecture's own (an unknown name lists them)")
     set: list[str] = arg([], "backbone config override FIELD=VALUE (repeatable, e.g. --set depth=4); with "

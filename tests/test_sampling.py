@@ -18,7 +18,7 @@ from schmubert.sampling import (
     top_p_filter,
     window_starts,
 )
-from schmubert.tokens import TRACK_SETS, mask_ids
+from schmubert.tokens import TRACK_SETS, mask_ids, tokens_to_midi
 
 TRIO = TRACK_SETS["trio"]
 
@@ -697,3 +697,40 @@ def test_repair_holds_only_the_repaired_kinds():
         sample(den, diff, x, known, 8, attributes=attrs, repair=1, repair_kinds="tempo", tracks=TRIO)
     assert SamplerOptions(repair_kinds="none").repaired_kinds() == ()
     assert SamplerOptions().repaired_kinds() == A.KINDS
+
+
+# --- polyphonic instruments --------------------------------------------------------------------------------
+
+
+def test_sounding_follows_holds_until_an_event():
+    from schmubert.sampling import sounding
+
+    c = 60 - 19
+    row = torch.tensor([[0, c, 0, 0, 1, 0, c + 2, 90, 0]])  # 90 = mask: ends the note, sounds nothing
+    assert sounding(row).tolist() == [[0, c, c, c, 0, 0, c + 2, 0, 0]]
+
+
+def test_a_voice_is_never_offered_a_pitch_another_voice_sounds():
+    from schmubert.backbones import build
+    from schmubert.sampling import exclusive_pitches
+
+    tracks = "melody,piano:3"
+    x_t = torch.full((1, 4, 4), 90)
+    x_t[0, 0, 1] = 60 - 19  # piano voice 0 strikes C4 at step 0 and holds it
+    x_t[0, 1:, 1] = 0
+    uniform = lambda k, where: torch.full((int(where.sum()), 90), 1 / 90)
+    rows = exclusive_pitches(uniform, x_t, [[1, 2, 3]])
+    everywhere = torch.ones(1, 4, dtype=torch.bool)
+    p = rows(2, everywhere)
+    assert (p[:, 60 - 19] == 0).all() and torch.allclose(p.sum(-1), torch.ones(4))
+    assert (rows(0, everywhere)[:, 60 - 19] > 0).all()  # the melody is another instrument
+    assert (rows(1, everywhere)[:, 60 - 19] > 0).all()  # the voice that sounds it may go on
+    # an untrained model's piece, written to MIDI, never sounds one pitch twice at once in the piano
+    model = build("conv", tracks, "tiny", seq_len=64).eval()
+    out = sample(model, AbsorbingDiffusion(mask_ids(tracks)), torch.zeros(2, 64, 4, dtype=torch.long),
+                 torch.zeros(2, 64, 4, dtype=torch.bool), 4, torch.Generator().manual_seed(0))
+    piano = tokens_to_midi(out[0].numpy(), tracks).instruments[1]
+    assert len(piano.notes) > 10
+    for pitch in {n.pitch for n in piano.notes}:
+        spans = sorted((n.start, n.end) for n in piano.notes if n.pitch == pitch)
+        assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:]))
