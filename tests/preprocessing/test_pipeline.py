@@ -57,6 +57,28 @@ def test_pop909_finds_melodies_and_no_trio(tmp_path):
     assert np.load(tmp_path / "t" / "train.npy").shape == (0, 1024, 3)
 
 
+def test_pop909_voice_set_windows_hold_its_chords(tmp_path):
+    src = tmp_path / "pop909"
+    src.mkdir()
+    for f in sorted((CORPUS / "pop909").glob("*.mid"))[:12]:
+        shutil.copy(f, src / f.name)
+    meta = run(cfg(tmp_path, src, tracks="pop909", valid_fraction=0.2))
+    train = load_split(tmp_path / "out", "train")
+    assert train.shape[1:] == (1024, 11) and meta["track_names"][:2] == ["melody", "bridge.0"]
+    voices = meta["counts"]["voices"]
+    assert set(voices) == {"melody", "bridge", "piano"}
+    assert all(v["notes"] > 1000 and v["kept"] >= 0.99 for v in voices.values())
+    assert sum(meta["counts"]["skipped"].values()) + meta["counts"]["files_used"] == 12
+    piano = train[..., 5:]
+    assert ((piano > 1) & (piano < 90)).sum(-1).max() >= 3  # chords: several piano voices start at one step
+    assert (train < 90).all()
+    # a window is the song's grid from its start bar on, as the codec reads the file
+    row = meta["sources"]["train"][0]
+    song = midi_to_tokens(src / meta["files"][row[0]]["name"], "pop909")
+    start = row[2] * 16
+    np.testing.assert_array_equal(train[0], song[start:start + 1024])
+
+
 def test_bad_inputs_are_all_accounted_for(tmp_path):
     meta = run(cfg(tmp_path, CORPUS / "bad-input"))
     c = meta["counts"]
