@@ -1,7 +1,8 @@
 """Rendering samples: piano-roll PNGs (matplotlib, Agg) and WAV audio (FluidSynth via pretty_midi), written
 atomically.
 
-Colours follow the original editor: melody red, bass blue, drums black (one row per drum class). The
+Colours follow the original editor: melody red, bass blue, drums black (one row per drum class); the voices
+of a polyphonic instrument share its colour (piano green, bridge orange, others from a palette). The
 regenerated region is shaded.
 """
 
@@ -24,7 +25,16 @@ from matplotlib.figure import Figure  # noqa: E402
 from schmubert.files import write_atomic  # noqa: E402
 from schmubert.tokens import DRUM_CLASS_NAMES, STEPS_PER_BAR, Track, tokens_to_notes  # noqa: E402
 
-TRACK_COLOURS = {"melody": "tab:red", "bass": "tab:blue", "drums": "black"}
+TRACK_COLOURS = {"melody": "tab:red", "bass": "tab:blue", "drums": "black", "piano": "tab:green",
+                 "bridge": "tab:orange"}
+#: Colours of other instruments, in the order they appear in a track set.
+OTHER_COLOURS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+
+
+def instrument_colours(tracks: Sequence[Track]) -> dict[str, str]:
+    """One colour per instrument of a set (the voices of a polyphonic one share it)."""
+    others = iter(OTHER_COLOURS * len(tracks))
+    return {t.instrument: TRACK_COLOURS.get(t.instrument) or next(others) for t in tracks}
 SAMPLE_RATE = 44100
 
 
@@ -58,10 +68,12 @@ def pianoroll(tokens: np.ndarray, tracks: Sequence[Track], shaded: np.ndarray | 
     notes = tokens_to_notes(tokens, tracks)
     if melodic:
         ax = axes.pop(0)
+        colours = instrument_colours(tracks)
         for k in melodic:
-            colour = TRACK_COLOURS.get(tracks[k].name, "tab:green")
+            colour = colours[tracks[k].instrument]
             ax.add_collection(PolyCollection(note_boxes(notes[k]), facecolors=colour, linewidths=0))
-            ax.plot([], [], color=colour, lw=4, label=tracks[k].name)
+            if tracks[k].voice == 0:
+                ax.plot([], [], color=colour, lw=4, label=tracks[k].instrument)
         _shade(ax, shaded[:, melodic].any(1))
         pitches = np.concatenate([notes[k][:, 2] for k in melodic])
         ax.set_ylim(*((pitches.min() - 2, pitches.max() + 2) if len(pitches) else (40, 90)))

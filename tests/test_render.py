@@ -67,3 +67,18 @@ def test_write_wav_of_a_silent_piece(tmp_path):
     pm = tokens_to_midi(np.zeros((64, 3), dtype=np.int64), "trio")
     out = write_wav(pm, tmp_path / "silent.wav")
     assert out is not None and out.stat().st_size >= 44
+
+
+def test_voices_of_one_instrument_share_a_colour_and_one_legend_entry():
+    from schmubert.render import instrument_colours, pianoroll
+    from schmubert.tokens import get_tracks
+
+    tracks = get_tracks("pop909")
+    colours = instrument_colours(tracks)
+    assert set(colours) == {"melody", "bridge", "piano"} and len(set(colours.values())) == 3
+    assert instrument_colours(get_tracks("melody,bass,drums,guitar:4,strings:4"))["guitar"] != \
+        instrument_colours(get_tracks("melody,bass,drums,guitar:4,strings:4"))["strings"]
+    grid = np.zeros((64, 11), dtype=np.int64)
+    grid[0, 5:8] = [60 - 19, 64 - 19, 67 - 19]  # a piano chord over three voices
+    fig = pianoroll(grid, tracks)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["melody", "bridge", "piano"]
