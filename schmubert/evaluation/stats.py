@@ -15,6 +15,13 @@ Per piece (melodic = every non-drum track, pooled):
   than two bars.
 - ``scale_consistency`` (MusPy's ``scale_consistency``; Mogren 2016): the largest fraction of melodic notes
   whose pitch class lies in one major or natural-minor scale, over the 24 scales. NaN without melodic notes.
+- ``notes_per_onset``: of the polyphonic instruments (several voices, ``schmubert.polyphony``), the mean number
+  of notes an instrument starts at a step where it starts any (1 = single notes, 3 = triads). NaN without a
+  polyphonic instrument or its notes.
+- ``polyphony``: of the polyphonic instruments, the mean number of notes sounding at a step where any sounds.
+
+The last two (:data:`VOICE_STATISTICS`) are computed only for sets with a polyphonic instrument, so the trio's
+and the melody's figures and reports are as before.
 
 A statistic that is undefined for a piece is NaN and left out of the set figures. Two sets are compared per
 statistic by the overlap of their histograms (sum of the bin-wise minima of the normalized histograms; 1 =
@@ -31,10 +38,12 @@ import numpy as np
 from tqdm import tqdm
 
 from schmubert.evaluation.selfsim import grid_tracks
-from schmubert.tokens import NUM_DRUM_CLASSES, STEPS_PER_BAR, Track, tokens_to_notes
+from schmubert.tokens import NUM_DRUM_CLASSES, STEPS_PER_BAR, Track, instruments, tokens_to_notes
 
 STATISTICS = ("notes_per_bar", "pitch_class_entropy", "pitch_range", "empty_bar_rate", "drum_consistency",
               "groove_consistency", "scale_consistency")
+#: The statistics of sets with a polyphonic instrument, besides :data:`STATISTICS`.
+VOICE_STATISTICS = ("notes_per_onset", "polyphony")
 HISTOGRAM_BINS = 30
 #: The 12 major then the 12 natural-minor scales as pitch-class masks ``[24, 12]`` (MusPy's ``_get_scale``).
 _MAJOR = np.array([1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1], dtype=bool)
@@ -89,6 +98,25 @@ def scale_consistency(pitches: np.ndarray) -> float:
     return float((SCALES @ histogram).max() / len(pitches))
 
 
+def voice_statistics(notes: Sequence[np.ndarray], tracks: Sequence[Track], steps: int) -> tuple[float, float]:
+    """``(notes_per_onset, polyphony)`` of a piece's polyphonic instruments, pooled; NaN without their notes."""
+    onsets_per_step, sounding = [], []
+    for _, ks in instruments(tracks):
+        if len(ks) < 2:
+            continue
+        inst = np.concatenate([notes[k] for k in ks])
+        starts = np.bincount(inst[:, 0], minlength=steps)
+        onsets_per_step.append(starts[starts > 0])
+        count = np.zeros(steps + 1, dtype=np.int64)
+        np.add.at(count, np.minimum(inst[:, 0], steps), 1)
+        np.add.at(count, np.minimum(inst[:, 1], steps), -1)
+        played = np.cumsum(count)[:steps]
+        sounding.append(played[played > 0])
+    on = np.concatenate(onsets_per_step) if onsets_per_step else np.zeros(0)
+    sound = np.concatenate(sounding) if sounding else np.zeros(0)
+    return (float(on.mean()) if len(on) else float("nan"), float(sound.mean()) if len(sound) else float("nan"))
+
+
 def piece_statistics(grid: np.ndarray, tracks: str | Sequence[Track] | None = None) -> dict[str, float]:
     """The statistics of one grid ``(steps, K)`` (see the module docstring)."""
     grid = np.asarray(grid)
@@ -100,6 +128,7 @@ def piece_statistics(grid: np.ndarray, tracks: str | Sequence[Track] | None = No
     every = np.concatenate(notes) if notes else np.zeros((0, 3), dtype=np.int64)
     onset_bars = every[:, 0] // STEPS_PER_BAR
     drum_rows = [grid[:, k] for k, tr in enumerate(track_list) if tr.is_drum]
+    notes_per_onset, polyphony = voice_statistics(notes, track_list, len(grid))
     return {
         "notes_per_bar": len(mel) / bars,
         "pitch_class_entropy": entropy_bits(np.bincount(mel[:, 2] % 12, minlength=12)),
@@ -108,15 +137,26 @@ def piece_statistics(grid: np.ndarray, tracks: str | Sequence[Track] | None = No
         "drum_consistency": drum_consistency(drum_rows[0]) if drum_rows else float("nan"),
         "groove_consistency": groove_consistency(every),
         "scale_consistency": scale_consistency(mel[:, 2]),
+        "notes_per_onset": notes_per_onset,
+        "polyphony": polyphony,
     }
+
+
+def statistic_names(tracks: Sequence[Track]) -> tuple[str, ...]:
+    """The statistics of a track set: :data:`STATISTICS`, and :data:`VOICE_STATISTICS` with a polyphonic
+    instrument."""
+    voiced = any(len(ks) > 1 for _, ks in instruments(tracks))
+    return STATISTICS + VOICE_STATISTICS if voiced else STATISTICS
 
 
 def set_statistics(pieces: Iterable[np.ndarray], tracks: str | Sequence[Track] | None = None,
                    progress: bool = False) -> dict[str, np.ndarray]:
     """Per-piece statistics of a set: ``{name: float array [N]}`` (NaN where undefined)."""
-    rows = [piece_statistics(g, tracks) for g in tqdm(pieces, desc="statistics", disable=not progress,
-                                                      leave=False)]
-    return {name: np.array([r[name] for r in rows], dtype=np.float64) for name in STATISTICS}
+    rows, names = [], STATISTICS
+    for grid in tqdm(pieces, desc="statistics", disable=not progress, leave=False):
+        names = statistic_names(grid_tracks(grid, tracks))
+        rows.append(piece_statistics(grid, tracks))
+    return {name: np.array([r[name] for r in rows], dtype=np.float64) for name in names}
 
 
 def _histogram(values: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
@@ -153,7 +193,7 @@ def compare_statistics(generated: dict[str, np.ndarray], reference: dict[str, np
                        bins: int = HISTOGRAM_BINS) -> dict[str, dict[str, float]]:
     """Per statistic: generated and reference mean/std/defined counts and the histogram overlap."""
     out = {}
-    for name in STATISTICS:
+    for name in (n for n in (*STATISTICS, *VOICE_STATISTICS) if n in generated and n in reference):
         gen, ref = _summary(generated[name]), _summary(reference[name])
         out[name] = {**{f"{k}_gen": v for k, v in gen.items()}, **{f"{k}_ref": v for k, v in ref.items()},
                      "overlap": histogram_overlap(generated[name], reference[name], bins)}

@@ -158,3 +158,20 @@ def test_pieces_where_a_statistic_is_undefined_lower_the_overlap():
     assert histogram_overlap(half_silent, ref, bins=4) == pytest.approx(0.5)
     assert histogram_overlap(np.full(4, np.nan), ref, bins=4) == 0.0  # a silent set is as far as it gets
     assert np.isnan(histogram_overlap(ref, np.full(4, np.nan)))  # the reference never defines it
+
+
+def test_voice_statistics_count_chords_and_stay_undefined_for_the_trio():
+    from schmubert.tokens import pitch_to_class
+
+    grid = np.zeros((32, 11), dtype=np.int64)
+    grid[0, 5:8] = [pitch_to_class(p) for p in (67, 64, 60)]  # a triad over the bar
+    grid[16, 5] = pitch_to_class(72)  # then one note for half a bar
+    grid[16, 6:8] = 1
+    grid[24, 5] = 1
+    s = piece_statistics(grid, "pop909")
+    assert s["notes_per_onset"] == pytest.approx(2.0)  # onsets of 3 and 1 notes
+    assert s["polyphony"] == pytest.approx((16 * 3 + 8 * 1) / 24)
+    trio = piece_statistics(np.zeros((32, 3), dtype=np.int64), "trio")
+    assert np.isnan(trio["notes_per_onset"]) and np.isnan(trio["polyphony"])
+    assert set(set_statistics([grid], "pop909")) == set(STATISTICS) | {"notes_per_onset", "polyphony"}
+    assert set(set_statistics([np.zeros((32, 3), dtype=np.int64)], "trio")) == set(STATISTICS)
