@@ -102,7 +102,8 @@ def extract_instruments(data: bytes, cfg: PreprocessConfig,
 
     The whole file is one grid on 16 steps per bar from its first tick (time signatures and tempo are not
     read: POP909's signatures are unreliable and its songs are 4/4); windows start every ``hop_bars`` bars and
-    must hold notes of every instrument. Also returns per instrument ``[notes, overflow]``.
+    must hold notes of every instrument. A window is ``(steps, 2K)``: the tokens, then the velocity bins of the
+    same columns (:func:`window_columns`). Also returns per instrument ``[notes, overflow]``.
     """
     try:
         parts, length = read_parts(data)
@@ -124,19 +125,26 @@ def extract_instruments(data: bytes, cfg: PreprocessConfig,
     first_part = [enc.parts[n][0] for n, ks in slots for _ in ks]
     windows, rows = [], []
     for start in range(0, bars - cfg.bars + 1, cfg.hop_bars):
-        grid = enc.tokens[start * STEPS_PER_BAR:start * STEPS_PER_BAR + steps]
+        cut = slice(start * STEPS_PER_BAR, start * STEPS_PER_BAR + steps)
+        grid = enc.tokens[cut]
         if all((grid[:, ks] > 1).any() for _, ks in slots):
-            windows.append(grid)
+            windows.append(np.concatenate([grid, enc.velocity[cut]], axis=1))
             rows.append((0, start, *first_part))
     if not windows:
         raise SkipFile("no all-active window", f"no {cfg.bars} bars in which every instrument plays")
     return windows, rows, {n: [enc.notes[n], enc.overflow[n]] for n, _ in slots}
 
 
+def window_columns(tracks: str) -> int:
+    """Columns of a stored window: K tokens, plus K velocity bins for sets read by ``schmubert.polyphony``."""
+    k = len(get_tracks(tracks))
+    return k if is_legacy(tracks) else 2 * k
+
+
 def process_file(name: str, data: bytes, cfg: PreprocessConfig, sha256: str | None = None) -> FileResult:
     """Never raises for a bad file: the reason lands in ``FileResult.reason``."""
     sha256 = sha256 or hashlib.sha256(data).hexdigest()
-    steps, k = cfg.bars * STEPS_PER_BAR, len(get_tracks(cfg.tracks))
+    steps, k = cfg.bars * STEPS_PER_BAR, window_columns(cfg.tracks)
     empty = np.zeros((0, steps, k), dtype=np.uint16)
     voices: dict[str, list[int]] = {}
     try:

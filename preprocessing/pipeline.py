@@ -23,7 +23,7 @@ from preprocessing.config import PreprocessConfig
 from preprocessing.extract import FileResult, process_file
 from preprocessing.segments import UNREADABLE_REASON
 from preprocessing.sources import count_inputs, iter_inputs
-from schmubert.tokens import STEPS_PER_BAR, get_tracks
+from schmubert.tokens import STEPS_PER_BAR, get_tracks, is_legacy
 
 DUPLICATE_FILE = "duplicate file"
 UNREADABLE = UNREADABLE_REASON  # repeated empty inputs share one hash but are not duplicates
@@ -151,15 +151,25 @@ def _plan(used: list[CachedFile], split: dict[str, str], dedup: bool) -> tuple[d
 
 
 def _write_arrays(tmp: Path, cache: WorkCache, keep: dict[str, list], shape: tuple[int, int],
-                  file_index: dict[str, int]) -> dict[str, list]:
+                  file_index: dict[str, int], velocity: bool = False) -> dict[str, list]:
+    """``{split}.npy`` (uint16 ``(N, steps, K)``) and, with ``velocity``, ``{split}_velocity.npy`` (uint8
+    velocity bins of the same elements, stored after the tokens in the cached windows)."""
     sources: dict[str, list] = {}
+    steps, k = shape
     for name, rows in keep.items():
-        array = np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.uint16,
-                                          shape=(len(rows), *shape))
+        tokens = np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.uint16,
+                                           shape=(len(rows), steps, k))
+        vel = (np.lib.format.open_memmap(tmp / f"{name}_velocity.npy", mode="w+", dtype=np.uint8,
+                                         shape=(len(rows), steps, k)) if velocity else None)
         for j, (f, i) in enumerate(rows):
-            array[j] = cache.windows(f)[i]
-        array.flush()
-        del array
+            window = cache.windows(f)[i]
+            tokens[j] = window[:, :k]
+            if vel is not None:
+                vel[j] = window[:, k:]
+        for array in (tokens, vel):
+            if array is not None:
+                array.flush()
+        del tokens, vel
         sources[name] = [[file_index[f.sha256], *f.rows[i]] for f, i in rows]
     return sources
 
@@ -202,13 +212,14 @@ def run(cfg: PreprocessConfig) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     file_index = {f.sha256: i for i, f in enumerate(used)}
-    sources = _write_arrays(tmp, cache, keep, (cfg.bars * STEPS_PER_BAR, len(tracks)), file_index)
+    velocity = not is_legacy(tracks)
+    sources = _write_arrays(tmp, cache, keep, (cfg.bars * STEPS_PER_BAR, len(tracks)), file_index, velocity)
     reasons = Counter(f.reason for f in files if not f.rows) + repeated
     meta = {
         "tracks": cfg.tracks, "track_names": [t.name for t in tracks],
         "num_classes": [t.num_classes for t in tracks], "mask_ids": [t.mask_id for t in tracks],
         "bars": cfg.bars, "steps_per_bar": STEPS_PER_BAR, "steps": cfg.bars * STEPS_PER_BAR,
-        "dtype": "uint16", "options": cfg.to_json(), "version": schmubert.__version__,
+        "dtype": "uint16", "velocity": velocity, "options": cfg.to_json(), "version": schmubert.__version__,
         "files": [{"sha256": f.sha256, "name": f.name, "split": split[f.sha256]} for f in used],
         "row_fields": ["file", "segment", "start_bar", *[t.name for t in tracks]],
         "sources": sources,

@@ -14,6 +14,7 @@ import pytest
 from preprocessing import PreprocessConfig, load_meta, load_split, run
 from preprocessing.__main__ import main
 from preprocessing.pipeline import split_files, valid_score
+from schmubert.polyphony import midi_to_grid
 from schmubert.tokens import midi_to_tokens, tokens_to_midi
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
@@ -77,6 +78,14 @@ def test_pop909_voice_set_windows_hold_its_chords(tmp_path):
     song = midi_to_tokens(src / meta["files"][row[0]]["name"], "pop909")
     start = row[2] * 16
     np.testing.assert_array_equal(train[0], song[start:start + 1024])
+    # velocity bins beside the tokens: one at every onset, none elsewhere, as the codec gives them
+    assert meta["velocity"] is True
+    velocity = np.load(tmp_path / "out" / "train_velocity.npy", mmap_mode="r")
+    assert velocity.shape == train.shape and velocity.dtype == np.uint8
+    onset = (train > 1) & (train < 90)
+    assert (velocity[onset] >= 1).all() and (velocity[~onset] == 0).all()
+    encoded = midi_to_grid(src / meta["files"][row[0]]["name"], "pop909")
+    np.testing.assert_array_equal(velocity[0], encoded.velocity[start:start + 1024])
 
 
 def test_bad_inputs_are_all_accounted_for(tmp_path):
