@@ -37,8 +37,8 @@ import torch
 from schmubert import attributes as A
 from schmubert import conditioning
 from schmubert.checkpoints import LoadedModel, held_out_pieces, load_model
+from schmubert.decoding import outlines
 from schmubert.evaluation import compare_sets
-from schmubert.sample import outlines
 from schmubert.sampling import SamplerOptions, fast_denoiser, sample
 from schmubert.tokens import STEPS_PER_BAR
 

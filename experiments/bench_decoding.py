@@ -45,7 +45,7 @@ from bench_riff_copy import held_out, riff_copy  # noqa: E402
 
 from schmubert.checkpoints import LoadedModel, load_model  # noqa: E402
 from schmubert.evaluation import compare_sets  # noqa: E402
-from schmubert.sample import SampleConfig, Scenario, generate, make_attributes  # noqa: E402
+from schmubert.sample import SampleConfig, Scenario, decoding_plan, generate, make_attributes  # noqa: E402
 from schmubert.sampling import DEFAULT_STEPS, SamplerOptions  # noqa: E402
 
 #: The statistics issue 18 judges unconditional samples by.
@@ -85,9 +85,17 @@ def unconditional(model: LoadedModel, cfg: SampleConfig, seed: int) -> tuple[np.
     scen = Scenario(np.zeros((L, K), np.int64), np.zeros((L, K), bool), "unconditional", [])
     generator = torch.Generator().manual_seed(seed)
     began = time.perf_counter()
-    attrs = make_attributes(cfg, model, scen, generator)
-    pieces = generate(cfg, model, scen, None, generator, attributes=attrs)
+    plan = decoding_plan(cfg, model, scen)  # the model's decoding defaults, as the CLI resolves them
+    attrs = make_attributes(cfg, model, scen, generator, plan)
+    pieces = generate(cfg, model, scen, None, generator, attributes=attrs, plan=plan)
     return pieces, time.perf_counter() - began
+
+
+def default_plan(model: LoadedModel, args: argparse.Namespace):
+    """The decoding plan the ``default`` setting samples new pieces with (:mod:`schmubert.decoding`)."""
+    L, K = model.steps, len(model.tracks)
+    scen = Scenario(np.zeros((L, K), np.int64), np.zeros((L, K), bool), "unconditional", [])
+    return decoding_plan(config_for({}, args, 1), model, scen)
 
 
 def statistics_row(pieces: np.ndarray, reference: np.ndarray, tracks) -> dict[str, float]:
@@ -141,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     reference = held if args.reference is None else np.load(args.reference, mmap_mode="r")
     print(f"{args.checkpoint}: {args.samples} unconditional pieces against {len(reference)} "
           f"{'held-out' if args.reference is None else str(args.reference)} windows and {args.riff_pieces} "
-          f"riff-copy windows of {len(held)} held-out ones per setting; defaults {SamplerOptions()}, "
-          f"{args.steps} steps\n")
+          f"riff-copy windows of {len(held)} held-out ones per setting; {args.steps} steps; the CLI's defaults "
+          f"for a new piece: {default_plan(model, args).describe()}\n")
     print("| setting | pc entropy | scale | notes/bar | mean | notes/bar (data) | riff onsets | riff exact "
           "| track-bars exact | s/piece |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -25,14 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from schmubert import conditioning
-from schmubert.attributes import Attributes
+from schmubert import conditioning, decoding
 from schmubert.checkpoints import held_out_pieces, load_model
-from schmubert.copy_prior import NEW_PIECE_SHARPNESS, SAMPLING_SHARPNESS, sampling_sharpness, sharpened
+from schmubert.copy_prior import sharpened
 from schmubert.evaluation import bar_region, compare_sets, context_curve, elbo, format_context, selfsim
 from schmubert.render import save_pianoroll, write_wav
-from schmubert.sample import SampleConfig, default_keys, held_kinds, outlines, uses_outlines
-from schmubert.sampling import SamplerOptions, fast_denoiser, sample
+from schmubert.sampling import fast_denoiser, sample
 from schmubert.tokens import STEPS_PER_BAR, tokens_to_midi, track_set_name
 
 INFILL = (16, 48)
@@ -59,18 +57,12 @@ def generate(model, pieces: np.ndarray, n: int, steps: int, infill: bool, seed: 
     x = torch.as_tensor(np.asarray(pieces[:n], dtype=np.int64)) if infill else torch.zeros(shape, dtype=torch.long)
     known = conditioning.infill(shape, [INFILL]) if infill else conditioning.unconditional(shape)
     generator = torch.Generator().manual_seed(seed)
-    told, cli = None, SampleConfig()
-    outlined = uses_outlines(cli, model, new_pieces=not infill)  # only models with attributes store outlines
-    if outlined:  # as the sample CLI: a new piece a training window's outline where the model ships them;
-        told = outlines(model, n, model.steps // STEPS_PER_BAR, generator)
-    elif model.conditional:  # else the piece's key, or one drawn from the training keys
-        keys = default_keys(model, x if infill else None, n, generator)
-        told = Attributes.null(n, model.steps // STEPS_PER_BAR, len(model.tracks)).with_key(keys)
-    options = held_kinds(cli.sampler.with_defaults(model.sampler_defaults), key_asked=outlined)
+    plan = cli_plan(model, infill)  # told as the sample CLI tells: a new piece the model's outline, an infill its key
+    told = decoding.told(plan, model, n, model.steps // STEPS_PER_BAR, x, generator)
     began = time.perf_counter()
     denoiser = fast_denoiser(model.denoiser, "auto")
-    with sharpened(denoiser, sampling_sharpness(infill)):  # as the sample CLI
-        out = sample(denoiser, model.diffusion, x, known, steps, generator, options, attributes=told)
+    with sharpened(denoiser, plan.copy_sharpness):
+        out = sample(denoiser, model.diffusion, x, known, steps, generator, plan.sampler, attributes=told)
     out = conditioning.preserve_note_ends(x, known, out, model.tracks)
     return out.numpy(), (time.perf_counter() - began) / n
 
@@ -101,15 +93,20 @@ def selfsim_row(name: str, q: dict[str, Any]) -> str:
     return f"| {name} | " + " | ".join(cells) + f" | {q['stats_summary']:.3f} |"
 
 
+def cli_plan(model, infill: bool) -> decoding.Plan:
+    """The decoding plan the sample CLI resolves with its defaults for a new piece or an infill of ``model``."""
+    return decoding.resolve(decoding.Request(new_piece=not infill, anything_known=infill), model)
+
+
 def decoding_text(model) -> str:
     """The sample CLI's decoding defaults for ``model``, as the card states them."""
-    options = SamplerOptions().with_defaults(model.sampler_defaults)
+    new, infill = cli_plan(model, False), cli_plan(model, True)
     own = " (the model's own default)" if "cfg_scale" in model.sampler_defaults else ""
-    guided = f"guidance scale {options.guidance_scale():g}{own}, " if model.conditional else ""
-    if uses_outlines(SampleConfig(), model, new_pieces=True):
+    guided = f"guidance scale {new.guidance_scale:g}{own}, " if model.conditional else ""
+    if new.outlined:
         guided += "new pieces told a training window's outline (the model's own default), "
-    return (f"{options.order} order, {guided}copy sharpness {NEW_PIECE_SHARPNESS:g} for new pieces and "
-            f"{SAMPLING_SHARPNESS:g} for infills")
+    return (f"{new.sampler.order} order, {guided}copy sharpness {new.copy_sharpness:g} for new pieces and "
+            f"{infill.copy_sharpness:g} for infills")
 
 
 def card(name: str, model, fig: dict[str, Any], args: argparse.Namespace) -> str:

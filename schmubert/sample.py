@@ -24,23 +24,19 @@ import pretty_midi
 import torch
 from tqdm.auto import tqdm
 
-from schmubert import conditioning, song
+from schmubert import conditioning, decoding, song
 from schmubert.attributes import (
-    KEY_NULL,
     Attributes,
     BarTarget,
     apply_targets,
     describe,
-    draw_keys,
-    draw_outlines,
     estimate_key,
     key_name,
-    parse_key,
     parse_target,
 )
 from schmubert.checkpoints import LoadedModel, default_checkpoint, held_out_pieces, load_model
 from schmubert.config import add_arguments, arg, from_args, to_dict
-from schmubert.copy_prior import sampling_sharpness, sharpened
+from schmubert.copy_prior import sharpened
 from schmubert.files import write_atomic
 from schmubert.guidance import NoteDensityGuidance, density_error
 from schmubert.precision import SamplePrecision
@@ -402,22 +398,34 @@ def asks_attributes(cfg: SampleConfig) -> bool:
     return cfg.key != "auto" or bool(cfg.density) or bool(cfg.register)
 
 
+def decoding_request(cfg: SampleConfig, scen: Scenario) -> decoding.Request:
+    """What ``cfg`` asks of the decoding for ``scen`` (:mod:`schmubert.decoding` applies the model's defaults)."""
+    return decoding.Request(new_piece=scen.kind == "unconditional", anything_known=bool(scen.known.any()),
+                            key=cfg.key, outline=cfg.outline,
+                            targets=bool(cfg.density or cfg.register) or cfg.note_density is not None,
+                            copy_sharpness=cfg.copy_sharpness, sampler=cfg.sampler)
+
+
+def decoding_plan(cfg: SampleConfig, model: LoadedModel, scen: Scenario) -> decoding.Plan:
+    """The decoding plan of ``cfg`` for ``scen`` on ``model`` (:func:`schmubert.decoding.resolve`)."""
+    return decoding.resolve(decoding_request(cfg, scen), model)
+
+
 def make_attributes(cfg: SampleConfig, model: LoadedModel, scen: Scenario,
-                    generator: torch.Generator | None = None) -> Attributes | None:
-    """What a model trained with attributes is told, for all ``num_samples`` ``[num_samples, bars, K]``; None for a
-    model without (which may not be asked for any: a ValueError naming the checkpoint)."""
+                    generator: torch.Generator | None = None, plan: decoding.Plan | None = None
+                    ) -> Attributes | None:
+    """What a model trained with attributes is told, for all ``num_samples`` ``[num_samples, bars, K]``: what
+    ``plan`` (default: :func:`decoding_plan`) tells, and the asked onsets and register; None for a model without
+    attributes (which may not be asked for any: a ValueError naming the checkpoint)."""
     if not model.conditional:
         if asks_attributes(cfg):
             raise ValueError(f"{checkpoint_name(cfg, model)}: this model was trained without attributes, so "
                              "--key, --density and --register cannot steer it; use a model trained with them "
                              "(python -m schmubert.train ... --set attributes=true; docs/attributes.md)")
         return None
-    n, K, bars = cfg.num_samples, len(model.tracks), -(-len(scen.x) // STEPS_PER_BAR)
-    if uses_outlines(cfg, model, scen.kind == "unconditional"):
-        attrs = outlines(model, n, bars, generator)
-        attrs = attrs if cfg.key == "auto" else attrs.with_key(parse_key(cfg.key))
-    else:
-        attrs = Attributes.null(n, bars, K).with_key(scenario_keys(cfg, model, scen, n, generator))
+    plan = plan if plan is not None else decoding_plan(cfg, model, scen)
+    bars = -(-len(scen.x) // STEPS_PER_BAR)
+    attrs = decoding.told(plan, model, cfg.num_samples, bars, torch.as_tensor(scen.x)[None], generator)
     density = [parse_target(t) for t in cfg.density]
     if cfg.note_density is not None:
         names = cfg.density_tracks or [model.tracks[0].name]
@@ -425,77 +433,18 @@ def make_attributes(cfg: SampleConfig, model: LoadedModel, scen: Scenario,
     return apply_targets(attrs, model.tracks, density, [parse_target(t, pitch=True) for t in cfg.register])
 
 
-def outline_choice(cfg: SampleConfig, model: LoadedModel) -> str:
-    """``--outline``, with ``model`` resolved to the model's shipped default (``sampler_defaults["outline"]``)
-    where nothing is asked, else ``none``: it was chosen for pieces told nothing (pretrained:melody, asked a key
-    at guidance 2: in it or its relative 0.92 without an outline, 0.67 with one; experiments/README.md)."""
-    if cfg.outline != "model":
-        return cfg.outline
-    asked = asks_attributes(cfg) or cfg.note_density is not None
-    return "none" if asked else model.sampler_defaults.get("outline", "none")
-
-
-def uses_outlines(cfg: SampleConfig, model: LoadedModel, new_pieces: bool) -> bool:
-    """Whether the pieces are told the attributes of drawn training windows: ``--outline auto`` or a model that
-    ships it, ``new_pieces`` (an unconditional scenario), a model that stores outlines."""
-    stored = (model.hparams.get("attributes") or {}).get("outlines")
-    return outline_choice(cfg, model) == "auto" and new_pieces and bool(stored)
-
-
-def outlines(model: LoadedModel, n: int, bars: int, generator: torch.Generator | None = None) -> Attributes:
-    """``n`` outlines of ``bars`` bars drawn from the model's stored training outlines ``[n, bars, K]``: a longer piece
-    joins several (keeping the first one's key), a shorter one takes the start of one."""
-    bank = model.hparams["attributes"]["outlines"]
-    parts = [draw_outlines(bank, n, generator) for _ in range(-(-bars // bank["shape"][1]))]
-    onsets, register = (torch.cat([getattr(p, kind) for p in parts], dim=1) for kind in ("onsets", "register"))
-    return Attributes(parts[0].key, onsets, register).bars(0, bars)
-
-
-def scenario_keys(cfg: SampleConfig, model: LoadedModel, scen: Scenario, n: int,
-                  generator: torch.Generator | None) -> torch.Tensor:
-    """``--key`` for ``n`` samples: the given one; with 'auto' drawn from the model's key distribution for
-    unconditional samples (no key where the model has none stored), else the key of the input piece."""
-    if cfg.key != "auto":
-        return torch.full((n,), parse_key(cfg.key))
-    if scen.kind != "unconditional":
-        return default_keys(model, torch.as_tensor(scen.x)[None], 1, generator).expand(n)
-    return default_keys(model, None, n, generator)
-
-
-def default_keys(model: LoadedModel, x: torch.Tensor | None, n: int, generator: torch.Generator | None = None
-                 ) -> torch.Tensor:
-    """The key a conditional model is told when none is asked, ``LongTensor[n]``: that of each given piece
-    ``x [n, L, K]`` (infill, continuation, accompaniment), or for new pieces (``x`` None) drawn from the training
-    set's key distribution stored with the model (no key where none is stored)."""
-    if x is not None:
-        return estimate_key(x, model.tracks)
-    prior = (model.hparams.get("attributes") or {}).get("key_prior")
-    return draw_keys(prior, n, generator) if prior else torch.full((n,), KEY_NULL)
-
-
-def held_kinds(sampler: SamplerOptions, key_asked: bool) -> SamplerOptions:
-    """The sampler options with the key left out of repair unless one was asked: a key drawn from the training
-    keys or estimated from the input is context, not a condition to hold the piece to (with pretrained:melody,
-    repairing for drawn keys redrew whole pieces for no gain in their statistics, 0.57 -> 0.54, and redrew
-    infilled gaps: riff copy 32% -> 29%; experiments/README.md). ``key_asked``: asked with --key, or told by a
-    training outline (--outline auto), which is held to whole like anything told."""
-    if key_asked:
-        return sampler
-    kinds = [k for k in sampler.repaired_kinds() if k != "key"]
-    return dataclasses.replace(sampler, repair_kinds=",".join(kinds) or "none")
-
-
 def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, generator,
-             denoiser: torch.nn.Module | None = None, attributes: Attributes | None = None) -> np.ndarray:
+             denoiser: torch.nn.Module | None = None, attributes: Attributes | None = None,
+             plan: decoding.Plan | None = None) -> np.ndarray:
     """All samples ``(num_samples, N, K)``; a piece shorter than the model's window is generated on the whole
     window and cut to N (known silence after it would tell the model, and the copy prior, that the piece is
     silent: 8 unconditional bars of ``pretrained:trio`` came out empty).
     ``attributes``: what a conditional model is told, ``[num_samples, bars of N, K]`` (padding: null).
     ``denoiser`` defaults to ``model.denoiser`` at ``cfg.precision`` (bf16 where native) and ``cfg.compile``.
-    Sampler options left unset take the model's own defaults (``model.sampler_defaults``)."""
+    ``plan``: the sampler options and copy sharpness, the model's defaults applied (default:
+    :func:`decoding_plan` of ``cfg``)."""
     denoiser = denoiser or fast_denoiser(model.denoiser, cfg.precision, cfg.compile)
-    sampler = held_kinds(cfg.sampler.with_defaults(model.sampler_defaults),
-                         key_asked=cfg.key != "auto" or uses_outlines(cfg, model, scen.kind == "unconditional"))
+    plan = plan if plan is not None else decoding_plan(cfg, model, scen)
     window = model.steps
     N, K = scen.x.shape
     pad = max(0, window - N)  # a short output still runs the model on its full window
@@ -509,9 +458,9 @@ def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, ge
         xb = torch.as_tensor(x).expand(B, -1, -1).clone()
         kb = torch.as_tensor(known).expand(B, -1, -1).clone()
         told = None if attributes is None else attributes.rows(start, start + B).pad_bars(len(x) // STEPS_PER_BAR)
-        with sharpened(denoiser, copy_sharpness(cfg, scen)):
+        with sharpened(denoiser, plan.copy_sharpness):
             result = sample_long(denoiser, model.diffusion, xb, kb, steps, generator,
-                                 window=window, hop=hop, progress=cfg.progress, options=sampler,
+                                 window=window, hop=hop, progress=cfg.progress, options=plan.sampler,
                                  guidance=guidance, attributes=told, tracks=model.tracks)
         result = conditioning.preserve_note_ends(xb, kb, result.cpu(), model.tracks)
         out.append(result[:, :N].numpy())
@@ -556,23 +505,23 @@ def unchanged(model: LoadedModel, scen: Scenario, tokens: np.ndarray) -> song.Un
 
 
 def vary(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, attributes: Attributes | None,
-         samples: np.ndarray) -> dict[int, dict]:
+         samples: np.ndarray, plan: decoding.Plan) -> dict[int, dict]:
     """``--variation``: the samples whose regenerated bars came back unchanged are drawn again, with the next seed
-    and half the copy sharpness each time, up to :data:`VARIATION_TRIES` times (``samples`` is updated in place).
-    Returns, per redrawn sample, the seed and copy sharpness of its take and the tries it took."""
+    and half the copy sharpness of ``plan`` each time, up to :data:`VARIATION_TRIES` times (``samples`` is updated
+    in place). Returns, per redrawn sample, the seed and copy sharpness of its take and the tries it took."""
     redrawn: dict[int, dict] = {}
     for attempt in range(1, VARIATION_TRIES + 1):
         same = [i for i, tokens in enumerate(samples) if unchanged(model, scen, tokens) is not None]
         if not same:
             break
-        again = dataclasses.replace(cfg, seed=cfg.seed + attempt,
-                                    copy_sharpness=copy_sharpness(cfg, scen) / 2 ** attempt)
-        takes = generate(again, model, scen, guidance, torch.Generator().manual_seed(again.seed),
-                         attributes=attributes)
+        again = dataclasses.replace(plan, copy_sharpness=plan.copy_sharpness / 2 ** attempt)
+        seed = cfg.seed + attempt
+        takes = generate(dataclasses.replace(cfg, seed=seed, copy_sharpness=again.copy_sharpness), model, scen,
+                         guidance, torch.Generator().manual_seed(seed), attributes=attributes, plan=again)
         for i in same:
             samples[i] = takes[i]
-            redrawn[i] = {"seed": again.seed, "copy_sharpness": again.copy_sharpness if model.uses_copy_prior
-                          else None, "tries": attempt}
+            redrawn[i] = {"seed": seed, "copy_sharpness": again.copy_sharpness if model.uses_copy_prior else None,
+                          "tries": attempt}
     return redrawn
 
 
@@ -597,13 +546,6 @@ def report_take(cfg: SampleConfig, model: LoadedModel, scen: Scenario, tokens: n
     return out
 
 
-def copy_sharpness(cfg: SampleConfig, scen: Scenario) -> float:
-    """``--copy-sharpness``, or its default for the scenario: sharper where something of the piece is known."""
-    if cfg.copy_sharpness is not None:
-        return cfg.copy_sharpness
-    return sampling_sharpness(bool(scen.known.any()))
-
-
 def run(cfg: SampleConfig) -> list[Path]:
     """Sample by ``cfg``; returns the MIDI files written; bad input raises a one-line ValueError."""
     if cfg.num_samples < 1 or cfg.batch_size < 1:
@@ -614,22 +556,22 @@ def run(cfg: SampleConfig) -> list[Path]:
     if cfg.tracks and track_set_name(model.tracks) != cfg.tracks:
         raise ValueError(f"--tracks {cfg.tracks}: {model.path} is a {track_set_name(model.tracks)} model; "
                          f"pass --checkpoint pretrained:{cfg.tracks} or a {cfg.tracks} checkpoint")
-    cfg = dataclasses.replace(cfg, sampler=cfg.sampler.with_defaults(model.sampler_defaults),  # for the record
-                              outline=outline_choice(cfg, model))
     guidance = make_guidance(cfg, model)
     scen = build_scenario(cfg, model, np.random.default_rng(cfg.seed))
-    attributes = make_attributes(cfg, model, scen, torch.Generator().manual_seed(cfg.seed))
+    plan = decoding_plan(cfg, model, scen)
+    cfg = dataclasses.replace(cfg, sampler=plan.sampler, outline=plan.outline)  # for the record
+    attributes = make_attributes(cfg, model, scen, torch.Generator().manual_seed(cfg.seed), plan)
     generator = torch.Generator().manual_seed(cfg.seed)
     began = time.perf_counter()
-    samples = generate(cfg, model, scen, guidance, generator, attributes=attributes)
-    redrawn = vary(cfg, model, scen, guidance, attributes, samples) if cfg.variation else {}
+    samples = generate(cfg, model, scen, guidance, generator, attributes=attributes, plan=plan)
+    redrawn = vary(cfg, model, scen, guidance, attributes, samples, plan) if cfg.variation else {}
     seconds = time.perf_counter() - began
     record = {"options": to_dict(cfg), "scenario": scen.kind, "sources": scen.sources, "seed": cfg.seed,
               "checkpoint": str(model.path), "checkpoint_sha256": model.sha256, "device": str(model.device),
               "steps": cfg.steps or model.diffusion.T, "bars": len(scen.x) // STEPS_PER_BAR,
               "regenerated_elements": int((~scen.known).sum()), "copy_prior": model.uses_copy_prior,
-              "copy_sharpness": copy_sharpness(cfg, scen) if model.uses_copy_prior else None,
-              "seconds": round(seconds, 3)}
+              "copy_sharpness": plan.copy_sharpness if model.uses_copy_prior else None,
+              "decoding": plan.record(), "seconds": round(seconds, 3)}
     cfg.out.mkdir(parents=True, exist_ok=True)
     if scen.song is not None:
         record["song"] = scen.song.record()

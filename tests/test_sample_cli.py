@@ -380,7 +380,7 @@ def test_the_shipped_models_take_a_key(tmp_path, name):
 def test_repair_holds_an_asked_key_but_not_a_drawn_or_estimated_one():
     from dataclasses import replace
 
-    from schmubert.sample import held_kinds
+    from schmubert.decoding import held_kinds
     from schmubert.sampling import SamplerOptions
 
     options = SamplerOptions(repair=2)

@@ -4,7 +4,9 @@ Requests queue for the model (two samplers on 2 cores would each run at half spe
 each job reports its progress and can be cancelled, queued or running. A job is exactly ``python -m
 schmubert.sample --input ... --infill ...``: :func:`schmubert.sample.generate` over the known mask (one
 :func:`schmubert.sampling.sample` call for a piece of the model's window), note ends before the masked span
-preserved, guidance by :func:`schmubert.sample.make_guidance`.
+preserved, guidance by :func:`schmubert.sample.make_guidance`, and the model's decoding defaults resolved by
+:func:`schmubert.decoding.resolve` as for the CLI: a new piece (nothing kept, the lanes empty) is told what
+``python -m schmubert.sample`` tells an unconditional one (the model's outline), with the same seeds.
 
 Progress and cancelling need no hook in the sampler: the denoiser is wrapped (:class:`Watched`). Each reverse
 step reveals an expected ``1/t`` of what is still masked, so the revealed share of the masked elements grows
@@ -20,6 +22,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,12 +30,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from schmubert import sample, song
-from schmubert.attributes import Attributes, BarTarget, apply_targets, estimate_key, parse_key
+from schmubert import decoding, sample, song
+from schmubert.attributes import Attributes, BarTarget, apply_targets, bar_onsets, parse_key
 from schmubert.checkpoints import LoadedModel
 from schmubert.sample import SampleConfig, Scenario
 from schmubert.sampling import EDITOR_STEPS, Order, SamplerOptions
-from schmubert.tokens import STEPS_PER_BAR
+from schmubert.tokens import STEPS_PER_BAR, Track
 
 State = Literal["queued", "running", "done", "cancelled", "failed"]
 
@@ -72,13 +75,25 @@ class Options:
         """Whether a key was chosen from the list (not the piece's own, not none)."""
         return self.key not in ("piece", "any")
 
+    def sampler(self) -> SamplerOptions:
+        """The sampler options chosen (the model's defaults fill what is left at None)."""
+        return SamplerOptions(order=self.order, schedule=self.schedule, temperature=self.temperature,
+                              top_p=self.top_p, cfg_scale=self.cfg_scale, repair=self.repair)
+
     def config(self, seed: int) -> SampleConfig:
-        sampler = SamplerOptions(order=self.order, schedule=self.schedule, temperature=self.temperature,
-                                 top_p=self.top_p, cfg_scale=self.cfg_scale, repair=self.repair)
-        key = self.key if self.key_asked else "auto"  # an asked key is held to by repair
-        return SampleConfig(steps=self.steps, sampler=sampler, note_density=self.note_density, key=key,
+        """The sample CLI's options of a run (its decoding is :meth:`request`'s plan, which says the key)."""
+        key = self.key if self.key_asked else "auto"
+        return SampleConfig(steps=self.steps, sampler=self.sampler(), note_density=self.note_density, key=key,
                             density_tracks=list(self.density_tracks), seed=seed, num_samples=1, batch_size=1,
                             progress=False, wav=False, device="cpu")
+
+    def request(self, x: np.ndarray, known: np.ndarray, tracks: Sequence[Track]) -> decoding.Request:
+        """What a run over the lanes ``x`` with ``known`` kept asks of the decoding, in the sample CLI's terms:
+        the piece's own key is ``--key auto``, none is ``--key none``; a new piece is an unconditional one."""
+        key = {"piece": "auto", "any": "none"}.get(self.key, self.key)
+        targets = bool(self.density or self.register) or self.note_density is not None
+        return decoding.Request(new_piece=is_new_piece(x, known, tracks), anything_known=bool(known.any()),
+                                key=key, targets=targets, sampler=self.sampler())
 
 
 @dataclass
@@ -245,13 +260,14 @@ class Sampler:
             generated = [t.name for k, t in enumerate(model.tracks) if not job.known[:, k].all()]
             options = dataclasses.replace(options, density_tracks=generated or [model.tracks[0].name])
         cfg = options.config(job.seed)
+        plan = decoding.resolve(options.request(job.x, job.known, model.tracks), model)
         guidance = sample.make_guidance(cfg, model)
         watched = Watched(model.denoiser, job, model.diffusion.mask_value(model.device))
         scenario = Scenario(job.x, job.known, "editor", [])
-        generator = torch.Generator().manual_seed(job.seed)
-        told = editor_attributes(options, model, job.x, job.known)
+        told = editor_attributes(options, model, job.x, job.known, plan, torch.Generator().manual_seed(job.seed))
+        generator = torch.Generator().manual_seed(job.seed)  # as the CLI: one seed for what is told, one to draw
         return sample.generate(cfg, dataclasses.replace(model, denoiser=watched), scenario, guidance,
-                               generator, attributes=told)[0]
+                               generator, attributes=told, plan=plan)[0]
 
 
 def selected_bars(known: np.ndarray, k: int | None = None) -> list[tuple[int, int]]:
@@ -262,19 +278,24 @@ def selected_bars(known: np.ndarray, k: int | None = None) -> list[tuple[int, in
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
-def editor_attributes(options: Options, model: LoadedModel, x: np.ndarray, known: np.ndarray
+def is_new_piece(x: np.ndarray, known: np.ndarray, tracks: Sequence[Track]) -> bool:
+    """Whether a run draws a new piece: nothing is kept and the lanes hold no notes (an empty piece drawn whole,
+    as the CLI's unconditional sample; lanes with notes have a key of their own to keep)."""
+    return not known.any() and not bar_onsets(torch.as_tensor(x)[None], tracks).any()
+
+
+def editor_attributes(options: Options, model: LoadedModel, x: np.ndarray, known: np.ndarray,
+                      plan: decoding.Plan | None = None, generator: torch.Generator | None = None
                       ) -> Attributes | None:
-    """What the editor tells a model with attributes ``[1, bars, K]``: the key (the piece's own, none, or the one
-    chosen) and each asked track's density and register over the selected bars of that track (the whole
-    selection's bars for a track not selected). None for a model without attributes."""
+    """What the editor tells a model with attributes ``[1, bars, K]``: what the decoding ``plan`` tells (default:
+    that of ``options``; :func:`schmubert.decoding.told`: for a new piece the model's outline as the CLI, else the
+    piece's own key, none, or the one chosen) and each asked track's density and register over the selected bars
+    of that track (the whole selection's bars for a track not selected). None for a model without attributes."""
     if not model.conditional:
         return None
     tracks, names = model.tracks, [t.name for t in model.tracks]
-    attrs = Attributes.null(1, len(x) // STEPS_PER_BAR, len(tracks))
-    if options.key == "piece":
-        attrs = attrs.with_key(estimate_key(torch.as_tensor(x)[None], tracks))
-    elif options.key != "any":
-        attrs = attrs.with_key(parse_key(options.key))
+    plan = plan if plan is not None else decoding.resolve(options.request(x, known, tracks), model)
+    attrs = decoding.told(plan, model, 1, len(x) // STEPS_PER_BAR, torch.as_tensor(x)[None], generator)
     density = dict(options.density)
     if options.note_density is not None:  # on these models the guidance target is the onsets attribute
         chosen = options.density_tracks or [names[0]]

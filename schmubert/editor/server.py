@@ -33,14 +33,14 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from schmubert import __version__, sample
+from schmubert import __version__, decoding, sample
 from schmubert.attributes import NUM_KEYS, key_name
 from schmubert.checkpoints import LoadedModel, default_checkpoint, held_out_pieces, load_model
 from schmubert.config import add_arguments, arg, from_args
 from schmubert.editor import pieces
 from schmubert.editor.jobs import Busy, Job, Options, Sampler
 from schmubert.editor.pieces import PieceError
-from schmubert.sampling import Order, SamplerOptions
+from schmubert.sampling import Order
 from schmubert.tokens import (
     BASS_PROGRAMS,
     DECODE_QPM,
@@ -145,7 +145,7 @@ def model_info(model: LoadedModel, validation_set: bool) -> dict[str, Any]:
         "keys": [key_name(k) for k in range(NUM_KEYS)],
         "defaults": {**{k: getattr(DEFAULTS, k) for k in ("steps", "order", "schedule", "temperature", "top_p",
                                                           "repair")},
-                     "cfg_scale": SamplerOptions().with_defaults(model.sampler_defaults).guidance_scale()},
+                     "cfg_scale": decoding.guidance_scale(model, DEFAULTS.sampler())},
     }
 
 
