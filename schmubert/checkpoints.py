@@ -35,7 +35,7 @@ from schmubert.copy_prior import CopyPrior
 from schmubert.copy_prior import wrap as copy_prior_wrap
 from schmubert.diffusion import AbsorbingDiffusion, NoiseConfig
 from schmubert.files import write_atomic
-from schmubert.tokens import Track, get_tracks, mask_ids
+from schmubert.tokens import Track, get_tracks, instrument_index, mask_ids
 
 CHECKPOINT_KIND = "asd3pm"
 DENOISER_PREFIX = "denoiser."
@@ -196,7 +196,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", copy_prior:
     if copy_prior:
         denoiser = copy_prior_wrap(denoiser, mask_ids(tracks), hp)
     denoiser.to(device).eval()
-    diffusion = AbsorbingDiffusion(mask_ids(tracks), NoiseConfig(**hp["noise"]))
+    diffusion = AbsorbingDiffusion(mask_ids(tracks), NoiseConfig(**hp["noise"]), instrument_index(tracks))
     return LoadedModel(denoiser, diffusion, tracks, int(hp["steps"]), hp, path, file_sha256(path))
 
 

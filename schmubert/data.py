@@ -63,19 +63,32 @@ def check_meta(meta: dict[str, Any], tracks: Sequence[Track], steps: int | None 
 
 
 class TokenArray(Dataset):
-    """One split of a processed dataset, memory-mapped: item ``i`` is ``LongTensor[steps, K]``."""
+    """One split of a processed dataset, memory-mapped: item ``i`` is ``LongTensor[steps, K]``, or with
+    ``velocity`` the pair (tokens, velocity bins) from ``{split}_velocity.npy`` beside ``{split}.npy``."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, velocity: bool = False):
         self.path = Path(path)
         self.array = np.load(self.path, mmap_mode="r")  # (N, steps, K) uint16
         if self.array.ndim != 3:
             raise DatasetError(f"{self.path}: expected an (N, steps, K) array, got shape {self.array.shape}")
+        self.velocity = None
+        if velocity:
+            vpath = self.path.with_name(f"{self.path.stem}_velocity.npy")
+            if not vpath.is_file():
+                raise DatasetError(f"{vpath}: missing; a velocity model needs the velocity bins of its data "
+                                   "(preprocess a voice set such as --tracks pop909)")
+            self.velocity = np.load(vpath, mmap_mode="r")
+            if self.velocity.shape != self.array.shape:
+                raise DatasetError(f"{vpath}: shape {self.velocity.shape} differs from {self.array.shape}")
 
     def __len__(self) -> int:
         return len(self.array)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.from_numpy(self.array[index].astype(np.int64))
+    def __getitem__(self, index: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        tokens = torch.from_numpy(self.array[index].astype(np.int64))
+        if self.velocity is None:
+            return tokens
+        return tokens, torch.from_numpy(self.velocity[index].astype(np.int64))
 
 
 class ResumableSampler(Sampler[int]):
@@ -171,18 +184,19 @@ class TokenDataModule(L.LightningDataModule):
     """Training and validation loaders over a processed dataset; checks its metadata against the model."""
 
     def __init__(self, config: DataConfig, tracks: str | Sequence[Track], steps: int | None = None,
-                 seed: int = 0, start_step: int = 0):
+                 seed: int = 0, start_step: int = 0, velocity: bool = False):
         """``start_step``: the batch stream starts there (plus the trainer's global step), for a run that continues
-        another's schedule from its weights (``--start-step``)."""
+        another's schedule from its weights (``--start-step``). ``velocity``: batches are (tokens, velocity)."""
         super().__init__()
         self.config, self.tracks, self.seed, self.start_step = config, get_tracks(tracks), seed, start_step
+        self.velocity = velocity
         self.meta = load_meta(config.data)
         check_meta(self.meta, self.tracks, steps, where=str(config.data))
         self.steps = int(self.meta["steps"])
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_set = TokenArray(Path(self.config.data) / "train.npy")
-        self.valid_set = TokenArray(Path(self.config.data) / "valid.npy")
+        self.train_set = TokenArray(Path(self.config.data) / "train.npy", self.velocity)
+        self.valid_set = TokenArray(Path(self.config.data) / "valid.npy", self.velocity)
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         workers = self.config.num_workers

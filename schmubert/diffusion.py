@@ -53,13 +53,18 @@ class LossOutput:
     loss: torch.Tensor  # reweighted training loss, bits per element, mean over the batch
     elbo: torch.Tensor  # ELBO term (negative log-likelihood bound), bits per element, mean over the batch
     elbo_per_sample: torch.Tensor  # [B]
+    velocity_elbo: torch.Tensor | None = None  # the velocity's ELBO term, bits per element (velocity models)
 
 
 class AbsorbingDiffusion:
     """Masking forward process, its losses, and the reveal rate of the reverse process."""
 
-    def __init__(self, mask_ids: Sequence[int], config: NoiseConfig | None = None):
+    def __init__(self, mask_ids: Sequence[int], config: NoiseConfig | None = None,
+                 groups: Sequence[int] | None = None):
+        """``groups``: the instrument of each column (``tokens.instrument_index``; None: each its own), so the
+        track-masking schedules mask the voices of a polyphonic instrument together."""
         self.mask_ids = list(mask_ids)
+        self.groups = list(groups) if groups is not None else list(range(len(self.mask_ids)))
         self.config = config or NoiseConfig()
         if self.config.timesteps < 1:
             raise ValueError("timesteps must be >= 1")
@@ -112,15 +117,17 @@ class AbsorbingDiffusion:
     def track_selection(self, batch_size: int, device: torch.device | str | None = None,
                         generator: torch.Generator | None = None, schedule: MaskSchedule | None = None
                         ) -> torch.Tensor:
-        """Which tracks may be masked per sample, ``BoolTensor[B, K]``, by the track-masking schedule."""
+        """Which tracks may be masked per sample, ``BoolTensor[B, K]``, by the track-masking schedule (a subset
+        of instruments: the voices of one are masked together)."""
         schedule = schedule or self.config.schedule
         K = self.num_tracks
+        G = max(self.groups) + 1
         all_tracks = torch.ones(batch_size, K, dtype=torch.bool, device=device)
-        if schedule == "all" or K == 1:
+        if schedule == "all" or G == 1:
             return all_tracks
-        # a uniformly random non-empty subset: draw a number 1..2^K-1 and read its bits
-        code = torch.randint(1, 2**K, (batch_size, 1), generator=generator, device=device)
-        subset = (code >> torch.arange(K, device=device)) & 1 == 1
+        # a uniformly random non-empty subset of instruments: draw a number 1..2^G-1 and read its bits
+        code = torch.randint(1, 2**G, (batch_size, 1), generator=generator, device=device)
+        subset = ((code >> torch.arange(G, device=device)) & 1 == 1)[:, self.groups]
         if schedule == "tracks":
             return subset
         if schedule == "mixed":
@@ -171,15 +178,27 @@ class AbsorbingDiffusion:
             total = total + (ce.view(x0.shape[:2]) * mask[..., k]).sum(dim=1)
         return total
 
-    def loss(self, logits: Sequence[torch.Tensor], x0: torch.Tensor, mask: torch.Tensor, t: torch.Tensor
-             ) -> LossOutput:
-        """Reweighted training loss ``(1 - t/T) * CE`` and ELBO term ``CE * T / t``, in bits per element."""
+    def loss(self, logits: Sequence[torch.Tensor], x0: torch.Tensor, mask: torch.Tensor, t: torch.Tensor,
+             velocity: torch.Tensor | None = None, onset: torch.Tensor | None = None) -> LossOutput:
+        """Reweighted training loss ``(1 - t/T) * CE`` and ELBO term ``CE * T / t``, in bits per element.
+
+        With ``velocity`` (the true bins ``[B, L, K]``), ``onset`` (``BoolTensor[B, L, K]``, where x0 starts a
+        note) and a model's velocity logits (``logits.velocity``), the velocity cross-entropy of the masked
+        onsets joins the loss with the same weight (its ELBO term is ``velocity_elbo``, apart from ``elbo``).
+        """
         B, L, K = x0.shape
         ce = self.masked_cross_entropy(logits, x0, mask)  # [B]
         per_element = math.log(2) * L * K
         elbo = (ce * self.elbo_weight(t) / per_element).float()
         loss = (ce * self.loss_weight(t) / per_element).float()
-        return LossOutput(loss=loss.mean(), elbo=elbo.mean(), elbo_per_sample=elbo)
+        velocity_logits = getattr(logits, "velocity", None)
+        if velocity is None or velocity_logits is None or onset is None:
+            return LossOutput(loss=loss.mean(), elbo=elbo.mean(), elbo_per_sample=elbo)
+        vce = self.masked_cross_entropy(velocity_logits, velocity, mask & onset)
+        velocity_elbo = (vce * self.elbo_weight(t) / per_element).float()
+        loss = loss + (vce * self.loss_weight(t) / per_element).float()
+        return LossOutput(loss=loss.mean(), elbo=elbo.mean(), elbo_per_sample=elbo,
+                          velocity_elbo=velocity_elbo.mean())
 
     # --- reverse process -----------------------------------------------------------------------------------
     @staticmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,8 +27,8 @@ from schmubert.backbones import from_config, make_config
 from schmubert.checkpoints import CHECKPOINT_KIND, checkpoint_hparams
 from schmubert.config import arg
 from schmubert.data import roll_bars, transpose
-from schmubert.diffusion import AbsorbingDiffusion, NoiseConfig
-from schmubert.tokens import get_tracks, mask_ids
+from schmubert.diffusion import AbsorbingDiffusion, LossOutput, NoiseConfig
+from schmubert.tokens import VELOCITY_MASK, Track, get_tracks, instrument_index, is_onset, mask_ids
 
 
 @dataclass
@@ -88,6 +89,23 @@ def decay_factor(step: int, optim: OptimConfig, total_steps: int | None) -> floa
     raise ValueError(f"unknown learning-rate decay {optim.decay!r}")
 
 
+#: A training batch: tokens ``[B, L, K]``, or tokens and velocity bins ``[B, L, K]`` from a set with velocity.
+Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | list[torch.Tensor]
+
+
+def split_batch(batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(x0, v0)`` of a batch (``v0`` None without velocity data)."""
+    if isinstance(batch, torch.Tensor):
+        return batch, None
+    x0, v0 = batch
+    return x0, v0
+
+
+def onsets(x0: torch.Tensor, tracks: Sequence[Track]) -> torch.Tensor:
+    """``BoolTensor[B, L, K]``: where each column of ``x0`` starts a note (``tokens.is_onset``)."""
+    return torch.stack([is_onset(x0[..., k], t) for k, t in enumerate(tracks)], dim=-1)
+
+
 class ASD3PM(L.LightningModule):
     """Absorbing-state discrete diffusion over ``(B, L, K)`` token grids with a registered backbone."""
 
@@ -106,7 +124,7 @@ class ASD3PM(L.LightningModule):
         self.save_hyperparameters()
         self.track_list = get_tracks(tracks)
         self.denoiser = from_config(arch, tracks, backbone)
-        self.diffusion = AbsorbingDiffusion(mask_ids(tracks), NoiseConfig(**noise))
+        self.diffusion = AbsorbingDiffusion(mask_ids(tracks), NoiseConfig(**noise), instrument_index(tracks))
         self.optim = OptimConfig(**(optim or {}))
         #: the learning-rate schedule's length (``schmubert.train`` sets --max-steps; None: the trainer's max steps
         #: after ``optim.start_step``)
@@ -154,27 +172,52 @@ class ASD3PM(L.LightningModule):
                                       **data_summaries(datamodule.train_set.array, self.track_list)}
 
     # --- steps -----------------------------------------------------------------------------------------------
-    def on_train_batch_start(self, batch: torch.Tensor, batch_idx: int) -> None:
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         torch.manual_seed(step_seed(self.hparams.seed, self.schedule_step, self.global_rank))
 
-    def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        x0 = transpose(roll_bars(x0, self.hparams.roll_bars), self.track_list, self.hparams.max_transpose)
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        x0, v0 = self.augment(*split_batch(batch))
         t = self.diffusion.sample_t(x0.shape[0], x0.device)
         x_t, mask = self.diffusion.q_sample(x0, t)
-        out = self.diffusion.loss(self.denoiser(x_t, self.training_attributes(x0)), x0, mask, t)
+        out = self.step_loss(x_t, mask, t, x0, v0, self.training_attributes(x0))
         self.log("train/loss", out.loss, prog_bar=True)
         self.log("train/elbo", out.elbo)
+        if out.velocity_elbo is not None:
+            self.log("train/velocity_elbo", out.velocity_elbo)
         return out.loss
 
-    def on_validation_batch_start(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def augment(self, x0: torch.Tensor, v0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Bars rolled (velocity with its tokens) and pitches transposed, as configured."""
+        K = x0.shape[-1]
+        both = roll_bars(x0 if v0 is None else torch.cat([x0, v0], dim=-1), self.hparams.roll_bars)
+        x0 = transpose(both[..., :K], self.track_list, self.hparams.max_transpose)
+        return x0, (None if v0 is None else both[..., K:])
+
+    def step_loss(self, x_t: torch.Tensor, mask: torch.Tensor, t: torch.Tensor, x0: torch.Tensor,
+                  v0: torch.Tensor | None, attrs: Attributes | None = None) -> LossOutput:
+        """The loss of one masked batch; a velocity model is shown the velocities where the tokens are known and
+        learns those of the masked onsets (masked together with their tokens)."""
+        if not self.denoiser.predicts_velocity:
+            logits = self.denoiser(x_t) if attrs is None else self.denoiser(x_t, attrs)
+            return self.diffusion.loss(logits, x0, mask, t)
+        if v0 is None:
+            raise ValueError("a velocity model needs velocity data ({split}_velocity.npy beside the tokens)")
+        v_t = torch.where(mask, VELOCITY_MASK, v0)
+        logits = self.denoiser(x_t, attrs, v_t)
+        return self.diffusion.loss(logits, x0, mask, t, v0, onsets(x0, self.track_list))
+
+    def on_validation_batch_start(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         torch.manual_seed(step_seed(self.hparams.seed, -1 - batch_idx, self.global_rank))
 
-    def validation_step(self, x0: torch.Tensor, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Validation measures the unconditional model: every track masked alike, stratified t, every attribute
         null (a piece's own attributes would tell its answer)."""
+        x0, v0 = split_batch(batch)
         t = self.diffusion.sample_t(x0.shape[0], x0.device, stratified=True)
         x_t, mask = self.diffusion.q_sample(x0, t, schedule="all", span_prob=0.0)
-        out = self.diffusion.loss(self.denoiser(x_t), x0, mask, t)
+        out = self.step_loss(x_t, mask, t, x0, v0)
+        if out.velocity_elbo is not None:
+            self.log("val/velocity_elbo", out.velocity_elbo, sync_dist=True, batch_size=x0.shape[0])
         self.log("val/loss", out.loss, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
         self.log("val/elbo", out.elbo, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
 

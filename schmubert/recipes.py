@@ -146,6 +146,16 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # two seeds, data 4.9), each told a training window's outline they are not (4.6 / 4.9, mean overlap 0.75 /
     # 0.76, stage 5 0.76 / 0.71), so it ships as pretrained:melody with outlines its default (experiments/README.md,
     # "The melody's stage 6 shipped, with outlines for new pieces")
+    # stage 1 of pretrained:pop909 (melody, bridge of 4 voices, piano of 6, with velocity): conv small with bar
+    # attention from the start (the trio's stages 2-3 showed it is what lets infills copy a song's bars),
+    # trained to infill (span masking), windows rotated by whole bars, transposed up to 6 semitones; the 2,749
+    # POP909 training windows of `python -m preprocessing --tracks pop909`. Too long for one CPU session: trained
+    # in parts (--stop-step, then --init the part's export with --start-step), as the melody's stage 6
+    _recipe("cpu-pop909", "stage 1 of the pop909 model (trained in parts: --stop-step, then --init the part's "
+            "export with --start-step): conv small with bar attention and velocity, span masking, rotated "
+            "windows, batch 8, cosine from 1e-3 over 12000 steps", tracks="pop909", decay="cosine",
+            max_steps=12000, val_every=1000, span_prob=0.5, roll_bars=True,
+            set=["bar_depth=2", "velocity=true"], name="cpu-pop909"),
     _recipe("melody-long2", "stage 6 of the shipped melody model, trained in parts (--stop-step, then --init the "
             "part's export with --start-step): --init a cpu-melody-long model, stage 5 again with a cosine from "
             "1.5e-4 over 13700 steps (the rest of 10x)", **MELODY_LONG, lr=1.5e-4, max_steps=13700,

@@ -26,10 +26,21 @@ from einops import repeat
 from tqdm.auto import tqdm
 
 from schmubert.attributes import KINDS, Attributes, misses
+from schmubert.backbones.layers import Logits
 from schmubert.config import arg
 from schmubert.diffusion import AbsorbingDiffusion, RevealSchedule, masked_fraction
 from schmubert.precision import SamplePrecision, sampling_precision
-from schmubert.tokens import MELODIC_CLASSES, NO_EVENT, NOTE_OFF, STEPS_PER_BAR, Track, instruments
+from schmubert.tokens import (
+    MELODIC_CLASSES,
+    NO_EVENT,
+    NO_ONSET,
+    NOTE_OFF,
+    STEPS_PER_BAR,
+    VELOCITY_MASK,
+    Track,
+    instruments,
+    is_onset,
+)
 
 #: Reverse steps used when none are given: the fewest whose figures were within noise of 1024-step sampling on
 #: ``experiments/bench_quality_steps.py`` with ``pretrained:trio`` (unconditional: statistics overlap from S=32 on,
@@ -338,10 +349,15 @@ def check_attributes(attributes: Attributes | None, x: torch.Tensor) -> None:
 
 
 def predict_logits(denoiser: torch.nn.Module, x_t: torch.Tensor, attributes: Attributes | None,
-                   cfg_scale: float, uncond: Attributes | None = None) -> list[torch.Tensor]:
+                   cfg_scale: float, uncond: Attributes | None = None,
+                   velocity: torch.Tensor | None = None) -> list[torch.Tensor]:
     """The denoiser's logits at ``x_t [B, L, K]`` (K x ``[B, L, C_k]``): unconditioned (``attributes`` None),
     conditional (``cfg_scale`` 0), or classifier-free guided ``cond + w (cond - uncond)`` from one forward pass
-    over ``[x_t; x_t]`` with ``[attributes; uncond]`` (``uncond`` None: every attribute null)."""
+    over ``[x_t; x_t]`` with ``[attributes; uncond]`` (``uncond`` None: every attribute null). ``velocity``
+    ``[B, L, K]``: the velocity bins a velocity model is shown (its velocity logits, of the conditional half
+    under guidance, come back in ``Logits.velocity``)."""
+    if velocity is not None:
+        return _predict_with_velocity(denoiser, x_t, attributes, cfg_scale, uncond, velocity)
     if attributes is None:
         return denoiser(x_t)
     if cfg_scale == 0:
@@ -352,6 +368,35 @@ def predict_logits(denoiser: torch.nn.Module, x_t: torch.Tensor, attributes: Att
     return [lg[:B] + cfg_scale * (lg[:B] - lg[B:]) for lg in both]
 
 
+def _predict_with_velocity(denoiser: torch.nn.Module, x_t: torch.Tensor, attributes: Attributes | None,
+                           cfg_scale: float, uncond: Attributes | None, velocity: torch.Tensor) -> Logits:
+    if attributes is None or cfg_scale == 0:
+        return denoiser(x_t, attributes, velocity)
+    B = x_t.shape[0]
+    uncond = attributes.null_like() if uncond is None else uncond
+    both = denoiser(torch.cat([x_t, x_t]), Attributes.cat([attributes, uncond]), torch.cat([velocity, velocity]))
+    return Logits([lg[:B] + cfg_scale * (lg[:B] - lg[B:]) for lg in both], [v[:B] for v in both.velocity])
+
+
+def draw_velocity(v_t: torch.Tensor, logits: Logits, x_t: torch.Tensor, reveal: torch.Tensor,
+                  tracks: Sequence[Track], temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """The velocity bins of the elements revealed this step: drawn from the velocity head where the drawn token
+    starts a note (over the bins, never "no onset"), :data:`~schmubert.tokens.NO_ONSET` elsewhere.
+    ``v_t``/``x_t``/``reveal`` ``[B, L, K]``; returns the new ``v_t``."""
+    v_t = v_t.clone()
+    for k, track in enumerate(tracks):
+        where = reveal[..., k]
+        if not where.any():
+            continue
+        onset = where & is_onset(x_t[..., k], track)
+        v_t[..., k][where & ~onset] = NO_ONSET
+        n = int(onset.sum())
+        if n:
+            p = torch.softmax(logits.velocity[k][onset].float()[:, 1:] / temperature, dim=-1)
+            v_t[..., k][onset] = draw(p, uniform((n,), generator, x_t.device)) + 1
+    return v_t
+
+
 # --- the sampler --------------------------------------------------------------------------------------------
 
 
@@ -360,7 +405,7 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
            steps: int, generator: torch.Generator | None = None, options: SamplerOptions | None = None, *,
            guidance: Guidance | None = None, attributes: Attributes | None = None,
            tracks: Sequence[Track] | None = None, progress: bool = False, stats: dict | None = None,
-           **fields) -> torch.Tensor:
+           velocity: torch.Tensor | None = None, **fields) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Fill every unknown element of ``x`` by the reverse process; returns ``LongTensor[B, L, K]``.
 
     x: ``LongTensor[B, L, K]`` known tokens (values where ``~known`` are ignored); known:
@@ -377,6 +422,9 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
     ``generator`` drives every random draw. ``stats`` (a dict) receives ``calls``, the number of denoiser
     calls, ``remasked``, the number of re-masked elements, and ``repaired``, the elements drawn again by repair.
     The result has no mask left and every other ``x[known]`` unchanged. Runs on the denoiser's device.
+    velocity: for a model that predicts velocity (``denoiser.predicts_velocity``), the velocity bins
+    ``LongTensor[B, L, K]`` of the known elements (others ignored); each element's bin is drawn with its token
+    (:func:`draw_velocity`), and the result is ``(x, velocity)``.
     """
     opts = dataclasses.replace(options or SamplerOptions(), **fields)
     check_inputs(diffusion, x, known, steps, opts)
@@ -393,9 +441,12 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
     known = known & (x != mask_value)  # a mask id is never "known": it is filled like the rest
     voices = [ks for _, ks in instruments(tracks) if len(ks) > 1] if tracks is not None else []
     run = functools.partial(reverse, denoiser, diffusion, generator=generator, opts=opts, guidance=guidance,
-                            progress=progress, voices=voices)
+                            progress=progress, voices=voices, tracks=tracks)
     counts = {"calls": 0, "remasked": 0, "repaired": 0}
-    x_t = run(torch.where(known, x, mask_value), known, steps, attributes, counts)
+    if velocity is not None and not getattr(denoiser, "predicts_velocity", False):
+        raise ValueError("velocity was given but the model does not predict velocity (backbone option velocity)")
+    v_t = None if velocity is None else torch.where(known, velocity.to(device), VELOCITY_MASK)
+    x_t, v_t = run(torch.where(known, x, mask_value), known, steps, attributes, counts, velocity=v_t)
     held = None if attributes is None else attributes.without(set(KINDS) - set(opts.repaired_kinds()))
     for _ in range(opts.repair if attributes is not None else 0):
         key_miss, bar_miss = misses(held, x_t, tracks)
@@ -405,21 +456,28 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
         if not len(rows):
             break
         again = redo[rows]
-        x_t[rows] = run(torch.where(again, mask_value, x_t[rows]), ~again, opts.repair_steps,
-                        attributes.select(rows), counts)
+        redrawn, v_rows = run(torch.where(again, mask_value, x_t[rows]), ~again, opts.repair_steps,
+                              attributes.select(rows), counts,
+                              velocity=None if v_t is None else torch.where(again, VELOCITY_MASK, v_t[rows]))
+        x_t[rows] = redrawn
+        if v_t is not None:
+            v_t[rows] = v_rows
         counts["repaired"] += int(again.sum())
     if stats is not None:
         stats.update(counts)
-    return x_t
+    return x_t if v_t is None else (x_t, v_t)
 
 
 def reverse(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x_t: torch.Tensor, known: torch.Tensor,
             steps: int, attributes: Attributes | None, counts: dict, *, generator: torch.Generator | None,
             opts: SamplerOptions, guidance: Guidance | None, progress: bool,
-            voices: Sequence[Sequence[int]] = ()) -> torch.Tensor:
+            voices: Sequence[Sequence[int]] = (), tracks: Sequence[Track] | None = None,
+            velocity: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The reverse process from ``x_t [B, L, K]`` (masks exactly where ``~known``) to a piece without masks;
     adds its denoiser calls and re-masked elements to ``counts``. ``voices``: the columns of each polyphonic
-    instrument, whose voices never start a pitch another of its voices sounds (:func:`exclusive_pitches`)."""
+    instrument, whose voices never start a pitch another of its voices sounds (:func:`exclusive_pitches`).
+    ``velocity``: the velocity bins ``[B, L, K]`` (``VELOCITY_MASK`` where ``~known``) of a velocity model,
+    drawn with the tokens. Returns ``(x, velocity)`` (velocity None without one)."""
     # guidance needs a guided kind told: otherwise the two halves would be the same pass
     uncond = attributes.without(opts.guided_kinds()) if attributes is not None else None
     cfg_scale = 0.0 if attributes is None or attributes.equals(uncond) else opts.guidance_scale()
@@ -433,18 +491,21 @@ def reverse(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x_t: torch
         if not masked.any() and step.remask == 0.0:
             continue
         if logits is None or changed or not opts.reuse:
-            logits = predict_logits(denoiser, x_t, attributes, cfg_scale, uncond)
+            logits = predict_logits(denoiser, x_t, attributes, cfg_scale, uncond, velocity)
             counts["calls"] += 1
         reveal, rows = choose_reveal(logits, x_t, masked, step, opts, guidance, generator, distance)
         remask = choose_remask(~known & ~masked, step, opts, drawn_p, generator)
         if voices:
             rows = exclusive_pitches(rows, x_t, voices)
         x_t = reveal_draws(x_t, reveal, rows, len(logits), opts.top_p, generator, drawn_p)
+        if velocity is not None:
+            velocity = draw_velocity(velocity, logits, x_t, reveal, tracks, opts.temperature, generator)
+            velocity = torch.where(remask, VELOCITY_MASK, velocity)
         x_t = torch.where(remask, mask_value, x_t)
         masked = (masked & ~reveal) | remask
         changed = bool(reveal.any() or remask.any())
         counts["remasked"] += int(remask.sum())
-    return x_t
+    return x_t, velocity
 
 
 RowProbs = Callable[[int, torch.Tensor], torch.Tensor]
@@ -539,12 +600,18 @@ class Autocast(torch.nn.Module):
         super().__init__()
         self.denoiser = denoiser
         self.tracks = getattr(denoiser, "tracks", None)  # what the sampler's repair computes attributes with
+        self.predicts_velocity = getattr(denoiser, "predicts_velocity", False)
 
-    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None) -> list[torch.Tensor]:
+    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None,
+                velocity: torch.Tensor | None = None) -> list[torch.Tensor]:
         device = next(self.denoiser.parameters()).device
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            out = self.denoiser(x_t) if attrs is None else self.denoiser(x_t, attrs)
-            return [lg.float() for lg in out]
+            if velocity is not None:
+                out = self.denoiser(x_t, attrs, velocity)
+            else:
+                out = self.denoiser(x_t) if attrs is None else self.denoiser(x_t, attrs)
+            vel = getattr(out, "velocity", None)
+            return Logits([lg.float() for lg in out], None if vel is None else [v.float() for v in vel])
 
 
 def fast_denoiser(denoiser: torch.nn.Module, precision: SamplePrecision = "fp32", compile: bool = False

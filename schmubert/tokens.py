@@ -82,6 +82,7 @@ DECODE_RESOLUTION = 480  # ticks per quarter; a multiple of STEPS_PER_QUARTER so
 NO_ONSET = 0
 VELOCITY_BINS = 8
 VELOCITY_CLASSES = VELOCITY_BINS + 1  # with NO_ONSET
+VELOCITY_MASK = VELOCITY_CLASSES  # what a model is shown where an element's velocity is unknown
 _VELOCITY_WIDTH = 16
 
 
@@ -89,6 +90,13 @@ def velocity_to_bin(velocity: np.ndarray | int) -> np.ndarray:
     """MIDI velocity 1..127 -> bin 1..8 (0 or less -> :data:`NO_ONSET`)."""
     v = np.asarray(velocity, dtype=np.int64)
     return np.where(v > 0, np.clip((v - 1) // _VELOCITY_WIDTH + 1, 1, VELOCITY_BINS), NO_ONSET)
+
+
+def is_onset(tokens: np.ndarray, track: Track) -> np.ndarray:
+    """Where a column's tokens (numpy or torch) start a note (a drum step: any hit): where a velocity belongs."""
+    if track.is_drum:
+        return (tokens > 0) & (tokens < DRUM_CLASSES)
+    return (tokens > NOTE_OFF) & (tokens < MELODIC_CLASSES)
 
 
 def bin_to_velocity(bins: np.ndarray | int) -> np.ndarray:
@@ -258,6 +266,16 @@ def instruments(tracks: str | Sequence[Track]) -> list[tuple[str, list[int]]]:
             out[-1][1].append(k)
         else:
             out.append((track.instrument, [k]))
+    return out
+
+
+def instrument_index(tracks: str | Sequence[Track]) -> list[int]:
+    """The instrument (slot) index of each column: ``[0, 1, 2]`` for the trio, ``[0, 1, 1, 1, 1, 2, ...]`` for
+    pop909."""
+    out = [0] * len(get_tracks(tracks))
+    for i, (_, ks) in enumerate(instruments(tracks)):
+        for k in ks:
+            out[k] = i
     return out
 
 

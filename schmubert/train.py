@@ -212,6 +212,7 @@ def train(config: TrainConfig, data: DataConfig, optim: OptimConfig, noise: Nois
                               roll_bars=data.roll_bars,
                               seed=config.seed, data={"path": str(data.data), **summary(datamodule.meta)},
                               provenance={"recipe": config.recipe}, attributes=vars(cond))
+    datamodule.velocity = model.denoiser.predicts_velocity  # a velocity model reads {split}_velocity.npy too
     optim = OptimConfig(**model.hparams.optim)  # a resumed run keeps its own optimisation settings
     stop = config.stop_step or config.max_steps
     if stop > config.max_steps:

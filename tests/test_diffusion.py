@@ -164,3 +164,14 @@ def test_span_prob_sets_the_share_of_span_samples_and_zero_is_the_original():
     assert mask.all()  # validation's call: everywhere
     _, mask = AbsorbingDiffusion([90]).q_sample(x0, t, generator=torch.Generator().manual_seed(0))
     assert mask.all()
+
+
+def test_track_masking_takes_the_voices_of_an_instrument_together():
+    from schmubert.tokens import instrument_index
+
+    diffusion = AbsorbingDiffusion(mask_ids("pop909"), NoiseConfig(schedule="tracks"), instrument_index("pop909"))
+    chosen = diffusion.track_selection(512, generator=torch.Generator().manual_seed(0))
+    assert (chosen[:, 1:5] == chosen[:, 1:2]).all() and (chosen[:, 5:] == chosen[:, 5:6]).all()
+    assert chosen.any(1).all()  # never nothing
+    patterns = {tuple(row) for row in chosen[:, [0, 1, 5]].tolist()}
+    assert len(patterns) == 7  # every non-empty subset of the 3 instruments

@@ -109,3 +109,31 @@ def test_a_continued_run_reads_the_decay_where_it_starts_and_warms_up_again():
     assert lr_factor(59, cosine, 110) == pytest.approx(0.1)  # the schedule's end
     constant = OptimConfig(warmup_steps=10, start_step=50)
     assert [lr_factor(s, constant, None) for s in (0, 9, 20)] == pytest.approx([0.1, 1.0, 1.0])
+
+
+def test_a_velocity_model_learns_velocity_at_masked_onsets_only():
+    import numpy as np
+
+    from schmubert.module import ASD3PM, onsets
+    from schmubert.tokens import get_tracks
+
+    model = ASD3PM.create("conv", "pop909", "tiny", NoiseConfig(), 64, backbone_overrides={"seq_len": 64,
+                                                                                           "velocity": True})
+    x0 = torch.zeros(2, 64, 11, dtype=torch.long)
+    x0[:, ::8, 5] = 48 - 19  # piano onsets every half beat
+    v0 = torch.where(onsets(x0, get_tracks("pop909")), 5, 0)
+    t = torch.tensor([512, 900])
+    x_t, mask = model.diffusion.q_sample(x0, t)
+    out = model.step_loss(x_t, mask, t, x0, v0)
+    assert out.velocity_elbo is not None and out.velocity_elbo > 0
+    assert np.isfinite(out.loss.item())
+    # the velocity loss counts masked onsets only: targets elsewhere do not move it, a masked onset's does
+    logits = model.denoiser(x_t, velocity=torch.where(mask, 9, v0))
+    onset = onsets(x0, get_tracks("pop909"))
+    base = model.diffusion.loss(logits, x0, mask, t, v0, onset).velocity_elbo
+    elsewhere = torch.where(mask & onset, v0, 8)
+    assert torch.equal(model.diffusion.loss(logits, x0, mask, t, elsewhere, onset).velocity_elbo, base)
+    moved = torch.where(mask & onset, 1, v0)
+    assert not torch.equal(model.diffusion.loss(logits, x0, mask, t, moved, onset).velocity_elbo, base)
+    with pytest.raises(ValueError, match="velocity data"):
+        model.step_loss(x_t, mask, t, x0, None)

@@ -734,3 +734,27 @@ def test_a_voice_is_never_offered_a_pitch_another_voice_sounds():
     for pitch in {n.pitch for n in piano.notes}:
         spans = sorted((n.start, n.end) for n in piano.notes if n.pitch == pitch)
         assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:]))
+
+
+def test_a_velocity_model_draws_a_bin_for_every_onset_it_writes_and_keeps_known_ones():
+    from schmubert.backbones import build
+    from schmubert.tokens import get_tracks, instrument_index, is_onset
+
+    tracks = "pop909"
+    model = build("conv", tracks, "tiny", seq_len=64, velocity=True).eval()
+    diffusion = AbsorbingDiffusion(mask_ids(tracks), groups=instrument_index(tracks))
+    x = torch.zeros(2, 64, 11, dtype=torch.long)
+    x[:, 0, 0], x[:, 8, 0] = 60 - 19, 62 - 19  # a known melody with its velocities
+    velocity = torch.zeros_like(x)
+    velocity[:, 0, 0], velocity[:, 8, 0] = 7, 2
+    known = torch.zeros_like(x, dtype=torch.bool)
+    known[..., 0] = True
+    out, drawn = sample(model, diffusion, x, known, 8, torch.Generator().manual_seed(0), velocity=velocity)
+    onset = torch.stack([is_onset(out[..., k], t) for k, t in enumerate(get_tracks(tracks))], dim=-1)
+    assert onset[..., 5:].sum() > 10  # the untrained piano starts notes
+    assert (drawn[onset] >= 1).all() and (drawn[onset] <= 8).all() and (drawn[~onset] == 0).all()
+    assert drawn[:, 0, 0].tolist() == [7, 7] and drawn[:, 8, 0].tolist() == [2, 2]
+    again = sample(model, diffusion, x, known, 8, torch.Generator().manual_seed(0), velocity=velocity)
+    assert torch.equal(again[1], drawn)  # the generator drives the velocity draws too
+    with pytest.raises(ValueError, match="does not predict velocity"):
+        sample(build("conv", tracks, "tiny", seq_len=64).eval(), diffusion, x, known, 2, velocity=velocity)

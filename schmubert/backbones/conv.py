@@ -41,6 +41,7 @@ from schmubert.attributes import Attributes
 from schmubert.backbones.layers import (
     BackboneOptions,
     LearnedPositions,
+    Logits,
     Stack,
     TrackEmbedding,
     TrackHeads,
@@ -136,7 +137,7 @@ class ConvTransformer(Backbone):
         c = config
         if c.seq_len % c.patch:
             raise ValueError(f"seq_len {c.seq_len} is not a multiple of patch {c.patch}")
-        self.embed = TrackEmbedding(self.tracks, c.emb_dim, c.attributes)
+        self.embed = TrackEmbedding(self.tracks, c.emb_dim, c.attributes, c.velocity)
         K = self.embed.num_slots  # instruments: a polyphonic one's voices are pooled in the embedding
         self.beat_pos = nn.Embedding(c.patch, c.emb_dim)
         self.down = nn.ModuleList(PatchDown(c.emb_dim, c.width, c.patch) for _ in range(K))
@@ -152,17 +153,18 @@ class ConvTransformer(Backbone):
                 raise ValueError(f"seq_len {c.seq_len} is not a multiple of {STEPS_PER_BAR} (bar attention)")
             self.bars = BarAttention(K, c.emb_dim, c.bar_width, c.bar_depth, c.bar_heads,
                                      c.seq_len // STEPS_PER_BAR, c.dropout)
-        self.heads = TrackHeads(self.tracks, c.emb_dim)
+        self.heads = TrackHeads(self.tracks, c.emb_dim, velocity=c.velocity)
         init_weights(self)
         if self.bars is not None:  # a zero update at first: the model starts as the plain one (and fine-tunes it)
             nn.init.zeros_(self.bars.out.weight)
 
-    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None) -> list[torch.Tensor]:
+    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None,
+                velocity: torch.Tensor | None = None) -> Logits:
         c = self.config
         L = x_t.shape[1]
         check_length(L, c.seq_len, math.lcm(c.patch, STEPS_PER_BAR) if self.bars else c.patch, type(self).__name__)
         beat = self.beat_pos(torch.arange(L, device=x_t.device) % c.patch)  # [L, E]
-        e = self.embed(x_t, attrs) + beat[:, None]  # [B, L, K, E]
+        e = self.embed(x_t, attrs, velocity) + beat[:, None]  # [B, L, K, E]
         beats = [F.relu(down(e[:, :, k])) for k, down in enumerate(self.down)]  # K x [B, N, D]
         h = F.relu(self.merge(torch.cat(beats, dim=-1)))  # [B, N, D]
         h = self.ln_f(self.blocks(self.drop(self.pos(h))))

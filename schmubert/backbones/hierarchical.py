@@ -26,6 +26,7 @@ from schmubert.backbones.layers import (
     BackboneOptions,
     InputEmbedding,
     LearnedPositions,
+    Logits,
     Stack,
     TrackHeads,
     check_length,
@@ -66,7 +67,8 @@ class HierarchicalTransformer(Backbone):
         c = config
         if c.seq_len % c.chunk:
             raise ValueError(f"seq_len {c.seq_len} is not a multiple of chunk {c.chunk}")
-        self.inputs = InputEmbedding(self.tracks, c.emb_dim, c.low_width, c.seq_len, c.dropout, c.attributes)
+        self.inputs = InputEmbedding(self.tracks, c.emb_dim, c.low_width, c.seq_len, c.dropout, c.attributes,
+                                     c.velocity)
         self.encoder = Stack(c.low_width, c.low_depth, c.low_heads, c.dropout, c.attn_dropout)
         self.ln_enc = nn.LayerNorm(c.low_width)
         self.summarize = nn.Linear(c.chunk * c.low_width, c.width)
@@ -77,14 +79,15 @@ class HierarchicalTransformer(Backbone):
         self.chunk_pos = LearnedPositions(c.chunk, c.low_width)
         self.decoder = Stack(c.low_width, c.low_depth, c.low_heads, c.dropout, c.attn_dropout)
         self.ln_f = nn.LayerNorm(c.low_width)
-        self.heads = TrackHeads(self.tracks, c.low_width)
+        self.heads = TrackHeads(self.tracks, c.low_width, velocity=c.velocity)
         init_weights(self)
 
-    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None) -> list[torch.Tensor]:
+    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None,
+                velocity: torch.Tensor | None = None) -> Logits:
         C = self.config.chunk
         check_length(x_t.shape[1], self.config.seq_len, C, type(self).__name__)
         B = x_t.shape[0]
-        h = rearrange(self.inputs(x_t, attrs), "b (n c) d -> (b n) c d", c=C)
+        h = rearrange(self.inputs(x_t, attrs, velocity), "b (n c) d -> (b n) c d", c=C)
         h = self.ln_enc(self.encoder(h))  # [B*n, C, d]
         s = self.summarize(rearrange(h, "(b n) c d -> b n (c d)", b=B))  # [B, n, D]
         s = self.ln_upper(self.upper(self.upper_pos(s)))

@@ -19,7 +19,7 @@ from torch import nn
 
 from schmubert import attributes as A
 from schmubert.config import arg
-from schmubert.tokens import MAX_VOICES, STEPS_PER_BAR, Track, instruments
+from schmubert.tokens import MAX_VOICES, STEPS_PER_BAR, VELOCITY_CLASSES, VELOCITY_MASK, Track, instruments
 
 
 @dataclass
@@ -33,9 +33,21 @@ class BackboneOptions:
     dropout: float = arg(0.2, "dropout rate on the residual branches and after the embedding")
     attn_dropout: float = arg(0.0, "dropout rate on the attention probabilities (the original used 0.2; any "
                               "value > 0 disables the fused attention kernels on CPU)")
+    velocity: bool = arg(False, "model velocity: the known velocity bins are embedded with the tokens and a "
+                         "velocity head per instrument predicts the bin of each note it starts "
+                         "(schmubert.tokens velocity bins; the data needs {split}_velocity.npy)")
     attributes: bool = arg(False, "condition on musical attributes (key; onsets and register per bar and track, "
                            "schmubert.attributes): their embeddings are added to the token embeddings through a "
                            "zero-initialized projection, so a model gaining them starts as the one without")
+
+
+class Logits(list):
+    """A backbone's output: the K token logits ``[B, L, C_k]`` (a list, as every consumer reads it) and, from a
+    model with velocity, ``velocity``: K velocity logits ``[B, L, VELOCITY_CLASSES]`` (else None)."""
+
+    def __init__(self, tokens: Sequence[torch.Tensor], velocity: Sequence[torch.Tensor] | None = None):
+        super().__init__(tokens)
+        self.velocity = list(velocity) if velocity is not None else None
 
 
 def init_weights(module: nn.Module) -> None:
@@ -217,6 +229,20 @@ class VoiceHead(nn.Module):
         return F.gelu(self.proj(h[..., None, :] + self.voice.weight[:voices]))
 
 
+class VelocityEmbedding(nn.Module):
+    """Each instrument's velocity bins (and ``VELOCITY_MASK``) as an update of its token embeddings:
+    ``(slot, [B, L, V]) -> [B, L, V, E]``, through a projection that starts at zero (a model gaining velocity
+    with ``--init`` starts as the one without)."""
+
+    def __init__(self, num_slots: int, dim: int):
+        super().__init__()
+        self.embeddings = nn.ModuleList(nn.Embedding(VELOCITY_MASK + 1, dim) for _ in range(num_slots))
+        self.out = ZeroLinear(dim, dim)
+
+    def forward(self, slot: int, velocity: torch.Tensor) -> torch.Tensor:
+        return self.out(self.embeddings[slot](velocity))
+
+
 class TrackEmbedding(nn.Module):
     """One embedding per instrument (slot) over its ``vocab_size`` (classes + mask): ``[B, L, K] -> [B, L, S, E]``.
 
@@ -227,11 +253,12 @@ class TrackEmbedding(nn.Module):
     ``attrs`` must be None.
     """
 
-    def __init__(self, tracks: Sequence[Track], dim: int, attributes: bool = False):
+    def __init__(self, tracks: Sequence[Track], dim: int, attributes: bool = False, velocity: bool = False):
         super().__init__()
         self.num_columns = len(tracks)
         self.slots = [ks for _, ks in instruments(tracks)]
         self.embeddings = nn.ModuleList(nn.Embedding(tracks[ks[0]].vocab_size, dim) for ks in self.slots)
+        self.velocity = VelocityEmbedding(len(self.slots), dim) if velocity else None
         self.pools = nn.ModuleDict({str(i): VoicePool(dim) for i, ks in enumerate(self.slots) if len(ks) > 1})
         if attributes and self.pools:
             raise ValueError("attributes are not built for polyphonic instruments yet: train this track set with "
@@ -243,10 +270,17 @@ class TrackEmbedding(nn.Module):
         """S, the number of instruments."""
         return len(self.slots)
 
-    def forward(self, x_t: torch.Tensor, attrs: A.Attributes | None = None) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, attrs: A.Attributes | None = None,
+                velocity: torch.Tensor | None = None) -> torch.Tensor:
+        """``velocity`` ``[B, L, K]``: the known velocity bins, ``VELOCITY_MASK`` elsewhere (None: none known);
+        only for a model built with velocity."""
         if x_t.dim() != 3 or x_t.shape[-1] != self.num_columns:
             raise ValueError(f"expected token ids [B, L, {self.num_columns}], got {tuple(x_t.shape)}")
-        e = torch.stack([self._slot(i, x_t) for i in range(self.num_slots)], dim=-2)
+        if velocity is not None and self.velocity is None:
+            raise ValueError("this model was built without velocity (backbone option velocity=false)")
+        if self.velocity is not None and velocity is None:
+            velocity = torch.full_like(x_t, VELOCITY_MASK)
+        e = torch.stack([self._slot(i, x_t, velocity) for i in range(self.num_slots)], dim=-2)
         if self.attributes is None:
             if attrs is not None:
                 raise ValueError("this model was built without attributes (backbone option attributes=false) "
@@ -256,12 +290,14 @@ class TrackEmbedding(nn.Module):
             attrs = A.Attributes.null(x_t.shape[0], -(-x_t.shape[1] // STEPS_PER_BAR), x_t.shape[2], x_t.device)
         return e + self.attributes(attrs.expand(x_t.shape[0]), x_t.shape[1])
 
-    def _slot(self, i: int, x_t: torch.Tensor) -> torch.Tensor:
-        """Instrument i's embedding ``[B, L, E]``."""
+    def _slot(self, i: int, x_t: torch.Tensor, velocity: torch.Tensor | None) -> torch.Tensor:
+        """Instrument i's embedding ``[B, L, E]`` (its voices' tokens, and their velocities, pooled)."""
         ks = self.slots[i]
-        if len(ks) == 1:
-            return self.embeddings[i](x_t[..., ks[0]])
-        return self.pools[str(i)](self.embeddings[i](x_t[..., ks[0]:ks[-1] + 1]))
+        cols = slice(ks[0], ks[-1] + 1)
+        e = self.embeddings[i](x_t[..., cols])  # [B, L, V, E]
+        if self.velocity is not None:
+            e = e + self.velocity(i, velocity[..., cols])
+        return e[..., 0, :] if len(ks) == 1 else self.pools[str(i)](e)
 
 
 class InputEmbedding(nn.Module):
@@ -272,39 +308,45 @@ class InputEmbedding(nn.Module):
     """
 
     def __init__(self, tracks: Sequence[Track], emb_dim: int, width: int, max_len: int, dropout: float = 0.0,
-                 attributes: bool = False):
+                 attributes: bool = False, velocity: bool = False):
         super().__init__()
-        self.embed = TrackEmbedding(tracks, emb_dim, attributes)
+        self.embed = TrackEmbedding(tracks, emb_dim, attributes, velocity)
         self.proj = nn.Linear(self.embed.num_slots * emb_dim, width)
         self.pos = LearnedPositions(max_len, width)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x_t: torch.Tensor, attrs: A.Attributes | None = None) -> torch.Tensor:
-        e = rearrange(self.embed(x_t, attrs), "b l k e -> b l (k e)")
+    def forward(self, x_t: torch.Tensor, attrs: A.Attributes | None = None,
+                velocity: torch.Tensor | None = None) -> torch.Tensor:
+        e = rearrange(self.embed(x_t, attrs, velocity), "b l k e -> b l (k e)")
         return self.drop(self.pos(self.proj(e)))
 
 
 class TrackHeads(nn.Module):
-    """One linear head per instrument over its real classes -> K x ``[B, L, C_k]``, one logits tensor per column.
+    """One linear head per instrument over its real classes -> K x ``[B, L, C_k]``, one logits tensor per column
+    (a :class:`Logits`; with ``velocity`` also one velocity head per instrument, shared by its voices).
 
     Input: ``[B, L, D]`` (every head reads the same features), ``[B, L, S, D]`` or a list of S ``[B, L, D]``
     (head i reads instrument i's features). The voices of a polyphonic instrument share its head, each through
     a :class:`VoiceHead`.
     """
 
-    def __init__(self, tracks: Sequence[Track], dim: int, bias: bool = False):
+    def __init__(self, tracks: Sequence[Track], dim: int, bias: bool = False, velocity: bool = False):
         super().__init__()
         self.slots = [ks for _, ks in instruments(tracks)]
         self.heads = nn.ModuleList(nn.Linear(dim, tracks[ks[0]].num_classes, bias=bias) for ks in self.slots)
         self.voices = nn.ModuleDict({str(i): VoiceHead(dim) for i, ks in enumerate(self.slots) if len(ks) > 1})
+        self.velocity = (nn.ModuleList(nn.Linear(dim, VELOCITY_CLASSES, bias=True) for _ in self.slots)
+                         if velocity else None)
 
-    def forward(self, h: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def forward(self, h: torch.Tensor | Sequence[torch.Tensor]) -> Logits:
         if isinstance(h, torch.Tensor):
             h = h.unbind(dim=2) if h.dim() == 4 else [h] * len(self.heads)
-        out: list[torch.Tensor] = []
+        tokens: list[torch.Tensor] = []
+        velocity: list[torch.Tensor] = []
         for i, (head, ks) in enumerate(zip(self.heads, self.slots, strict=True)):
-            if len(ks) == 1:
-                out.append(head(h[i]))
-            else:
-                out.extend(head(self.voices[str(i)](h[i], len(ks))).unbind(dim=-2))
-        return out
+            voices = h[i] if len(ks) == 1 else self.voices[str(i)](h[i], len(ks))  # [B, L, (V,) D]
+            tokens.extend([head(voices)] if len(ks) == 1 else head(voices).unbind(dim=-2))
+            if self.velocity is not None:
+                v = self.velocity[i](voices)
+                velocity.extend([v] if len(ks) == 1 else v.unbind(dim=-2))
+        return Logits(tokens, velocity if self.velocity is not None else None)

@@ -1,8 +1,10 @@
 """The backbone contract and the registry that builds a backbone from its name and a typed config.
 
-Contract: a backbone is an ``nn.Module`` built from ``(tracks, config)`` whose ``forward(x_t, attrs=None)`` maps
-``LongTensor[B, L, K]`` (token ids, the mask id of each track included) to a list of K logits tensors
-``[B, L, C_k]`` over each track's real classes. Backbones know nothing of diffusion (no t, no losses).
+Contract: a backbone is an ``nn.Module`` built from ``(tracks, config)`` whose ``forward(x_t, attrs=None,
+velocity=None)`` maps ``LongTensor[B, L, K]`` (token ids, the mask id of each track included) to a
+:class:`~schmubert.backbones.layers.Logits`, a list of K logits tensors ``[B, L, C_k]`` over each track's real
+classes. A model built with ``velocity=true`` also takes the known velocity bins ``[B, L, K]`` and returns K
+velocity logits in ``Logits.velocity``. Backbones know nothing of diffusion (no t, no losses).
 
 Conditions: with the option ``attributes=true`` (every config has it, default off) ``attrs`` is a
 :class:`schmubert.attributes.Attributes` (``key [B]``, ``onsets``/``register [B, bars, K]``, bars = L / 16) whose
@@ -42,9 +44,14 @@ class Backbone(nn.Module):
         self.tracks = get_tracks(tracks)
         self.config = config
 
-    def forward(self, x_t: torch.Tensor,
-                attrs: Attributes | None = None) -> list[torch.Tensor]:  # pragma: no cover - abstract
+    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None,
+                velocity: torch.Tensor | None = None) -> list[torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @property
+    def predicts_velocity(self) -> bool:
+        """Whether the backbone takes and predicts velocity bins (``forward(x_t, attrs, velocity)``)."""
+        return bool(getattr(self.config, "velocity", False))
 
     @property
     def conditional(self) -> bool:

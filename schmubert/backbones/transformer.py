@@ -15,7 +15,15 @@ import torch
 from torch import nn
 
 from schmubert.attributes import Attributes
-from schmubert.backbones.layers import BackboneOptions, InputEmbedding, Stack, TrackHeads, check_length, init_weights
+from schmubert.backbones.layers import (
+    BackboneOptions,
+    InputEmbedding,
+    Logits,
+    Stack,
+    TrackHeads,
+    check_length,
+    init_weights,
+)
 from schmubert.backbones.registry import Backbone, register
 from schmubert.config import arg
 from schmubert.tokens import Track
@@ -40,13 +48,14 @@ class Transformer(Backbone):
     def __init__(self, tracks: Sequence[Track], config: TransformerConfig):
         super().__init__(tracks, config)
         c = config
-        self.inputs = InputEmbedding(self.tracks, c.emb_dim, c.width, c.seq_len, c.dropout, c.attributes)
+        self.inputs = InputEmbedding(self.tracks, c.emb_dim, c.width, c.seq_len, c.dropout, c.attributes, c.velocity)
         self.blocks = Stack(c.width, c.depth, c.heads, c.dropout, c.attn_dropout)
         self.ln_f = nn.LayerNorm(c.width)
-        self.heads = TrackHeads(self.tracks, c.width)
+        self.heads = TrackHeads(self.tracks, c.width, velocity=c.velocity)
         init_weights(self)
 
-    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None) -> list[torch.Tensor]:
+    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None,
+                velocity: torch.Tensor | None = None) -> Logits:
         check_length(x_t.shape[1], self.config.seq_len, 1, type(self).__name__)
-        h = self.blocks(self.inputs(x_t, attrs))  # [B, L, D]
+        h = self.blocks(self.inputs(x_t, attrs, velocity))  # [B, L, D]
         return self.heads(self.ln_f(h))

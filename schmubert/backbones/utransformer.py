@@ -24,7 +24,15 @@ from einops import rearrange, repeat
 from torch import nn
 
 from schmubert.attributes import Attributes
-from schmubert.backbones.layers import BackboneOptions, InputEmbedding, Stack, TrackHeads, check_length, init_weights
+from schmubert.backbones.layers import (
+    BackboneOptions,
+    InputEmbedding,
+    Logits,
+    Stack,
+    TrackHeads,
+    check_length,
+    init_weights,
+)
 from schmubert.backbones.registry import Backbone, register
 from schmubert.config import arg
 from schmubert.tokens import Track
@@ -74,23 +82,24 @@ class UTransformer(Backbone):
         c = config
         if c.seq_len % 2**c.levels:
             raise ValueError(f"seq_len {c.seq_len} is not a multiple of 2^levels = {2**c.levels}")
-        self.inputs = InputEmbedding(self.tracks, c.emb_dim, c.width, c.seq_len, c.dropout, c.attributes)
+        self.inputs = InputEmbedding(self.tracks, c.emb_dim, c.width, c.seq_len, c.dropout, c.attributes, c.velocity)
         stages = range(c.levels)
         self.down_blocks = nn.ModuleList(self._stage(c) for _ in stages)
         self.downsample = nn.ModuleList(Downsample(c.width) for _ in stages)
         self.upsample = nn.ModuleList(Upsample(c.width) for _ in stages)
         self.up_blocks = nn.ModuleList(self._stage(c) for _ in stages)
         self.ln_f = nn.LayerNorm(c.width)
-        self.heads = TrackHeads(self.tracks, c.width)
+        self.heads = TrackHeads(self.tracks, c.width, velocity=c.velocity)
         init_weights(self)
 
     @staticmethod
     def _stage(c: UTransformerConfig) -> Stack:
         return Stack(c.width, c.blocks_per_level, c.heads, c.dropout, c.attn_dropout)
 
-    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None) -> list[torch.Tensor]:
+    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None,
+                velocity: torch.Tensor | None = None) -> Logits:
         check_length(x_t.shape[1], self.config.seq_len, 2**self.config.levels, type(self).__name__)
-        h = self.inputs(x_t, attrs)  # [B, L, D]
+        h = self.inputs(x_t, attrs, velocity)  # [B, L, D]
         skips = []
         for blocks, down in zip(self.down_blocks, self.downsample, strict=True):
             h = blocks(h)

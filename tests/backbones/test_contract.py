@@ -206,3 +206,21 @@ def test_a_polyphonic_set_shares_weights_across_voices(arch):
     logits = more.eval()(x_t)
     assert len(logits) == 13 and all(lg.shape == (2, 64, 90) for lg in logits)
     assert not torch.allclose(logits[5], logits[6])  # two voices of one instrument predict differently
+
+
+@pytest.mark.parametrize("arch", architectures())
+def test_velocity_heads_predict_each_column_and_start_silent(arch):
+    """A velocity model returns K velocity logits beside the token logits; its velocity embedding starts at
+    zero, so the same weights without velocity inputs give the same token logits as the model without."""
+    plain = build(arch, "pop909", "tiny", seq_len=64).eval()
+    vel = build(arch, "pop909", "tiny", seq_len=64, velocity=True).eval()
+    missing, unexpected = vel.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all("velocity" in k for k in missing)
+    x_t = torch.randint(0, 91, (2, 64, 11))
+    out = vel(x_t, velocity=torch.randint(0, 10, (2, 64, 11)))
+    assert len(out.velocity) == 11 and all(v.shape == (2, 64, 9) for v in out.velocity)
+    for a, b in zip(plain(x_t), out, strict=True):
+        torch.testing.assert_close(a, b)
+    assert plain(x_t).velocity is None
+    with pytest.raises(ValueError, match="without velocity"):
+        plain(x_t, velocity=torch.zeros_like(x_t))
