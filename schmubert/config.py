@@ -18,7 +18,8 @@ T = TypeVar("T")
 
 
 def arg(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 - mirrors argparse
-    """A dataclass field with a default and a help string (mutable defaults are copied per instance)."""
+    """A dataclass field with a default and a help string (mutable defaults are copied per instance).
+    An optional field's option reads ``none`` as None unless ``none_is_text=True`` (where 'none' is a value)."""
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help, **metadata})
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
@@ -57,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "",
                           default=None, metavar="A,B,...")
         elif tp in (int, float, str, Path):
             kwargs["type"] = tp
-        if optional and "type" in kwargs:
+        if optional and "type" in kwargs and not f.metadata.get("none_is_text"):
             base = kwargs["type"]
             kwargs["type"] = lambda s, base=base: None if s.lower() in ("none", "") else base(s)
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default

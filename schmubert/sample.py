@@ -91,11 +91,11 @@ class SampleConfig:
                                          "or name as listed when sampling, or 'none' (default: chosen by its "
                                          "notes, printed with the reason and the runners-up: the most "
                                          "melody-like pitched instrument, monophonic most of the time, in a "
-                                         "melodic register, playing through the song)")
+                                         "melodic register, playing through the song)", none_is_text=True)
     bass_track: str | None = arg(None, "the same for bass (default: the lowest mostly monophonic line with "
-                                       "enough notes)")
+                                       "enough notes)", none_is_text=True)
     drum_track: str | None = arg(None, "the same for drums (default: the drum-channel instrument with the most "
-                                       "hits)")
+                                       "hits)", none_is_text=True)
     time_signature: str | None = arg(None, "with --input, read its bars in this meter from the first downbeat "
                                            "its notes show, whatever its time signatures say (default: its "
                                            "signatures, unless they cannot be its meter: one-beat bars such as "

@@ -273,6 +273,16 @@ def test_variation_gives_up_after_its_tries_and_still_warns(ckpt, song, tmp_path
     assert [seed for seed, _ in echo.calls] == [0, 1, 2, 3] and echo.calls[-1][1] == 1.0
 
 
+def test_none_is_an_instrument_choice_not_the_default():
+    """``--melody-track none`` leaves the song's melody out (it was read as no option: the evidence's choice)."""
+    from schmubert.config import from_args
+    from schmubert.sample import SampleConfig, parser
+
+    cfg = from_args(SampleConfig, parser().parse_args(["--melody-track", "none", "--bass-track", "3", "--steps",
+                                                       "none"]))
+    assert (cfg.melody_track, cfg.bass_track, cfg.drum_track, cfg.steps) == ("none", "3", None, None)
+
+
 def test_pop909_songs_are_read_in_4_4_from_their_notes(ckpt, tmp_path, capsys):
     pop = CORPUS / "pop909"
     assert run(ckpt, tmp_path / "a", "--input", str(pop / "022.mid"), "--infill", "10:12") == 0
