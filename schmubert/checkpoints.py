@@ -256,6 +256,18 @@ def held_out_pieces(model: LoadedModel) -> tuple[np.ndarray, str] | None:
     return None
 
 
+def held_out_velocity(model: LoadedModel) -> np.ndarray | None:
+    """The velocity bins ``(N, steps, K)`` of :func:`held_out_pieces` (a velocity set's
+    ``valid_velocity.npy``, or ``velocity`` in a shipped model's held-out bundle); None where there are none."""
+    bundled = model.path.with_name(f"{model.path.stem}-heldout.npz")
+    if model.path.suffix == ".safetensors" and bundled.is_file():
+        with np.load(bundled) as archive:
+            return archive["velocity"].astype(np.int64) if "velocity" in archive else None
+    data = (model.hparams.get("data") or {}).get("path")
+    valid = Path(data) / "valid_velocity.npy" if data else None
+    return np.load(valid, mmap_mode="r") if valid is not None and valid.is_file() else None
+
+
 def checkpoint_hparams(arch: str, tracks: str, backbone: Any, noise: NoiseConfig, steps: int,
                        data: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     """The ``hyper_parameters`` block every SCHmUBERT checkpoint carries (see the module docstring)."""

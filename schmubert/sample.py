@@ -34,16 +34,20 @@ from schmubert.attributes import (
     key_name,
     parse_target,
 )
-from schmubert.checkpoints import LoadedModel, default_checkpoint, held_out_pieces, load_model
+from schmubert.checkpoints import LoadedModel, default_checkpoint, held_out_pieces, held_out_velocity, load_model
 from schmubert.config import add_arguments, arg, from_args, to_dict
 from schmubert.copy_prior import sharpened
 from schmubert.files import write_atomic
 from schmubert.guidance import NoteDensityGuidance, density_error
 from schmubert.precision import SamplePrecision
 from schmubert.render import save_pianoroll, write_wav
-from schmubert.sampling import DEFAULT_STEPS, SamplerOptions, fast_denoiser, sample_long
+from schmubert.sampling import DEFAULT_STEPS, SamplerOptions, fast_denoiser, sample, sample_long
 from schmubert.tokens import (
+    NO_ONSET,
     STEPS_PER_BAR,
+    instruments,
+    is_legacy,
+    is_onset,
     load_midi,
     midi_length_steps,
     midi_to_tokens,
@@ -195,13 +199,23 @@ def read_piece(path: Path | pretty_midi.PrettyMIDI, model: LoadedModel,
     return midi_to_tokens(chosen, [t.name for t in model.tracks], steps=steps)
 
 
-def validation_piece(model: LoadedModel, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """A random held-out piece of the data the model was trained on (shipped models carry theirs)."""
+def validation_piece(model: LoadedModel, rng: np.random.Generator) -> tuple[np.ndarray, str, np.ndarray | None]:
+    """A random held-out piece of the data the model was trained on (shipped models carry theirs), and for a
+    velocity model its velocity bins (None where the data has none)."""
     found = held_out_pieces(model)
     if found is None:
         raise ValueError(f"no --input given and the validation set of {model.path} is not on this machine; "
                          "pass --input song.mid")
-    return pick_piece(*found, rng)
+    pieces, source = found
+    index = int(rng.integers(len(pieces)))  # as pick_piece draws it
+    velocity = held_out_velocity(model) if predicts_velocity(model) else None
+    return (np.asarray(pieces[index], dtype=np.int64), f"{source}[{index}]",
+            None if velocity is None else np.asarray(velocity[index], dtype=np.int64))
+
+
+def predicts_velocity(model: LoadedModel) -> bool:
+    """Whether the model draws velocity bins with its notes (backbone option velocity)."""
+    return bool(getattr(model.denoiser, "predicts_velocity", False))
 
 
 def pick_piece(pieces: np.ndarray, source: str, rng: np.random.Generator) -> tuple[np.ndarray, str]:
@@ -230,14 +244,18 @@ class Scenario:
     kind: str
     sources: list[str]
     song: song.SongEdit | None = None  # where the span lies in --input, and how it is written back
+    velocity: np.ndarray | None = None  # (N, K) velocity bins of the known notes (a velocity model's input)
 
 
 def track_ids(names: list[str], model: LoadedModel, option: str) -> list[int]:
-    have = [t.name for t in model.tracks]
-    bad = [n for n in names if n not in have]
+    """The columns of the named tracks; an instrument's name (``piano``) gives all its voices."""
+    columns = {name: ks for name, ks in instruments(model.tracks)}
+    columns.update({t.name: [k] for k, t in enumerate(model.tracks)})
+    bad = [n for n in names if n not in columns]
     if bad:
+        have = [name for name, _ in instruments(model.tracks)]
         raise ValueError(f"{option}: the checkpoint has no track {', '.join(bad)} (it has {', '.join(have)})")
-    return [have.index(n) for n in names]
+    return [k for n in names for k in columns[n]]
 
 
 def scenario_kind(cfg: SampleConfig) -> str:
@@ -265,7 +283,7 @@ def build_scenario(cfg: SampleConfig, model: LoadedModel, rng: np.random.Generat
         return Scenario(zeros, np.zeros_like(zeros, dtype=bool), kind, [])
     if cfg.input is not None:
         return song_scenario(cfg, model, kind)
-    piece, source = validation_piece(model, rng)
+    piece, source, velocity = validation_piece(model, rng)
     start_bar = cfg.start_bar or 0
     piece_bars = len(piece) // STEPS_PER_BAR - start_bar
     fits = kind in ("infill", "accompaniment")
@@ -297,7 +315,8 @@ def build_scenario(cfg: SampleConfig, model: LoadedModel, rng: np.random.Generat
         x[len(x) - len(end):] = end
         known = conditioning.interpolation(shape, keep, keep)
         sources.append(str(cfg.interpolate))
-    return Scenario(x, known[0].numpy(), kind, sources)
+    vel = None if velocity is None else crop(velocity, start_bar, bars, source)
+    return Scenario(x, known[0].numpy(), kind, sources, velocity=vel)
 
 
 def song_scenario(cfg: SampleConfig, model: LoadedModel, kind: str) -> Scenario:
@@ -436,9 +455,17 @@ def make_attributes(cfg: SampleConfig, model: LoadedModel, scen: Scenario,
 def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, generator,
              denoiser: torch.nn.Module | None = None, attributes: Attributes | None = None,
              plan: decoding.Plan | None = None) -> np.ndarray:
-    """All samples ``(num_samples, N, K)``; a piece shorter than the model's window is generated on the whole
-    window and cut to N (known silence after it would tell the model, and the copy prior, that the piece is
-    silent: 8 unconditional bars of ``pretrained:trio`` came out empty).
+    """All samples ``(num_samples, N, K)`` (:func:`generate_takes` without the velocities)."""
+    return generate_takes(cfg, model, scen, guidance, generator, denoiser, attributes, plan)[0]
+
+
+def generate_takes(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, generator,
+                   denoiser: torch.nn.Module | None = None, attributes: Attributes | None = None,
+                   plan: decoding.Plan | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """All samples ``(num_samples, N, K)`` and, from a velocity model, their velocity bins (else None); a piece
+    shorter than the model's window is generated on the whole window and cut to N (known silence after it would
+    tell the model, and the copy prior, that the piece is silent: 8 unconditional bars of ``pretrained:trio``
+    came out empty).
     ``attributes``: what a conditional model is told, ``[num_samples, bars of N, K]`` (padding: null).
     ``denoiser`` defaults to ``model.denoiser`` at ``cfg.precision`` (bf16 where native) and ``cfg.compile``.
     ``plan``: the sampler options and copy sharpness, the model's defaults applied (default:
@@ -450,33 +477,49 @@ def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, ge
     pad = max(0, window - N)  # a short output still runs the model on its full window
     x = np.concatenate([scen.x, np.zeros((pad, K), dtype=np.int64)])
     known = np.concatenate([scen.known, np.zeros((pad, K), dtype=bool)])  # the padding is drawn, then dropped
+    velocity = None
+    if predicts_velocity(model):
+        if N > window:
+            raise ValueError(f"a velocity model samples one window: at most {window // STEPS_PER_BAR} bars")
+        given = scen.velocity if scen.velocity is not None else np.zeros((N, K), dtype=np.int64)
+        velocity = torch.as_tensor(np.concatenate([given, np.zeros((pad, K), dtype=np.int64)]))
     hop = (cfg.hop or window // STEPS_PER_BAR // 2) * STEPS_PER_BAR
     steps = cfg.steps or model.diffusion.T
-    out = []
+    out, out_velocity = [], []
     for start in tqdm(range(0, cfg.num_samples, cfg.batch_size), desc="batches", disable=not cfg.progress):
         B = min(cfg.batch_size, cfg.num_samples - start)
         xb = torch.as_tensor(x).expand(B, -1, -1).clone()
         kb = torch.as_tensor(known).expand(B, -1, -1).clone()
         told = None if attributes is None else attributes.rows(start, start + B).pad_bars(len(x) // STEPS_PER_BAR)
         with sharpened(denoiser, plan.copy_sharpness):
-            result = sample_long(denoiser, model.diffusion, xb, kb, steps, generator,
-                                 window=window, hop=hop, progress=cfg.progress, options=plan.sampler,
-                                 guidance=guidance, attributes=told, tracks=model.tracks)
+            if velocity is None:
+                result = sample_long(denoiser, model.diffusion, xb, kb, steps, generator,
+                                     window=window, hop=hop, progress=cfg.progress, options=plan.sampler,
+                                     guidance=guidance, attributes=told, tracks=model.tracks)
+            else:
+                result, vel = sample(denoiser, model.diffusion, xb, kb, steps, generator, plan.sampler,
+                                     guidance=guidance, attributes=told, tracks=model.tracks,
+                                     progress=cfg.progress, velocity=velocity.expand(B, -1, -1).clone())
+                out_velocity.append(vel[:, :N].cpu().numpy())
         result = conditioning.preserve_note_ends(xb, kb, result.cpu(), model.tracks)
         out.append(result[:, :N].numpy())
-    return np.concatenate(out)
+    tokens = np.concatenate(out)
+    if velocity is None:
+        return tokens, None
+    onset = np.stack([is_onset(tokens[..., k], t) for k, t in enumerate(model.tracks)], axis=-1)
+    return tokens, np.where(onset, np.concatenate(out_velocity), NO_ONSET)
 
 
 def write_sample(cfg: SampleConfig, model: LoadedModel, scen: Scenario, tokens: np.ndarray, index: int,
-                 record: dict, attributes: Attributes | None = None) -> None:
+                 record: dict, attributes: Attributes | None = None, velocity: np.ndarray | None = None) -> None:
+    """The MIDI (with ``velocity``'s bins where given), piano roll, WAV and JSON record of one sample."""
     paths = output_paths(cfg, index)
-    names = [t.name for t in model.tracks]
     if scen.song is not None and cfg.whole_song:
         data = song.song_bytes(scen.song.splice(tokens, model.tracks))
         write_atomic(paths["mid"], lambda tmp: tmp.write_bytes(data), cfg.overwrite)
         pm = load_midi(paths["mid"]) if cfg.wav else None
     else:
-        pm = tokens_to_midi(tokens, names)
+        pm = tokens_to_midi(tokens, model.tracks, velocity=velocity)
         write_atomic(paths["mid"], lambda tmp: pm.write(str(tmp)), cfg.overwrite)
     where = "" if scen.song is None else (f" (x axis: bars from song bar {scen.song.window[0]}; edited bars "
                                           f"{scen.song.edit[0]}:{scen.song.edit[1]} of the song)")
@@ -505,7 +548,7 @@ def unchanged(model: LoadedModel, scen: Scenario, tokens: np.ndarray) -> song.Un
 
 
 def vary(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, attributes: Attributes | None,
-         samples: np.ndarray, plan: decoding.Plan) -> dict[int, dict]:
+         samples: np.ndarray, plan: decoding.Plan, velocities: np.ndarray | None = None) -> dict[int, dict]:
     """``--variation``: the samples whose regenerated bars came back unchanged are drawn again, with the next seed
     and half the copy sharpness of ``plan`` each time, up to :data:`VARIATION_TRIES` times (``samples`` is updated
     in place). Returns, per redrawn sample, the seed and copy sharpness of its take and the tries it took."""
@@ -516,10 +559,13 @@ def vary(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, attrib
             break
         again = dataclasses.replace(plan, copy_sharpness=plan.copy_sharpness / 2 ** attempt)
         seed = cfg.seed + attempt
-        takes = generate(dataclasses.replace(cfg, seed=seed, copy_sharpness=again.copy_sharpness), model, scen,
-                         guidance, torch.Generator().manual_seed(seed), attributes=attributes, plan=again)
+        takes, take_velocity = generate_takes(
+            dataclasses.replace(cfg, seed=seed, copy_sharpness=again.copy_sharpness), model, scen, guidance,
+            torch.Generator().manual_seed(seed), attributes=attributes, plan=again)
         for i in same:
             samples[i] = takes[i]
+            if velocities is not None:
+                velocities[i] = take_velocity[i]
             redrawn[i] = {"seed": seed, "copy_sharpness": again.copy_sharpness if model.uses_copy_prior else None,
                           "tries": attempt}
     return redrawn
@@ -556,6 +602,9 @@ def run(cfg: SampleConfig) -> list[Path]:
     if cfg.tracks and track_set_name(model.tracks) != cfg.tracks:
         raise ValueError(f"--tracks {cfg.tracks}: {model.path} is a {track_set_name(model.tracks)} model; "
                          f"pass --checkpoint pretrained:{cfg.tracks} or a {cfg.tracks} checkpoint")
+    if cfg.input is not None and not is_legacy(model.tracks):
+        raise ValueError(f"--input: editing a song in place with a {track_set_name(model.tracks)} model is not "
+                         "built yet (it works for trio and melody models); sample new pieces or held-out ones")
     guidance = make_guidance(cfg, model)
     scen = build_scenario(cfg, model, np.random.default_rng(cfg.seed))
     plan = decoding_plan(cfg, model, scen)
@@ -563,8 +612,8 @@ def run(cfg: SampleConfig) -> list[Path]:
     attributes = make_attributes(cfg, model, scen, torch.Generator().manual_seed(cfg.seed), plan)
     generator = torch.Generator().manual_seed(cfg.seed)
     began = time.perf_counter()
-    samples = generate(cfg, model, scen, guidance, generator, attributes=attributes, plan=plan)
-    redrawn = vary(cfg, model, scen, guidance, attributes, samples, plan) if cfg.variation else {}
+    samples, velocities = generate_takes(cfg, model, scen, guidance, generator, attributes=attributes, plan=plan)
+    redrawn = vary(cfg, model, scen, guidance, attributes, samples, plan, velocities) if cfg.variation else {}
     seconds = time.perf_counter() - began
     record = {"options": to_dict(cfg), "scenario": scen.kind, "sources": scen.sources, "seed": cfg.seed,
               "checkpoint": str(model.path), "checkpoint_sha256": model.sha256, "device": str(model.device),
@@ -583,7 +632,8 @@ def run(cfg: SampleConfig) -> list[Path]:
             print(f"note: {note}")
     for i, tokens in enumerate(samples):
         said = report_take(cfg, model, scen, tokens, i, redrawn.get(i))
-        write_sample(cfg, model, scen, tokens, i, {**record, **said}, attributes)
+        write_sample(cfg, model, scen, tokens, i, {**record, **said}, attributes,
+                     None if velocities is None else velocities[i])
     print(f"wrote {len(samples)} sample(s) ({scen.kind}, {record['bars']} bars) to {cfg.out} "
           f"in {seconds:.1f} s of sampling")
     return [output_paths(cfg, i)["mid"] for i in range(len(samples))]

@@ -223,24 +223,25 @@ def test_subprocess_help_and_error():
 
 
 class Echo:
-    """``generate`` giving the input back as its first ``echoes`` takes (as a copy prior copying a repeated section
-    or a silent instrument drawing nothing can), then drawing; ``calls``: the (seed, copy sharpness) of each."""
+    """``generate_takes`` giving the input back as its first ``echoes`` takes (as a copy prior copying a repeated
+    section or a silent instrument drawing nothing can), then drawing; ``calls``: the (seed, copy sharpness) of
+    each."""
 
     def __init__(self, real, echoes: int = 1):
         self.real, self.echoes, self.calls = real, echoes, []
 
     def __call__(self, cfg, model, scen, *args, **kwargs):
         self.calls.append((cfg.seed, cfg.copy_sharpness))
-        out = self.real(cfg, model, scen, *args, **kwargs)
-        return np.repeat(scen.x[None], len(out), axis=0) if len(self.calls) <= self.echoes else out
+        out, velocity = self.real(cfg, model, scen, *args, **kwargs)
+        return (np.repeat(scen.x[None], len(out), axis=0) if len(self.calls) <= self.echoes else out), velocity
 
 
 @pytest.fixture
 def echo(monkeypatch) -> Echo:
     import schmubert.sample as sample_cli
 
-    fake = Echo(sample_cli.generate)
-    monkeypatch.setattr(sample_cli, "generate", fake)
+    fake = Echo(sample_cli.generate_takes)
+    monkeypatch.setattr(sample_cli, "generate_takes", fake)
     return fake
 
 
@@ -496,3 +497,33 @@ def test_a_model_with_a_copy_prior_samples_with_it_by_default_and_without_when_a
     assert not np.array_equal(tokens(tmp_path / "on" / "sample_000.mid"), tokens(tmp_path / "off" / "sample_000.mid"))
     assert run(copying, tmp_path / "bad", *args, "--copy-sharpness", "0") == 2
     assert "copy sharpness must be > 0" in capsys.readouterr().err
+
+
+def test_a_pop909_velocity_model_accompanies_a_held_out_melody_with_chords_and_dynamics(tmp_path):
+    """--generate-tracks bridge,piano names instruments (all their voices); the melody and its velocities come
+    back as they were, the new notes carry drawn velocity bins."""
+    import pretty_midi
+
+    from schmubert.polyphony import midi_to_grid
+
+    root = tmp_path / "model"
+    root.mkdir()
+    enc = midi_to_grid(CORPUS / "pop909" / "001.mid", "pop909", steps=1024)
+    np.save(root / "valid.npy", enc.tokens[None].astype(np.uint16))
+    np.save(root / "valid_velocity.npy", enc.velocity[None].astype(np.uint8))
+    torch.manual_seed(0)
+    denoiser = build("conv", "pop909", "tiny", velocity=True)
+    hp = checkpoint_hparams("conv", "pop909", denoiser.config, NoiseConfig(timesteps=32), 1024,
+                            data={"path": str(root)})
+    ckpt = save_model(root / "last.ckpt", denoiser, hp)
+    assert main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "out"), *FAST,
+                 "--generate-tracks", "bridge,piano"]) == 0
+    pm = pretty_midi.PrettyMIDI(str(tmp_path / "out" / "sample_000.mid"))
+    assert [i.name for i in pm.instruments] == ["melody", "bridge", "piano"]
+    melody = [(round(n.start * 8), n.pitch, n.velocity) for n in pm.instruments[0].notes]
+    kept = tokens_to_midi(enc.tokens, "pop909", velocity=enc.velocity).instruments[0].notes
+    assert melody == [(round(n.start * 8), n.pitch, n.velocity) for n in kept]
+    piano = pm.instruments[2].notes
+    assert len({n.velocity for n in piano}) >= 4
+    assert max(sum(1 for m in piano if m.start == n.start) for n in piano) >= 2  # chords
+    assert main(["--checkpoint", str(ckpt), "--generate-tracks", "kazoo", "--out", str(tmp_path / "x")]) == 2
