@@ -74,6 +74,7 @@ class Plan:
     key: str | None  # the asked key (key_from "asked"), else None
     sampler: SamplerOptions  # the model's defaults applied; the key held by repair only where it was told
     copy_sharpness: float
+    attributes: bool = True  # the model takes attributes (else nothing is told, and guidance is off)
 
     @property
     def guidance_scale(self) -> float:
@@ -82,11 +83,13 @@ class Plan:
 
     def describe(self) -> str:
         """One line for records, cards and benchmark headers."""
-        told = "a training window's outline" if self.outlined else f"a key ({self.key_from})"
-        key = f", key {self.key}" if self.key is not None else ""
-        return (f"told {told}{key}, guidance {self.guidance_scale:g}, copy sharpness {self.copy_sharpness:g}, "
-                f"{self.sampler.order} order, repair {self.sampler.repair} holding "
-                f"{', '.join(self.sampler.repaired_kinds()) or 'nothing'}")
+        told = {"asked": f"the key {self.key}", "drawn": "a key drawn from the training keys",
+                "piece": "the piece's own key", "outline": "a training window's outline"}[self.key_from]
+        if self.outlined and self.key is not None:
+            told = f"a training window's outline in {self.key}"
+        steering = (f"told {told}, guidance {self.guidance_scale:g}, repair {self.sampler.repair} holding "
+                    f"{', '.join(self.sampler.repaired_kinds()) or 'nothing'}, ") if self.attributes else ""
+        return f"{steering}copy sharpness {self.copy_sharpness:g}, {self.sampler.order} order"
 
     def record(self) -> dict:
         """The plan as JSON-ready values (sample records)."""
@@ -103,7 +106,8 @@ def resolve(request: Request, model: LoadedModel) -> Plan:
     sampler = held_kinds(model_sampler(request.sampler, model), key_asked=key_from in ("asked", "outline"))
     sharpness = (request.copy_sharpness if request.copy_sharpness is not None
                  else sampling_sharpness(request.anything_known))
-    return Plan(outline, outlined, key_from, request.key if key_from == "asked" else None, sampler, sharpness)
+    return Plan(outline, outlined, key_from, request.key if key_from == "asked" else None, sampler, sharpness,
+                model.conditional)
 
 
 def model_sampler(sampler: SamplerOptions, model: LoadedModel) -> SamplerOptions:

@@ -49,6 +49,8 @@ def test_the_shipped_models_tell_new_pieces_their_outline_and_infills_their_key(
     gap = decoding.resolve(decoding.Request(new_piece=False, anything_known=True), shipped)
     assert not gap.outlined and gap.key_from == "piece" and "key" not in gap.sampler.repaired_kinds()
     assert gap.copy_sharpness == SAMPLING_SHARPNESS and gap.guidance_scale == new.guidance_scale
+    assert new.describe().startswith("told a training window's outline, guidance ")
+    assert gap.describe().startswith("told the piece's own key, ")
 
 
 def test_what_is_asked_wins_over_the_shipped_defaults(shipped):
