@@ -15,8 +15,9 @@ changes and pitch bends of every instrument; every note of every other instrumen
 that starts outside its cell, where one that sounds into the cell may end at the cell's start (the splice rule);
 and no note outside a cell that was not there before. A new note must start in its cell and end by its end.
 Whether a cell holds the same notes as before (a no-op) is judged in 16ths of onset and end, and pitch (drums:
-onset and drum class). A plain symusic read and write loses the events of a track without notes (two of the
-multitrack songs: a control change each, and one file's last 5280 ticks), which the check reports.
+onset and drum class). A plain symusic read and write loses the channel events of a track or channel without
+notes and sequencer-specific meta events (two of the multitrack songs: a control change each, and in one the
+events that set its length), which the check reports.
 """
 
 from __future__ import annotations
