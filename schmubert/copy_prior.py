@@ -42,6 +42,7 @@ from torch import nn
 
 from schmubert.attributes import Attributes
 from schmubert.backbones.layers import Logits
+from schmubert.backbones.registry import call
 from schmubert.config import arg
 from schmubert.diffusion import AbsorbingDiffusion
 from schmubert.tokens import STEPS_PER_BAR
@@ -318,10 +319,7 @@ class CopyPrior(nn.Module):
     def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None,
                 velocity: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The mixed token logits; a velocity model's velocity logits pass through unchanged."""
-        if velocity is not None:
-            logits = self.denoiser(x_t, attrs, velocity)
-        else:
-            logits = self.denoiser(x_t) if attrs is None else self.denoiser(x_t, attrs)
+        logits = call(self.denoiser, x_t, attrs, velocity)
         with torch.autocast(x_t.device.type, enabled=False):
             mixed = mix_log_probs(logits, x_t, x_t != self.mask_value, self.params, self.sharpness)
         return Logits(mixed, getattr(logits, "velocity", None))

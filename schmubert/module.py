@@ -95,10 +95,7 @@ Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | list[torch.Tensor]
 
 def split_batch(batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(x0, v0)`` of a batch (``v0`` None without velocity data)."""
-    if isinstance(batch, torch.Tensor):
-        return batch, None
-    x0, v0 = batch
-    return x0, v0
+    return (batch, None) if isinstance(batch, torch.Tensor) else (batch[0], batch[1])
 
 
 def onsets(x0: torch.Tensor, tracks: Sequence[Track]) -> torch.Tensor:

@@ -41,6 +41,7 @@ from schmubert.tokens import (
     encode_melodic,
     get_tracks,
     instruments,
+    tokens_to_notes,
     velocity_to_bin,
 )
 
@@ -229,8 +230,6 @@ def midi_to_grid(midi: str | Path | bytes, tracks: str | Sequence[Track], steps:
 
 def voice_counts(tokens: np.ndarray, tracks: str | Sequence[Track]) -> dict[str, np.ndarray]:
     """Per polyphonic instrument, ``(steps,)`` the number of its voices sounding at each step."""
-    from schmubert.tokens import tokens_to_notes
-
     track_list = get_tracks(tracks)
     columns = tokens_to_notes(tokens, track_list)
     out = {}

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from schmubert.attributes import KINDS, Attributes, misses
 from schmubert.backbones.layers import Logits
+from schmubert.backbones.registry import call
 from schmubert.config import arg
 from schmubert.diffusion import AbsorbingDiffusion, RevealSchedule, masked_fraction
 from schmubert.precision import SamplePrecision, sampling_precision
@@ -356,26 +357,14 @@ def predict_logits(denoiser: torch.nn.Module, x_t: torch.Tensor, attributes: Att
     over ``[x_t; x_t]`` with ``[attributes; uncond]`` (``uncond`` None: every attribute null). ``velocity``
     ``[B, L, K]``: the velocity bins a velocity model is shown (its velocity logits, of the conditional half
     under guidance, come back in ``Logits.velocity``)."""
-    if velocity is not None:
-        return _predict_with_velocity(denoiser, x_t, attributes, cfg_scale, uncond, velocity)
-    if attributes is None:
-        return denoiser(x_t)
-    if cfg_scale == 0:
-        return denoiser(x_t, attributes)
-    B = x_t.shape[0]
-    uncond = attributes.null_like() if uncond is None else uncond
-    both = denoiser(torch.cat([x_t, x_t]), Attributes.cat([attributes, uncond]))
-    return [lg[:B] + cfg_scale * (lg[:B] - lg[B:]) for lg in both]
-
-
-def _predict_with_velocity(denoiser: torch.nn.Module, x_t: torch.Tensor, attributes: Attributes | None,
-                           cfg_scale: float, uncond: Attributes | None, velocity: torch.Tensor) -> Logits:
     if attributes is None or cfg_scale == 0:
-        return denoiser(x_t, attributes, velocity)
+        return call(denoiser, x_t, attributes, velocity)
     B = x_t.shape[0]
     uncond = attributes.null_like() if uncond is None else uncond
-    both = denoiser(torch.cat([x_t, x_t]), Attributes.cat([attributes, uncond]), torch.cat([velocity, velocity]))
-    return Logits([lg[:B] + cfg_scale * (lg[:B] - lg[B:]) for lg in both], [v[:B] for v in both.velocity])
+    both = call(denoiser, torch.cat([x_t, x_t]), Attributes.cat([attributes, uncond]),
+                None if velocity is None else torch.cat([velocity, velocity]))
+    guided = [lg[:B] + cfg_scale * (lg[:B] - lg[B:]) for lg in both]
+    return guided if velocity is None else Logits(guided, [v[:B] for v in both.velocity])
 
 
 def draw_velocity(v_t: torch.Tensor, logits: Logits, x_t: torch.Tensor, reveal: torch.Tensor,
@@ -606,10 +595,7 @@ class Autocast(torch.nn.Module):
                 velocity: torch.Tensor | None = None) -> list[torch.Tensor]:
         device = next(self.denoiser.parameters()).device
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            if velocity is not None:
-                out = self.denoiser(x_t, attrs, velocity)
-            else:
-                out = self.denoiser(x_t) if attrs is None else self.denoiser(x_t, attrs)
+            out = call(self.denoiser, x_t, attrs, velocity)
             vel = getattr(out, "velocity", None)
             return Logits([lg.float() for lg in out], None if vel is None else [v.float() for v in vel])
 

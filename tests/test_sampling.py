@@ -733,7 +733,7 @@ def test_a_voice_is_never_offered_a_pitch_another_voice_sounds():
     assert len(piano.notes) > 10
     for pitch in {n.pitch for n in piano.notes}:
         spans = sorted((n.start, n.end) for n in piano.notes if n.pitch == pitch)
-        assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:]))
+        assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:], strict=False))
 
 
 def test_a_velocity_model_draws_a_bin_for_every_onset_it_writes_and_keeps_known_ones():

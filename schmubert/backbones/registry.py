@@ -62,6 +62,15 @@ class Backbone(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def call(denoiser: nn.Module, x_t: torch.Tensor, attrs: Attributes | None = None,
+         velocity: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """``denoiser(x_t [, attrs [, velocity]])``, passing only what is given (so a denoiser, or a wrapper of one,
+    that takes ``x_t`` alone is called as before)."""
+    if velocity is not None:
+        return denoiser(x_t, attrs, velocity)
+    return denoiser(x_t) if attrs is None else denoiser(x_t, attrs)
+
+
 Preset = Any  # a config instance, or a callable (tracks) -> config
 
 
