@@ -128,7 +128,7 @@ def download(cfg: DownloadConfig) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m preprocessing.download", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     add_arguments(parser, DownloadConfig)
     cfg = from_args(DownloadConfig, parser.parse_args(argv))
     try:

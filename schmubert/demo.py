@@ -82,7 +82,8 @@ def run(cfg: DemoConfig) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m schmubert.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m schmubert.demo", description=__doc__.splitlines()[0],
+                                     allow_abbrev=False)
     add_arguments(parser, DemoConfig)
     run(from_args(DemoConfig, parser.parse_args(argv)))
     return 0

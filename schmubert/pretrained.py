@@ -112,10 +112,11 @@ def shipped_defaults(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m schmubert.pretrained", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m schmubert.pretrained", description=__doc__.splitlines()[0],
+                                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the shipped models")
-    ex = sub.add_parser("export", help="turn a training checkpoint into a shipped model")
+    sub.add_parser("list", help="list the shipped models", allow_abbrev=False)
+    ex = sub.add_parser("export", help="turn a training checkpoint into a shipped model", allow_abbrev=False)
     ex.add_argument("--checkpoint", required=True, help="a training checkpoint (.ckpt)")
     ex.add_argument("--name", required=True, help="the model's name (pretrained:NAME)")
     ex.add_argument("--heldout", type=Path, help="valid.npy of the held-out windows to ship beside the weights")

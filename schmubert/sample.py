@@ -39,9 +39,10 @@ from schmubert.config import add_arguments, arg, from_args, to_dict
 from schmubert.copy_prior import sharpened
 from schmubert.files import write_atomic
 from schmubert.guidance import NoteDensityGuidance, density_error
+from schmubert.polyphony import midi_to_grid
 from schmubert.precision import SamplePrecision
 from schmubert.render import save_pianoroll, write_wav
-from schmubert.sampling import DEFAULT_STEPS, SamplerOptions, fast_denoiser, sample, sample_long
+from schmubert.sampling import DEFAULT_STEPS, SamplerOptions, fast_denoiser, sample, sample_long, window_starts
 from schmubert.tokens import (
     NO_ONSET,
     STEPS_PER_BAR,
@@ -63,6 +64,8 @@ EXAMPLES = """examples:
   python -m schmubert.sample --input song.mid --infill 32:48 --out samples/infill   # bars of the song
   python -m schmubert.sample --input song.mid --infill 66:70 --generate-tracks bass  # new bass in bars 66-70
   python -m schmubert.sample --input song.mid --infill 40:48 --melody-track Vocals --bass-track 3
+  python -m schmubert.sample --checkpoint pretrained:pop909 --input song.mid --infill 26:32 \
+      --generate-tracks piano --track piano=8 --track melody=Vocals     # a song's piano, its chords and dynamics
   python -m schmubert.sample --input pop909/003.mid --infill 8:12 --time-signature 4/4 --variation
   python -m schmubert.sample --input song.mid --start-bar 16 --infill 24:28,36:40   # window from bar 16
   python -m schmubert.sample --input song.mid --generate-tracks bass,drums   # accompany the melody
@@ -91,15 +94,23 @@ class SampleConfig:
                                    "the checkpoint's validation set")
     start_bar: int | None = arg(None, "first bar of the model's window (default: placed around the edit, with "
                                       "context on both sides where the song has it)")
-    melody_track: str | None = arg(None, "--input's instrument the model sees and writes as melody: its index "
-                                         "or name as listed when sampling, or 'none' (default: chosen by its "
-                                         "notes, printed with the reason and the runners-up: the most "
-                                         "melody-like pitched instrument, monophonic most of the time, in a "
-                                         "melodic register, playing through the song)", none_is_text=True)
-    bass_track: str | None = arg(None, "the same for bass (default: the lowest mostly monophonic line with "
-                                       "enough notes)", none_is_text=True)
-    drum_track: str | None = arg(None, "the same for drums (default: the drum-channel instrument with the most "
-                                       "hits)", none_is_text=True)
+    track: list[str] = arg([], "ROLE=INDEX|NAME: --input's instrument the model sees and writes as ROLE, any "
+                               "instrument of the model's set (trio: melody, bass, drums; pop909: melody, "
+                               "bridge, piano, all voices of a polyphonic one together): its index or name as "
+                               "listed when sampling, or 'none'; repeatable, e.g. --track piano=8 --track "
+                               "melody=Vocals (default: chosen by the notes, printed with the reason and the "
+                               "runners-up; a polyphonic role such as piano prefers an instrument named like it or "
+                               "of its General MIDI family that plays chords)")
+    melody_track: str | None = arg(None, "--input's instrument the model sees and writes as melody (= --track "
+                                         "melody=...): its index or name as listed when sampling, or 'none' "
+                                         "(default: chosen by its notes, printed with the reason and the "
+                                         "runners-up: the most melody-like pitched instrument, monophonic most "
+                                         "of the time, in a melodic register, playing through the song)",
+                                   none_is_text=True)
+    bass_track: str | None = arg(None, "the same for bass (= --track bass=...; default: the lowest mostly "
+                                       "monophonic line with enough notes)", none_is_text=True)
+    drum_track: str | None = arg(None, "the same for drums (= --track drums=...; default: the drum-channel "
+                                       "instrument with the most hits)", none_is_text=True)
     time_signature: str | None = arg(None, "with --input, read its bars in this meter from the first downbeat "
                                            "its notes show, whatever its time signatures say (default: its "
                                            "signatures, unless they cannot be its meter: one-beat bars such as "
@@ -177,7 +188,8 @@ class SampleConfig:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m schmubert.sample", description=__doc__.splitlines()[0],
-                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     add_arguments(p, SampleConfig, skip=("sampler",))
     add_arguments(p.add_argument_group("sampler"), SamplerOptions)
     return p
@@ -191,6 +203,8 @@ def read_piece(path: Path | pretty_midi.PrettyMIDI, model: LoadedModel,
     """A MIDI file -> tokens ``(steps, K)`` for the model's tracks, each from the instrument chosen for it
     (``choices``, default :func:`schmubert.song.midi_roles`: by its notes, as for a song); ValueError naming the
     file if unusable."""
+    if not is_legacy(model.tracks) and not isinstance(path, pretty_midi.PrettyMIDI):  # a voice set: as preprocessed
+        return midi_to_grid(path, model.tracks).tokens
     pm = load_midi(path)
     steps = midi_length_steps(pm)
     if steps == 0:
@@ -319,10 +333,38 @@ def build_scenario(cfg: SampleConfig, model: LoadedModel, rng: np.random.Generat
     return Scenario(x, known[0].numpy(), kind, sources, velocity=vel)
 
 
+def role_choices(cfg: SampleConfig, model: LoadedModel) -> dict[str, str]:
+    """The song instrument asked for each role, ``{role: index, name or 'none'}``: ``--track ROLE=INDEX|NAME``
+    and its aliases ``--melody-track``, ``--bass-track``, ``--drum-track``. A role the model's set lacks, a
+    ``--track`` without ``=`` and two different choices for one role are ValueErrors naming the option."""
+    have = song.roles(model.tracks)
+    given: list[tuple[str, str, str]] = []  # (role, choice, the option as typed)
+    for role, text in (("melody", cfg.melody_track), ("bass", cfg.bass_track), ("drums", cfg.drum_track)):
+        if text is not None:
+            given.append((role, text, f"{song.ROLE_OPTIONS[role]} {text}"))
+    for item in cfg.track:
+        role, eq, text = item.partition("=")
+        role, text = role.strip(), text.strip()
+        if not eq or not role or not text:
+            raise ValueError(f"--track {item}: expected ROLE=INDEX|NAME, e.g. --track piano=8 or --track "
+                             f"melody=Vocals (roles of this model: {', '.join(have)})")
+        given.append((role, text, f"--track {item}"))
+    out: dict[str, str] = {}
+    said: dict[str, str] = {}
+    for role, text, option in given:
+        if role not in have:
+            raise ValueError(f"{option}: the model ({track_set_name(model.tracks)}) has no role {role!r}; its roles "
+                             f"are {', '.join(have)}")
+        if role in out and out[role].lower() != text.lower():
+            raise ValueError(f"{said[role]} and {option}: two instruments asked for the {role}; choose one")
+        out[role], said[role] = text, option
+    return out
+
+
 def song_scenario(cfg: SampleConfig, model: LoadedModel, kind: str) -> Scenario:
     """The scenario over ``--input``: its bars, its instruments, the window placed around the edit."""
+    asked = role_choices(cfg, model)
     the_song = song.read_song(cfg.input, time_signature=cfg.time_signature)
-    asked = {"melody": cfg.melody_track, "bass": cfg.bass_track, "drums": cfg.drum_track}
     choices = song.choose_roles(the_song, model.tracks, asked)
     assignment = {role: choice.index for role, choice in choices.items()}
     K, window = len(model.tracks), model.steps // STEPS_PER_BAR
@@ -368,12 +410,13 @@ def song_scenario(cfg: SampleConfig, model: LoadedModel, kind: str) -> Scenario:
         last = other.runs[-1]
         if last.bars < keep or len(plan.x) < 2 * keep * STEPS_PER_BAR + STEPS_PER_BAR:
             raise ValueError(f"--keep-bars {keep}: longer than one of the pieces")
-        other_tokens = song.grid_tokens(other, song.choose_tracks(other, model.tracks), model.tracks, last,
-                                        (last.end - keep, last.end))
+        other_tokens, other_velocity = song.grid_encode(other, song.choose_tracks(other, model.tracks),
+                                                        model.tracks, last, (last.end - keep, last.end))
         plan.x[len(plan.x) - len(other_tokens):] = other_tokens
+        plan.velocity[len(plan.x) - len(other_tokens):] = other_velocity
         plan.known[len(plan.x) - len(other_tokens):] = True
         sources.append(str(cfg.interpolate))
-    return Scenario(plan.x, plan.known, kind, sources, plan)
+    return Scenario(plan.x, plan.known, kind, sources, plan, plan.velocity if predicts_velocity(model) else None)
 
 
 # --- running ------------------------------------------------------------------------------------------------
@@ -479,8 +522,6 @@ def generate_takes(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidan
     known = np.concatenate([scen.known, np.zeros((pad, K), dtype=bool)])  # the padding is drawn, then dropped
     velocity = None
     if predicts_velocity(model):
-        if N > window:
-            raise ValueError(f"a velocity model samples one window: at most {window // STEPS_PER_BAR} bars")
         given = scen.velocity if scen.velocity is not None else np.zeros((N, K), dtype=np.int64)
         velocity = torch.as_tensor(np.concatenate([given, np.zeros((pad, K), dtype=np.int64)]))
     hop = (cfg.hop or window // STEPS_PER_BAR // 2) * STEPS_PER_BAR
@@ -496,10 +537,14 @@ def generate_takes(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidan
                 result = sample_long(denoiser, model.diffusion, xb, kb, steps, generator,
                                      window=window, hop=hop, progress=cfg.progress, options=plan.sampler,
                                      guidance=guidance, attributes=told, tracks=model.tracks)
-            else:
+            elif len(x) <= window:
                 result, vel = sample(denoiser, model.diffusion, xb, kb, steps, generator, plan.sampler,
                                      guidance=guidance, attributes=told, tracks=model.tracks,
                                      progress=cfg.progress, velocity=velocity.expand(B, -1, -1).clone())
+                out_velocity.append(vel[:, :N].cpu().numpy())
+            else:
+                result, vel = sample_long_velocity(denoiser, model, xb, kb, velocity.expand(B, -1, -1).clone(),
+                                                   steps, generator, window, hop, plan, guidance, told, cfg.progress)
                 out_velocity.append(vel[:, :N].cpu().numpy())
         result = conditioning.preserve_note_ends(xb, kb, result.cpu(), model.tracks)
         out.append(result[:, :N].numpy())
@@ -510,12 +555,31 @@ def generate_takes(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidan
     return tokens, np.where(onset, np.concatenate(out_velocity), NO_ONSET)
 
 
+def sample_long_velocity(denoiser: torch.nn.Module, model: LoadedModel, x: torch.Tensor, known: torch.Tensor,
+                         velocity: torch.Tensor, steps: int, generator: torch.Generator, window: int, hop: int,
+                         plan: decoding.Plan, guidance, attributes: Attributes | None, progress: bool
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A velocity model over a piece longer than its window (``x``/``known``/``velocity`` ``[B, N, K]``): the
+    windows of :func:`schmubert.sampling.sample_long`, each keeping what is known and what earlier windows drew,
+    tokens and velocity bins together. Returns ``(x, velocity)``."""
+    x, known, velocity = x.clone(), known.clone(), velocity.clone()
+    for start in tqdm(window_starts(x.shape[1], window, hop), desc="windows", disable=not progress, leave=False):
+        span = slice(start, start + window)
+        told = None if attributes is None else attributes.bars(start // STEPS_PER_BAR,
+                                                                -(-(start + window) // STEPS_PER_BAR))
+        filled, vel = sample(denoiser, model.diffusion, x[:, span], known[:, span], steps, generator, plan.sampler,
+                             guidance=guidance, attributes=told, tracks=model.tracks, velocity=velocity[:, span])
+        x[:, span], velocity[:, span] = filled.to(x.device), vel.to(velocity.device)
+        known[:, span] = True
+    return x, velocity
+
+
 def write_sample(cfg: SampleConfig, model: LoadedModel, scen: Scenario, tokens: np.ndarray, index: int,
                  record: dict, attributes: Attributes | None = None, velocity: np.ndarray | None = None) -> None:
     """The MIDI (with ``velocity``'s bins where given), piano roll, WAV and JSON record of one sample."""
     paths = output_paths(cfg, index)
     if scen.song is not None and cfg.whole_song:
-        data = song.song_bytes(scen.song.splice(tokens, model.tracks))
+        data = song.song_bytes(scen.song.splice(tokens, model.tracks, velocity))
         write_atomic(paths["mid"], lambda tmp: tmp.write_bytes(data), cfg.overwrite)
         pm = load_midi(paths["mid"]) if cfg.wav else None
     else:
@@ -602,9 +666,8 @@ def run(cfg: SampleConfig) -> list[Path]:
     if cfg.tracks and track_set_name(model.tracks) != cfg.tracks:
         raise ValueError(f"--tracks {cfg.tracks}: {model.path} is a {track_set_name(model.tracks)} model; "
                          f"pass --checkpoint pretrained:{cfg.tracks} or a {cfg.tracks} checkpoint")
-    if cfg.input is not None and not is_legacy(model.tracks):
-        raise ValueError(f"--input: editing a song in place with a {track_set_name(model.tracks)} model is not "
-                         "built yet (it works for trio and melody models); sample new pieces or held-out ones")
+    if cfg.track or cfg.melody_track or cfg.bass_track or cfg.drum_track:
+        role_choices(cfg, model)  # an unknown role or two choices for one is an error with or without --input
     guidance = make_guidance(cfg, model)
     scen = build_scenario(cfg, model, np.random.default_rng(cfg.seed))
     plan = decoding_plan(cfg, model, scen)

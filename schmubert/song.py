@@ -9,9 +9,14 @@ error, a song with some gets a note saying which bars can be edited. Time signat
 meter (one-beat bars, as in most of POP909; a change inside a bar; 2/4 throughout) are replaced by 4/4 bars from
 the first downbeat the notes show, and the song says so (:func:`song_bars`); notes in 3 keep the error.
 
-Which instrument the model sees as each of its tracks is chosen by the evidence of the notes, one scoring
-function per role (:data:`ROLE_SCORERS`; :func:`choose_roles`), with the reason and the runners-up. A take whose
-regenerated bars come back as they were says why (:func:`unchanged_take`).
+Which instrument the model sees as each of its roles (its instruments: melody, bass, drums; a polyphonic piano of
+six voices is one role) is chosen by the evidence of the notes, one scoring function per role
+(:data:`ROLE_SCORERS`; :func:`choose_roles`), with the reason and the runners-up. A take whose regenerated bars
+come back as they were says why (:func:`unchanged_take`).
+
+A model of a voice set (``pop909``: melody, bridge of 4 voices, piano of 6) sees the song's instrument for each
+role as preprocessing encodes it (``polyphony.encode_instrument``: the voice rule, a one-voice role one line),
+with velocity bins; a polyphonic role's voices are spliced back together into that one instrument.
 
 The splice rules (what :func:`splice` does on each regenerated track, inside each regenerated span of steps):
 
@@ -21,9 +26,12 @@ The splice rules (what :func:`splice` does on each regenerated track, inside eac
 * **border**: a note that starts before the span and sounds into it is kept, cut at the span's start (its pitch,
   start and velocity stay); a generated note ends at the span's end at the latest, so the notes after the span
   are never overlapped. Nothing starts or sounds past the song's end; the file's length is kept.
-* **velocity**: a generated note gets the median velocity of the instrument's notes in the 4 bars before and the
-  4 bars after the span (drums: of the same drum class there, else of the whole kit there), else the median of
-  the whole instrument, else 80.
+* **velocity**: a generated note of a velocity model gets the velocity of its drawn bin
+  (``tokens.bin_to_velocity``); otherwise the median velocity of the instrument's notes in the 4 bars before
+  and the 4 bars after the span (drums: of the same drum class there, else of the whole kit there), else the
+  median of the whole instrument, else 80.
+* **voices**: a polyphonic role is written where any of its voices is regenerated, its voices' notes together;
+  a pitch struck again by another voice ends the one that sounds (one pitch sounds once in an instrument).
 * **grid**: a song whose onsets mostly sit the same few ticks after the 16th grid (an export offset) has its grid
   moved by that offset, and so have the spans.
 * **drums**: a generated hit sounds at the pitch the song's drum instrument uses most for that class (else the
@@ -45,18 +53,26 @@ import pretty_midi
 import symusic
 
 from schmubert.files import write_atomic
+from schmubert.polyphony import encode_instrument
 from schmubert.tokens import (
     BASS_PROGRAMS,
     DECODE_VELOCITY,
     DRUM_CLASS_PITCHES,
     DRUM_PITCH_TO_CLASS,
+    FAMILIES,
+    PITCH_OFFSET,
     STEPS_PER_BAR,
     STEPS_PER_QUARTER,
+    VELOCITY_BINS,
     Track,
+    bin_to_velocity,
     canonicalize,
     encode_track,
+    is_legacy,
     tokens_to_notes,
+    velocity_to_bin,
 )
+from schmubert.tokens import instruments as set_instruments
 
 #: Bars on each side of a span whose notes set the velocity of the generated ones.
 VELOCITY_BARS = 4
@@ -64,7 +80,16 @@ VELOCITY_BARS = 4
 #: performance without a usable tempo map (random onsets: 75% that far; swung eighths: about 50%).
 OFF_GRID = 0.125
 OFF_GRID_SHARE = 0.6
+#: The trio's roles keep their own options, aliases of ``--track ROLE=INDEX|NAME`` (:func:`role_option`).
 ROLE_OPTIONS = {"melody": "--melody-track", "bass": "--bass-track", "drums": "--drum-track"}
+
+
+def role_option(role: str, text: str | None = None) -> str:
+    """The option that chooses ``role``'s instrument, as typed: ``--bass-track 3``, ``--track piano=8`` (``text``
+    None: the option alone, ``--bass-track``, ``--track piano=INDEX``)."""
+    if role in ROLE_OPTIONS:
+        return ROLE_OPTIONS[role] if text is None else f"{ROLE_OPTIONS[role]} {text}"
+    return f"--track {role}={'INDEX' if text is None else text}"
 
 
 @dataclass(frozen=True)
@@ -365,17 +390,17 @@ def instruments(song: Song) -> list[dict]:
 
 
 def _find(song: Song, text: str, role: str) -> int:
-    option, tracks, name = ROLE_OPTIONS.get(role, role), song.score.tracks, song.name
+    option, tracks, name = role_option(role, text), song.score.tracks, song.name
     if text.strip().lstrip("#").isdigit():
         index = int(text.strip().lstrip("#"))
         if not 0 <= index < len(tracks):
-            raise ValueError(f"{option} {text}: {name} has instruments #0-#{len(tracks) - 1}")
+            raise ValueError(f"{option}: {name} has instruments #0-#{len(tracks) - 1}")
         return index
     hits = [i for i, t in enumerate(tracks) if t.name.strip().lower() == text.strip().lower()]
     if len(hits) != 1:
         listing = "; ".join(i["label"] for i in instruments(song))
         why = "no instrument is named" if not hits else f"{len(hits)} instruments are named"
-        raise ValueError(f"{option} {text}: {why} {text!r} in {name}; give its index instead ({listing})")
+        raise ValueError(f"{option}: {why} {text!r} in {name}; give its index instead ({listing})")
     return hits[0]
 
 
@@ -395,6 +420,7 @@ class Evidence:
     two_voices: float  # share of its onsets at which exactly one other sounds (a line harmonized in thirds)
     median_pitch: float
     activity: float  # share of the song's 4-beat spans in which it starts a note
+    per_onset: float = 1.0  # notes per onset (onsets within a 32nd are one): chords raise it above 1
 
 
 @dataclass(frozen=True)
@@ -411,8 +437,17 @@ Scorer = Callable[[Evidence, Sequence[Evidence]], Fit | None]
 #: An instrument needs this many notes to play melody or bass, and a role's best fit this score to be chosen.
 MIN_ROLE_NOTES = 8
 MIN_FIT = 0.05
-#: Names that say what an instrument plays (a vocal line on a trumpet program is still the vocal line).
-ROLE_NAMES = {"melody": ("melod", "vocal", "voice", "vox", "chant", "sing", "lead voc"), "bass": ("bass", "basse")}
+#: Names that say what an instrument plays (a vocal line on a trumpet program is still the vocal line), and what
+#: an instrument of a track set's family (``tokens.FAMILIES``) is called.
+ROLE_NAMES = {"melody": ("melod", "vocal", "voice", "vox", "chant", "sing", "lead voc"), "bass": ("bass", "basse"),
+              "piano": ("piano", "pno", "keys", "keyboard", "rhodes", "wurli", "epiano", "e.p."),
+              "chromatic": ("celest", "glock", "vibra", "marimba", "xylo", "bell", "music box", "dulcimer"),
+              "organ": ("organ", "orga"), "guitar": ("guit", "gtr"),
+              "strings": ("string", "violin", "viola", "cello", "ensemble", "orch"),
+              "brass": ("brass", "trumpet", "trombone", "horn", "tuba"),
+              "reed": ("sax", "clarinet", "oboe", "bassoon", "reed"), "pipe": ("flute", "piccolo", "recorder", "pipe",
+                                                                            "whistle"),
+              "lead": ("lead", "synth"), "pad": ("pad",), "bridge": ("bridge",)}
 NAME_BONUS = 1.5
 #: General MIDI programs 112-127 are percussion and sound effects, never a melody or a bass line.
 EFFECT_PROGRAMS = range(112, 128)
@@ -431,8 +466,10 @@ def instrument_evidence(index: int, name: str, program: int, is_drum: bool, note
     span = 4 * resolution
     spans = max(1, -(-max(end_tick, int(notes[:, 1].max())) // span))
     activity = len(np.unique(notes[:, 0] // span)) / spans
+    per_onset = len(notes) / len(np.unique(np.rint(start / max(1, tolerance))))
     return Evidence(index, name, program, is_drum, len(notes), float(np.mean(sounding <= 1)),
-                    float(np.mean(sounding == 2)), float(np.median(notes[:, 2])), float(activity))
+                    float(np.mean(sounding == 2)), float(np.median(notes[:, 2])), float(activity),
+                    float(per_onset))
 
 
 def song_evidence(song: Song) -> list[Evidence]:
@@ -493,8 +530,49 @@ def drums_fit(e: Evidence, song: Sequence[Evidence]) -> Fit | None:
     return Fit(e.notes / most, f"{e.notes} hits in {e.activity:.0%} of the song's bars")
 
 
-#: One scorer per role the model can have (a new role, e.g. a polyphonic piano, adds its scorer here).
-ROLE_SCORERS: dict[str, Scorer] = {"melody": melody_fit, "bass": bass_fit, "drums": drums_fit}
+#: Notes per onset at which an instrument counts as fully chordal for a polyphonic role (1: a single line).
+CHORDAL = 1.75
+#: What an instrument that plays no chords still scores for a polyphonic role (of what a chordal one scores).
+LINE_SHARE = 0.35
+
+
+def family_fit(role: str) -> Scorer:
+    """The scorer of an instrument of a track set (``piano``, ``guitar``, POP909's ``bridge``; ``tokens.FAMILIES``):
+    a pitched instrument of the role's General MIDI family or named like it (:data:`ROLE_NAMES`), playing through
+    the song. A polyphonic role (several voices by default) prefers chords: notes per onset from 1 to
+    :data:`CHORDAL` take it from :data:`LINE_SHARE` to full; a one-voice role prefers a line. Its name counts
+    most: an instrument named like the role scores 0.5 to 1, any other 0 to 0.5, so a track named ``PIANO`` is
+    the piano however chordal another one is."""
+    family = FAMILIES[role]
+
+    def fit(e: Evidence, song: Sequence[Evidence]) -> Fit | None:
+        named = _named(e, role)
+        if e.is_drum or e.program in EFFECT_PROGRAMS or e.notes < MIN_ROLE_NOTES:
+            return None
+        if e.program not in family.programs and not named:
+            return None
+        if family.voices > 1:
+            shape = LINE_SHARE + (1 - LINE_SHARE) * _ramp(e.per_onset, 1.0, CHORDAL)
+            what = f"{e.per_onset:.2f} notes per onset"
+        else:
+            shape, what = _line(e), f"monophonic at {e.monophonic:.0%} of its onsets"
+        score = (0.5 if named else 0.0) + 0.5 * shape * np.sqrt(e.activity)
+        programs = family.programs
+        kind = (f"GM {e.program} in the {role} family (GM {programs.start}-{programs.stop - 1})"
+                if e.program in programs else f"GM {e.program}, outside the {role} family")
+        reason = (f"{what}, {kind}, median pitch {pretty_midi.note_number_to_name(int(round(e.median_pitch)))}, "
+                  f"plays in {e.activity:.0%} of the song's bars" + (f", named {e.name!r}" if named else ""))
+        return Fit(min(1.0, float(score)), reason)
+
+    fit.__doc__ = f"{role}: :func:`family_fit`."
+    return fit
+
+
+#: One scorer per role the model can have: the trio's roles by their evidence, every other instrument a track set
+#: can name by :func:`family_fit` (a new role adds its scorer here).
+ROLE_SCORERS: dict[str, Scorer] = {"melody": melody_fit, "bass": bass_fit, "drums": drums_fit,
+                                   **{name: family_fit(name) for name in FAMILIES
+                                      if name not in ("melody", "bass", "drums")}}
 RUNNERS_UP = 2
 
 
@@ -555,27 +633,39 @@ def _none(role: str, fits: Mapping[int, Fit], taken: set[int]) -> Choice:
     return Choice(role, None, why, _runners_up(fits, set()))
 
 
+def roles(tracks: Sequence[Track]) -> list[str]:
+    """The roles of a model's tracks: its instruments (``trio``: melody, bass, drums; ``pop909``: melody, bridge,
+    piano, the voices of one instrument being one role)."""
+    return [name for name, _ in set_instruments(tracks)]
+
+
 def choose_roles(song: Song, tracks: Sequence[Track], choices: Mapping[str, str | None] | None = None
                  ) -> dict[str, Choice]:
-    """The instrument the model sees as each of its tracks, with the evidence (:func:`assign_roles`).
+    """The instrument the model sees as each of its roles (instruments: a polyphonic one's voices together),
+    with the evidence (:func:`assign_roles`).
 
     ``choices`` by role: an index (``"3"``), an instrument name, ``"none"``, or ``None`` for the evidence."""
     asked: dict[str, int | None] = {}
-    for track in tracks:
-        text = (choices or {}).get(track.name)
+    for role, ks in set_instruments(tracks):
+        text, track = (choices or {}).get(role), tracks[ks[0]]
         if text is None:
             continue
-        asked[track.name] = None if text.strip().lower() == "none" else _find(song, text, track.name)
-        index = asked[track.name]
+        asked[role] = None if text.strip().lower() == "none" else _find(song, text, role)
+        index = asked[role]
         if index is not None and bool(song.score.tracks[index].is_drum) != track.is_drum:
             want = "a drum-channel instrument" if track.is_drum else "an instrument off the drum channel"
-            raise ValueError(f"{ROLE_OPTIONS.get(track.name, track.name)} {text}: the {track.name} track needs "
-                             f"{want}; {instrument_label(song, index)} is not")
-    used = [i for i in asked.values() if i is not None]
-    if len(used) != len(set(used)):
-        raise ValueError(f"{song.name}: one instrument was chosen for two tracks "
-                         f"({describe_tracks(song, asked)})")
-    return assign_roles(song_evidence(song), [t.name for t in tracks], asked)
+            raise ValueError(f"{role_option(role, text)}: the {role} track needs {want}; "
+                             f"{instrument_label(song, index)} is not")
+    by_index: dict[int, list[str]] = {}
+    for role, index in asked.items():
+        if index is not None:
+            by_index.setdefault(index, []).append(role)
+    for index, both in by_index.items():
+        if len(both) > 1:
+            options = " and ".join(role_option(r, (choices or {})[r]) for r in both)
+            raise ValueError(f"{song.name}: one instrument was chosen for two tracks: {options} both choose "
+                             f"{instrument_label(song, index)}")
+    return assign_roles(song_evidence(song), roles(tracks), asked)
 
 
 def choose_tracks(song: Song, tracks: Sequence[Track], choices: Mapping[str, str | None] | None = None
@@ -595,7 +685,7 @@ def midi_roles(pm: pretty_midi.PrettyMIDI, tracks: Sequence[Track]) -> dict[str,
                          dtype=np.int64).reshape(-1, 3)
         evidence.append(instrument_evidence(i, inst.name.strip(), int(inst.program), bool(inst.is_drum), notes,
                                             pm.resolution, end))
-    return assign_roles(evidence, [t.name for t in tracks])
+    return assign_roles(evidence, roles(tracks))
 
 
 def with_roles(pm: pretty_midi.PrettyMIDI, choices: Mapping[str, Choice], tracks: Sequence[Track]
@@ -622,7 +712,7 @@ def describe_choices(song: Song, choices: Mapping[str, Choice]) -> list[str]:
             lines.append(f"{role} = {chosen} (as asked)")
             continue
         others = "; ".join(f"{instrument_label(song, i)} {f.score:.2f}" for i, f in c.runners_up)
-        option = ROLE_OPTIONS.get(role, role)
+        option = role_option(role)
         lines.append(f"{role} = {chosen}: {c.reason}" + (f"; runners-up: {others} (choose one with {option})"
                                                           if others else ""))
     return lines
@@ -649,20 +739,52 @@ def step_to_tick(song: Song, run: Run, steps: np.ndarray) -> np.ndarray:
 def grid_tokens(song: Song, assignment: Mapping[str, int | None], tracks: Sequence[Track], run: Run,
                 bars: tuple[int, int]) -> np.ndarray:
     """Tokens ``(N, K)`` of song bars ``bars`` (inside ``run``) for the model's tracks, on the song's beats."""
+    return grid_encode(song, assignment, tracks, run, bars)[0]
+
+
+def grid_encode(song: Song, assignment: Mapping[str, int | None], tracks: Sequence[Track], run: Run,
+                bars: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens and velocity bins ``(N, K)`` of song bars ``bars`` (inside ``run``) for the model's tracks, on the
+    song's beats. ``assignment``: the song's instrument of each role (:func:`roles`). The trio and melody sets
+    read each instrument by the trio's rule (``tokens.encode_track``); any other set as preprocessing does
+    (``polyphony.encode_instrument``: a polyphonic role's notes go into its voices by the voice rule, a one-voice
+    role takes one line). Velocity: the bin (``tokens.velocity_to_bin``) of each onset's note (drums: of the
+    step's loudest hit), 0 elsewhere."""
     lo, hi = bars
     steps = (hi - lo) * STEPS_PER_BAR
-    columns = []
-    for track in tracks:
-        index = assignment.get(track.name)
+    tokens = np.zeros((steps, len(tracks)), dtype=np.int64)
+    velocity = np.zeros_like(tokens)
+    legacy = is_legacy(tracks)
+    for role, ks in set_instruments(tracks):
+        index = assignment.get(role)
         if index is None:
-            columns.append(np.zeros(steps, dtype=np.int64))
             continue
         n = song.notes_ticks[index]
         n = n[n[:, 3] > 0]
-        notes = np.stack([tick_to_step(song, run, n[:, 0]), tick_to_step(song, run, n[:, 1]), n[:, 2]], axis=1)
+        notes = np.stack([tick_to_step(song, run, n[:, 0]), tick_to_step(song, run, n[:, 1]), n[:, 2], n[:, 3]],
+                         axis=1)
         notes[:, :2] -= (lo - run.first) * STEPS_PER_BAR
-        columns.append(encode_track(notes, track, steps))
-    return np.stack(columns, axis=1)
+        if legacy:
+            (k,) = ks
+            tokens[:, k] = encode_track(notes[:, :3], tracks[k], steps)
+            velocity[:, k] = _onset_velocity(notes, tokens[:, k], tracks[k])
+        else:
+            tokens[:, ks], velocity[:, ks], _ = encode_instrument(notes, [tracks[k] for k in ks], steps)
+    return tokens, velocity
+
+
+def _onset_velocity(notes: np.ndarray, row: np.ndarray, track: Track) -> np.ndarray:
+    """The velocity bins ``(N,)`` of a trio column ``row`` encoded from ``notes`` ``(M, 4)`` steps (start, end,
+    pitch, velocity): at each onset the loudest note of its pitch starting there (drums: the loudest hit)."""
+    out = np.zeros(len(row), dtype=np.int64)
+    inside = notes[(notes[:, 0] >= 0) & (notes[:, 0] < len(row))]
+    if track.is_drum:
+        inside = inside[[int(p) in DRUM_PITCH_TO_CLASS for p in inside[:, 2]]]
+        np.maximum.at(out, inside[:, 0], velocity_to_bin(inside[:, 3]))
+        return np.where(row > 0, out, 0)
+    onset = inside[row[inside[:, 0]] == inside[:, 2] - PITCH_OFFSET]
+    np.maximum.at(out, onset[:, 0], velocity_to_bin(onset[:, 3]))
+    return out
 
 
 def check_on_grid(song: Song, assignment: Mapping[str, int | None], run: Run, bars: tuple[int, int]) -> None:
@@ -760,14 +882,29 @@ def _drum_pitches(song_notes: np.ndarray) -> dict[int, int]:
 
 
 def splice_track(song: Song, run: Run, lo_bar: int, song_notes: np.ndarray, row: np.ndarray, write: np.ndarray,
-                 track: Track, limit: int | None = None) -> np.ndarray:
+                 track: Track | Sequence[Track], limit: int | None = None, velocity: np.ndarray | None = None
+                 ) -> np.ndarray:
     """One instrument's notes ``(N, 4)`` ticks (start, end, pitch, velocity) with the grid row ``row`` ``(N,)``
-    written where ``write`` ``(N,)`` is True, by the module's splice rules."""
+    written where ``write`` ``(N,)`` is True, by the module's splice rules.
+
+    A polyphonic instrument passes its voices: ``row`` ``(N, V)`` and ``track`` its ``V`` tracks; the voices'
+    notes are written together, a pitch struck again by another voice ending the one that sounds.
+    ``velocity`` (``(N,)`` or ``(N, V)``, a velocity model's bins at the onsets): a new note's velocity is its
+    bin's (``tokens.bin_to_velocity``); without a bin, the module's velocity rule."""
+    voices = [track] if isinstance(track, Track) else list(track)
+    rows = np.asarray(row).reshape(len(row), -1)
+    bins = None if velocity is None else np.asarray(velocity).reshape(len(row), -1)
+    track = voices[0]
     offset = (lo_bar - run.first) * STEPS_PER_BAR
     bar_ticks = song.resolution * 4
     kept = song_notes.copy()
     new = []
-    generated = tokens_to_notes(row[:, None], [track])[0]  # (M, 3) steps of the window
+    generated = np.concatenate([  # (M, 4) steps of the window: start, end, pitch, velocity bin (0: none)
+        np.concatenate([n, (np.zeros(len(n), dtype=np.int64) if bins is None else bins[n[:, 0], v])[:, None]],
+                       axis=1)
+        for v, n in enumerate(tokens_to_notes(rows, voices))])
+    if len(voices) > 1:
+        generated = generated[np.lexsort((-generated[:, 2], generated[:, 0]))]
     pitch_of = _drum_pitches(song_notes) if track.is_drum else {}
     drum_len = _median(song_notes[:, 1] - song_notes[:, 0], int(song.ticks_per_step)) if track.is_drum else 0
     for s0, s1 in _spans(write):
@@ -777,40 +914,70 @@ def splice_track(song: Song, run: Run, lo_bar: int, song_notes: np.ndarray, row:
             continue
         kept = kept[(kept[:, 0] < a) | (kept[:, 0] >= b)]
         kept[(kept[:, 0] < a) & (kept[:, 1] > a), 1] = a  # border: notes sounding into the span end at it
-        for start, end, pitch in generated[(generated[:, 0] >= s0) & (generated[:, 0] < s1)].tolist():
+        added = []
+        for start, end, pitch, v in generated[(generated[:, 0] >= s0) & (generated[:, 0] < s1)].tolist():
             t0, t1 = (int(t) for t in step_to_tick(song, run, np.array([start + offset, end + offset])))
             if t0 >= b:
                 continue
             cls = DRUM_PITCH_TO_CLASS.get(pitch) if track.is_drum else None
             if track.is_drum:
                 pitch, t1 = pitch_of[cls], t0 + max(1, drum_len)
-            velocity = generated_velocity(song_notes, a, b, bar_ticks, cls)
-            new.append((t0, max(t0 + 1, min(t1, b)), pitch, velocity))
+            loud = (int(bin_to_velocity(v)) if 1 <= v <= VELOCITY_BINS
+                    else generated_velocity(song_notes, a, b, bar_ticks, cls))
+            added.append((t0, max(t0 + 1, min(t1, b)), pitch, loud))
+        new += _one_pitch_at_a_time(added) if len(voices) > 1 else added
     out = np.concatenate([kept, np.array(new, dtype=np.int64).reshape(-1, 4)])
     return out[np.lexsort((out[:, 2], out[:, 0]))]
 
 
+def _one_pitch_at_a_time(notes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """New notes of several voices ``(start, end, pitch, velocity)`` in onset order: a pitch struck again while it
+    sounds ends the earlier note there, and of two at one onset the first is kept (one channel sounds a pitch
+    once, as ``tokens.tokens_to_midi`` writes voices)."""
+    out: list[list[int]] = []
+    last: dict[int, list[int]] = {}
+    for start, end, pitch, velocity in notes:
+        before = last.get(pitch)
+        if before is not None and before[0] == start:
+            continue
+        if before is not None and before[1] > start:
+            before[1] = start
+        last[pitch] = [start, end, pitch, velocity]
+        out.append(last[pitch])
+    return [tuple(n) for n in out]
+
+
 def splice(song: Song, assignment: Mapping[str, int | None], tracks: Sequence[Track], run: Run, lo_bar: int,
-           tokens: np.ndarray, write: np.ndarray) -> symusic.Score:
+           tokens: np.ndarray, write: np.ndarray, velocity: np.ndarray | None = None) -> symusic.Score:
     """The song with the grid ``tokens`` ``(N, K)`` (window from song bar ``lo_bar``) written where ``write``
     ``(N, K)`` is True, everything else as it was, tick for tick. Returns a new Score; ``song.score`` is kept.
 
+    ``assignment``: the song's instrument of each role (:func:`roles`); a polyphonic role is written where any of
+    its voices is, all its voices together, into that one instrument. ``velocity`` ``(N, K)``: a velocity
+    model's bins for the new notes (:func:`splice_track`).
     A run that was extended past the song's end (a continuation asking for more bars) may write up to its end;
     otherwise nothing is written past the song's end."""
     score = song.score.copy()
     limit = song.end_tick
     if run.end > len(song.bars):
         limit = max(limit, int(step_to_tick(song, run, np.array([run.bars * STEPS_PER_BAR]))[0]))
-    for k, track in enumerate(tracks):
-        if not write[:, k].any():
+    for role, ks in set_instruments(tracks):
+        if not write[:, ks].any():
             continue
-        index = assignment.get(track.name)
+        track = tracks[ks[0]]
+        index = assignment.get(role)
         if index is None:
-            score.tracks.append(symusic.Track(f"{track.name} (SCHmUBERT)", track.program, track.is_drum))
+            score.tracks.append(symusic.Track(f"{role} (SCHmUBERT)", track.program, track.is_drum))
             target, song_notes = score.tracks[len(score.tracks) - 1], np.zeros((0, 4), dtype=np.int64)
         else:
             target, song_notes = score.tracks[index], song.notes_ticks[index]
-        notes = splice_track(song, run, lo_bar, song_notes, tokens[:, k], write[:, k], track, limit)
+        if len(ks) == 1:
+            (k,) = ks
+            extra = {} if velocity is None else {"velocity": velocity[:, k]}
+            notes = splice_track(song, run, lo_bar, song_notes, tokens[:, k], write[:, k], track, limit, **extra)
+        else:
+            notes = splice_track(song, run, lo_bar, song_notes, tokens[:, ks], write[:, ks].any(axis=1),
+                                 [tracks[k] for k in ks], limit, None if velocity is None else velocity[:, ks])
         target.notes = symusic.Note.from_numpy(
             time=notes[:, 0].astype(np.int32), duration=(notes[:, 1] - notes[:, 0]).astype(np.int32),
             pitch=notes[:, 2].astype(np.int8), velocity=notes[:, 3].astype(np.int8))
@@ -837,7 +1004,9 @@ class SongEdit:
     """Where the model runs on a song and what it writes back.
 
     ``x``/``known``/``write`` are ``(N, K)`` over song bars ``window`` (``N = 16 * bars``): the tokens, what the
-    sampler keeps, and what is spliced back (the generated elements, plus an interpolation's borrowed end).
+    sampler keeps, and what is spliced back (the generated elements, plus an interpolation's borrowed end);
+    ``velocity`` ``(N, K)`` the velocity bins of ``x``'s onsets (what a velocity model is shown of the known
+    notes). ``assignment``: the song's instrument of each role (:func:`roles`).
     """
 
     song: Song
@@ -850,10 +1019,13 @@ class SongEdit:
     write: np.ndarray
     notes: list[str] = field(default_factory=list)
     choices: dict[str, Choice] = field(default_factory=dict)  # how each track's instrument was chosen
+    velocity: np.ndarray | None = None
 
-    def splice(self, tokens: np.ndarray, tracks: Sequence[Track]) -> symusic.Score:
-        """The song with ``tokens`` ``(N, K)`` (a sample over the window) spliced in where ``write``."""
-        return splice(self.song, self.assignment, tracks, self.run, self.window[0], tokens, self.write)
+    def splice(self, tokens: np.ndarray, tracks: Sequence[Track], velocity: np.ndarray | None = None
+               ) -> symusic.Score:
+        """The song with ``tokens`` ``(N, K)`` (a sample over the window) spliced in where ``write``; the new
+        notes take ``velocity``'s bins (a velocity model's draw) where given, else the velocity rule."""
+        return splice(self.song, self.assignment, tracks, self.run, self.window[0], tokens, self.write, velocity)
 
     def record(self) -> dict:
         return {"file": self.song.name, "tracks": describe_tracks(self.song, self.assignment),
@@ -889,11 +1061,11 @@ def plan_edit(song: Song, assignment: dict[str, int | None], tracks: Sequence[Tr
         run = extend_run(song, run, e1)
     lo, hi = place_window(run, edit, window_bars, start_bar, bars)
     check_on_grid(song, assignment, run, (lo, min(hi, len(song.bars))))
-    x = grid_tokens(song, assignment, tracks, run, (lo, hi))
+    x, velocity = grid_encode(song, assignment, tracks, run, (lo, hi))
     write = np.zeros(x.shape, dtype=bool)
     write[(e0 - lo) * STEPS_PER_BAR:(e1 - lo) * STEPS_PER_BAR] = regenerate
     notes = [n for n in [song.meter_note, editable_note(song)] if n]
-    return SongEdit(song, dict(assignment), run, (lo, hi), edit, x, ~write, write, notes)
+    return SongEdit(song, dict(assignment), run, (lo, hi), edit, x, ~write, write, notes, velocity=velocity)
 
 
 # --- takes that change nothing ---------------------------------------------------------------------------------
@@ -904,7 +1076,7 @@ class Unchanged:
     """A take whose regenerated bars came back as the input had them, and why: the regenerated ``silent`` tracks
     play nothing there (and nothing was drawn), or the notes there repeat bars ``copied_from`` (a repeated section
     the copy prior copied back). ``players``: per silent track, instruments of the song that do play there, as
-    ``(index, notes there)``, most first."""
+    ``(index, notes there)``, most first. Tracks are instruments: a polyphonic one's voices are one."""
 
     bars: tuple[int, int]
     tracks: tuple[str, ...]
@@ -944,7 +1116,7 @@ class Unchanged:
         for role in self.silent:
             for index, count in self.players.get(role, [])[:2]:
                 name = f"#{index} {song.score.tracks[index].name.strip()!r}" if song is not None else f"#{index}"
-                hints.append(f"{ROLE_OPTIONS.get(role, role)} {index} ({name}, {count} notes there)" if cli
+                hints.append(f"{role_option(role, str(index))} ({name}, {count} notes there)" if cli
                              else f"{name} in the {role} picker ({count} notes there)")
         if hints:
             return "choose an instrument that plays there: " + "; ".join(hints)
@@ -974,11 +1146,13 @@ def unchanged_take(x: np.ndarray, take: np.ndarray, regenerated: np.ndarray, tra
         return None
     rows = np.flatnonzero(regenerated.any(axis=1))
     first, last = int(rows[0]) // STEPS_PER_BAR, int(rows[-1]) // STEPS_PER_BAR + 1
-    silent = tuple(tracks[k].name for k in columns if not _onsets(before[regenerated[:, k], k], tracks[k]).any())
+    names = tuple(dict.fromkeys(tracks[k].instrument for k in columns))  # a polyphonic instrument's voices: one
+    plays = {tracks[k].instrument for k in columns if _onsets(before[regenerated[:, k], k], tracks[k]).any()}
+    silent = tuple(name for name in names if name not in plays)
     copied = _repeat_of(before, (first, last), columns)
     players = {} if song is None or run is None else {
         t: _players(song, run, (lo_bar + first, lo_bar + last), assignment or {}, t) for t in silent}
-    return Unchanged((lo_bar + first, lo_bar + last), tuple(tracks[k].name for k in columns), silent, copy_prior,
+    return Unchanged((lo_bar + first, lo_bar + last), names, silent, copy_prior,
                      None if copied is None else (lo_bar + copied[0], lo_bar + copied[1]), players)
 
 

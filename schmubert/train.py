@@ -178,7 +178,8 @@ def use_progress_bar(config: TrainConfig) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m schmubert.train", description=__doc__.splitlines()[0],
-                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     for title, cls in (("run", TrainConfig), ("data", DataConfig), ("optimisation", OptimConfig),
                        ("diffusion", NoiseConfig), ("conditioning", CondConfig)):
         add_arguments(parser.add_argument_group(title), cls)

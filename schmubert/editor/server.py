@@ -449,7 +449,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m schmubert.editor", description="A browser piano-roll editor: upload MIDI, select, "
         "diffuse, listen, download.", epilog="examples:\n  python -m schmubert.editor --checkpoint "
         "pretrained:trio\n  python -m schmubert.editor --checkpoint runs/demo-finetune/checkpoints/last.ckpt",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     add_arguments(p, EditorConfig)
     return p
 
