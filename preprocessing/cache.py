@@ -34,6 +34,8 @@ class CachedFile:
     batch: int
     offset: int  # first row in the batch array
     voices: dict[str, list[int]] = field(default_factory=dict)  # instrument -> [notes, overflow]
+    meters: dict[str, int] = field(default_factory=dict)  # voice sets with --meter: bars per meter
+    ignored: list[str] = field(default_factory=list)  # why time signatures were ignored
 
 
 class WorkCache:
@@ -55,7 +57,8 @@ class WorkCache:
         self.arrays[batch] = np.load(self.folder / f"batch-{batch:05d}.npy", mmap_mode="r")
         for e in entries:
             self.files[e["sha256"]] = CachedFile(e["sha256"], e["name"], e["reason"], e["detail"], e["rows"],
-                                                 e["keys"], batch, e["offset"], e.get("voices", {}))
+                                                 e["keys"], batch, e["offset"], e.get("voices", {}),
+                                                 e.get("meters", {}), e.get("ignored", []))
 
     def add_batch(self, results: list[FileResult]) -> None:
         batch = self.next_batch
@@ -69,6 +72,7 @@ class WorkCache:
             entries.append({"sha256": r.sha256, "name": r.name, "reason": r.reason, "detail": r.detail,
                             "rows": [list(map(int, row)) for row in r.rows],
                             "keys": [k.hex() for k in r.keys], "voices": r.voices,
+                            **({"meters": r.meters, "ignored": r.ignored} if r.meters else {}),
                             "offset": offset})
             offset += len(r.windows)
         atomic_write_bytes(self.folder / f"batch-{batch:05d}.json", json.dumps(entries).encode())

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schmubert.config import arg, to_dict
-from schmubert.tokens import get_tracks
+from schmubert.tokens import get_tracks, is_legacy
 
 
 def parse_programs(text: str) -> frozenset[int]:
@@ -56,6 +56,11 @@ class PreprocessConfig:
                                      "start)")
     split_on_time_signature: bool = arg(True, "split files at time-signature changes; only 4/4-like "
                                               "(16 steps per bar) parts are kept")
+    meter: bool = arg(True, "voice sets (pop909, specs): bars by the file's time signatures (schmubert.meter: "
+                            "signatures of bars shorter than 2 quarters, like POP909's 1/4, or lasting less than a "
+                            "bar are ignored; 2/4 throughout is read in 4/4); a bar shorter than 16 steps is padded "
+                            "with PAD, a longer one takes two slots. --no-meter: 16 steps per bar from the first "
+                            "tick, as before. The trio and melody are split at signature changes instead (above)")
     valid_fraction: float = arg(0.05, "fraction of source files (not windows) put in valid, chosen by the "
                                       "file's sha256")
     seed: int | None = arg(None, "perturb the file-hash split (none: the split depends only on file content)")
@@ -87,10 +92,14 @@ class PreprocessConfig:
         """The options that decide which windows a file yields (the per-file cache is keyed by these)."""
         keys = ("tracks", "bars", "hop_bars", "melody_programs", "bass_programs", "activity_bars", "gap_bars",
                 "max_file_bars", "split_on_tempo", "split_on_time_signature")
-        return {k: getattr(self, k) for k in keys}
+        voice_set = () if is_legacy(self.tracks) else ("meter",)  # the trio's and melody's options as before
+        return {k: getattr(self, k) for k in keys + voice_set}
 
     def to_json(self) -> dict:
-        return json.loads(json.dumps(to_dict(self), default=str))
+        out = json.loads(json.dumps(to_dict(self), default=str))
+        if is_legacy(self.tracks):  # the trio's and melody's meta.json as before: they do not read meters
+            out.pop("meter")
+        return out
 
 
 FIELDS = [f.name for f in dataclasses.fields(PreprocessConfig)]

@@ -195,6 +195,20 @@ def voice_report(used: list[CachedFile]) -> dict[str, dict]:
             for name, (n, o) in totals.items()}
 
 
+def meter_report(used: list[CachedFile]) -> dict[str, dict]:
+    """Voice sets read with ``--meter``: bars per meter and files per meter over the used files, and files per
+    reason some of their time signatures were ignored (``schmubert.meter``)."""
+    bars: Counter = Counter()
+    files: Counter = Counter()
+    ignored: Counter = Counter()
+    for f in used:
+        bars.update(f.meters)
+        files.update(f.meters.keys())
+        ignored.update(f.ignored)
+    return {"bars": dict(bars.most_common()), "files": dict(files.most_common()),
+            "signatures_ignored": dict(ignored.most_common())}
+
+
 def run(cfg: PreprocessConfig) -> dict:
     """Preprocess ``cfg.input`` into ``cfg.output``; returns the meta dict that was written."""
     out = cfg.output
@@ -231,6 +245,7 @@ def run(cfg: PreprocessConfig) -> dict:
             "train": len(keep["train"]), "valid": len(keep["valid"]),
             "skipped": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
             "voices": voice_report(used),
+            **({"meters": meter_report(used)} if velocity and cfg.meter else {}),
         },
         "skip_details": {f.name: f.detail for f in files if not f.rows and f.detail}
         if len(files) <= 10_000 else {},
@@ -250,4 +265,6 @@ def summary_table(meta: dict) -> str:
               f"{'duplicate windows removed':<44}{c['duplicates_removed']:>10}",
               f"{'train windows':<44}{c['train']:>10}  ({c['files_train']} files)",
               f"{'valid windows':<44}{c['valid']:>10}  ({c['files_valid']} files)"]
+    if c.get("meters"):
+        lines.append(f"{'bars by meter':<44}" + ", ".join(f"{m} {n}" for m, n in c["meters"]["bars"].items()))
     return "\n".join(lines)

@@ -1,7 +1,9 @@
 """Builders of ``known`` masks (``BoolTensor[B, L, K]``, True = keep): the scenarios of the thesis.
 
 Conditioning is only a choice of which elements start known (spec section 3). Bars are counted from 0 on the
-16-step grid; a range ``(start, end)`` covers bars ``start`` up to, not including, ``end``.
+16-step grid; a range ``(start, end)`` covers bars ``start`` up to, not including, ``end``. A bar of another meter
+is still one 16-step slot (``schmubert.meter``; a bar longer than 16 steps two): its PAD steps must stay known in
+every scenario, so the sampler never draws them: :func:`keep_pad` (or ``pad=`` of each builder) makes them known.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from schmubert.tokens import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, Track
+from schmubert.tokens import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, Track, pad_mask
 
 Shape = Sequence[int]  # (B, L, K)
 BarRange = tuple[int, int]
@@ -39,43 +41,56 @@ def parse_bar_range(text: str) -> BarRange:
     return start, end
 
 
-def unconditional(shape: Shape, device: torch.device | str | None = None) -> torch.Tensor:
-    """Nothing known: generate everything."""
-    return torch.zeros(tuple(shape), dtype=torch.bool, device=device)
+def keep_pad(known: torch.Tensor, x: torch.Tensor, tracks: Sequence[Track]) -> torch.Tensor:
+    """``known`` ``[B, L, K]`` with every PAD element of ``x`` ``[B, L, K]`` known (a bar's slot past its end,
+    ``schmubert.meter``): the sampler keeps known elements, so PAD is never drawn nor counted among the masked."""
+    return known | pad_mask(x, tracks).to(known.device)
+
+
+def _with_pad(known: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+    return known if pad is None else known | pad.to(known.device)
+
+
+def unconditional(shape: Shape, device: torch.device | str | None = None, *, pad: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+    """Nothing known: generate everything (but ``pad``, a BoolTensor broadcastable to ``shape``: the PAD
+    elements, ``tokens.pad_mask``; every builder takes it)."""
+    return _with_pad(torch.zeros(tuple(shape), dtype=torch.bool, device=device), pad)
 
 
 def infill(shape: Shape, ranges: Sequence[BarRange], track_ids: Sequence[int] | None = None,
-           device: torch.device | str | None = None) -> torch.Tensor:
+           device: torch.device | str | None = None, *, pad: torch.Tensor | None = None) -> torch.Tensor:
     """Known everywhere except bars in ``ranges`` (on ``track_ids``, default all tracks)."""
     known = torch.ones(tuple(shape), dtype=torch.bool, device=device)
     tracks = list(range(shape[2])) if track_ids is None else list(track_ids)
     for start, end in (check_range(r, num_bars(shape)) for r in ranges):
         known[:, start * STEPS_PER_BAR:end * STEPS_PER_BAR, tracks] = False
-    return known
+    return _with_pad(known, pad)
 
 
-def regenerate_tracks(shape: Shape, track_ids: Sequence[int], device: torch.device | str | None = None
-                      ) -> torch.Tensor:
+def regenerate_tracks(shape: Shape, track_ids: Sequence[int], device: torch.device | str | None = None, *,
+                      pad: torch.Tensor | None = None) -> torch.Tensor:
     """Accompaniment: the tracks ``track_ids`` are generated, the others kept."""
     bad = [k for k in track_ids if not 0 <= k < shape[2]]
     if bad:
         raise ValueError(f"track index {bad} outside the piece's {shape[2]} tracks")
     known = torch.ones(tuple(shape), dtype=torch.bool, device=device)
     known[..., list(track_ids)] = False
-    return known
+    return _with_pad(known, pad)
 
 
-def continuation(shape: Shape, keep_bars: int, device: torch.device | str | None = None) -> torch.Tensor:
+def continuation(shape: Shape, keep_bars: int, device: torch.device | str | None = None, *,
+                 pad: torch.Tensor | None = None) -> torch.Tensor:
     """Outpainting: the first ``keep_bars`` bars are kept, the rest generated."""
     if not 0 <= keep_bars <= num_bars(shape):
         raise ValueError(f"cannot keep {keep_bars} bars of a {num_bars(shape)}-bar piece")
     known = unconditional(shape, device)
     known[:, :keep_bars * STEPS_PER_BAR] = True
-    return known
+    return _with_pad(known, pad)
 
 
-def interpolation(shape: Shape, keep_start: int, keep_end: int, device: torch.device | str | None = None
-                  ) -> torch.Tensor:
+def interpolation(shape: Shape, keep_start: int, keep_end: int, device: torch.device | str | None = None, *,
+                  pad: torch.Tensor | None = None) -> torch.Tensor:
     """The first ``keep_start`` and the last ``keep_end`` bars kept, the span between generated."""
     bars = num_bars(shape)
     if keep_start < 0 or keep_end < 0 or keep_start + keep_end >= bars:
@@ -84,7 +99,7 @@ def interpolation(shape: Shape, keep_start: int, keep_end: int, device: torch.de
     known = unconditional(shape, device)
     known[:, :keep_start * STEPS_PER_BAR] = True
     known[:, shape[1] - keep_end * STEPS_PER_BAR:] = True
-    return known
+    return _with_pad(known, pad)
 
 
 def join_for_interpolation(first: torch.Tensor, second: torch.Tensor, keep_start: int, keep_end: int

@@ -158,37 +158,51 @@ class AbsorbingDiffusion:
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask ``x0 [B, L, K]`` at times ``t [B]``: returns ``(x_t, mask)``.
 
-        ``schedule`` and ``span_prob`` default to the config's (the training distribution)."""
+        ``schedule`` and ``span_prob`` default to the config's (the training distribution). PAD elements
+        (ids above a track's mask: the steps of a short bar's slot past its end, ``schmubert.meter``) are never
+        masked."""
         B, L, K = x0.shape
         u = torch.rand(B, L, K, generator=generator, device=x0.device)
         mask = u < self.mask_rate(t).view(B, 1, 1)
         mask &= self.track_selection(B, x0.device, generator, schedule).view(B, 1, K)
         mask &= self.span_selection(B, L, x0.device, generator, span_prob).view(B, L, 1)
+        mask &= ~self.pad(x0)  # PAD (schmubert.meter) is never masked
         x_t = torch.where(mask, self.mask_value(x0.device), x0)
         return x_t, mask
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """``BoolTensor[B, L, K]``: the PAD elements of ``x`` (any id above its track's mask id)."""
+        return x > self.mask_value(x.device)
 
     # --- losses --------------------------------------------------------------------------------------------
     @staticmethod
     def masked_cross_entropy(logits: Sequence[torch.Tensor], x0: torch.Tensor, mask: torch.Tensor
                              ) -> torch.Tensor:
-        """Cross-entropy (nats) summed over masked elements, per sample: ``[B]``."""
+        """Cross-entropy (nats) summed over masked elements, per sample: ``[B]``. A target outside a track's
+        classes (PAD, which is never masked) is scored as class 0 and left out by ``mask``."""
         total = x0.new_zeros(x0.shape[0], dtype=torch.float32)
         for k, lg in enumerate(logits):
-            ce = F.cross_entropy(lg.float().flatten(0, 1), x0[..., k].flatten(), reduction="none")
+            target = x0[..., k].flatten()
+            target = torch.where(target < lg.shape[-1], target, 0)
+            ce = F.cross_entropy(lg.float().flatten(0, 1), target, reduction="none")
             total = total + (ce.view(x0.shape[:2]) * mask[..., k]).sum(dim=1)
         return total
 
     def loss(self, logits: Sequence[torch.Tensor], x0: torch.Tensor, mask: torch.Tensor, t: torch.Tensor,
              velocity: torch.Tensor | None = None, onset: torch.Tensor | None = None) -> LossOutput:
-        """Reweighted training loss ``(1 - t/T) * CE`` and ELBO term ``CE * T / t``, in bits per element.
+        """Reweighted training loss ``(1 - t/T) * CE`` and ELBO term ``CE * T / t``, in bits per element (PAD
+        elements are neither scored nor counted).
 
         With ``velocity`` (the true bins ``[B, L, K]``), ``onset`` (``BoolTensor[B, L, K]``, where x0 starts a
         note) and a model's velocity logits (``logits.velocity``), the velocity cross-entropy of the masked
         onsets joins the loss with the same weight (its ELBO term is ``velocity_elbo``, apart from ``elbo``).
         """
         B, L, K = x0.shape
+        pad = self.pad(x0)
+        mask = mask & ~pad  # PAD is never in the loss
         ce = self.masked_cross_entropy(logits, x0, mask)  # [B]
-        per_element = math.log(2) * L * K
+        # bits per real element: PAD elements are not counted (exactly L * K without PAD)
+        per_element = math.log(2) * L * K * ((~pad).flatten(1).sum(1).to(torch.float64) / (L * K))
         elbo = (ce * self.elbo_weight(t) / per_element).float()
         loss = (ce * self.loss_weight(t) / per_element).float()
         velocity_logits = getattr(logits, "velocity", None)

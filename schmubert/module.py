@@ -28,6 +28,7 @@ from schmubert.checkpoints import CHECKPOINT_KIND, checkpoint_hparams
 from schmubert.config import arg
 from schmubert.data import roll_bars, transpose
 from schmubert.diffusion import AbsorbingDiffusion, LossOutput, NoiseConfig
+from schmubert.meter import shorten_bars
 from schmubert.tokens import VELOCITY_MASK, Track, get_tracks, instrument_index, is_onset, mask_ids
 
 
@@ -127,6 +128,9 @@ class ASD3PM(L.LightningModule):
         #: after ``optim.start_step``)
         self.schedule_steps: int | None = None
         self.cond = CondConfig(**{k: v for k, v in (attributes or {}).items() if k not in DATA_SUMMARIES})
+        config = self.denoiser.config
+        if getattr(config, "meter_augment", 0.0) > 0 and not getattr(config, "meter", False):
+            raise ValueError("backbone option meter_augment needs meter=true (--set meter=true)")
 
     @classmethod
     def create(cls, arch: str, tracks: str, preset: str, noise: NoiseConfig, steps: int,
@@ -184,11 +188,13 @@ class ASD3PM(L.LightningModule):
         return out.loss
 
     def augment(self, x0: torch.Tensor, v0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Bars rolled (velocity with its tokens) and pitches transposed, as configured."""
+        """Bars rolled (velocity with its tokens), pitches transposed and, for a meter model with
+        ``meter_augment``, 4/4 bars shortened to 3/4 or 2/4 (``schmubert.meter.shorten_bars``), as configured."""
         K = x0.shape[-1]
         both = roll_bars(x0 if v0 is None else torch.cat([x0, v0], dim=-1), self.hparams.roll_bars)
         x0 = transpose(both[..., :K], self.track_list, self.hparams.max_transpose)
-        return x0, (None if v0 is None else both[..., K:])
+        v0 = None if v0 is None else both[..., K:]
+        return shorten_bars(x0, v0, self.track_list, getattr(self.denoiser.config, "meter_augment", 0.0))
 
     def step_loss(self, x_t: torch.Tensor, mask: torch.Tensor, t: torch.Tensor, x0: torch.Tensor,
                   v0: torch.Tensor | None, attrs: Attributes | None = None) -> LossOutput:

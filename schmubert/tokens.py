@@ -16,6 +16,13 @@ Melodic tracks (melody, bass) have 90 classes per step::
     90 = mask
 
 The drum track has 512 classes: a bitmask of the 9 drum classes hit at that step, 512 = mask.
+
+Meter (``schmubert.meter``): every bar is one 16-step slot (a bar longer than 16 steps, 5/4 or 12/8, two). The
+steps of a slot past its bar's end (a 3/4 bar: the last 4) hold a **PAD** id, ``track.pad_id + kind`` (91..94
+melodic, 513..516 drums: just above the mask; ``kind`` says simple or compound meter and whether the slot
+continues the bar before, :data:`PAD_SIMPLE` ...), the same kind in every column. PAD has no duration: a note
+held into a PAD step goes on at the next real step. It is never masked, never in the loss, never sampled.
+A grid without PAD is 16 steps per bar, as it always was.
 """
 
 from __future__ import annotations
@@ -75,6 +82,32 @@ DECODE_VELOCITY = 80
 DECODE_RESOLUTION = 480  # ticks per quarter; a multiple of STEPS_PER_QUARTER so every step is exact
 
 
+# --- meter: PAD ---------------------------------------------------------------------------------------------
+#: PAD kinds (the id is ``track.pad_id + kind``): the padded slot's bar is in simple meter (quarter or eighth
+#: beats: 2/4, 3/4, 7/8, ...) or compound meter (dotted-quarter beats: 3/8, 6/8, ...); ``CONT`` kinds pad the
+#: second slot of a bar longer than 16 steps (5/4, 12/8 ...), which continues the slot before it.
+PAD_SIMPLE, PAD_COMPOUND, PAD_CONT_SIMPLE, PAD_CONT_COMPOUND = range(4)
+PAD_KINDS = 4
+
+
+def is_pad(tokens: np.ndarray, track: Track) -> np.ndarray:
+    """Where a column's tokens (numpy or torch) are PAD (any kind)."""
+    return (tokens > track.mask_id) & (tokens <= track.mask_id + PAD_KINDS)
+
+
+def pad_mask(tokens: np.ndarray, tracks: str | Sequence[Track]) -> np.ndarray:
+    """``[..., K]`` bool (numpy or torch, as ``tokens``): where a grid's elements are PAD."""
+    ids = [t.mask_id for t in get_tracks(tracks)]
+    masks = tokens.new_tensor(ids) if hasattr(tokens, "new_tensor") else np.asarray(ids)
+    tokens = tokens if hasattr(tokens, "new_tensor") else np.asarray(tokens)
+    return (tokens > masks) & (tokens <= masks + PAD_KINDS)
+
+
+def pad_ids(tracks: str | Sequence[Track]) -> list[int]:
+    """The first PAD id of each track (``pad_id``; kind k is ``pad_id + k``)."""
+    return [t.pad_id for t in get_tracks(tracks)]
+
+
 # --- velocity ------------------------------------------------------------------------------------------------
 #: Velocity is a parallel grid beside the tokens: per column and step the bin of the note starting there
 #: (drums: of the loudest hit), 0 where nothing starts. Bins are 16 MIDI velocities wide: 1..16 -> 1, ...,
@@ -130,6 +163,12 @@ class Track:
     @property
     def mask_id(self) -> int:
         return self.num_classes
+
+    @property
+    def pad_id(self) -> int:
+        """The first PAD id (``pad_id + kind``, kind 0..3): the steps of a bar's slot past its end
+        (``schmubert.meter``); a model built with ``meter=true`` embeds it as no event."""
+        return self.num_classes + 1
 
     @property
     def vocab_size(self) -> int:
@@ -347,11 +386,14 @@ def decode_melodic(row: np.ndarray) -> np.ndarray:
 
     A note sounds from its note-on until the next note-on or note-off, or the end of the row. Mask tokens (and
     any id outside the vocabulary) end a sounding note and are otherwise silence, so a partly masked piece decodes.
+    PAD steps (``schmubert.meter``) are no event: a note held into them goes on after them (its end may lie past
+    PAD steps; ``schmubert.meter`` maps steps to time, where PAD takes none).
     """
     row = np.asarray(row).reshape(-1)
     steps = len(row)
     is_on = (row >= 2) & (row < MELODIC_CLASSES)
-    is_event = row != NO_EVENT  # note-on, note-off, mask
+    # note-on, note-off, mask; not PAD
+    is_event = (row != NO_EVENT) & ~((row > MELODIC_MASK) & (row <= MELODIC_MASK + PAD_KINDS))
     starts = np.flatnonzero(is_on)
     if len(starts) == 0:
         return np.zeros((0, 3), dtype=np.int64)
@@ -393,6 +435,11 @@ def canonicalize(tokens: np.ndarray, tracks: str | Sequence[Track] = "trio") -> 
     canonical grids ``midi_to_tokens(tokens_to_midi(x)) == x``.
     """
     tokens = np.asarray(tokens)
+    if pad_mask(tokens, tracks).any():  # canonical in time: PAD left out and put back
+        from schmubert.meter import compact, expand
+
+        real, layout = compact(tokens, tracks)
+        return expand(canonicalize(real, tracks), layout, tracks)
     out = tokens.copy()
     for k, track in enumerate(get_tracks(tracks)):
         if not track.is_drum:
@@ -516,7 +563,7 @@ def encode_track(notes: np.ndarray | None, track: Track, steps: int) -> np.ndarr
 
 
 def midi_to_tokens(midi: str | Path | pretty_midi.PrettyMIDI, tracks: str | Sequence[str] = "trio",
-                   steps: int | None = None) -> np.ndarray:
+                   steps: int | None = None, meter: bool = False) -> np.ndarray:
     """A MIDI file -> token grid ``(steps, K)`` (int64).
 
     Uses the first instrument of each role (melody, bass, drums); a role the file lacks is a silent track. A set
@@ -524,9 +571,14 @@ def midi_to_tokens(midi: str | Path | pretty_midi.PrettyMIDI, tracks: str | Sequ
     Times follow the file's tempo map (16th steps of the notated beat). ``steps`` defaults to the file's
     length rounded up to whole bars and at least ``DEFAULT_STEPS``, so a 64-bar piece with silent last bars
     is still 1024 steps. A path is read with symusic (tick-exact, fast); a ``PrettyMIDI`` is used as it is.
-    Raises ``ValueError`` naming the file if it cannot be read.
+    Raises ``ValueError`` naming the file if it cannot be read. ``meter``: bars by the file's time signatures
+    (a path or bytes; ``schmubert.meter.midi_to_grid``): a bar shorter than 16 steps is padded with PAD.
     """
     track_list = get_tracks(tracks)
+    if meter:
+        from schmubert.meter import midi_to_grid as meter_grid
+
+        return meter_grid(midi, track_list, steps).tokens
     if not is_legacy(track_list):  # polyphonic instruments and named parts: schmubert.polyphony
         from schmubert.polyphony import midi_to_grid
 
@@ -599,7 +651,9 @@ def tokens_to_midi(tokens: np.ndarray, tracks: str | Sequence[str] | None = None
                    velocity: np.ndarray | None = None) -> pretty_midi.PrettyMIDI:
     """A token grid ``(steps, K)`` -> ``PrettyMIDI`` by the decoding conventions of the spec.
 
-    ``tracks`` defaults from K (1 = melody, 3 = trio). Mask tokens decode as silence. ``programs`` overrides the
+    ``tracks`` defaults from K (1 = melody, 3 = trio). Mask tokens decode as silence. A grid with PAD
+    (``schmubert.meter``) is written in time: each slot lasts its bar's real steps, PAD none, and the file gets the
+    bars' time signatures (a grid without PAD gets none: 4/4). ``programs`` overrides the
     General MIDI program of an instrument by name (e.g. ``{"melody": 81}``). One MIDI instrument per instrument
     of the set: the voices of a polyphonic one are written together. ``velocity`` ``(steps, K)``: velocity bins
     (:func:`velocity_to_bin`) at the onsets; without, every note gets ``DECODE_VELOCITY``.
@@ -608,6 +662,13 @@ def tokens_to_midi(tokens: np.ndarray, tracks: str | Sequence[str] | None = None
     seconds_per_step = 60.0 / qpm / STEPS_PER_QUARTER
     pm = pretty_midi.PrettyMIDI(initial_tempo=qpm, resolution=DECODE_RESOLUTION)
     columns = tokens_to_notes(tokens, track_list)
+    layout = None
+    if pad_mask(tokens, track_list).any():  # bars of other meters: slots to time, and their time signatures
+        from schmubert.meter import layout_of
+
+        layout = layout_of(tokens, track_list)
+        pm.time_signature_changes = [pretty_midi.TimeSignature(num, den, step * seconds_per_step)
+                                     for step, num, den in layout.signatures()]
     for name, ks in instruments(track_list):
         track = track_list[ks[0]]
         inst = pretty_midi.Instrument(program=(programs or {}).get(name, track.program), is_drum=track.is_drum,
@@ -615,8 +676,10 @@ def tokens_to_midi(tokens: np.ndarray, tracks: str | Sequence[str] | None = None
         for k in ks:
             vels = (np.full(len(columns[k]), DECODE_VELOCITY) if velocity is None
                     else bin_to_velocity(np.asarray(velocity)[columns[k][:, 0], k]))
-            inst.notes += [pretty_midi.Note(int(v), pitch, start * seconds_per_step, end * seconds_per_step)
-                           for (start, end, pitch), v in zip(columns[k].tolist(), vels.tolist(), strict=True)]
+            times = columns[k][:, :2] if layout is None else layout.to_real(columns[k][:, :2])
+            inst.notes += [pretty_midi.Note(int(v), int(pitch), start * seconds_per_step, end * seconds_per_step)
+                           for (start, end), pitch, v in zip(times.tolist(), columns[k][:, 2].tolist(),
+                                                            vels.tolist(), strict=True)]
         if len(ks) > 1:  # the voices' notes in time order; a pitch re-struck by another voice ends the first
             inst.notes = _one_pitch_at_a_time(inst.notes)
         pm.instruments.append(inst)

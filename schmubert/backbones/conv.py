@@ -137,7 +137,7 @@ class ConvTransformer(Backbone):
         c = config
         if c.seq_len % c.patch:
             raise ValueError(f"seq_len {c.seq_len} is not a multiple of patch {c.patch}")
-        self.embed = TrackEmbedding(self.tracks, c.emb_dim, c.attributes, c.velocity)
+        self.embed = TrackEmbedding(self.tracks, c.emb_dim, c.attributes, c.velocity, c.meter)
         K = self.embed.num_slots  # instruments: a polyphonic one's voices are pooled in the embedding
         self.beat_pos = nn.Embedding(c.patch, c.emb_dim)
         self.down = nn.ModuleList(PatchDown(c.emb_dim, c.width, c.patch) for _ in range(K))

@@ -68,7 +68,7 @@ class HierarchicalTransformer(Backbone):
         if c.seq_len % c.chunk:
             raise ValueError(f"seq_len {c.seq_len} is not a multiple of chunk {c.chunk}")
         self.inputs = InputEmbedding(self.tracks, c.emb_dim, c.low_width, c.seq_len, c.dropout, c.attributes,
-                                     c.velocity)
+                                     c.velocity, c.meter)
         self.encoder = Stack(c.low_width, c.low_depth, c.low_heads, c.dropout, c.attn_dropout)
         self.ln_enc = nn.LayerNorm(c.low_width)
         self.summarize = nn.Linear(c.chunk * c.low_width, c.width)

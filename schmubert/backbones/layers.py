@@ -19,7 +19,8 @@ from torch import nn
 
 from schmubert import attributes as A
 from schmubert.config import arg
-from schmubert.tokens import MAX_VOICES, STEPS_PER_BAR, VELOCITY_CLASSES, VELOCITY_MASK, Track, instruments
+from schmubert.meter import BEAT_POSITIONS, METER_CLASSES, meter_features
+from schmubert.tokens import MAX_VOICES, NO_EVENT, STEPS_PER_BAR, VELOCITY_CLASSES, VELOCITY_MASK, Track, instruments
 
 
 @dataclass
@@ -39,6 +40,15 @@ class BackboneOptions:
     attributes: bool = arg(False, "condition on musical attributes (key; onsets and register per bar and track, "
                            "schmubert.attributes): their embeddings are added to the token embeddings through a "
                            "zero-initialized projection, so a model gaining them starts as the one without")
+    meter: bool = arg(False, "read meters other than 4/4 (schmubert.meter): PAD steps (a bar's slot past its end) "
+                      "are embedded as no event, and a meter embedding per bar (its length and kind) and a beat "
+                      "position per step are added through a zero-initialized projection, so a model gaining "
+                      "them (--init ... --set meter=true) starts as the one without. A model without it rejects "
+                      "PAD input")
+    meter_augment: float = arg(0.0, "training augmentation for a meter model (needs meter=true) on 4/4 data: "
+                               "each 4/4 bar of a training piece becomes, with this probability, a 3/4 or 2/4 "
+                               "bar (its last beat or two dropped and padded), so the meter embeddings learn "
+                               "from data without other meters (0 = off)")
 
 
 class Logits(list):
@@ -243,6 +253,33 @@ class VelocityEmbedding(nn.Module):
         return self.out(self.embeddings[slot](velocity))
 
 
+class MeterEmbedding(nn.Module):
+    """What a grid's PAD says of its meter (:func:`schmubert.meter.meter_features`) as an update of the token
+    embeddings: ``x_t [B, L, K] -> [B, L, E]``, the same for every instrument.
+
+    Each step gets the embedding of its bar's meter class (its length in steps and PAD kind: 3/4 and 6/8 differ)
+    and of its beat position (its place in the bar, in simple or compound meter; PAD steps one of their own), summed
+    and passed through a projection that starts at zero: a model gaining this module computes what it computed
+    without until trained. Nothing here depends on the track set or the backbone.
+    """
+
+    def __init__(self, mask_ids: Sequence[int], dim: int):
+        super().__init__()
+        self.bar = nn.Embedding(METER_CLASSES, dim)
+        self.beat = nn.Embedding(BEAT_POSITIONS, dim)
+        self.out = ZeroLinear(dim, dim)
+        self.register_buffer("mask_ids", torch.tensor(list(mask_ids)), persistent=False)
+
+    def forward(self, x_t: torch.Tensor) -> torch.Tensor:
+        _, meter, beat = meter_features(x_t, self.mask_ids)
+        return self.out(self.bar(meter) + self.beat(beat))
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and getattr(compiler, "is_compiling", lambda: False)())
+
+
 class TrackEmbedding(nn.Module):
     """One embedding per instrument (slot) over its ``vocab_size`` (classes + mask): ``[B, L, K] -> [B, L, S, E]``.
 
@@ -250,12 +287,15 @@ class TrackEmbedding(nn.Module):
     as it is (S = K for the trio and the melody); the V voices of a polyphonic instrument share one embedding
     and are pooled by a :class:`VoicePool`. With ``attributes``, ``forward(x_t, attrs)`` adds the
     :class:`AttributeEmbedding` of ``attrs`` (None: every attribute null, the unconditional model). Without,
-    ``attrs`` must be None.
+    ``attrs`` must be None. With ``meter``, PAD ids (above a column's mask, ``schmubert.meter``) are embedded as
+    no event and the :class:`MeterEmbedding` of ``x_t`` is added; without, PAD input is a clear error.
     """
 
-    def __init__(self, tracks: Sequence[Track], dim: int, attributes: bool = False, velocity: bool = False):
+    def __init__(self, tracks: Sequence[Track], dim: int, attributes: bool = False, velocity: bool = False,
+                 meter: bool = False):
         super().__init__()
         self.num_columns = len(tracks)
+        self.mask_list = [t.mask_id for t in tracks]
         self.slots = [ks for _, ks in instruments(tracks)]
         self.embeddings = nn.ModuleList(nn.Embedding(tracks[ks[0]].vocab_size, dim) for ks in self.slots)
         self.velocity = VelocityEmbedding(len(self.slots), dim) if velocity else None
@@ -264,6 +304,7 @@ class TrackEmbedding(nn.Module):
             raise ValueError("attributes are not built for polyphonic instruments yet: train this track set with "
                              "attributes=false")
         self.attributes = AttributeEmbedding(len(tracks), dim) if attributes else None
+        self.meter = MeterEmbedding(self.mask_list, dim) if meter else None
 
     @property
     def num_slots(self) -> int:
@@ -280,7 +321,17 @@ class TrackEmbedding(nn.Module):
             raise ValueError("this model was built without velocity (backbone option velocity=false)")
         if self.velocity is not None and velocity is None:
             velocity = torch.full_like(x_t, VELOCITY_MASK)
-        e = torch.stack([self._slot(i, x_t, velocity) for i in range(self.num_slots)], dim=-2)
+        if self.meter is None:
+            if not _compiling() and bool((x_t > x_t.new_tensor(self.mask_list)).any()):
+                raise ValueError("this model was built without meter (backbone option meter=false) and cannot read "
+                                 "PAD steps (bars shorter than 16 steps, schmubert.meter): give it 4/4 input, or "
+                                 "train one with --set meter=true")
+            tokens = x_t
+        else:  # PAD is no event to the token embeddings; the meter embedding says where it is
+            tokens = torch.where(x_t > self.meter.mask_ids, NO_EVENT, x_t)
+        e = torch.stack([self._slot(i, tokens, velocity) for i in range(self.num_slots)], dim=-2)
+        if self.meter is not None:
+            e = e + self.meter(x_t)[:, :, None]
         if self.attributes is None:
             if attrs is not None:
                 raise ValueError("this model was built without attributes (backbone option attributes=false) "
@@ -308,9 +359,9 @@ class InputEmbedding(nn.Module):
     """
 
     def __init__(self, tracks: Sequence[Track], emb_dim: int, width: int, max_len: int, dropout: float = 0.0,
-                 attributes: bool = False, velocity: bool = False):
+                 attributes: bool = False, velocity: bool = False, meter: bool = False):
         super().__init__()
-        self.embed = TrackEmbedding(tracks, emb_dim, attributes, velocity)
+        self.embed = TrackEmbedding(tracks, emb_dim, attributes, velocity, meter)
         self.proj = nn.Linear(self.embed.num_slots * emb_dim, width)
         self.pos = LearnedPositions(max_len, width)
         self.drop = nn.Dropout(dropout)

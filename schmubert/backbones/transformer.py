@@ -48,7 +48,8 @@ class Transformer(Backbone):
     def __init__(self, tracks: Sequence[Track], config: TransformerConfig):
         super().__init__(tracks, config)
         c = config
-        self.inputs = InputEmbedding(self.tracks, c.emb_dim, c.width, c.seq_len, c.dropout, c.attributes, c.velocity)
+        self.inputs = InputEmbedding(self.tracks, c.emb_dim, c.width, c.seq_len, c.dropout, c.attributes, c.velocity,
+                                     c.meter)
         self.blocks = Stack(c.width, c.depth, c.heads, c.dropout, c.attn_dropout)
         self.ln_f = nn.LayerNorm(c.width)
         self.heads = TrackHeads(self.tracks, c.width, velocity=c.velocity)

@@ -82,7 +82,8 @@ class UTransformer(Backbone):
         c = config
         if c.seq_len % 2**c.levels:
             raise ValueError(f"seq_len {c.seq_len} is not a multiple of 2^levels = {2**c.levels}")
-        self.inputs = InputEmbedding(self.tracks, c.emb_dim, c.width, c.seq_len, c.dropout, c.attributes, c.velocity)
+        self.inputs = InputEmbedding(self.tracks, c.emb_dim, c.width, c.seq_len, c.dropout, c.attributes, c.velocity,
+                                     c.meter)
         stages = range(c.levels)
         self.down_blocks = nn.ModuleList(self._stage(c) for _ in stages)
         self.downsample = nn.ModuleList(Downsample(c.width) for _ in stages)

@@ -84,10 +84,26 @@ def stratified_uniforms(N: int, S: int, generator: torch.Generator) -> tuple[tor
 def draw_masks(u: torch.Tensor, region: torch.Tensor, diffusion: AbsorbingDiffusion, estimator: Estimator,
                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Masks ``[B, L, K]`` inside ``region`` for stratified uniforms ``u [B]``, and the factor that turns each
-    sample's summed masked CE (nats) into its estimate in bits per scored element ``[B]``."""
+    sample's summed masked CE (nats) into its estimate in bits per scored element ``[B]``. ``region`` is
+    ``[L, K]``, or ``[B, L, K]`` where pieces score different elements (PAD left out, ``schmubert.meter``)."""
     B = len(u)
+    shape = region.shape[-2:]
+    keys = torch.rand((B, *shape), generator=generator, dtype=torch.float64)
+    if region.dim() == 3:  # per piece: its own count of scored elements
+        n_each = region.flatten(1).sum(1)
+        if estimator == "time":
+            t = (u * diffusion.T).floor().clamp(0, diffusion.T - 1) + 1
+            mask = (keys < diffusion.mask_rate(t).view(B, 1, 1)) & region
+            return mask, diffusion.elbo_weight(t) / (n_each.to(torch.float64) * math.log(2))
+        counts = []
+        for n, ui in zip(n_each.tolist(), u.tolist(), strict=True):
+            cdf = np.cumsum(diffusion.mask_count_law(n))
+            counts.append(int(np.searchsorted(cdf, ui * cdf[-1], side="right").clip(1, n)))
+        m = torch.tensor(counts)
+        keys = keys.masked_fill(~region, math.inf).flatten(1)
+        threshold = keys.sort(dim=1).values.gather(1, (m - 1).view(B, 1))
+        return (keys <= threshold).view(B, *shape), 1.0 / (m.to(torch.float64) * math.log(2))
     n = int(region.sum())
-    keys = torch.rand((B, *region.shape), generator=generator, dtype=torch.float64)
     if estimator == "time":
         t = (u * diffusion.T).floor().clamp(0, diffusion.T - 1) + 1  # stratified t in 1..T
         mask = (keys < diffusion.mask_rate(t).view(B, 1, 1)) & region
@@ -109,7 +125,8 @@ def elbo(denoiser: Denoiser, diffusion: AbsorbingDiffusion, data: np.ndarray | t
     """Negative ELBO in bits per scored element of ``data [N, L, K]`` (may be memory-mapped).
 
     ``region`` (``BoolTensor[L, K]``, default all) selects the scored elements; the rest stay known, which
-    makes this the NLL bound of infilling that region. Each piece gets ``samples_per_piece`` stratified
+    makes this the NLL bound of infilling that region. PAD elements (bars shorter than 16 steps,
+    ``schmubert.meter``) are never masked nor scored: such a piece's bits are per real element of the region. Each piece gets ``samples_per_piece`` stratified
     samples (see the module docstring); the denoiser: any ``x_t [B, L, K] -> K logits [B, L, C_k]``.
     ``attributes`` (models trained with them): ``"null"`` tells nothing, the unconditional model (the default:
     a piece's own attributes would tell part of its answer); ``"own"`` tells each piece its own attributes
@@ -133,7 +150,9 @@ def elbo(denoiser: Denoiser, diffusion: AbsorbingDiffusion, data: np.ndarray | t
         idx = pieces[lo: lo + batch_size]
         ids = idx.unique_consecutive().numpy()
         x0 = torch.from_numpy(np.asarray(data[ids], dtype=np.int64))[idx - idx[0]]  # each piece S times
-        mask, scale = draw_masks(u[lo: lo + batch_size], region, diffusion, estimator, generator)
+        pad = diffusion.pad(x0)  # PAD (schmubert.meter) is never masked nor scored: a region per piece
+        scored = region & ~pad if bool(pad.any()) else region
+        mask, scale = draw_masks(u[lo: lo + batch_size], scored, diffusion, estimator, generator)
         x_t = torch.where(mask, mask_value, x0)
         if attributes == "own":
             logits = denoiser(x_t.to(device), Attributes.compute(x0, denoiser.tracks).to(device))
