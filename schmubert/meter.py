@@ -22,13 +22,14 @@ signature: 617 in 1/4 throughout, 76 a 1/4 and a 4/4 at tick 0; 181 are 4/4, 28 
    617 such POP909 files move in 4, 16 in 3;
 3. a signature not on the 16th grid (its tick or its bar not whole 16ths) is ignored, and so is one that lasts
    less than one of its bars before the next (a momentary event);
-4. a file whose remaining signatures are all 2/4 is read in 4/4 (POP909's 2/4 files move in 4 by their notes,
-   25 of 25): a 2/4 bar is kept only beside other meters;
+4. a file whose remaining signatures are all 2/4 is read in 4/4 (26 POP909 files, all moving in 4 by their
+   notes): a 2/4 bar is kept only beside other meters;
 5. bars run from tick 0, each signature's from its tick; a bar cut short by the next signature keeps its real
    length (a pickup); nothing left: 4/4 from tick 0, 16 steps per bar from the first tick, as before.
 
-On POP909 this changes 7 files from the 4/4 reading (5 in 6/8, of which 4 move in 3 by their notes, and 2 in
-3/4, both in 3); the 19 files in 3 under a 1/4 or 4/4 signature stay in 4/4 (their meter would have to come
+On POP909 (``tests/test_meter.py`` and the measurement in the README) this changes 7 files from the 4/4 reading
+(5 in 6/8, of which 4 move in 3 by their notes, and 2 in 3/4, both in 3); 902 are read in 4/4 as before, 694 with
+their 1/4 ignored, 26 their 2/4, 1 (043.mid) a 2/4 off the 16th grid; the 19 files in 3 under a 1/4 or 4/4 signature stay in 4/4 (their meter would have to come
 from the notes, which preprocessing does not infer). POP909's downbeats are not where its signatures put them
 (its files start at an arbitrary tick), a limit of the data that meters do not fix.
 """

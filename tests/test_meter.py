@@ -31,7 +31,6 @@ from schmubert.tokens import (
     pad_ids,
     pad_mask,
     tokens_to_midi,
-    tokens_to_notes,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -126,8 +126,9 @@ def elbo(denoiser: Denoiser, diffusion: AbsorbingDiffusion, data: np.ndarray | t
 
     ``region`` (``BoolTensor[L, K]``, default all) selects the scored elements; the rest stay known, which
     makes this the NLL bound of infilling that region. PAD elements (bars shorter than 16 steps,
-    ``schmubert.meter``) are never masked nor scored: such a piece's bits are per real element of the region. Each piece gets ``samples_per_piece`` stratified
-    samples (see the module docstring); the denoiser: any ``x_t [B, L, K] -> K logits [B, L, C_k]``.
+    ``schmubert.meter``) are never masked nor scored: such a piece's bits are per real element of the region.
+    Each piece gets ``samples_per_piece`` stratified samples (see the module docstring); the denoiser: any
+    ``x_t [B, L, K] -> K logits [B, L, C_k]``.
     ``attributes`` (models trained with them): ``"null"`` tells nothing, the unconditional model (the default:
     a piece's own attributes would tell part of its answer); ``"own"`` tells each piece its own attributes
     (:class:`~schmubert.attributes.Attributes` of the complete piece), the bound given its description.
