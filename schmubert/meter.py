@@ -29,8 +29,9 @@ signature: 617 in 1/4 throughout, 76 a 1/4 and a 4/4 at tick 0; 181 are 4/4, 28 
 
 On POP909 (``tests/test_meter.py`` and the measurement in the README) this changes 7 files from the 4/4 reading
 (5 in 6/8, of which 4 move in 3 by their notes, and 2 in 3/4, both in 3); 902 are read in 4/4 as before, 694 with
-their 1/4 ignored, 26 their 2/4, 1 (043.mid) a 2/4 off the 16th grid; the 19 files in 3 under a 1/4 or 4/4 signature stay in 4/4 (their meter would have to come
-from the notes, which preprocessing does not infer). POP909's downbeats are not where its signatures put them
+their 1/4 ignored, 26 their 2/4, 1 (043.mid) a 2/4 off the 16th grid. The 22 songs whose notes move in 3 under
+a 1/4 or 4/4 signature stay in 4/4 (their meter would have to come from the notes, which preprocessing does not
+infer). POP909's downbeats are not where its signatures put them
 (its files start at an arbitrary tick), a limit of the data that meters do not fix.
 """
 
