@@ -262,13 +262,20 @@ def copy_log_probs(x_t: torch.Tensor, visible: torch.Tensor, num_classes: Sequen
 
 
 def mix_log_probs(logits: Sequence[torch.Tensor], x_t: torch.Tensor, visible: torch.Tensor, params: CopyParams,
-                  sharpness: float = 1.0) -> list[torch.Tensor]:
+                  sharpness: float = 1.0, twins: bool = False) -> list[torch.Tensor]:
     """``log((1 - gate) softmax(logits) + gate copy)`` per track, K x ``[B, L, C_k]``: the copy prior's output,
     mixed in probability space (a handful of passes over the logits; the same as mixing the outputs of
-    :func:`copy_log_probs` in log space)."""
+    :func:`copy_log_probs` in log space). ``twins``: ``x_t`` is ``[x; x]`` (a guided pass), whose bars are
+    weighed once."""
     L = x_t.shape[1]
+    half = x_t.shape[0] // 2
+    if twins:  # [x_t; x_t]: weigh the bars of one half (the weights depend on x_t alone), use them for both
+        x_t, visible = x_t[:half], visible[:half]
     x_bars, vis_bars, weight, top = weigh_bars(x_t, visible, params, sharpness)
     total, log_gate = log_gates(weight, top, vis_bars, params)
+    if twins:
+        x_bars, vis_bars, weight, total, log_gate = (torch.cat([t, t]) for t in
+                                                     (x_bars, vis_bars, weight, total, log_gate))
     gate = log_gate.exp()  # [B, n, s, K, 2]
     out = []
     for k, lg in enumerate(logits):
@@ -321,8 +328,14 @@ class CopyPrior(nn.Module):
         """The mixed token logits; a velocity model's velocity logits pass through unchanged."""
         logits = call(self.denoiser, x_t, attrs, velocity)
         with torch.autocast(x_t.device.type, enabled=False):
-            mixed = mix_log_probs(logits, x_t, x_t != self.mask_value, self.params, self.sharpness)
+            mixed = mix_log_probs(logits, x_t, x_t != self.mask_value, self.params, self.sharpness, twins(x_t))
         return Logits(mixed, getattr(logits, "velocity", None))
+
+
+def twins(x_t: torch.Tensor) -> bool:
+    """Whether ``x_t [B, ...]`` is two equal halves (a classifier-free guided pass ``[x_t; x_t]``)."""
+    half = x_t.shape[0] // 2
+    return x_t.shape[0] % 2 == 0 and half > 0 and torch.equal(x_t[:half], x_t[half:])
 
 
 @contextmanager

@@ -99,6 +99,10 @@ class SamplerOptions:
                                         "0.41 -> 0.83, statistics overlap 0.49 -> 0.55; the trio's stage 8 "
                                         "matched the data better at 1.5 and the melody at 2 (experiments/README.md)"
                                         "; models without attributes ignore it")
+    cfg_interval: float = arg(1.0, "share of each reverse run's steps, from the first, that use guidance; the "
+                                   "later steps take one conditional pass of B pieces (1 = every step, the "
+                                   "thesis' Algorithm 6 as before). Guidance shapes what is decided early, when "
+                                   "most of the piece is masked (Kynkaanniemi et al. 2024 for images)")
     cfg_kinds: str = arg("key", "the attribute kinds guidance pushes, comma-separated (key, onsets, register) or "
                                 "all: the unconditional half nulls only these, so the other kinds told condition "
                                 "both halves (followed as at scale 0, not amplified). key from "
@@ -470,17 +474,20 @@ def reverse(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x_t: torch
     # guidance needs a guided kind told: otherwise the two halves would be the same pass
     uncond = attributes.without(opts.guided_kinds()) if attributes is not None else None
     cfg_scale = 0.0 if attributes is None or attributes.equals(uncond) else opts.guidance_scale()
+    plan = plan_steps(diffusion, steps, opts)
+    guided_steps = guided_count(len(plan), opts.cfg_interval) if cfg_scale else 0
     mask_value = diffusion.mask_value(x_t.device)
     masked = ~known
     track_p = opts.remask != "off" and opts.remask_order == "confidence"
     drawn_p = torch.zeros(x_t.shape, device=x_t.device) if track_p else None  # probability of each drawn element
     logits, changed = None, True
     distance = context_distance(known) if opts.order == "outside-in" else None
-    for step in tqdm(plan_steps(diffusion, steps, opts), desc="sampling", disable=not progress, leave=False):
+    for i, step in enumerate(tqdm(plan, desc="sampling", disable=not progress, leave=False)):
         if not masked.any() and step.remask == 0.0:
             continue
-        if logits is None or changed or not opts.reuse:
-            logits = predict_logits(denoiser, x_t, attributes, cfg_scale, uncond, velocity)
+        scale = cfg_scale if i < guided_steps else 0.0
+        if logits is None or changed or not opts.reuse or (i == guided_steps and cfg_scale):
+            logits = predict_logits(denoiser, x_t, attributes, scale, uncond, velocity)
             counts["calls"] += 1
         reveal, rows = choose_reveal(logits, x_t, masked, step, opts, guidance, generator, distance)
         remask = choose_remask(~known & ~masked, step, opts, drawn_p, generator)
@@ -495,6 +502,13 @@ def reverse(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x_t: torch
         changed = bool(reveal.any() or remask.any())
         counts["remasked"] += int(remask.sum())
     return x_t, velocity
+
+
+def guided_count(steps: int, interval: float) -> int:
+    """How many of a run's ``steps`` (the first ones) are guided at ``cfg_interval`` ``interval`` in [0, 1]."""
+    if not 0.0 <= interval <= 1.0:
+        raise ValueError(f"cfg_interval must be in [0, 1], got {interval}")
+    return math.ceil(interval * steps - 1e-9)
 
 
 RowProbs = Callable[[int, torch.Tensor], torch.Tensor]

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -519,6 +521,31 @@ def test_guidance_scale_zero_is_exactly_the_conditional_sampler(order):
     assert all(t.shape == (2, 4, 3) for t in den.told)  # one pass of B per step, never 2B
     plain = sample(Conditioned(den, attrs), diff, x, known, 16, generator=gen(4), order=order)
     assert torch.equal(guided, plain)
+
+
+@pytest.mark.parametrize("interval", [0.0, 0.25, 0.5, 1.0])
+def test_guidance_interval_guides_only_the_first_steps(interval):
+    den, diff, x = keyed()
+    known = conditioning.infill(x.shape, [(1, 3)])
+    stats = {}
+    sample(den, diff, x, known, 16, generator=gen(4), attributes=told(2, 64), cfg_scale=2.0, repair=0,
+           cfg_interval=interval, reuse=False, stats=stats)
+    batches = [t.shape[0] for t in den.told]
+    guided = math.ceil(16 * interval)
+    assert batches == [4] * guided + [2] * (16 - guided)  # [x_t; x_t] while guided, then B pieces
+    assert stats["calls"] == 16
+
+
+def test_guidance_interval_zero_is_the_conditional_sampler():
+    den, diff, x = keyed()
+    known = conditioning.infill(x.shape, [(1, 3)])
+    attrs = told(2, 64)
+    none = sample(den, diff, x, known, 16, generator=gen(4), attributes=attrs, cfg_scale=2.0, cfg_interval=0.0,
+                  repair=0)
+    plain = sample(den, diff, x, known, 16, generator=gen(4), attributes=attrs, cfg_scale=0.0, repair=0)
+    assert torch.equal(none, plain)
+    with pytest.raises(ValueError, match="cfg_interval"):
+        sample(den, diff, x, known, 4, generator=gen(4), attributes=attrs, cfg_scale=2.0, cfg_interval=1.5)
 
 
 class Conditioned(nn.Module):
