@@ -328,7 +328,8 @@ class CopyPrior(nn.Module):
         """The mixed token logits; a velocity model's velocity logits pass through unchanged."""
         logits = call(self.denoiser, x_t, attrs, velocity)
         with torch.autocast(x_t.device.type, enabled=False):
-            mixed = mix_log_probs(logits, x_t, x_t != self.mask_value, self.params, self.sharpness, twins(x_t))
+            visible = x_t < self.mask_value  # neither masked nor PAD
+            mixed = mix_log_probs(logits, x_t, visible, self.params, self.sharpness, twins(x_t))
         return Logits(mixed, getattr(logits, "velocity", None))
 
 
@@ -496,7 +497,8 @@ def collect(denoiser: nn.Module, diffusion: AbsorbingDiffusion, pieces: np.ndarr
             x_t = torch.where(mask, diffusion.mask_value(), x0)
             with torch.no_grad():
                 logits = denoiser(x_t.to(device))
-            log_p = torch.stack([torch.log_softmax(lg.float().cpu(), -1).gather(-1, x0[..., k, None])[..., 0]
+            real = x0.clamp(max=torch.tensor([lg.shape[-1] - 1 for lg in logits]))  # PAD is never scored
+            log_p = torch.stack([torch.log_softmax(lg.float().cpu(), -1).gather(-1, real[..., k, None])[..., 0]
                                  for k, lg in enumerate(logits)], -1)
             batches.append((x0, mask, log_p))
     return batches
@@ -508,7 +510,7 @@ def batch_bits(params: CopyParams | None, x0: torch.Tensor, mask: torch.Tensor, 
     alone for ``params`` None)."""
     if params is not None:
         x_t = torch.where(mask, torch.tensor(list(num_classes)), x0)
-        copied, log_gate = copy_log_prob_of(x0, x_t, ~mask, params)
+        copied, log_gate = copy_log_prob_of(x0, x_t, ~mask & (x0 < torch.tensor(list(num_classes))), params)
         log_p = torch.logaddexp(log_gate[..., 0] + log_p, log_gate[..., 1] + copied)
     return -(log_p * mask).flatten(1).sum(1) / (mask.flatten(1).sum(1) * math.log(2))
 

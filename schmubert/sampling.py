@@ -431,7 +431,8 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
     if attributes is not None:
         attributes = attributes.expand(x.shape[0]).to(device)
     mask_value = diffusion.mask_value(device)  # [K]
-    known = known & (x != mask_value)  # a mask id is never "known": it is filled like the rest
+    # a mask id is never "known": it is filled like the rest; PAD (ids above the mask) always is, never drawn
+    known = (known & (x != mask_value)) | (x > mask_value)
     voices = [ks for _, ks in instruments(tracks) if len(ks) > 1] if tracks is not None else []
     run = functools.partial(reverse, denoiser, diffusion, generator=generator, opts=opts, guidance=guidance,
                             progress=progress, voices=voices, tracks=tracks)
@@ -481,7 +482,8 @@ def reverse(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x_t: torch
     track_p = opts.remask != "off" and opts.remask_order == "confidence"
     drawn_p = torch.zeros(x_t.shape, device=x_t.device) if track_p else None  # probability of each drawn element
     logits, changed = None, True
-    distance = context_distance(known) if opts.order == "outside-in" else None
+    # PAD slots are known but tell nothing: a short bar is context only where its notes are
+    distance = context_distance(known & (x_t <= mask_value)) if opts.order == "outside-in" else None
     for i, step in enumerate(tqdm(plan, desc="sampling", disable=not progress, leave=False)):
         if not masked.any() and step.remask == 0.0:
             continue
@@ -544,8 +546,9 @@ def sounding(column: torch.Tensor) -> torch.Tensor:
     """The class of the pitch sounding at each step of melodic token rows ``[B, L]`` -> ``[B, L]`` (0: none).
 
     A note sounds from its note-on through the holds after it; a note-off, a mask or another note-on ends it.
+    PAD takes no time: a note held up to a short bar's end sounds on after its PAD steps.
     """
-    event = column != NO_EVENT
+    event = (column != NO_EVENT) & (column <= MELODIC_CLASSES)
     index = torch.where(event, torch.arange(column.shape[-1], device=column.device), -1).cummax(dim=-1).values
     last = column.gather(-1, index.clamp(min=0))
     return torch.where((index >= 0) & (last > NOTE_OFF) & (last < MELODIC_CLASSES), last, 0)

@@ -310,3 +310,47 @@ def test_layout_bars_and_signatures():
     assert [b.meter for b in lay.bars()] == ["3/4", "4/4", "6/8", "5/4", "7/8"]
     assert lay.signatures() == [(0, 3, 4), (12, 4, 4), (28, 6, 8), (40, 5, 4), (60, 7, 8)]
     assert lay.to_real(np.array([0, 12, 15, 16, 48, 64, 80, 96])).tolist() == [0, 12, 12, 12, 40, 56, 60, 74]
+
+
+def test_the_sampler_keeps_pad_even_where_a_caller_marks_it_unknown():
+    tracks = get_tracks("trio")
+    torch.manual_seed(0)
+    model = build("conv", tracks, "tiny", seq_len=64, meter=True).eval()
+    d = AbsorbingDiffusion(mask_ids(tracks))
+    x = padded_batch(B=2)
+    pad = pad_mask(x, tracks)
+    for order in ("random", "outside-in", "confidence"):
+        out = sample(model, d, x, torch.zeros_like(pad), 8, torch.Generator().manual_seed(0), order=order)
+        assert torch.equal(out[pad], x[pad]) and not pad_mask(out, tracks)[~pad].any()
+
+
+def test_pad_is_no_context_for_the_outside_in_order():
+    from schmubert.sampling import context_distance
+
+    tracks = get_tracks("trio")
+    x = padded_batch(B=1)
+    pad = pad_mask(x, tracks)
+    known = pad.clone()
+    known[:, :16] = True  # bar 0 kept
+    with_pad = context_distance(known)
+    real = context_distance(known & ~pad)
+    padded_bars = pad.any(-1).view(1, -1, 16).any(-1)[0].nonzero().flatten().tolist()
+    assert padded_bars and all(with_pad[0, b * 16, 0] == 0 for b in padded_bars)  # PAD alone would count
+    assert all(real[0, b * 16, 0] == b for b in padded_bars if b > 0)  # the distance to bar 0
+
+
+def test_the_copy_prior_never_proposes_pad():
+    from schmubert.copy_prior import CopyPrior, CopyPriorConfig
+
+    tracks = get_tracks("trio")
+    torch.manual_seed(0)
+    model = CopyPrior(build("conv", tracks, "tiny", seq_len=64, meter=True).eval(), mask_ids(tracks),
+                      CopyPriorConfig())
+    x = padded_batch(B=1)
+    pad = pad_mask(x, tracks)
+    x_t = torch.where(pad, x, torch.tensor(mask_ids(tracks)))  # everything masked but PAD
+    with torch.no_grad():
+        logits = model(x_t)
+    plain = model.denoiser(x_t)
+    for lg, p in zip(logits, plain, strict=True):  # nothing visible to copy: the network's own distribution
+        torch.testing.assert_close(lg, torch.log_softmax(p.float(), -1))
