@@ -94,7 +94,7 @@ class SampleConfig:
                                    "the checkpoint's validation set")
     start_bar: int | None = arg(None, "first bar of the model's window (default: placed around the edit, with "
                                       "context on both sides where the song has it)")
-    track: list[str] = arg([], "ROLE=INDEX|NAME: --input's instrument the model sees and writes as ROLE, any "
+    track: list[str] = arg([], "--input's instrument the model sees and writes as ROLE, any "
                                "instrument of the model's set (trio: melody, bass, drums; pop909: melody, "
                                "bridge, piano, all voices of a polyphonic one together): its index or name as "
                                "listed when sampling, or 'none'; repeatable, e.g. --track piano=8 --track "
@@ -120,8 +120,10 @@ class SampleConfig:
                                  "--no-whole-song writes only the model's tracks of its window at 120 bpm")
     infill: list[str] = arg([], "bar ranges START:END to regenerate (end exclusive; bars of --input, counted "
                                 "from 0; of the window for a validation piece)")
-    generate_tracks: list[str] = arg([], "tracks to regenerate entirely (accompaniment), e.g. bass,drums; "
-                                         "with --infill only inside the ranges")
+    generate_tracks: list[str] = arg([], "tracks to regenerate entirely (accompaniment), e.g. bass,drums, or an "
+                                         "instrument of a voice set, e.g. piano (all its voices); with --infill "
+                                         "only inside the ranges; with --input, written into the song's "
+                                         "instrument chosen for it (--track)")
     continue_bars: int | None = arg(None, "outpainting: keep the bars before bar N, write the rest (of the "
                                           "song, or up to --bars bars from --start-bar)")
     interpolate: Path | None = arg(None, "a second MIDI file: keep the start of the piece and the end of "
@@ -192,6 +194,7 @@ def parser() -> argparse.ArgumentParser:
                                 allow_abbrev=False)
     add_arguments(p, SampleConfig, skip=("sampler",))
     add_arguments(p.add_argument_group("sampler"), SamplerOptions)
+    next(a for a in p._actions if a.dest == "track").metavar = "ROLE=INDEX|NAME"
     return p
 
 
