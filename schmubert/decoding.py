@@ -156,7 +156,7 @@ def held_kinds(sampler: SamplerOptions, key_asked: bool) -> SamplerOptions:
 
 def told(plan: Plan, model: LoadedModel, n: int, bars: int, pieces: torch.Tensor | None = None,
          generator: torch.Generator | None = None) -> Attributes | None:
-    """What ``n`` pieces of ``bars`` bars are told before any onsets or register targets ``[n, bars, K]``: an
+    """What ``n`` pieces of ``bars`` bars are told before any bar targets (``[n, bars, I]``, I instruments): an
     outline (its key replaced by an asked one), else the plan's key alone. ``pieces [n or 1, L, K]``: the pieces
     around the edit, whose key is estimated where the plan says so. None for a model without attributes."""
     if not model.conditional:
@@ -164,7 +164,7 @@ def told(plan: Plan, model: LoadedModel, n: int, bars: int, pieces: torch.Tensor
     if plan.outlined:
         attrs = outlines(model, n, bars, generator)
         return attrs if plan.key is None else attrs.with_key(parse_key(plan.key))
-    return Attributes.null(n, bars, len(model.tracks)).with_key(keys(plan, model, n, pieces, generator))
+    return Attributes.null(n, bars, model.tracks).with_key(keys(plan, model, n, pieces, generator))
 
 
 def keys(plan: Plan, model: LoadedModel, n: int, pieces: torch.Tensor | None = None,
@@ -191,9 +191,8 @@ def default_keys(model: LoadedModel, x: torch.Tensor | None, n: int, generator: 
 
 
 def outlines(model: LoadedModel, n: int, bars: int, generator: torch.Generator | None = None) -> Attributes:
-    """``n`` outlines of ``bars`` bars drawn from the model's stored training outlines ``[n, bars, K]``: a longer
+    """``n`` outlines of ``bars`` bars drawn from the model's stored training outlines ``[n, bars, I]``: a longer
     piece joins several (keeping the first one's key), a shorter one takes the start of one."""
     bank = model.hparams["attributes"]["outlines"]
     parts = [draw_outlines(bank, n, generator) for _ in range(-(-bars // bank["shape"][1]))]
-    onsets, register = (torch.cat([getattr(p, kind) for p in parts], dim=1) for kind in ("onsets", "register"))
-    return Attributes(parts[0].key, onsets, register).bars(0, bars)
+    return Attributes.cat_bars(parts).bars(0, bars)

@@ -57,9 +57,10 @@ class OptimConfig:
 class CondConfig:
     """Training of a conditional model (backbone option ``attributes=true``, e.g. ``--set attributes=true``)."""
 
-    cond_drop: float = arg(0.3, "probability that each attribute kind (key, onsets, register) of a training piece "
-                           "is replaced by its null id, independently per piece and kind: one model is then "
-                           "unconditional, partly and fully conditional (classifier-free guidance)")
+    cond_drop: float = arg(0.3, "probability that each attribute kind (key, onsets, register; dynamics for a "
+                           "model with velocity) of a training piece is replaced by its null id, independently "
+                           "per piece and kind: one model is then unconditional, partly and fully conditional "
+                           "(classifier-free guidance)")
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -153,24 +154,26 @@ class ASD3PM(L.LightningModule):
     def conditional(self) -> bool:
         return self.denoiser.conditional
 
-    def training_attributes(self, x0: torch.Tensor) -> Attributes | None:
-        """The attributes of the augmented batch, each kind dropped to null at ``cond_drop`` (None: no model
-        attributes)."""
+    def training_attributes(self, x0: torch.Tensor, v0: torch.Tensor | None = None) -> Attributes | None:
+        """The attributes of the augmented batch (per instrument; the dynamics from its velocity bins ``v0`` for
+        a model with velocity), each kind dropped to null at ``cond_drop`` (None: no model attributes)."""
         if not self.conditional:
             return None
-        return drop(Attributes.compute(x0, self.track_list), self.cond.cond_drop)
+        velocity = v0 if self.denoiser.predicts_velocity else None
+        return drop(Attributes.compute(x0, self.track_list, velocity), self.cond.cond_drop)
 
     def on_fit_start(self) -> None:
-        """A conditional model stores its training split's key distribution and outlines before its first
-        checkpoint."""
+        """A conditional model stores its training split's key distribution and outlines (with dynamics, from a
+        velocity model's data) before its first checkpoint."""
         stored = self.hparams.get("attributes") or {}
         datamodule = getattr(self.trainer, "datamodule", None)
         if not self.conditional or all(stored.get(k) for k in DATA_SUMMARIES) or datamodule is None:
             return
         if not hasattr(datamodule, "train_set"):
             datamodule.setup("fit")
+        velocity = datamodule.train_set.velocity if self.denoiser.predicts_velocity else None
         self.hparams["attributes"] = {**dataclasses.asdict(self.cond), **stored,
-                                      **data_summaries(datamodule.train_set.array, self.track_list)}
+                                      **data_summaries(datamodule.train_set.array, self.track_list, velocity)}
 
     # --- steps -----------------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
@@ -180,7 +183,7 @@ class ASD3PM(L.LightningModule):
         x0, v0 = self.augment(*split_batch(batch))
         t = self.diffusion.sample_t(x0.shape[0], x0.device)
         x_t, mask = self.diffusion.q_sample(x0, t)
-        out = self.step_loss(x_t, mask, t, x0, v0, self.training_attributes(x0))
+        out = self.step_loss(x_t, mask, t, x0, v0, self.training_attributes(x0, v0))
         self.log("train/loss", out.loss, prog_bar=True)
         self.log("train/elbo", out.elbo)
         if out.velocity_elbo is not None:

@@ -37,9 +37,10 @@ class BackboneOptions:
     velocity: bool = arg(False, "model velocity: the known velocity bins are embedded with the tokens and a "
                          "velocity head per instrument predicts the bin of each note it starts "
                          "(schmubert.tokens velocity bins; the data needs {split}_velocity.npy)")
-    attributes: bool = arg(False, "condition on musical attributes (key; onsets and register per bar and track, "
-                           "schmubert.attributes): their embeddings are added to the token embeddings through a "
-                           "zero-initialized projection, so a model gaining them starts as the one without")
+    attributes: bool = arg(False, "condition on musical attributes (key; onsets and register per bar and "
+                           "instrument, and with velocity=true its dynamics; schmubert.attributes): their "
+                           "embeddings are added to each instrument's embedding through zero-initialized "
+                           "projections, so a model gaining them starts as the one without")
     meter: bool = arg(False, "read meters other than 4/4 (schmubert.meter): PAD steps (a bar's slot past its end) "
                       "are embedded as no event, and a meter embedding per bar (its length and kind) and a beat "
                       "position per step are added through a zero-initialized projection, so a model gaining "
@@ -167,32 +168,49 @@ class LearnedPositions(nn.Module):
 
 
 class AttributeEmbedding(nn.Module):
-    """The conditions of :class:`schmubert.attributes.Attributes` as an update of the token embeddings:
-    ``attrs -> [B, L, K, E]``.
+    """The conditions of :class:`schmubert.attributes.Attributes` as an update of each instrument's embedding:
+    ``attrs -> [B, L, I, E]`` (I instruments; the trio and the melody: I = K).
 
-    The piece's key is broadcast to every step and track; the onsets and register of bar b and track k go to
-    track k's steps of bar b (each track has its own onset and register tables). The sum passes a projection
-    that starts at zero, so adding this module to a trained model leaves its outputs unchanged until trained.
+    The piece's key is broadcast to every step and instrument; the onsets and register of bar b and instrument i go
+    to instrument i's steps of bar b (each instrument has its own onset and register tables; a polyphonic
+    instrument's voices share its slot, pooled by :class:`TrackEmbedding`). The sum passes a projection that starts
+    at zero, so adding this module to a trained model leaves its outputs unchanged until trained. With
+    ``dynamics`` (models with velocity) the dynamics of bar b and instrument i are added through a second
+    projection that starts at zero: a model with attributes that gains velocity starts as the one without.
+    A model without ``dynamics`` refuses attributes that tell any.
     """
 
-    def __init__(self, num_tracks: int, dim: int):
+    def __init__(self, tracks: int | Sequence[Track], dim: int, dynamics: bool = False):
         super().__init__()
-        self.num_tracks = num_tracks
+        self.tracks = None if isinstance(tracks, int) else tuple(tracks)
+        num = tracks if isinstance(tracks, int) else len(instruments(tracks))
+        self.num_tracks = num  # instruments
         self.key = nn.Embedding(A.KEY_IDS, dim)
-        self.onsets = nn.Embedding(num_tracks * A.ONSET_IDS, dim)
-        self.register = nn.Embedding(num_tracks * A.REGISTER_IDS, dim)
+        self.onsets = nn.Embedding(num * A.ONSET_IDS, dim)
+        self.register = nn.Embedding(num * A.REGISTER_IDS, dim)
         self.out = ZeroLinear(dim, dim)
-        self.register_buffer("onset_offset", torch.arange(num_tracks) * A.ONSET_IDS, persistent=False)
-        self.register_buffer("register_offset", torch.arange(num_tracks) * A.REGISTER_IDS, persistent=False)
+        self.register_buffer("onset_offset", torch.arange(num) * A.ONSET_IDS, persistent=False)
+        self.register_buffer("register_offset", torch.arange(num) * A.REGISTER_IDS, persistent=False)
+        self.dynamics = nn.Embedding(num * A.DYNAMICS_IDS, dim) if dynamics else None
+        self.dynamics_out = ZeroLinear(dim, dim) if dynamics else None
+        if dynamics:
+            self.register_buffer("dynamics_offset", torch.arange(num) * A.DYNAMICS_IDS, persistent=False)
 
     def forward(self, attrs: A.Attributes, length: int) -> torch.Tensor:
-        B, bars, K = attrs.onsets.shape
-        if K != self.num_tracks or bars != -(-length // STEPS_PER_BAR):
-            raise ValueError(f"attributes [B, bars={bars}, K={K}] do not fit tokens of length {length} and "
-                             f"{self.num_tracks} tracks (bars = L / {STEPS_PER_BAR}, rounded up)")
+        if self.tracks is not None:
+            attrs = A.for_tracks(attrs, self.tracks)
+        B, bars, num = attrs.onsets.shape
+        if num != self.num_tracks or bars != -(-length // STEPS_PER_BAR):
+            raise ValueError(f"attributes [B, bars={bars}, I={num}] do not fit tokens of length {length} and "
+                             f"{self.num_tracks} instruments (bars = L / {STEPS_PER_BAR}, rounded up)")
+        if self.dynamics is None and not _compiling() and attrs.tells_dynamics():
+            raise ValueError("this model was built without velocity, so it has no dynamics attribute: tell it "
+                             "no dynamics (only models with backbone option velocity=true take them)")
         bar = self.onsets(attrs.onsets + self.onset_offset) + self.register(attrs.register + self.register_offset)
-        cond = bar + rearrange(self.key(attrs.key), "b e -> b 1 1 e")  # [B, bars, K, E]
-        return repeat(self.out(cond), "b bars k e -> b (bars s) k e", s=STEPS_PER_BAR)[:, :length]
+        cond = self.out(bar + rearrange(self.key(attrs.key), "b e -> b 1 1 e"))  # [B, bars, I, E]
+        if self.dynamics is not None:
+            cond = cond + self.dynamics_out(self.dynamics(attrs.dynamics + self.dynamics_offset))
+        return repeat(cond, "b bars k e -> b (bars s) k e", s=STEPS_PER_BAR)[:, :length]
 
 
 class ZeroLinear(nn.Module):
@@ -286,7 +304,8 @@ class TrackEmbedding(nn.Module):
     K columns, S instruments (``tokens.instruments``): a one-column instrument (melody, bass, drums) is embedded
     as it is (S = K for the trio and the melody); the V voices of a polyphonic instrument share one embedding
     and are pooled by a :class:`VoicePool`. With ``attributes``, ``forward(x_t, attrs)`` adds the
-    :class:`AttributeEmbedding` of ``attrs`` (None: every attribute null, the unconditional model). Without,
+    :class:`AttributeEmbedding` of ``attrs`` (per instrument, ``[B, bars, S]``; None: every attribute null, the
+    unconditional model) to each instrument's slot; with ``velocity`` too, it takes their dynamics. Without,
     ``attrs`` must be None. With ``meter``, PAD ids (above a column's mask, ``schmubert.meter``) are embedded as
     no event and the :class:`MeterEmbedding` of ``x_t`` is added; without, PAD input is a clear error.
     """
@@ -300,10 +319,10 @@ class TrackEmbedding(nn.Module):
         self.embeddings = nn.ModuleList(nn.Embedding(tracks[ks[0]].vocab_size, dim) for ks in self.slots)
         self.velocity = VelocityEmbedding(len(self.slots), dim) if velocity else None
         self.pools = nn.ModuleDict({str(i): VoicePool(dim) for i, ks in enumerate(self.slots) if len(ks) > 1})
-        if attributes and self.pools:
-            raise ValueError("attributes are not built for polyphonic instruments yet: train this track set with "
-                             "attributes=false")
-        self.attributes = AttributeEmbedding(len(tracks), dim) if attributes else None
+        # per instrument (slot); a set of one-column instruments is built exactly as before the voice sets
+        self.attributes = (AttributeEmbedding(len(tracks) if len(self.slots) == len(tracks) else tracks, dim,
+                                              dynamics=velocity) if attributes else None)
+        self.tracks = tuple(tracks)
         self.meter = MeterEmbedding(self.mask_list, dim) if meter else None
 
     @property
@@ -338,7 +357,7 @@ class TrackEmbedding(nn.Module):
                                  "and cannot be conditioned on them")
             return e
         if attrs is None:
-            attrs = A.Attributes.null(x_t.shape[0], -(-x_t.shape[1] // STEPS_PER_BAR), x_t.shape[2], x_t.device)
+            attrs = A.Attributes.null(x_t.shape[0], -(-x_t.shape[1] // STEPS_PER_BAR), self.tracks, x_t.device)
         return e + self.attributes(attrs.expand(x_t.shape[0]), x_t.shape[1])
 
     def _slot(self, i: int, x_t: torch.Tensor, velocity: torch.Tensor | None) -> torch.Tensor:

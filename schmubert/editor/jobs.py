@@ -31,11 +31,11 @@ import torch
 from torch import nn
 
 from schmubert import decoding, sample, song
-from schmubert.attributes import Attributes, BarTarget, apply_targets, bar_onsets, parse_key
+from schmubert.attributes import Attributes, BarTarget, apply_targets, bar_onsets, parse_key, parse_target
 from schmubert.checkpoints import LoadedModel
 from schmubert.sample import SampleConfig, Scenario
 from schmubert.sampling import EDITOR_STEPS, Order, SamplerOptions
-from schmubert.tokens import STEPS_PER_BAR, Track
+from schmubert.tokens import STEPS_PER_BAR, Track, instruments
 
 State = Literal["queued", "running", "done", "cancelled", "failed"]
 
@@ -69,6 +69,8 @@ class Options:
     repair: int = SAMPLER_DEFAULTS.repair  # rounds drawing again what missed its conditions
     density: dict[str, float] = field(default_factory=dict)  # onsets per bar asked per track, in the selection
     register: dict[str, float] = field(default_factory=dict)  # mean MIDI pitch asked per track, in the selection
+    # velocity models with attributes: dynamics asked per instrument in the selection, a mark (ppp..fff) or velocity
+    dynamics: dict[str, float | str] = field(default_factory=dict)
 
     @property
     def key_asked(self) -> bool:
@@ -91,7 +93,7 @@ class Options:
         """What a run over the lanes ``x`` with ``known`` kept asks of the decoding, in the sample CLI's terms:
         the piece's own key is ``--key auto``, none is ``--key none``; a new piece is an unconditional one."""
         key = {"piece": "auto", "any": "none"}.get(self.key, self.key)
-        targets = bool(self.density or self.register) or self.note_density is not None
+        targets = bool(self.density or self.register or self.dynamics) or self.note_density is not None
         return decoding.Request(new_piece=is_new_piece(x, known, tracks), anything_known=bool(known.any()),
                                 key=key, targets=targets, sampler=self.sampler())
 
@@ -182,17 +184,22 @@ class Sampler:
         bad = [n for n in options.density_tracks if n not in names]
         if bad:
             raise ValueError(f"density tracks {bad}: the model has {', '.join(names)}")
-        asked = options.key_asked or options.density or options.register
+        asked = options.key_asked or options.density or options.register or options.dynamics
         if asked and not self.model.conditional:  # the guidance scale alone is ignored, as by the sample CLI
             raise ValueError(f"{self.model.path.name} was trained without attributes: it takes no key, density "
                              "or register")
+        if options.dynamics and not self.model.denoiser.predicts_velocity:
+            raise ValueError(f"{self.model.path.name} was trained without velocity: it takes no dynamics")
+        for name, value in options.dynamics.items():
+            apply_targets(Attributes.null(1, 1, self.model.tracks), self.model.tracks, dynamics=[
+                BarTarget(name, dynamics_value(value))])  # names an unknown instrument or an unknown level
         if options.key_asked:
             parse_key(options.key)
         for name, value in options.register.items():
             apply_targets(Attributes.null(1, 1, len(names)), self.model.tracks, [],
                           [BarTarget(name, value)])  # names an unknown track or a drum register
         for name in options.density:
-            if name not in names:
+            if name not in names + [n for n, _ in instruments(self.model.tracks)]:
                 raise ValueError(f"density: no track {name!r} (the model has {', '.join(names)})")
 
     def get(self, job_id: str) -> Job | None:
@@ -301,11 +308,20 @@ def editor_attributes(options: Options, model: LoadedModel, x: np.ndarray, known
         chosen = options.density_tracks or [names[0]]
         density.update({n: options.note_density / len(chosen) for n in chosen if n not in density})
 
+    first = {name: ks[0] for name, ks in instruments(tracks)}  # an instrument's bars: those of its first voice
+
     def targets(asked: dict[str, float]) -> list[BarTarget]:
         out = []
         for name, value in asked.items():
-            runs = selected_bars(known, names.index(name)) or selected_bars(known)
+            k = names.index(name) if name in names else first.get(name)
+            runs = (selected_bars(known, k) if k is not None else []) or selected_bars(known)
             out += [BarTarget(name, value, a, b) for a, b in runs]
         return out
 
-    return apply_targets(attrs, tracks, targets(density), targets(options.register))
+    dynamics = {name: dynamics_value(v) for name, v in options.dynamics.items()}
+    return apply_targets(attrs, tracks, targets(density), targets(options.register), targets(dynamics))
+
+
+def dynamics_value(value: float | str) -> float:
+    """An editor's dynamics, a mark (``mf``) or a MIDI velocity, as the velocity a :class:`BarTarget` asks."""
+    return parse_target(f"x={value}", dynamics=True).value

@@ -99,6 +99,9 @@ class SampleIn(MaskIn):
     mean_pitch: dict[str, float] = Field({}, description="models with attributes: register, the mean MIDI pitch "
                                                          "asked per melodic track over the selection, e.g. "
                                                          "{'bass': 40}")
+    dynamics: dict[str, float | str] = Field({}, description="models with velocity and attributes: the dynamics "
+                                                            "asked per instrument over the selection, a mark "
+                                                            "(ppp .. fff) or a MIDI velocity, e.g. {'piano': 'mf'}")
     song: str | None = Field(None, description="the song id /api/load returned, when the lanes show a song: a "
                                                "take that changes nothing names its instruments")
 
@@ -284,7 +287,7 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
                           temperature=body.temperature, top_p=body.top_p,
                           note_density=body.note_density, density_tracks=body.density_tracks, seed=body.seed,
                           key=body.key, cfg_scale=body.cfg_scale, repair=body.repair, density=body.density,
-                          register=body.mean_pitch)
+                          register=body.mean_pitch, dynamics=body.dynamics)
         try:
             job = sampler.submit(x, known, options, songs.get(body.song) if body.song else None)
         except Busy as err:
