@@ -24,7 +24,7 @@ import pretty_midi
 import torch
 from tqdm.auto import tqdm
 
-from schmubert import conditioning, decoding, song
+from schmubert import conditioning, decoding, meter, song
 from schmubert.attributes import (
     Attributes,
     BarTarget,
@@ -52,6 +52,7 @@ from schmubert.tokens import (
     load_midi,
     midi_length_steps,
     midi_to_tokens,
+    pad_mask,
     tokens_to_midi,
     track_set_name,
 )
@@ -111,11 +112,16 @@ class SampleConfig:
                                        "monophonic line with enough notes)", none_is_text=True)
     drum_track: str | None = arg(None, "the same for drums (= --track drums=...; default: the drum-channel "
                                        "instrument with the most hits)", none_is_text=True)
-    time_signature: str | None = arg(None, "with --input, read its bars in this meter from the first downbeat "
-                                           "its notes show, whatever its time signatures say (default: its "
-                                           "signatures, unless they cannot be its meter: one-beat bars such as "
-                                           "POP909's 1/4, a change inside a bar, 2/4 throughout; then 4/4 from "
-                                           "its notes, and it says so)", choices=["4/4", "2/2"])
+    time_signature: str | None = arg(None, "with --input, read all its bars in this meter from the first "
+                                           "downbeat its notes show, whatever its time signatures say (they are "
+                                           "written back unchanged): 4/4 or 2/2; a model trained with --set "
+                                           "meter=true also takes any meter its slot grid holds (2/4, 3/4, 6/8, "
+                                           "5/4, 12/8 ...). Default: its signatures, unless they cannot be its "
+                                           "meter (one-beat bars such as POP909's 1/4, 2/4 throughout, and for a "
+                                           "model without meter a change inside a bar): then 4/4 from its notes, "
+                                           "or, for a meter model, 3/4 where its notes move in 3, and it says so. "
+                                           "A meter model edits across the song's own meter changes bar by bar; "
+                                           "a model without meter edits only its 4/4 bars")
     whole_song: bool = arg(True, "with --input, write the whole song with the new notes spliced in; "
                                  "--no-whole-song writes only the model's tracks of its window at 120 bpm")
     infill: list[str] = arg([], "bar ranges START:END to regenerate (end exclusive; bars of --input, counted "
@@ -228,6 +234,35 @@ def validation_piece(model: LoadedModel, rng: np.random.Generator) -> tuple[np.n
     velocity = held_out_velocity(model) if predicts_velocity(model) else None
     return (np.asarray(pieces[index], dtype=np.int64), f"{source}[{index}]",
             None if velocity is None else np.asarray(velocity[index], dtype=np.int64))
+
+
+def reads_meter(model: LoadedModel) -> bool:
+    """Whether the model reads PAD, meters other than 4/4 (backbone option meter, :mod:`schmubert.meter`)."""
+    backbone = model.hparams.get("backbone") or {}
+    if isinstance(backbone, dict) and "meter" in backbone:
+        return bool(backbone["meter"])
+    return any(type(m).__name__ == "MeterEmbedding" for m in model.denoiser.modules())
+
+
+def time_signature(cfg: SampleConfig, model: LoadedModel) -> str | None:
+    """``--time-signature`` checked against the model: 4/4 or 2/2, or for a meter model any meter whose bar the
+    slot grid holds; None when not given."""
+    text = cfg.time_signature
+    if text is None:
+        return None
+    num, slash, den = text.strip().partition("/")
+    if not (slash and num.isdigit() and den.isdigit()):
+        raise ValueError(f"--time-signature {text}: expected NUMERATOR/DENOMINATOR, e.g. 4/4 or 3/4")
+    if f"{int(num)}/{int(den)}" in ("4/4", "2/2"):
+        return f"{int(num)}/{int(den)}"
+    if not reads_meter(model):
+        raise ValueError(f"--time-signature {text}: this model reads 4/4 only (4/4 or 2/2); a model trained with "
+                         "--set meter=true reads a song in other meters")
+    try:
+        meter.bar_of(int(num), int(den))
+    except meter.MeterError as err:
+        raise ValueError(f"--time-signature {text}: {err}") from None
+    return f"{int(num)}/{int(den)}"
 
 
 def predicts_velocity(model: LoadedModel) -> bool:
@@ -367,7 +402,8 @@ def role_choices(cfg: SampleConfig, model: LoadedModel) -> dict[str, str]:
 def song_scenario(cfg: SampleConfig, model: LoadedModel, kind: str) -> Scenario:
     """The scenario over ``--input``: its bars, its instruments, the window placed around the edit."""
     asked = role_choices(cfg, model)
-    the_song = song.read_song(cfg.input, time_signature=cfg.time_signature)
+    metered, signature = reads_meter(model), time_signature(cfg, model)
+    the_song = song.read_song(cfg.input, time_signature=signature, metered=metered)
     choices = song.choose_roles(the_song, model.tracks, asked)
     assignment = {role: choice.index for role, choice in choices.items()}
     K, window = len(model.tracks), model.steps // STEPS_PER_BAR
@@ -375,8 +411,12 @@ def song_scenario(cfg: SampleConfig, model: LoadedModel, kind: str) -> Scenario:
     ids = track_ids(cfg.generate_tracks, model, "--generate-tracks") if cfg.generate_tracks else every
     run = the_song.run_of(cfg.start_bar) if cfg.start_bar is not None else max(the_song.runs, key=lambda r: r.bars)
     if run is None:
-        raise ValueError(f"--start-bar {cfg.start_bar}: not a 4/4 bar of {cfg.input} (4/4 bars: "
-                         f"{', '.join(f'{r.first}:{r.end}' for r in the_song.runs)})")
+        what, which = ("a bar the slot grid holds", "such bars") if metered else ("a 4/4 bar", "4/4 bars")
+        inside = 0 <= cfg.start_bar < len(the_song.bars)
+        hint = song.meter_hint(the_song, [cfg.start_bar]) if inside and not metered else ""
+        raise ValueError(f"--start-bar {cfg.start_bar}: not {what} of {cfg.input} ({which}: "
+                         f"{', '.join(f'{r.first}:{r.end}' for r in the_song.runs)})"
+                         + (f"; {hint}" if hint else ""))
     extend = False
     if kind == "infill":
         ranges = [conditioning.parse_bar_range(r) for r in cfg.infill]
@@ -409,12 +449,19 @@ def song_scenario(cfg: SampleConfig, model: LoadedModel, kind: str) -> Scenario:
     sources = [str(cfg.input)]
     if kind == "interpolation":
         keep = edit[0] - plan.window[0]
-        other = song.read_song(cfg.interpolate, time_signature=cfg.time_signature)
+        other = song.read_song(cfg.interpolate, time_signature=signature, metered=metered)
         last = other.runs[-1]
         if last.bars < keep or len(plan.x) < 2 * keep * STEPS_PER_BAR + STEPS_PER_BAR:
             raise ValueError(f"--keep-bars {keep}: longer than one of the pieces")
         other_tokens, other_velocity = song.grid_encode(other, song.choose_tracks(other, model.tracks),
                                                         model.tracks, last, (last.end - keep, last.end))
+        hi = plan.window[1]
+        ours = plan.run.meter_bars(hi - keep, hi)
+        if metered and last.meter_bars(last.end - keep, last.end) != ours:
+            raise ValueError(f"--interpolate {cfg.interpolate}: its last {keep} bars are in "
+                             f"{', '.join(b.meter for b in last.meter_bars(last.end - keep, last.end))}, the "
+                             f"output's in {', '.join(b.meter for b in ours)}; the bars kept from both must "
+                             "have the same meters")
         plan.x[len(plan.x) - len(other_tokens):] = other_tokens
         plan.velocity[len(plan.x) - len(other_tokens):] = other_velocity
         plan.known[len(plan.x) - len(other_tokens):] = True
@@ -549,13 +596,25 @@ def generate_takes(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidan
                 result, vel = sample_long_velocity(denoiser, model, xb, kb, velocity.expand(B, -1, -1).clone(),
                                                    steps, generator, window, hop, plan, guidance, told, cfg.progress)
                 out_velocity.append(vel[:, :N].cpu().numpy())
-        result = conditioning.preserve_note_ends(xb, kb, result.cpu(), model.tracks)
+        result = keep_note_ends(xb, kb, result.cpu(), model.tracks)
         out.append(result[:, :N].numpy())
     tokens = np.concatenate(out)
     if velocity is None:
         return tokens, None
     onset = np.stack([is_onset(tokens[..., k], t) for k, t in enumerate(model.tracks)], axis=-1)
     return tokens, np.where(onset, np.concatenate(out_velocity), NO_ONSET)
+
+
+def keep_note_ends(x: torch.Tensor, known: torch.Tensor, out: torch.Tensor, tracks) -> torch.Tensor:
+    """:func:`schmubert.conditioning.preserve_note_ends` on the real steps of a grid with PAD (``[B, L, K]``,
+    one slot layout for the batch: PAD takes no time, so the step before a slot's first is its bar's last real
+    step, not its PAD); as it is for a grid without PAD."""
+    if not bool(pad_mask(x[0], tracks).any()):
+        return conditioning.preserve_note_ends(x, known, out, tracks)
+    real = torch.as_tensor(meter.layout_of(x[0].numpy(), tracks).real_step_slots())
+    fixed = out.clone()
+    fixed[:, real] = conditioning.preserve_note_ends(x[:, real], known[:, real], out[:, real], tracks)
+    return fixed
 
 
 def sample_long_velocity(denoiser: torch.nn.Module, model: LoadedModel, x: torch.Tensor, known: torch.Tensor,

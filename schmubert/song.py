@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ import numpy as np
 import pretty_midi
 import symusic
 
+from schmubert import meter
 from schmubert.files import write_atomic
 from schmubert.polyphony import encode_instrument
 from schmubert.tokens import (
@@ -108,15 +110,66 @@ class Bar:
 
 @dataclass(frozen=True)
 class Run:
-    """Song bars ``first .. first + bars`` (exclusive), consecutive 16-step bars: one grid."""
+    """Song bars ``first .. first + bars`` (exclusive) on one grid whose real step ``r`` lies at tick
+    ``start_tick + r * resolution / 4``.
+
+    A 4/4 run (``lengths`` None) is consecutive 16-step bars, one 16-step slot each: grid steps are real steps.
+    A meter run (for a model built with ``meter``, :mod:`schmubert.meter`) holds bars of any length the slot
+    grid holds, ``lengths`` real 16ths each (1..32) and ``compound`` their kind: each bar takes its slot(s), PAD
+    after its end, so a grid step is a real step only through the run's :meth:`layout`."""
 
     first: int
     bars: int
     start_tick: int
+    lengths: tuple[int, ...] | None = None
+    compound: tuple[bool, ...] | None = None
 
     @property
     def end(self) -> int:
         return self.first + self.bars
+
+    @property
+    def metered(self) -> bool:
+        """Whether the run's bars take slots with PAD (else one 16-step slot per bar, no PAD)."""
+        return self.lengths is not None
+
+    def meter_bars(self, lo: int, hi: int) -> list[meter.Bar]:
+        """The :class:`schmubert.meter.Bar` of song bars ``lo .. hi`` (inside the run)."""
+        if self.lengths is None:
+            return [meter.Bar(STEPS_PER_BAR)] * (hi - lo)
+        return [meter.Bar(n, c) for n, c in zip(self.lengths[lo - self.first:hi - self.first],
+                                                self.compound[lo - self.first:hi - self.first], strict=True)]
+
+    def layout(self, lo: int, hi: int) -> meter.Layout:
+        """The slot layout of song bars ``lo .. hi``."""
+        if self.lengths is None:
+            return meter.Layout.four_four(hi - lo)
+        return meter.Layout.of_bars(self.meter_bars(lo, hi))
+
+    def _per_bar(self, values: Sequence[int], bar: int) -> int:
+        """The sum of ``values`` (one per bar of the run) over the bars before song bar ``bar``; past the run's
+        end its last bar goes on."""
+        i = bar - self.first
+        return int(sum(values[:i])) + max(0, i - len(values)) * int(values[-1])
+
+    def real_step(self, bar: int) -> int:
+        """Real 16ths from the run's first bar to the start of song bar ``bar`` (from ``first``)."""
+        if self.lengths is None:
+            return (bar - self.first) * STEPS_PER_BAR
+        return self._per_bar(self.lengths, bar)
+
+    def grid_step(self, bar: int) -> int:
+        """Grid steps (16 per slot) from the run's first bar to the start of song bar ``bar`` (from ``first``)."""
+        if self.lengths is None:
+            return (bar - self.first) * STEPS_PER_BAR
+        return STEPS_PER_BAR * self._per_bar([1 if n <= STEPS_PER_BAR else 2 for n in self.lengths], bar)
+
+    def bar_at(self, step: int) -> int:
+        """The song bar holding grid step ``step`` (counted from the run's first bar)."""
+        if self.lengths is None:
+            return self.first + step // STEPS_PER_BAR
+        starts = np.cumsum([0] + [1 if n <= STEPS_PER_BAR else 2 for n in self.lengths]) * STEPS_PER_BAR
+        return self.first + int(np.searchsorted(starts, step, side="right")) - 1
 
 
 @dataclass
@@ -132,6 +185,7 @@ class Song:
     end_tick: int
     notes_ticks: list[np.ndarray] = field(repr=False)  # per instrument (N, 4): start, end, pitch, velocity
     meter_note: str | None = None  # what was read instead of the file's time signatures (:func:`music_grid`)
+    metered: bool = False  # read for a model built with meter: its runs hold bars of any meter the grid holds
 
     @property
     def resolution(self) -> int:
@@ -184,14 +238,95 @@ def _runs(bars: Sequence[Bar], resolution: int) -> list[Run]:
     return runs
 
 
-def read_song(midi: str | Path | bytes, name: str | None = None, time_signature: str | None = None) -> Song:
+def _compound(bar: Bar) -> bool:
+    """Whether a bar's signature is compound (dotted-quarter beats: 6/8, 9/8, 12/8), as ``meter.bar_of`` says."""
+    return bar.denominator >= 8 and bar.numerator % 3 == 0
+
+
+def bar_steps(bar: Bar, resolution: int) -> int | None:
+    """A bar's length in 16ths when the slot grid can hold it (whole 16ths, 1..32: one slot, or two), else None."""
+    steps = (bar.end - bar.start) * STEPS_PER_QUARTER / resolution
+    return int(steps) if steps == int(steps) and 1 <= steps <= meter.MAX_BAR_STEPS else None
+
+
+def _meter_runs(bars: Sequence[Bar], resolution: int) -> list[Run]:
+    """Maximal runs of consecutive bars the slot grid holds (:func:`bar_steps`), as meter runs; a run of only
+    16-step bars is a 4/4 run (the same grid, no PAD)."""
+    steps = [bar_steps(b, resolution) for b in bars]
+    runs, first = [], None
+    for i, n in enumerate([*steps, None]):
+        if n is not None and first is None:
+            first = i
+        elif n is None and first is not None:
+            lengths = tuple(steps[first:i])
+            compound = tuple(_compound(b) for b in bars[first:i])
+            plain = all(n == STEPS_PER_BAR for n in lengths) and not any(compound)
+            runs.append(Run(first, i - first, bars[first].start, None if plain else lengths,
+                            None if plain else compound))
+            first = None
+    return runs
+
+
+def odd_bars(song: Song, bars: Sequence[int]) -> str:
+    """Song ``bars`` in words by meter: ``the 3/4 bar at bar 8``, ``the 3/4 bars at bars 8, 20 and the 6/8 bar at
+    bar 31`` (four of each meter at most); a bar cut short by a change of signature is ``the 4/4 bar of 2 beats``."""
+    by_meter: dict[str, list[int]] = {}
+    for i in bars:
+        b = song.bars[i]
+        whole = round(song.resolution * 4 * b.numerator / b.denominator)
+        cut = "" if b.end - b.start == whole else f" of {(b.end - b.start) / song.resolution:g} beats"
+        by_meter.setdefault(f"{b.meter} bar{{s}}{cut}", []).append(i)
+    parts = []
+    for what, where in by_meter.items():
+        many = "s" if len(where) > 1 else ""
+        listed = ", ".join(map(str, where[:4])) + (f" (and {len(where) - 4} more)" if len(where) > 4 else "")
+        parts.append(f"the {what.format(s=many)} at bar{many} {listed}")
+    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+
+
+def nearest_edits(song: Song, edit: tuple[int, int], most: int = 2) -> list[tuple[int, int]]:
+    """Edits as long as ``edit`` that lie inside one of the song's runs, nearest to it first (at most ``most``,
+    one before it and one after it where both exist)."""
+    e0, e1 = edit
+    length = e1 - e0
+    found = []
+    for r in song.runs:
+        if r.bars >= length:
+            lo = min(max(e0, r.first), r.end - length)
+            found.append((abs(lo - e0), lo, lo + length))
+    found.sort()
+    before = [f for f in found if f[1] < e0][:1]
+    after = [f for f in found if f[1] >= e0][:1]
+    return [(a, b) for _, a, b in sorted(before + after, key=lambda f: f[0])][:most]
+
+
+def meter_hint(song: Song, bars: Sequence[int]) -> str:
+    """What a model that reads 4/4 only cannot do with ``bars`` of the song, and what would: ``this model reads
+    4/4 only; a model trained with --set meter=true edits across the 3/4 bar at bar 8``."""
+    odd = [i for i in bars if song.run_of(i) is None]
+    if not odd:
+        return ""
+    beyond = [i for i in odd if bar_steps(song.bars[i], song.resolution) is None]
+    if not beyond:
+        return f"this model reads 4/4 only; a model trained with --set meter=true edits across {odd_bars(song, odd)}"
+    return (f"this model reads 4/4 only, and no model's slot grid holds {odd_bars(song, beyond)} (bars of whole "
+            f"16ths up to {meter.MAX_BAR_STEPS} sixteenths)")
+
+
+def read_song(midi: str | Path | bytes, name: str | None = None, time_signature: str | None = None,
+              metered: bool = False) -> Song:
     """A MIDI file (path or bytes) -> :class:`Song`; ``ValueError`` naming the file when it is unreadable, has
     no notes, or has no bar the 16th grid can hold (3/4, 6/8, 12/8 ...).
 
     Bars follow the file's time signatures unless they cannot be the song's (:func:`signature_doubt`: one-beat
     bars, a change inside a bar, 2/4 throughout): then, or when ``time_signature`` (``"4/4"`` or ``"2/2"``)
     is given, they are 4/4 bars from the first downbeat its notes show (:func:`music_meter`), and the song's
-    ``meter_note`` says so; notes that move in 3 beats to the bar keep the clear error."""
+    ``meter_note`` says so; notes that move in 3 beats to the bar keep the clear error.
+
+    ``metered``: read for a model built with ``meter`` (:mod:`schmubert.meter`): its runs hold every bar the slot
+    grid holds (any meter of whole 16ths up to two slots, :func:`_meter_runs`), a change inside a bar is a short
+    bar and no doubt, notes that move in 3 under signatures in doubt are read in 3/4 from their notes, and
+    ``time_signature`` may be any meter the grid holds (``"3/4"``, ``"6/8"`` ...)."""
     name = name or (Path(midi).name if not isinstance(midi, bytes) else "song.mid")
     try:
         score = symusic.Score.from_midi(midi) if isinstance(midi, bytes) else symusic.Score(str(midi))
@@ -203,28 +338,39 @@ def read_song(midi: str | Path | bytes, name: str | None = None, time_signature:
     end_tick, resolution = int(score.end()), int(score.ticks_per_quarter)
     notes = [_note_array(track) for track in score.tracks]
     phase = grid_phase(np.concatenate([n[:, 0] for n in notes]), resolution / STEPS_PER_QUARTER)
-    bars, meter_note = song_bars(name, score, notes, phase, time_signature)
-    runs = _runs(bars, resolution)
+    bars, meter_note = song_bars(name, score, notes, phase, time_signature, metered)
+    runs = _meter_runs(bars, resolution) if metered else _runs(bars, resolution)
     if not runs:
         meters = sorted({b.meter for b in bars})
+        if metered:
+            raise ValueError(f"{name}: in {', '.join(meters)} time; the slot grid holds bars of whole 16ths up to "
+                             f"{meter.MAX_BAR_STEPS} sixteenths (two slots), so no bar of this song can be edited")
+        fits = all(bar_steps(b, resolution) is not None for b in bars)
+        hint = "; a model trained with --set meter=true edits it (this model reads 4/4 only)" if fits else ""
         raise ValueError(f"{name}: in {', '.join(meters)} time; the model's grid holds only bars of 16 sixteenths "
-                         "(4/4 or 2/2), so no bar of this song can be edited")
-    runs = [Run(r.first, r.bars, r.start_tick + phase) for r in runs]
-    return Song(score, name, bars, runs, end_tick, notes, meter_note)
+                         f"(4/4 or 2/2), so no bar of this song can be edited{hint}")
+    runs = [dataclasses.replace(r, start_tick=r.start_tick + phase) for r in runs]
+    return Song(score, name, bars, runs, end_tick, notes, meter_note, metered)
 
 
 def song_bars(name: str, score: symusic.Score, notes: Sequence[np.ndarray], phase: int,
-              time_signature: str | None = None) -> tuple[list[Bar], str | None]:
+              time_signature: str | None = None, metered: bool = False) -> tuple[list[Bar], str | None]:
     """The song's bars: by the file's time signatures, or, when they cannot be its meter or ``time_signature``
-    is asked, by :func:`music_grid`; and the sentence saying what was read instead of the file's (or None)."""
+    is asked, by :func:`music_grid`; and the sentence saying what was read instead of the file's (or None).
+    ``metered``: for a model built with meter (:func:`read_song`)."""
     end_tick, resolution = int(score.end()), int(score.ticks_per_quarter)
     changes = _signatures(score)
     bars = _bars(changes, end_tick, resolution)
-    doubt = signature_doubt(bars, _runs(bars, resolution), resolution)
+    doubt = signature_doubt(bars, _runs(bars, resolution), resolution, metered)
     if not doubt and not time_signature:
         return bars, None
-    meter = music_meter(notes, [bool(t.is_drum) for t in score.tracks], resolution, phase)
-    changes, note = music_grid(name, meter, resolution, doubt, time_signature, changes)
+    drums = [bool(t.is_drum) for t in score.tracks]
+    shown = music_meter(notes, drums, resolution, phase)
+    read_in = time_signature or ("3/4" if metered and shown.beats == 3 else "4/4")
+    bar = meter.bar_of(*(int(v) for v in read_in.split("/")))
+    if bar != meter.Bar(STEPS_PER_BAR):  # another meter: its first downbeat by its own template
+        shown = MusicMeter(shown.beats, music_downbeat(notes, drums, resolution, phase, bar))
+    changes, note = music_grid(name, shown, resolution, doubt, time_signature, changes, metered)
     return _bars(changes, end_tick, resolution), note
 
 
@@ -256,14 +402,19 @@ class MusicMeter:
     downbeat: int
 
 
-def signature_doubt(bars: Sequence[Bar], runs: Sequence[Run], resolution: int) -> str | None:
+def signature_doubt(bars: Sequence[Bar], runs: Sequence[Run], resolution: int, metered: bool = False
+                    ) -> str | None:
     """Why a file's time signatures cannot be its song's meter, or None: bars of one beat in a row (POP909: 694
     of its 909 files carry 1/4), a signature that starts inside a bar (cutting it short), or 2/4 (8 sixteenths)
-    throughout, which leaves the grid nothing to edit though its notes may well fill 4/4 bars."""
+    throughout, which leaves the grid nothing to edit though its notes may well fill 4/4 bars (``runs``: the 4/4
+    runs). ``metered`` (a model built with meter): a bar cut short by a signature is a short bar, no doubt (as
+    ``meter.signature_bars`` reads it for training)."""
     one = [b for b in bars if b.numerator == 1]
     if len(one) > 1:
         return f"its time signature {one[0].meter} makes bars of one beat ({len(one)} of them)"
     for bar, after in zip(bars[1:], bars[2:], strict=False):
+        if metered:
+            break
         if bar.end - bar.start < round(resolution * 4 * bar.numerator / bar.denominator):
             return f"its {after.meter} at tick {after.start} starts inside a bar of {bar.meter}"
     if not runs and all(b.numerator in (2, 4) and 16 * b.numerator // b.denominator == 8 for b in bars):
@@ -311,38 +462,68 @@ def music_meter(notes: Sequence[np.ndarray], drums: Sequence[bool], resolution: 
     more at 4, else None; the first downbeat by :data:`METRIC_TEMPLATE`."""
     step = resolution / STEPS_PER_QUARTER
     profiles = _profiles(notes, drums, step, phase)
-    folded = []
-    for x in (profiles[k] for k in ("onsets", "lengths", "changes", "low", "kicks", "crashes")):
-        bars = x[:len(x) // 16 * 16].reshape(-1, 16).mean(axis=0) if len(x) >= 16 else np.zeros(16)
-        folded.append(bars / bars.mean() if bars.sum() > 0 else bars)
-    profile = np.sum(folded, axis=0)
-    downbeat = int(np.argmax([np.dot(np.roll(METRIC_TEMPLATE, d), profile) for d in range(16)]))
+    downbeat = _downbeat(profiles, METRIC_TEMPLATE)
     envelope = profiles["lengths"] + profiles["hits"] + 3 * profiles["kicks"]
     three, four = (np.mean([_autocorrelation(envelope, 4 * b * k) for k in (1, 2, 4)]) for b in (3, 4))
     beats = 3 if three - four > TRIPLE_MARGIN else 4 if four >= three else None
     return MusicMeter(beats, downbeat)
 
 
+def _downbeat(profiles: Mapping[str, np.ndarray], template: np.ndarray) -> int:
+    """The step (0 .. len(template) - 1) where the onset profiles, folded over bars of the template's length,
+    match the template best: a song's first downbeat."""
+    n = len(template)
+    folded = []
+    for x in (profiles[k] for k in ("onsets", "lengths", "changes", "low", "kicks", "crashes")):
+        bars = x[:len(x) // n * n].reshape(-1, n).mean(axis=0) if len(x) >= n else np.zeros(n)
+        folded.append(bars / bars.mean() if bars.sum() > 0 else bars)
+    profile = np.sum(folded, axis=0)
+    return int(np.argmax([np.dot(np.roll(template, d), profile) for d in range(n)]))
+
+
+def metric_template(bar: meter.Bar) -> np.ndarray:
+    """:data:`METRIC_TEMPLATE` for a bar of any meter: 4 on the downbeat, 2 on its beats (quarters, or dotted
+    quarters in compound meter), 1 on its eighths (4/4 itself: also 3 on the half bar)."""
+    if bar == meter.Bar(STEPS_PER_BAR):
+        return METRIC_TEMPLATE
+    out = np.zeros(bar.length)
+    out[::2] = 1
+    out[::6 if bar.compound else STEPS_PER_QUARTER] = 2
+    out[0] = 4
+    return out
+
+
+def music_downbeat(notes: Sequence[np.ndarray], drums: Sequence[bool], resolution: int, phase: int,
+                   bar: meter.Bar) -> int:
+    """The step (0 .. ``bar.length`` - 1, after the grid phase) of the first downbeat of bars of ``bar``'s meter
+    that a song's notes show (:func:`music_meter`'s rule with :func:`metric_template`)."""
+    return _downbeat(_profiles(notes, drums, resolution / STEPS_PER_QUARTER, phase), metric_template(bar))
+
+
 def music_grid(name: str, meter: MusicMeter, resolution: int, doubt: str | None, asked: str | None,
-               changes: Sequence[Change]) -> tuple[list[Change], str]:
+               changes: Sequence[Change], metered: bool = False) -> tuple[list[Change], str]:
     """The signatures the song is read with instead of the file's (``changes``): a pickup bar up to the first
-    downbeat, then ``asked`` (``"4/4"``, ``"2/2"``) or 4/4; and a sentence saying so. ``ValueError`` when the
-    file's signatures are in ``doubt`` and its notes move in 3 (the grid holds only 4/4 bars)."""
+    downbeat, then ``asked`` (``"4/4"``, ``"2/2"``; for a model built with meter any meter the grid holds) or
+    4/4; and a sentence saying so. ``ValueError`` when the file's signatures are in ``doubt`` and its notes move
+    in 3 (the grid holds only 4/4 bars); ``metered`` (a model built with meter): those are read in 3/4, the
+    first downbeat in ``meter`` being of 3/4 bars (:func:`music_downbeat`)."""
     file_meters = ", ".join(dict.fromkeys(f"{n}/{d}" for _, n, d in changes))
-    if asked is None and meter.beats == 3:
+    if asked is None and meter.beats == 3 and not metered:
         raise ValueError(f"{name}: {doubt}, and its notes move in 3 beats to the bar (3/4 or 6/8); the model's "
                          "grid holds only bars of 16 sixteenths (4/4 or 2/2), so no bar of this song can be "
-                         "edited (--time-signature 4/4 reads it in 4/4 regardless)")
-    num, den = (int(v) for v in (asked or "4/4").split("/"))
+                         "edited (--time-signature 4/4 reads it in 4/4 regardless; this model reads 4/4 only, a "
+                         "model trained with --set meter=true reads it in 3/4)")
+    in_three = asked is None and meter.beats == 3
+    num, den = (int(v) for v in (asked or ("3/4" if in_three else "4/4")).split("/"))
     down = round(meter.downbeat * resolution / STEPS_PER_QUARTER)
     grid = ([(0, meter.downbeat, 16)] if meter.downbeat else []) + [(down, num, den)]
     where = (f"first downbeat {meter.downbeat / STEPS_PER_QUARTER:g} beats in, after a pickup bar 0"
              if meter.downbeat else "first downbeat at its start")
     if asked:
         return grid, f"{name}: read in {asked} as asked (the file says {file_meters}); by its notes, {where}"
-    unsure = "" if meter.beats == 4 else " (they show no clear meter)"
-    return grid, (f"{name}: {doubt}; read in 4/4 from its notes instead{unsure}, {where} (the file's signatures "
-                  "are written back unchanged)")
+    unsure = "" if meter.beats in (4, 3) else " (they show no clear meter)"
+    return grid, (f"{name}: {doubt}; read in {num}/{den} from its notes instead{unsure}, {where} (the file's "
+                  "signatures are written back unchanged)")
 
 
 def grid_phase(onsets: np.ndarray, ticks_per_step: float) -> int:
@@ -363,6 +544,9 @@ def editable_note(song: Song) -> str | None:
     if not odd:
         return None
     ranges = ", ".join(f"{r.first}:{r.end}" for r in song.runs)
+    if song.metered:
+        return (f"{song.name}: the slot grid cannot hold {odd_bars(song, odd)}; bars {ranges} (end exclusive) "
+                "can be edited")
     if odd == [0]:
         beats = (song.bars[0].end - song.bars[0].start) / song.resolution
         return f"{song.name}: bar 0 is a pickup of {beats:g} beats; bars {ranges} (end exclusive) can be edited"
@@ -727,13 +911,51 @@ def describe_tracks(song: Song, assignment: Mapping[str, int | None]) -> str:
 # --- the grid --------------------------------------------------------------------------------------------------
 
 
-def tick_to_step(song: Song, run: Run, ticks: np.ndarray) -> np.ndarray:
-    """Ticks -> nearest grid step of ``run`` (its bar ``run.first`` starts at step 0)."""
+def tick_to_real(song: Song, run: Run, ticks: np.ndarray) -> np.ndarray:
+    """Ticks -> nearest real 16th step of ``run`` (its bar ``run.first`` starts at step 0): the song's beats,
+    whatever its tempo map says in seconds."""
     return np.rint((np.asarray(ticks, dtype=np.float64) - run.start_tick) / song.ticks_per_step).astype(np.int64)
 
 
-def step_to_tick(song: Song, run: Run, steps: np.ndarray) -> np.ndarray:
+def real_to_tick(song: Song, run: Run, steps: np.ndarray) -> np.ndarray:
+    """Real 16th steps of ``run`` -> ticks (the inverse of :func:`tick_to_real` on the grid)."""
     return np.rint(run.start_tick + np.asarray(steps, dtype=np.float64) * song.ticks_per_step).astype(np.int64)
+
+
+def _run_layout(run: Run) -> meter.Layout:
+    return run.layout(run.first, run.end)
+
+
+def tick_to_step(song: Song, run: Run, ticks: np.ndarray) -> np.ndarray:
+    """Ticks -> nearest grid step of ``run`` (its bar ``run.first`` starts at step 0). In a meter run a real
+    step maps to its bar's slot (a bar's end to the next slot's start); ticks outside the run go on linearly."""
+    real = tick_to_real(song, run, ticks)
+    if not run.metered:
+        return real
+    layout = _run_layout(run)
+    table = np.r_[layout.real_step_slots(), layout.steps]
+    total = layout.real_steps
+    inside = table[np.clip(real, 0, total)]
+    return np.where(real < 0, real, np.where(real > total, layout.steps + real - total, inside))
+
+
+def step_to_tick(song: Song, run: Run, steps: np.ndarray) -> np.ndarray:
+    """Grid steps of ``run`` -> ticks (a PAD step is its bar's end; in a meter run steps outside it go on
+    linearly)."""
+    if not run.metered:
+        return real_to_tick(song, run, steps)
+    steps = np.asarray(steps, dtype=np.int64)
+    layout = _run_layout(run)
+    inside = layout.to_real(np.clip(steps, 0, layout.steps))
+    real = np.where(steps < 0, steps, np.where(steps > layout.steps, layout.real_steps + steps - layout.steps,
+                                                 inside))
+    return real_to_tick(song, run, real)
+
+
+def bar_tick(song: Song, run: Run, bar: int) -> int:
+    """The tick at which song bar ``bar`` (``run.first .. run.end``) starts on the run's grid (its phase
+    included)."""
+    return int(real_to_tick(song, run, np.array([run.real_step(bar)]))[0])
 
 
 def grid_tokens(song: Song, assignment: Mapping[str, int | None], tracks: Sequence[Track], run: Run,
@@ -749,9 +971,12 @@ def grid_encode(song: Song, assignment: Mapping[str, int | None], tracks: Sequen
     read each instrument by the trio's rule (``tokens.encode_track``); any other set as preprocessing does
     (``polyphony.encode_instrument``: a polyphonic role's notes go into its voices by the voice rule, a one-voice
     role takes one line). Velocity: the bin (``tokens.velocity_to_bin``) of each onset's note (drums: of the
-    step's loudest hit), 0 elsewhere."""
+    step's loudest hit), 0 elsewhere.
+
+    In a meter run the notes are read in real 16ths (each bar's own length) and laid into the bars' slots
+    (``meter.expand``): PAD after each short bar's end, velocity 0 there."""
     lo, hi = bars
-    steps = (hi - lo) * STEPS_PER_BAR
+    steps = run.real_step(hi) - run.real_step(lo)
     tokens = np.zeros((steps, len(tracks)), dtype=np.int64)
     velocity = np.zeros_like(tokens)
     legacy = is_legacy(tracks)
@@ -761,15 +986,18 @@ def grid_encode(song: Song, assignment: Mapping[str, int | None], tracks: Sequen
             continue
         n = song.notes_ticks[index]
         n = n[n[:, 3] > 0]
-        notes = np.stack([tick_to_step(song, run, n[:, 0]), tick_to_step(song, run, n[:, 1]), n[:, 2], n[:, 3]],
+        notes = np.stack([tick_to_real(song, run, n[:, 0]), tick_to_real(song, run, n[:, 1]), n[:, 2], n[:, 3]],
                          axis=1)
-        notes[:, :2] -= (lo - run.first) * STEPS_PER_BAR
+        notes[:, :2] -= run.real_step(lo)
         if legacy:
             (k,) = ks
             tokens[:, k] = encode_track(notes[:, :3], tracks[k], steps)
             velocity[:, k] = _onset_velocity(notes, tokens[:, k], tracks[k])
         else:
             tokens[:, ks], velocity[:, ks], _ = encode_instrument(notes, [tracks[k] for k in ks], steps)
+    if run.metered:
+        layout = run.layout(lo, hi)
+        return meter.expand(tokens, layout, list(tracks)), meter.expand(velocity, layout)
     return tokens, velocity
 
 
@@ -808,8 +1036,11 @@ def place_window(run: Run, edit: tuple[int, int], window_bars: int, start_bar: i
     """Song bars ``(lo, hi)`` the model runs on: the edit with context on both sides where the run has it.
 
     ``start_bar``/``bars`` place it explicitly. An edit longer than the window gets a quarter window of context
-    each side (the sampler slides its window over it).
+    each side (the sampler slides its window over it). In a meter run ``window_bars`` counts slots (a bar of 5/4
+    takes two): the window holds as many bars as fit them; ``bars`` counts the song's bars.
     """
+    if run.metered:
+        return _place_metered(run, edit, window_bars, start_bar, bars)
     e0, e1 = edit
     if start_bar is not None:
         lo = start_bar
@@ -828,19 +1059,73 @@ def place_window(run: Run, edit: tuple[int, int], window_bars: int, start_bar: i
     return lo, lo + size
 
 
+def _place_metered(run: Run, edit: tuple[int, int], window_slots: int, start_bar: int | None,
+                   bars: int | None) -> tuple[int, int]:
+    """:func:`place_window` in a meter run: the window's size is its slots (``bars``: its bars when given)."""
+    e0, e1 = edit
+
+    def size(lo: int, hi: int) -> int:
+        return hi - lo if bars else (run.grid_step(hi) - run.grid_step(lo)) // STEPS_PER_BAR
+
+    limit = bars or window_slots
+    if start_bar is not None:
+        lo, hi = start_bar, start_bar
+        while hi < run.end and (hi < e1 or size(lo, hi + 1) <= limit):
+            hi += 1
+        if not (run.first <= lo and e0 >= lo and e1 <= hi):
+            raise ValueError(f"bars {e0}:{e1} are outside the window of --start-bar {start_bar} "
+                             f"(bars {lo}:{hi}, end exclusive)")
+        return lo, hi
+    if size(e0, e1) >= limit:
+        ctx = window_slots // 4
+        lo, hi = e0, e1
+        while lo > run.first and size(lo - 1, e0) <= ctx:
+            lo -= 1
+        while hi < run.end and size(e1, hi + 1) <= ctx:
+            hi += 1
+        return lo, hi
+    left = (limit - size(e0, e1)) // 2  # context before the edit, as much after; the run's ends move it
+    lo = e0
+    while lo > run.first and size(lo - 1, e0) <= left:
+        lo -= 1
+    hi = e1
+    while hi < run.end and size(lo, hi + 1) <= limit:
+        hi += 1
+    while lo > run.first and size(lo - 1, hi) <= limit:
+        lo -= 1
+    return lo, hi
+
+
 def edit_run(song: Song, edit: tuple[int, int]) -> Run:
-    """The run holding song bars ``edit``; ``ValueError`` saying why when they are outside the song or 4/4."""
+    """The run holding song bars ``edit``; ``ValueError`` saying why when they are outside the song or not bars
+    the grid holds (a song read for a model without meter: not 4/4; the message says what would work: a model
+    built with meter, and the nearest edits of the same length that avoid those bars)."""
     e0, e1 = edit
     if not 0 <= e0 < e1 <= len(song.bars):
         raise ValueError(f"bar range {e0}:{e1} is outside the piece: {song.name} has bars 0:{len(song.bars)} (end "
                          "exclusive)")
     run = song.run_of(e0)
     if run is None or e1 > run.end:
-        odd = sorted({b.meter for b in song.bars[e0:e1] if b.end - b.start != song.resolution * 4})
-        ranges = ", ".join(f"{r.first}:{r.end}" for r in song.runs)
-        raise ValueError(f"bars {e0}:{e1} of {song.name} are not all 4/4 bars ({', '.join(odd) or 'a meter change'}"
-                         f" inside); only bars {ranges} can be edited")
+        raise ValueError(refusal(song, edit))
     return run
+
+
+def refusal(song: Song, edit: tuple[int, int]) -> str:
+    """Why song bars ``edit`` cannot be edited in one grid, and what would work: a model built with meter (for a
+    song read for one without), and the nearest edits of as many bars that avoid the bars in the way."""
+    e0, e1 = edit
+    odd = [i for i in range(e0, min(e1, len(song.bars))) if song.run_of(i) is None]
+    near = nearest_edits(song, edit)
+    avoid = (f"; the nearest {e1 - e0}-bar edits that avoid {'them' if len(odd) > 1 else 'it'}: bars "
+             f"{' or '.join(f'{a}:{b}' for a, b in near)}" if near else "")
+    ranges = ", ".join(f"{r.first}:{r.end}" for r in song.runs)
+    if song.metered:
+        return (f"bars {e0}:{e1} of {song.name} cross {odd_bars(song, odd)}, which the slot grid cannot hold "
+                f"(bars of whole 16ths up to {meter.MAX_BAR_STEPS} sixteenths){avoid}; bars {ranges} can be edited")
+    meters = sorted({song.bars[i].meter for i in odd if song.bars[i].end - song.bars[i].start
+                     != song.resolution * 4})
+    return (f"bars {e0}:{e1} of {song.name} are not all 4/4 bars ({', '.join(meters) or 'a meter change'} inside): "
+            f"{meter_hint(song, odd)}{avoid}; only bars {ranges} can be edited")
 
 
 # --- splicing --------------------------------------------------------------------------------------------------
@@ -885,7 +1170,8 @@ def splice_track(song: Song, run: Run, lo_bar: int, song_notes: np.ndarray, row:
                  track: Track | Sequence[Track], limit: int | None = None, velocity: np.ndarray | None = None
                  ) -> np.ndarray:
     """One instrument's notes ``(N, 4)`` ticks (start, end, pitch, velocity) with the grid row ``row`` ``(N,)``
-    written where ``write`` ``(N,)`` is True, by the module's splice rules.
+    written where ``write`` ``(N,)`` is True, by the module's splice rules. In a meter run the grid's slots are
+    read back in real 16ths (``meter.compact``: PAD left out), each bar's steps at its own ticks.
 
     A polyphonic instrument passes its voices: ``row`` ``(N, V)`` and ``track`` its ``V`` tracks; the voices'
     notes are written together, a pitch struck again by another voice ending the one that sounds.
@@ -894,8 +1180,13 @@ def splice_track(song: Song, run: Run, lo_bar: int, song_notes: np.ndarray, row:
     voices = [track] if isinstance(track, Track) else list(track)
     rows = np.asarray(row).reshape(len(row), -1)
     bins = None if velocity is None else np.asarray(velocity).reshape(len(row), -1)
+    write = np.asarray(write)
+    if run.metered:  # the window's slots -> its real steps: PAD takes no time and is never written
+        real = _window_layout(run, lo_bar, len(rows)).real_step_slots()
+        rows, write = rows[real], write[real]
+        bins = None if bins is None else bins[real]
     track = voices[0]
-    offset = (lo_bar - run.first) * STEPS_PER_BAR
+    offset = run.real_step(lo_bar)
     bar_ticks = song.resolution * 4
     kept = song_notes.copy()
     new = []
@@ -908,7 +1199,7 @@ def splice_track(song: Song, run: Run, lo_bar: int, song_notes: np.ndarray, row:
     pitch_of = _drum_pitches(song_notes) if track.is_drum else {}
     drum_len = _median(song_notes[:, 1] - song_notes[:, 0], int(song.ticks_per_step)) if track.is_drum else 0
     for s0, s1 in _spans(write):
-        a, b = (int(t) for t in step_to_tick(song, run, np.array([s0 + offset, s1 + offset])))
+        a, b = (int(t) for t in real_to_tick(song, run, np.array([s0 + offset, s1 + offset])))
         b = min(b, song.end_tick if limit is None else limit)
         if a >= b:
             continue
@@ -916,7 +1207,7 @@ def splice_track(song: Song, run: Run, lo_bar: int, song_notes: np.ndarray, row:
         kept[(kept[:, 0] < a) & (kept[:, 1] > a), 1] = a  # border: notes sounding into the span end at it
         added = []
         for start, end, pitch, v in generated[(generated[:, 0] >= s0) & (generated[:, 0] < s1)].tolist():
-            t0, t1 = (int(t) for t in step_to_tick(song, run, np.array([start + offset, end + offset])))
+            t0, t1 = (int(t) for t in real_to_tick(song, run, np.array([start + offset, end + offset])))
             if t0 >= b:
                 continue
             cls = DRUM_PITCH_TO_CLASS.get(pitch) if track.is_drum else None
@@ -960,7 +1251,7 @@ def splice(song: Song, assignment: Mapping[str, int | None], tracks: Sequence[Tr
     score = song.score.copy()
     limit = song.end_tick
     if run.end > len(song.bars):
-        limit = max(limit, int(step_to_tick(song, run, np.array([run.bars * STEPS_PER_BAR]))[0]))
+        limit = max(limit, bar_tick(song, run, run.end))
     for role, ks in set_instruments(tracks):
         if not write[:, ks].any():
             continue
@@ -984,6 +1275,19 @@ def splice(song: Song, assignment: Mapping[str, int | None], tracks: Sequence[Tr
     if score.end() < song.end_tick:  # the span held the last notes: a marker keeps the file's length
         score.markers.append(symusic.TextMeta(song.end_tick, "end"))
     return score
+
+
+def _window_layout(run: Run, lo_bar: int, steps: int) -> meter.Layout:
+    """The slot layout of a window of ``steps`` grid steps from song bar ``lo_bar`` of ``run`` (its bars as far
+    as they reach; the last meter goes on past the run's end)."""
+    hi = lo_bar
+    while run.grid_step(hi) - run.grid_step(lo_bar) < steps:
+        hi += 1
+    if run.grid_step(hi) - run.grid_step(lo_bar) != steps:
+        raise ValueError(f"a window of {steps} steps from bar {lo_bar} does not end at a bar line")
+    bars = [meter.Bar(run.real_step(b + 1) - run.real_step(b),
+                      run.compound[min(b - run.first, len(run.compound) - 1)]) for b in range(lo_bar, hi)]
+    return meter.Layout.of_bars(bars)
 
 
 def write_song(score: symusic.Score, path: str | Path, overwrite: bool = False) -> Path:
@@ -1044,9 +1348,12 @@ def extend_run(song: Song, run: Run, end_bar: int) -> Run:
     if end_bar <= run.end:
         return run
     if run.end != len(song.bars):
-        raise ValueError(f"bars {run.end}:{end_bar} of {song.name} are not 4/4 bars; only bars "
-                         f"{', '.join(f'{r.first}:{r.end}' for r in song.runs)} can be edited")
-    return Run(run.first, end_bar - run.first, run.start_tick)
+        raise ValueError(refusal(song, (run.end, end_bar)))
+    more = end_bar - run.end
+    if not run.metered:
+        return Run(run.first, end_bar - run.first, run.start_tick)
+    return Run(run.first, end_bar - run.first, run.start_tick, run.lengths + run.lengths[-1:] * more,
+               run.compound + run.compound[-1:] * more)
 
 
 def plan_edit(song: Song, assignment: dict[str, int | None], tracks: Sequence[Track], edit: tuple[int, int],
@@ -1063,9 +1370,52 @@ def plan_edit(song: Song, assignment: dict[str, int | None], tracks: Sequence[Tr
     check_on_grid(song, assignment, run, (lo, min(hi, len(song.bars))))
     x, velocity = grid_encode(song, assignment, tracks, run, (lo, hi))
     write = np.zeros(x.shape, dtype=bool)
-    write[(e0 - lo) * STEPS_PER_BAR:(e1 - lo) * STEPS_PER_BAR] = regenerate
-    notes = [n for n in [song.meter_note, editable_note(song)] if n]
-    return SongEdit(song, dict(assignment), run, (lo, hi), edit, x, ~write, write, notes, velocity=velocity)
+    a, b = run.grid_step(e0) - run.grid_step(lo), run.grid_step(e1) - run.grid_step(lo)
+    write[a:b] = _edit_rows(run, edit, np.asarray(regenerate, dtype=bool))
+    known = ~write
+    if run.metered:  # PAD is known and never written (the sampler keeps it whatever the mask says)
+        pad = run.layout(lo, hi).pad_steps() >= 0
+        write[pad], known[pad] = False, True
+    notes = [n for n in [song.meter_note, editable_note(song), meter_note(song, (lo, hi))] if n]
+    return SongEdit(song, dict(assignment), run, (lo, hi), edit, x, known, write, notes, velocity=velocity)
+
+
+def _edit_rows(run: Run, edit: tuple[int, int], regenerate: np.ndarray) -> np.ndarray:
+    """``regenerate`` ``(E, K)`` on the grid steps of song bars ``edit``: as given when it has their steps
+    (a 4/4 run: 16 per bar); in a meter run, given per bar (16 rows each), each bar's rows go into its slot, a
+    long bar's second slot regenerated where any row of the bar is."""
+    e0, e1 = edit
+    steps = run.grid_step(e1) - run.grid_step(e0)
+    if len(regenerate) == steps:
+        return regenerate
+    if not run.metered or len(regenerate) != (e1 - e0) * STEPS_PER_BAR:
+        raise ValueError(f"regenerate has {len(regenerate)} rows for bars {e0}:{e1} of {steps} grid steps")
+    out = np.zeros((steps, regenerate.shape[1]), dtype=bool)
+    for i, bar in enumerate(range(e0, e1)):
+        rows = regenerate[i * STEPS_PER_BAR:(i + 1) * STEPS_PER_BAR]
+        at = run.grid_step(bar) - run.grid_step(e0)
+        out[at:at + STEPS_PER_BAR] = rows
+        if run.grid_step(bar + 1) - run.grid_step(bar) > STEPS_PER_BAR:
+            out[at + STEPS_PER_BAR:at + 2 * STEPS_PER_BAR] = rows.any(axis=0)
+    return out
+
+
+def meter_note(song: Song, bars: tuple[int, int]) -> str | None:
+    """For a meter run: which bars of the window are not 4/4 (each takes its slot, PAD after its end), else
+    None."""
+    lo, hi = bars
+    run = song.run_of(lo)
+    if run is None or not run.metered:
+        return None
+    inside = range(lo, min(hi, len(song.bars)))
+    odd = [i for i in inside if run.meter_bars(i, i + 1) != [meter.Bar(STEPS_PER_BAR)]]
+    if not odd:
+        return None
+    meters = list(dict.fromkeys(song.bars[i].meter for i in odd))
+    what = (f"4/4 but for {odd_bars(song, odd)}" if len(odd) < len(inside) else
+            f"{meters[0]} throughout" if len(meters) == 1 else odd_bars(song, odd))
+    return (f"{song.name}: bars {lo}:{hi} are in {what}; each bar takes its 16-step slot (two for a bar longer "
+            "than 16 sixteenths), PAD after its end, and is written back in its own time")
 
 
 # --- takes that change nothing ---------------------------------------------------------------------------------
@@ -1150,10 +1500,17 @@ def unchanged_take(x: np.ndarray, take: np.ndarray, regenerated: np.ndarray, tra
     plays = {tracks[k].instrument for k in columns if _onsets(before[regenerated[:, k], k], tracks[k]).any()}
     silent = tuple(name for name in names if name not in plays)
     copied = _repeat_of(before, (first, last), columns)
+
+    def bars(a: int, b: int) -> tuple[int, int]:  # window slots a .. b -> song bars (a meter run: by its slots)
+        if run is None or not run.metered:
+            return lo_bar + a, lo_bar + b
+        at = run.grid_step(lo_bar)
+        return run.bar_at(at + a * STEPS_PER_BAR), run.bar_at(at + (b - 1) * STEPS_PER_BAR) + 1
+
     players = {} if song is None or run is None else {
-        t: _players(song, run, (lo_bar + first, lo_bar + last), assignment or {}, t) for t in silent}
-    return Unchanged((lo_bar + first, lo_bar + last), names, silent, copy_prior,
-                     None if copied is None else (lo_bar + copied[0], lo_bar + copied[1]), players)
+        t: _players(song, run, bars(first, last), assignment or {}, t) for t in silent}
+    return Unchanged(bars(first, last), names, silent, copy_prior, None if copied is None else bars(*copied),
+                     players)
 
 
 def _repeat_of(tokens: np.ndarray, bars: tuple[int, int], columns: Sequence[int]) -> tuple[int, int] | None:
@@ -1173,8 +1530,7 @@ def _players(song: Song, run: Run, bars: tuple[int, int], assignment: Mapping[st
              ) -> list[tuple[int, int]]:
     """Instruments of the song chosen for no track that start notes in song ``bars`` and could play ``role``
     (:data:`ROLE_SCORERS`), as ``(index, notes there)``, the best fit for the role first."""
-    steps = np.array([(bars[0] - run.first) * STEPS_PER_BAR, (bars[1] - run.first) * STEPS_PER_BAR])
-    a, b = (int(t) for t in step_to_tick(song, run, steps))
+    a, b = bar_tick(song, run, bars[0]), bar_tick(song, run, bars[1])
     chosen = {i for i in assignment.values() if i is not None}
     evidence, scorer = song_evidence(song), ROLE_SCORERS.get(role)
     found = []
