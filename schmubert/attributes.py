@@ -170,7 +170,7 @@ def onset_bins(counts: torch.Tensor, voices: Sequence[int] | None) -> torch.Tens
     if voices is None or all(v == 1 for v in voices):
         return exact
     edges = torch.tensor(VOICE_ONSET_EDGES[1:], device=counts.device)
-    binned = torch.bucketize(counts, edges, right=True)
+    binned = torch.bucketize(counts.contiguous(), edges, right=True)
     poly = torch.tensor([v > 1 for v in voices], device=counts.device)
     return torch.where(poly, binned, exact)
 
@@ -705,8 +705,8 @@ def apply_targets(attrs: Attributes, tracks: Sequence[Track], onsets: Sequence[B
 
 def describe(attrs: Attributes, index: int = 0) -> dict:
     """One sample's attributes as JSON-friendly values, per instrument: key name, onsets (a count; for a
-    polyphonic instrument the range of its bin, ``"10-11"``, ``"32+"``), register ids, and dynamics marks where
-    any is told; None for null."""
+    polyphonic instrument's wider bins their range, ``"10-11"``, ``"32+"``), register ids, and dynamics marks
+    where any is told; None for null."""
     voices = attrs.voices or (1,) * attrs.num_instruments
 
     def values(t: torch.Tensor, null: int, show=lambda v, i: int(v)) -> list[list]:
@@ -716,7 +716,7 @@ def describe(attrs: Attributes, index: int = 0) -> dict:
         if voices[i] == 1:
             return int(v)
         lo, hi = onset_range(v, voices[i])
-        return f"{lo}+" if hi is None else f"{lo}" if hi == lo + 1 else f"{lo}-{hi - 1}"
+        return f"{lo}+" if hi is None else lo if hi == lo + 1 else f"{lo}-{hi - 1}"
 
     out = {"key": key_name(int(attrs.key[index])), "onsets": values(attrs.onsets, ONSETS_NULL, onsets),
            "register": values(attrs.register, REGISTER_NULL)}
