@@ -68,6 +68,7 @@ EXAMPLES = """examples:
   python -m schmubert.sample --checkpoint pretrained:pop909 --input song.mid --infill 26:32 \
       --generate-tracks piano --track piano=8 --track melody=Vocals     # a song's piano, its chords and dynamics
   python -m schmubert.sample --input pop909/003.mid --infill 8:12 --time-signature 4/4 --variation
+  python -m schmubert.sample --checkpoint meter.ckpt --input song.mid --infill 6:12  # meter=true: across a 3/4 bar
   python -m schmubert.sample --input song.mid --start-bar 16 --infill 24:28,36:40   # window from bar 16
   python -m schmubert.sample --input song.mid --generate-tracks bass,drums   # accompany the melody
   python -m schmubert.sample --input song.mid --continue-bars 16             # keep 16 bars, write the rest
@@ -201,6 +202,7 @@ def parser() -> argparse.ArgumentParser:
     add_arguments(p, SampleConfig, skip=("sampler",))
     add_arguments(p.add_argument_group("sampler"), SamplerOptions)
     next(a for a in p._actions if a.dest == "track").metavar = "ROLE=INDEX|NAME"
+    next(a for a in p._actions if a.dest == "time_signature").metavar = "NUM/DEN"
     return p
 
 
@@ -742,7 +744,9 @@ def run(cfg: SampleConfig) -> list[Path]:
     seconds = time.perf_counter() - began
     record = {"options": to_dict(cfg), "scenario": scen.kind, "sources": scen.sources, "seed": cfg.seed,
               "checkpoint": str(model.path), "checkpoint_sha256": model.sha256, "device": str(model.device),
-              "steps": cfg.steps or model.diffusion.T, "bars": len(scen.x) // STEPS_PER_BAR,
+              "steps": cfg.steps or model.diffusion.T,
+              "bars": (scen.song.window[1] - scen.song.window[0] if scen.song is not None
+                       else len(scen.x) // STEPS_PER_BAR),
               "regenerated_elements": int((~scen.known).sum()), "copy_prior": model.uses_copy_prior,
               "copy_sharpness": plan.copy_sharpness if model.uses_copy_prior else None,
               "decoding": plan.record(), "seconds": round(seconds, 3)}

@@ -1412,10 +1412,10 @@ def meter_note(song: Song, bars: tuple[int, int]) -> str | None:
     if not odd:
         return None
     meters = list(dict.fromkeys(song.bars[i].meter for i in odd))
-    what = (f"4/4 but for {odd_bars(song, odd)}" if len(odd) < len(inside) else
-            f"{meters[0]} throughout" if len(meters) == 1 else odd_bars(song, odd))
-    return (f"{song.name}: bars {lo}:{hi} are in {what}; each bar takes its 16-step slot (two for a bar longer "
-            "than 16 sixteenths), PAD after its end, and is written back in its own time")
+    what = (f"are in 4/4 but for {odd_bars(song, odd)}" if len(odd) < len(inside) else
+            f"are in {meters[0]} throughout" if len(meters) == 1 else f"hold {odd_bars(song, odd)}")
+    return (f"{song.name}: bars {lo}:{hi} {what}; each bar takes its 16-step slot (two for a bar longer than 16 "
+            "sixteenths), PAD after its end, and is written back in its own time")
 
 
 # --- takes that change nothing ---------------------------------------------------------------------------------
