@@ -1,13 +1,20 @@
 """A user's song: read it, choose the instruments the model sees, place the model's grid on the song's own
 beats, pick the window around an edit, and splice the generated notes back into the song.
 
-The model works on a 16th grid of 16-step (4/4 or 2/2) bars. A song's bars come from its time signatures (4/4
-where it has none); a run of consecutive 16-step bars is one grid, whose step ``s`` lies at tick
-``run.start_tick + s * resolution / 4``: the song's beats, whatever its tempo map says in seconds. Bars that are
-not 16 steps long (3/4, 6/8, 12/8, a pickup bar) cannot be edited; a song that has none that can gets a clear
-error, a song with some gets a note saying which bars can be edited. Time signatures that cannot be the song's
-meter (one-beat bars, as in most of POP909; a change inside a bar; 2/4 throughout) are replaced by 4/4 bars from
-the first downbeat the notes show, and the song says so (:func:`song_bars`); notes in 3 keep the error.
+The model works on a 16th grid of 16-step slots. A song's bars come from its time signatures (4/4 where it has
+none); a run of consecutive bars the model reads is one grid, whose real step ``r`` lies at tick
+``run.start_tick + r * resolution / 4``: the song's beats, whatever its tempo map says in seconds. For a model
+without meter (the shipped ones) a run is 16-step (4/4, 2/2) bars, grid step = real step; bars that are not 16
+steps long (3/4, 6/8, 12/8, a pickup bar) cannot be edited, and the refusal names them, says that a model trained
+with ``--set meter=true`` edits across them and gives the nearest edits that avoid them. For a model built with
+meter (``read_song(..., metered=True)``) a run holds every bar the slot grid holds (:mod:`schmubert.meter`: whole
+16ths, up to two slots): each bar takes its slot(s), PAD after its end (known, never written), the notes are read
+in real steps by the song's bar lines and laid into the slots (``meter.expand``), and a take is read back from
+the slots (PAD left out) to ticks in each bar, so nothing outside the edit moves. A song that has no bar the grid
+holds gets a clear error, a song with some gets a note saying which bars can be edited. Time signatures that
+cannot be the song's meter (one-beat bars, as in most of POP909; a change inside a bar, for a model without meter;
+2/4 throughout) are replaced by 4/4 bars from the first downbeat the notes show, and the song says so
+(:func:`song_bars`); notes in 3 keep the error, or, for a meter model, are read in 3/4.
 
 Which instrument the model sees as each of its roles (its instruments: melody, bass, drums; a polyphonic piano of
 six voices is one role) is chosen by the evidence of the notes, one scoring function per role
