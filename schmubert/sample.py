@@ -176,6 +176,10 @@ class SampleConfig:
     register: list[str] = arg([], "mean pitch per bar the model is told (models trained with attributes), "
                                   "TRACK=PITCH[@START:END] with PITCH a MIDI number or a note name (C4 = 60), "
                                   "e.g. bass=E2; repeatable")
+    dynamics: list[str] = arg([], "dynamics per bar the model is told (models trained with attributes and "
+                                  "velocity), TRACK=LEVEL[@START:END] with LEVEL a mark ppp, pp, p, mp, mf, f, ff, "
+                                  "fff or a MIDI velocity (the bar's mean velocity in 8 bins), e.g. "
+                                  "piano=pp@0:8; repeatable")
     note_density: float | None = arg(None, "target onsets per bar on --density-tracks: classifier guidance (thesis "
                                      "Algorithm 6), or on a model trained with attributes its onsets attribute "
                                      "(split evenly over the tracks)")
@@ -509,14 +513,14 @@ def checkpoint_name(cfg: SampleConfig, model: LoadedModel) -> str:
 
 
 def asks_attributes(cfg: SampleConfig) -> bool:
-    return cfg.key != "auto" or bool(cfg.density) or bool(cfg.register)
+    return cfg.key != "auto" or bool(cfg.density) or bool(cfg.register) or bool(cfg.dynamics)
 
 
 def decoding_request(cfg: SampleConfig, scen: Scenario) -> decoding.Request:
     """What ``cfg`` asks of the decoding for ``scen`` (:mod:`schmubert.decoding` applies the model's defaults)."""
     return decoding.Request(new_piece=scen.kind == "unconditional", anything_known=bool(scen.known.any()),
                             key=cfg.key, outline=cfg.outline,
-                            targets=bool(cfg.density or cfg.register) or cfg.note_density is not None,
+                            targets=bool(cfg.density or cfg.register or cfg.dynamics) or cfg.note_density is not None,
                             copy_sharpness=cfg.copy_sharpness, sampler=cfg.sampler)
 
 
@@ -531,6 +535,9 @@ def make_attributes(cfg: SampleConfig, model: LoadedModel, scen: Scenario,
     """What a model trained with attributes is told, for all ``num_samples`` ``[num_samples, bars, K]``: what
     ``plan`` (default: :func:`decoding_plan`) tells, and the asked onsets and register; None for a model without
     attributes (which may not be asked for any: a ValueError naming the checkpoint)."""
+    if cfg.dynamics and not predicts_velocity(model):
+        raise ValueError(f"{checkpoint_name(cfg, model)}: this model was trained without velocity, so --dynamics "
+                         "cannot steer it; use a velocity model trained with attributes (docs/attributes.md)")
     if not model.conditional:
         if asks_attributes(cfg):
             raise ValueError(f"{checkpoint_name(cfg, model)}: this model was trained without attributes, so "
@@ -544,7 +551,8 @@ def make_attributes(cfg: SampleConfig, model: LoadedModel, scen: Scenario,
     if cfg.note_density is not None:
         names = cfg.density_tracks or [model.tracks[0].name]
         density += [BarTarget(name, cfg.note_density / len(names)) for name in names]
-    return apply_targets(attrs, model.tracks, density, [parse_target(t, pitch=True) for t in cfg.register])
+    return apply_targets(attrs, model.tracks, density, [parse_target(t, pitch=True) for t in cfg.register],
+                         [parse_target(t, dynamics=True) for t in cfg.dynamics])
 
 
 def generate(cfg: SampleConfig, model: LoadedModel, scen: Scenario, guidance, generator,
