@@ -396,7 +396,7 @@ def test_repair_holds_an_asked_key_but_not_a_drawn_or_estimated_one():
 
     options = SamplerOptions(repair=2)
     assert held_kinds(options, key_asked=True).repaired_kinds() == A.KINDS
-    assert held_kinds(options, key_asked=False).repaired_kinds() == ("onsets", "register")
+    assert held_kinds(options, key_asked=False).repaired_kinds() == ("onsets", "register", "dynamics")
     assert held_kinds(replace(options, repair_kinds="key"), key_asked=False).repaired_kinds() == ()
 
 
