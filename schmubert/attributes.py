@@ -455,6 +455,7 @@ def for_tracks(attrs: Attributes, tracks: Sequence[Track]) -> Attributes:
     """``attrs`` per instrument of ``tracks`` ``[B, bars, I]``. Bar attributes given per column ``[B, bars, K]``
     (as ``Attributes.null(B, bars, K)`` makes them) are taken per instrument where all its voices agree; a
     ValueError where they do not, or where the attributes are of another set."""
+    tracks = get_tracks(tracks)
     voices = voices_of(tracks)
     groups = instruments(tracks)
     have = attrs.onsets.shape[-1]
