@@ -103,7 +103,8 @@ class SamplerOptions:
                                    "later steps take one conditional pass of B pieces (1 = every step, the "
                                    "thesis' Algorithm 6 as before). Guidance shapes what is decided early, when "
                                    "most of the piece is masked (Kynkaanniemi et al. 2024 for images)")
-    cfg_kinds: str = arg("key", "the attribute kinds guidance pushes, comma-separated (key, onsets, register) or "
+    cfg_kinds: str = arg("key", "the attribute kinds guidance pushes, comma-separated (key, onsets, register, "
+                                "dynamics) or "
                                 "all: the unconditional half nulls only these, so the other kinds told condition "
                                 "both halves (followed as at scale 0, not amplified). key from "
                                 "experiments/bench_control.py: guided densities overshoot (melody within +-1 "
@@ -118,7 +119,8 @@ class SamplerOptions:
                          "at 1.23x the time (with nothing told, nothing is drawn again)")
     repair_steps: int = arg(32, "reverse steps of each repair round")
     repair_kinds: str = arg("all", "the attribute kinds repair holds the samples to, comma-separated (key, onsets, "
-                                   "register), all or none. The sample CLI and the editor leave the key out "
+                                   "register, dynamics: a velocity model's bars), all or none. The sample CLI "
+                                   "and the editor leave the key out "
                                    "when it was neither asked nor an outline's (--key auto: drawn or "
                                    "estimated from the input)")
 
@@ -443,7 +445,7 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
     x_t, v_t = run(torch.where(known, x, mask_value), known, steps, attributes, counts, velocity=v_t)
     held = None if attributes is None else attributes.without(set(KINDS) - set(opts.repaired_kinds()))
     for _ in range(opts.repair if attributes is not None else 0):
-        key_miss, bar_miss = misses(held, x_t, tracks)
+        key_miss, bar_miss = misses(held, x_t, tracks, velocity=v_t)
         bar_miss = repeat(bar_miss, "b bars k -> b (bars s) k", s=STEPS_PER_BAR)[:, :x_t.shape[1]]
         redo = ~known & (key_miss[:, None, None] | bar_miss)  # [B, L, K]: generated elements to draw again
         rows = redo.flatten(1).any(1).nonzero().squeeze(1)

@@ -329,3 +329,26 @@ def test_training_a_velocity_voice_set_stores_outlines_per_instrument_with_dynam
     drawn = A.draw_outlines(bank, 1)
     assert torch.equal(drawn.dynamics[0], Attributes.compute(torch.as_tensor(pieces[:1]), SET,
                                                              torch.as_tensor(velocity[:1])).dynamics[0])
+
+
+def test_repair_redraws_the_bars_that_miss_their_dynamics():
+    from schmubert.diffusion import AbsorbingDiffusion
+    from schmubert.sampling import sample
+    from schmubert.tokens import mask_ids
+
+    torch.manual_seed(0)
+    tracks = get_tracks("melody,piano:3")
+    model = build("conv", tracks, "tiny", seq_len=64, velocity=True, attributes=True).eval()
+    diffusion = AbsorbingDiffusion(mask_ids(tracks))
+    x = torch.zeros(2, 64, 4, dtype=torch.long)
+    known = torch.zeros_like(x, dtype=torch.bool)
+    velocity = torch.zeros_like(x)
+    told = told_everything(tracks, x).without(["key", "onsets", "register"])  # dynamics alone
+    stats: dict = {}
+    sample(model, diffusion, x, known, 4, torch.Generator().manual_seed(0), attributes=told, tracks=tracks,
+           velocity=velocity, cfg_scale=0.0, repair=1, repair_steps=2, stats=stats)
+    assert stats["repaired"] > 0  # an untrained model misses told dynamics; repair redraws those bars
+    stats = {}
+    sample(model, diffusion, x, known, 4, torch.Generator().manual_seed(0), attributes=told, tracks=tracks,
+           velocity=velocity, cfg_scale=0.0, repair=1, repair_steps=2, stats=stats, repair_kinds="key,onsets")
+    assert stats["repaired"] == 0  # dynamics not held: nothing to redraw
