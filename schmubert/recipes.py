@@ -156,6 +156,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
             "windows, batch 8, cosine from 1e-3 over 12000 steps", tracks="pop909", decay="cosine",
             max_steps=12000, val_every=1000, span_prob=0.5, roll_bars=True,
             set=["bar_depth=2", "velocity=true"], name="cpu-pop909"),
+    # stage 2 of the pop909 model: the same schedule, continued (--init the last part's export, --start-step),
+    # gaining what stage 1 was trained before: attributes per instrument (key, onsets, register, dynamics; each
+    # kind dropped half the time, as the trio's stage 5 and the melody's stage 4) and meter (PAD read, a tenth
+    # of the 4/4 bars shortened so the meter embeddings learn; POP909 itself is 98.6% 4/4). Both start at zero
+    _recipe("cpu-pop909-attrs", "stage 2 of the pop909 model (in parts, as stage 1): --init a cpu-pop909 part's "
+            "export with --start-step; stage 1's schedule gaining attributes per instrument (key, onsets, "
+            "register, dynamics; cond_drop 0.5) and meter (meter_augment 0.1) on data preprocessed with meter",
+            tracks="pop909", decay="cosine", max_steps=12000, val_every=1000, span_prob=0.5, roll_bars=True,
+            cond_drop=0.5, set=["attributes=true", "meter=true", "meter_augment=0.1"], name="cpu-pop909-attrs"),
     _recipe("melody-long2", "stage 6 of the shipped melody model, trained in parts (--stop-step, then --init the "
             "part's export with --start-step): --init a cpu-melody-long model, stage 5 again with a cosine from "
             "1.5e-4 over 13700 steps (the rest of 10x)", **MELODY_LONG, lr=1.5e-4, max_steps=13700,
