@@ -256,7 +256,7 @@ def test_meter_backbones_read_pad_and_start_as_the_plain_model(arch, tracks):
 
 @pytest.mark.parametrize("path", [ROOT / "schmubert" / "weights" / "trio.safetensors",
                                   ROOT / "schmubert" / "weights" / "melody.safetensors",
-                                  ROOT / "experiments" / "parts" / "pop909-part1.safetensors"])
+                                  ROOT / "experiments" / "parts" / "pop909-part2.safetensors"])
 def test_shipped_state_dict_keys_are_unchanged(path):
     state, hp = read_weights(path)
     model = from_config(hp["arch"], hp["tracks"], hp["backbone"])
