@@ -2,8 +2,9 @@
 
 Requests queue for the model (two samplers on 2 cores would each run at half speed and use twice the memory);
 each job reports its progress and can be cancelled, queued or running. A job is exactly ``python -m
-schmubert.sample --input ... --infill ...``: :func:`schmubert.sample.generate` over the known mask (one
-:func:`schmubert.sampling.sample` call for a piece of the model's window), note ends before the masked span
+schmubert.sample --input ... --infill ...``: :func:`schmubert.sample.generate_takes` over the known mask (one
+:func:`schmubert.sampling.sample` call for a piece of the model's window; a velocity model is shown the known
+velocity bins and draws each new note's bin, returned with the take), note ends before the masked span
 preserved, guidance by :func:`schmubert.sample.make_guidance`, and the model's decoding defaults resolved by
 :func:`schmubert.decoding.resolve` as for the CLI: a new piece (nothing kept, the lanes empty) is told what
 ``python -m schmubert.sample`` tells an unconditional one (the model's outline), with the same seeds.
@@ -32,10 +33,11 @@ from torch import nn
 
 from schmubert import decoding, sample, song
 from schmubert.attributes import Attributes, BarTarget, apply_targets, bar_onsets, parse_key, parse_target
+from schmubert.backbones.registry import call
 from schmubert.checkpoints import LoadedModel
 from schmubert.sample import SampleConfig, Scenario
 from schmubert.sampling import EDITOR_STEPS, Order, SamplerOptions
-from schmubert.tokens import STEPS_PER_BAR, Track, instruments
+from schmubert.tokens import NO_ONSET, STEPS_PER_BAR, Track, instruments, is_onset
 
 State = Literal["queued", "running", "done", "cancelled", "failed"]
 
@@ -112,6 +114,8 @@ class Job:
     warning: str | None = None  # a take that came back as the input was where it was drawn: why, what to do
     seconds: float | None = None
     view: Any = None  # the song the lanes show (schmubert.editor.pieces.SongView), for the warning's words
+    velocity: np.ndarray | None = None  # (L, K) velocity bins of the known notes (a velocity model's input)
+    result_velocity: np.ndarray | None = None  # (L, K) a velocity model's bins of the take (drawn where drawn)
     created: float = field(default_factory=time.monotonic)
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -121,7 +125,8 @@ class Job:
 
 
 class Watched(nn.Module):
-    """The denoiser, reporting the share of masked elements revealed so far and honouring a cancel."""
+    """The denoiser, reporting the share of masked elements revealed so far and honouring a cancel. Every other
+    attribute (``predicts_velocity``, ``tracks``, ``conditional`` ...) is the wrapped denoiser's."""
 
     def __init__(self, denoiser: nn.Module, job: Job, mask_value: torch.Tensor):
         super().__init__()
@@ -130,13 +135,20 @@ class Watched(nn.Module):
         self.register_buffer("mask_value", mask_value, persistent=False)
         self.total: int | None = None
 
-    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None) -> list[torch.Tensor]:
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("denoiser"), name)
+
+    def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None,
+                velocity: torch.Tensor | None = None) -> list[torch.Tensor]:
         if self.job.cancel_event.is_set():
             raise Cancelled
         masked = int((x_t[:1] == self.mask_value.to(x_t.device)).sum())  # one piece (guidance doubles it)
         self.total = masked if self.total is None else self.total
         self.job.progress = 1.0 - masked / max(self.total, 1)
-        return self.denoiser(x_t) if attrs is None else self.denoiser(x_t, attrs)
+        return call(self.denoiser, x_t, attrs, velocity)
 
 
 class Sampler:
@@ -156,16 +168,21 @@ class Sampler:
 
     # --- the API's side -------------------------------------------------------------------------------------
 
-    def submit(self, x: np.ndarray, known: np.ndarray, options: Options, view: Any = None) -> Job:
+    def submit(self, x: np.ndarray, known: np.ndarray, options: Options, view: Any = None,
+               velocity: np.ndarray | None = None) -> Job:
         """Queue a run; :class:`Busy` when ``max_queued`` runs already wait; ``ValueError`` for bad options.
-        ``view``: the song the lanes show, if any (its instruments are named when a take changes nothing)."""
+        ``view``: the song the lanes show, if any (its instruments are named when a take changes nothing).
+        ``velocity`` ``(L, K)``: the velocity bins of the known notes, for a velocity model (default: none known,
+        the model draws them)."""
         self.check(options)
         seed = int(self.seeds.integers(2**31)) if options.seed is None else int(options.seed)
+        if velocity is not None and not sample.predicts_velocity(self.model):
+            velocity = None  # a model without velocity is shown none
         with self.lock:
             if sum(j.state == "queued" for j in self.jobs.values()) >= self.max_queued:
                 raise Busy(f"{self.max_queued} runs are already waiting; try again when one has finished")
             job = Job(str(next(self.ids)), np.asarray(x, dtype=np.int64), np.asarray(known, dtype=bool), options,
-                      seed, view=view)
+                      seed, view=view, velocity=None if velocity is None else np.asarray(velocity, dtype=np.int64))
             self.jobs[job.id] = job
             self._forget_old()
         self.queue.put(job)
@@ -242,6 +259,12 @@ class Sampler:
             began = time.perf_counter()
             try:
                 job.result = self.run(job)
+                if job.result_velocity is None and sample.predicts_velocity(self.model):
+                    given = job.velocity if job.velocity is not None else np.zeros_like(job.result)
+                    job.result_velocity = given  # a run that drew nothing new keeps the known bins
+                if job.result_velocity is not None:
+                    onset = np.stack([is_onset(job.result[:, k], t) for k, t in enumerate(self.model.tracks)], 1)
+                    job.result_velocity = np.where(onset, job.result_velocity, NO_ONSET)
                 job.warning = self.unchanged(job)
                 job.progress, job.state = 1.0, "done"
             except Cancelled:
@@ -260,7 +283,8 @@ class Sampler:
         return None if same is None else same.editor_message()
 
     def run(self, job: Job) -> np.ndarray:
-        """The sampled grid ``(L, K)`` for a job (the same path as ``python -m schmubert.sample``)."""
+        """The sampled grid ``(L, K)`` for a job (the same path as ``python -m schmubert.sample``); a velocity
+        model's bins of the take go to ``job.result_velocity``."""
         model = self.model
         options = job.options
         if options.note_density is not None and not options.density_tracks:
@@ -270,11 +294,16 @@ class Sampler:
         plan = decoding.resolve(options.request(job.x, job.known, model.tracks), model)
         guidance = sample.make_guidance(cfg, model)
         watched = Watched(model.denoiser, job, model.diffusion.mask_value(model.device))
-        scenario = Scenario(job.x, job.known, "editor", [])
+        velocity = None
+        if sample.predicts_velocity(model):
+            velocity = job.velocity if job.velocity is not None else np.zeros_like(job.x)
+        scenario = Scenario(job.x, job.known, "editor", [], velocity=velocity)
         told = editor_attributes(options, model, job.x, job.known, plan, torch.Generator().manual_seed(job.seed))
         generator = torch.Generator().manual_seed(job.seed)  # as the CLI: one seed for what is told, one to draw
-        return sample.generate(cfg, dataclasses.replace(model, denoiser=watched), scenario, guidance,
-                               generator, attributes=told, plan=plan)[0]
+        tokens, drawn = sample.generate_takes(cfg, dataclasses.replace(model, denoiser=watched), scenario,
+                                              guidance, generator, attributes=told, plan=plan)
+        job.result_velocity = None if drawn is None else drawn[0]
+        return tokens[0]
 
 
 def selected_bars(known: np.ndarray, k: int | None = None) -> list[tuple[int, int]]:

@@ -35,7 +35,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from schmubert import __version__, decoding, sample
 from schmubert.attributes import NUM_KEYS, key_name
-from schmubert.checkpoints import LoadedModel, default_checkpoint, held_out_pieces, load_model
+from schmubert.checkpoints import LoadedModel, default_checkpoint, held_out_pieces, held_out_velocity, load_model
 from schmubert.config import add_arguments, arg, from_args
 from schmubert.editor import pieces
 from schmubert.editor.jobs import Busy, Job, Options, Sampler
@@ -48,6 +48,9 @@ from schmubert.tokens import (
     DRUM_CLASS_PITCHES,
     MELODY_PROGRAMS,
     STEPS_PER_BAR,
+    VELOCITY_BINS,
+    bin_to_velocity,
+    instruments,
     tokens_to_midi,
 )
 
@@ -63,13 +66,16 @@ DEFAULTS = Options()
 
 
 class RegionIn(BaseModel):
-    track: str = Field(description="track name, e.g. 'bass'")
+    track: str = Field(description="instrument, e.g. 'bass' or 'piano' (all its voices), or a column ('piano.2')")
     start: int = Field(description="first step (16 per bar)")
     end: int = Field(description="step after the last one (end exclusive)")
 
 
 class PieceIn(BaseModel):
     tokens: dict[str, list[int]] = Field(description="{track: one token per step}, as returned in a piece")
+    velocity: dict[str, list[int]] | None = Field(None, description="velocity models: {track: one velocity bin "
+                                                                    "per step (0 = no onset)}, as returned in a "
+                                                                    "piece")
 
 
 class MaskIn(PieceIn):
@@ -112,6 +118,7 @@ class EditIn(MaskIn):
                     "regions of `source` into `tokens`, `amount` steps later")
     amount: int = Field(0, description="semitones (transpose) or steps (shift, paste)")
     source: dict[str, list[int]] | None = Field(None, description="paste: the grid the regions are copied from")
+    source_velocity: dict[str, list[int]] | None = Field(None, description="paste: the source's velocity bins")
 
 
 class SongExportIn(PieceIn):
@@ -124,6 +131,11 @@ class ExportIn(PieceIn):
     regions: list[RegionIn] = Field([], description="PNG only: a region to shade")
 
 
+#: ``/api/load?track=piano=2&track=melody=Vocals``: the song's instrument for roles of the model.
+TRACK_QUERY = Query(None, description="the song's instrument for a role of the model, ROLE=INDEX|NAME|none "
+                                      "(repeatable), e.g. piano=2; as the sample CLI's --track")
+
+
 # --- the app -------------------------------------------------------------------------------------------------
 
 
@@ -132,12 +144,19 @@ def error(status: int, message: str) -> JSONResponse:
 
 
 def model_info(model: LoadedModel, validation_set: bool) -> dict[str, Any]:
+    tracks = model.tracks
     return {
         "version": __version__,
         "checkpoint": model.path.name,
         "arch": model.hparams.get("arch"),
         "tracks": [{"name": t.name, "is_drum": t.is_drum, "num_classes": t.num_classes, "mask_id": t.mask_id,
-                    "program": t.program} for t in model.tracks],
+                    "program": t.program, "instrument": t.instrument} for t in tracks],
+        "instruments": [{"name": name, "columns": [tracks[k].name for k in ks], "voices": len(ks),
+                         "is_drum": tracks[ks[0]].is_drum, "program": tracks[ks[0]].program}
+                        for name, ks in instruments(tracks)],
+        "velocity": sample.predicts_velocity(model),
+        "meter": sample.reads_meter(model),
+        "velocity_bins": [int(v) for v in bin_to_velocity(list(range(1, VELOCITY_BINS + 1)))],
         "steps": model.steps, "bars": model.steps // STEPS_PER_BAR, "steps_per_bar": STEPS_PER_BAR,
         "timesteps": model.diffusion.T, "qpm": DECODE_QPM,
         "drum_classes": list(DRUM_CLASS_NAMES), "drum_pitches": list(DRUM_CLASS_PITCHES),
@@ -158,7 +177,7 @@ def job_json(sampler: Sampler, job: Job) -> dict[str, Any]:
                            "warning": job.warning,
                            "seconds": None if job.seconds is None else round(job.seconds, 3)}
     if job.state == "done" and job.result is not None:
-        out["piece"] = pieces.piece_json(job.result, sampler.model.tracks)
+        out["piece"] = pieces.piece_json(job.result, sampler.model.tracks, job.result_velocity)
     return out
 
 
@@ -182,6 +201,14 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
     songs: OrderedDict[str, pieces.SongView] = OrderedDict()  # uploaded songs, newest last (kept in memory)
     song_ids = itertools.count(1)
     held_out = held_out_pieces(model)  # shipped with the model, or its dataset's valid.npy; read once
+    velocity_model, metered = sample.predicts_velocity(model), sample.reads_meter(model)
+    held_velocity = held_out_velocity(model) if velocity_model and held_out is not None else None
+
+    def piece(tokens: np.ndarray, velocity: np.ndarray | None = None) -> dict[str, Any]:
+        """A piece for the page; a velocity model's always carries bins (none known: 0)."""
+        if velocity_model and velocity is None:
+            velocity = np.zeros_like(tokens)
+        return pieces.piece_json(tokens, tracks, velocity if velocity_model else None)
 
     @app.middleware("http")
     async def limit_bodies(request: Request, call_next):
@@ -209,7 +236,11 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
         return error(500, f"internal error ({type(exc).__name__}); the server is still running")
 
     def grid(tokens: dict[str, list[int]]) -> np.ndarray:
-        return pieces.tokens_from_json(tokens, tracks, L)
+        return pieces.tokens_from_json(tokens, tracks, L, pad=metered)
+
+    def bins(velocity: dict[str, list[int]] | None, field: str = "velocity") -> np.ndarray | None:
+        """A request's velocity bins (velocity models only; others ignore them)."""
+        return pieces.velocity_from_json(velocity, tracks, L, field) if velocity_model else None
 
     def regions(body: MaskIn, need: bool = True) -> list[pieces.Region]:
         out = pieces.regions_from_json([r.model_dump() for r in body.regions], tracks, L)
@@ -230,24 +261,36 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
     @app.post("/api/load", summary="Upload a MIDI file (the raw bytes as the body)")
     async def load(request: Request, name: str = Query("upload.mid", max_length=200),
                    start_bar: int = Query(0, ge=0),
-                   melody_track: str | None = Query(None, max_length=200, description="index, name or none"),
+                   track: list[str] | None = TRACK_QUERY,
+                   melody_track: str | None = Query(None, max_length=200, description="index, name or none "
+                                                                                      "(= track melody=...)"),
                    bass_track: str | None = Query(None, max_length=200),
                    drum_track: str | None = Query(None, max_length=200),
-                   time_signature: Literal["4/4", "2/2"] | None = Query(
-                       None, description="read the song's bars in this meter from its first downbeat")) -> Any:
+                   time_signature: str | None = Query(
+                       None, max_length=12, description="read the song's bars in this meter from its first "
+                       "downbeat: 4/4 or 2/2; a model built with meter also 3/4, 6/8 ...")) -> Any:
         data = await request.body()
         if len(data) > max_upload_bytes:
             return error(413, f"{name}: larger than {max_upload_bytes / 2**20:.1f} MiB")
         display = Path(name).name or "upload.mid"  # shown in messages only; never used as a path
+        track = track or []
+        if len(track) > 64 or any(len(t) > 200 for t in track):
+            raise PieceError("track: at most 64 choices of at most 200 characters each")
+        asked = sample.SampleConfig(track=list(track), melody_track=melody_track, bass_track=bass_track,
+                                    drum_track=drum_track, time_signature=time_signature)
+        try:  # the sample CLI's rules: a role of the model's set, one choice per role; a meter the model reads
+            choices = sample.role_choices(asked, model)
+            signature = sample.time_signature(asked, model)
+        except ValueError as err:
+            raise PieceError(str(err)) from None
         up = await run_in_threadpool(pieces.read_upload, data, display, model, start_bar)
-        out = {"piece": pieces.piece_json(up.tokens, tracks), "name": up.name, "warnings": up.warnings,
+        out = {"piece": piece(up.tokens, up.velocity), "name": up.name, "warnings": up.warnings,
                "bars_in_file": up.bars_in_file, "qpm": up.qpm, "song": None}
-        choices = {"melody": melody_track, "bass": bass_track, "drums": drum_track}
         try:
             view = await run_in_threadpool(pieces.read_song_view, data, display, model, start_bar, choices,
-                                           time_signature)
+                                           signature)
         except PieceError as err:
-            if any(choices.values()) or time_signature:
+            if choices or signature:
                 raise
             out["warnings"].append(f"{err}; the download holds the model's tracks only")
             return out
@@ -255,14 +298,14 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
         songs[song_id] = view
         while len(songs) > 16:
             songs.popitem(last=False)
-        out["piece"] = pieces.piece_json(view.original, tracks)
+        out["piece"] = piece(view.original, view.velocity)
         out["song"] = view.json(song_id)
         out["warnings"] = [w for w in up.warnings if w != up.meter_warning] + view.notes  # its bars are read
         return out
 
     @app.get("/api/empty", summary="An empty piece of the model's window")
     def empty() -> dict[str, Any]:
-        return {"piece": pieces.piece_json(np.zeros((L, len(tracks)), dtype=np.int64), tracks), "name": "empty"}
+        return {"piece": piece(np.zeros((L, len(tracks)), dtype=np.int64)), "name": "empty"}
 
     @app.get("/api/validation", summary="A random piece of the checkpoint's validation set")
     def validation(seed: int | None = None) -> Any:
@@ -270,26 +313,33 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
             raise PieceError("this model's validation set is not on this machine; upload a MIDI file instead")
         x, source = sample.pick_piece(*held_out, np.random.default_rng(seed))
         x = sample.crop(x, 0, L // STEPS_PER_BAR, source)
-        return {"piece": pieces.piece_json(x, tracks), "name": f"validation piece {source.rsplit('[', 1)[-1]}"}
+        velocity = None
+        if held_velocity is not None:
+            index = int(source.rsplit("[", 1)[-1].rstrip("]"))
+            velocity = sample.crop(np.asarray(held_velocity[index], dtype=np.int64), 0, L // STEPS_PER_BAR, source)
+        return {"piece": piece(x, velocity), "name": f"validation piece {source.rsplit('[', 1)[-1]}"}
 
     @app.post("/api/mask", summary="The piece with the selection masked (what the sampler starts from)")
     def mask(body: MaskIn) -> dict[str, Any]:
         x = grid(body.tokens)
-        known = pieces.known_mask((1, L, len(tracks)), regions(body))[0].numpy()
-        return {"piece": pieces.piece_json(pieces.masked(x, known, tracks), tracks),
+        known = pieces.with_pad(pieces.known_mask((1, L, len(tracks)), regions(body))[0].numpy(), x, tracks)
+        return {"piece": piece(pieces.masked(x, known, tracks), bins(body.velocity)),
                 "masked": int((~known).sum())}
 
     @app.post("/api/sample", summary="Queue a sampling run over the masked selection; poll /api/jobs/{job}")
     def start(body: SampleIn) -> Any:
         x = grid(body.tokens)
-        known = pieces.known_mask((1, L, len(tracks)), regions(body))[0].numpy()
+        known = pieces.with_pad(pieces.known_mask((1, L, len(tracks)), regions(body))[0].numpy(), x, tracks)
+        view = songs.get(body.song) if body.song else None
+        if view is not None:
+            known[view.steps:] = True  # slots past the song's bars in the lanes are never drawn
         options = Options(steps=body.steps, order=body.order, schedule=body.schedule,
                           temperature=body.temperature, top_p=body.top_p,
                           note_density=body.note_density, density_tracks=body.density_tracks, seed=body.seed,
                           key=body.key, cfg_scale=body.cfg_scale, repair=body.repair, density=body.density,
                           register=body.mean_pitch, dynamics=body.dynamics)
         try:
-            job = sampler.submit(x, known, options, songs.get(body.song) if body.song else None)
+            job = sampler.submit(x, known, options, view, bins(body.velocity))
         except Busy as err:
             return error(429, str(err))
         except ValueError as err:
@@ -310,17 +360,10 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
     @app.post("/api/edit", summary="Transpose, shift, clear or paste a selection")
     def edit(body: EditIn) -> dict[str, Any]:
         x, sel = grid(body.tokens), regions(body)
-        if body.op == "transpose":
-            y = pieces.transpose(x, sel, body.amount, tracks)
-        elif body.op == "shift":
-            y = pieces.shift(x, sel, body.amount, tracks)
-        elif body.op == "clear":
-            y = pieces.clear(x, sel, tracks)
-        else:
-            if body.source is None:
-                raise PieceError("paste needs the source grid")
-            y = pieces.paste(grid(body.source), x, sel, body.amount, tracks)
-        return {"piece": pieces.piece_json(y, tracks)}
+        source = None if body.source is None else grid(body.source)
+        y, velocity = pieces.edit(body.op, x, sel, body.amount, tracks, bins(body.velocity), source,
+                                  bins(body.source_velocity, "source_velocity"))
+        return {"piece": piece(y, velocity)}
 
     @app.post("/api/export/midi", summary="The piece as a MIDI file", response_class=Response)
     def export_midi(body: ExportIn) -> Response:
@@ -329,7 +372,9 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
         if not 20 <= body.qpm <= 400:
             raise PieceError(f"tempo {body.qpm} is outside 20-400 quarter notes per minute")
         buf = io.BytesIO()
-        tokens_to_midi(x, list(tracks), qpm=body.qpm, programs=body.programs).write(buf)
+        velocity = bins(body.velocity)
+        tokens_to_midi(x, list(tracks), qpm=body.qpm, programs=body.programs,
+                       velocity=None if velocity is None else pieces.onset_velocity(x, velocity, tracks)).write(buf)
         return Response(buf.getvalue(), media_type="audio/midi",
                         headers={"Content-Disposition": 'attachment; filename="schmubert.mid"'})
 
@@ -339,7 +384,7 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
         view = songs.get(body.song)
         if view is None:
             raise PieceError(f"no song {body.song!r} (the editor keeps the last 16 uploads); open the file again")
-        data = view.export(grid(body.tokens), tracks)
+        data = view.export(grid(body.tokens), tracks, bins(body.velocity))
         return Response(data, media_type="audio/midi",
                         headers={"Content-Disposition": 'attachment; filename="schmubert-song.mid"'})
 
@@ -349,7 +394,8 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
         from schmubert.render import pianoroll, plt
 
         x = grid(body.tokens)
-        known = pieces.known_mask((1, L, len(tracks)), regions(body, need=False))[0].numpy()
+        known = pieces.with_pad(pieces.known_mask((1, L, len(tracks)), regions(body, need=False))[0].numpy(), x,
+                                tracks)
         buf = io.BytesIO()
         with plotting:  # pyplot is not thread-safe; requests run in a thread pool
             fig = pianoroll(x, tracks, ~known)

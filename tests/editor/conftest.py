@@ -1,4 +1,5 @@
-"""Fixtures of the editor tests: a tiny random trio model (fast) and a running editor server."""
+"""Fixtures of the editor tests: tiny random models (fast): the trio, the melody, the trio with attributes, and
+the pop909 voice set (melody, bridge of 4 voices, piano of 6) with velocity, with attributes or with meter."""
 
 from __future__ import annotations
 
@@ -45,3 +46,23 @@ def melody_model(tmp_path_factory):
 def conditional_model(tmp_path_factory):
     """A tiny trio model with attributes (backbone option attributes=true)."""
     return load_model(tiny_checkpoint(tmp_path_factory.mktemp("editor-cond"), "trio", attributes=True))
+
+
+@pytest.fixture(scope="session")
+def pop909_model(tmp_path_factory):
+    """A tiny pop909 model with velocity and attributes (dynamics included)."""
+    return load_model(tiny_checkpoint(tmp_path_factory.mktemp("editor-pop909"), "pop909", velocity=True,
+                                      attributes=True))
+
+
+@pytest.fixture(scope="session")
+def pop909_meter_model(tmp_path_factory):
+    """A tiny pop909 model with velocity, built with meter (reads bars of other meters: PAD after a short bar)."""
+    return load_model(tiny_checkpoint(tmp_path_factory.mktemp("editor-pop909-meter"), "pop909", velocity=True,
+                                      meter=True))
+
+
+@pytest.fixture(scope="session")
+def pop909_song(corpus: Path) -> Path:
+    """A POP909 song: MELODY, BRIDGE, PIANO, 74 bars in 2/4 throughout (read in 4/4 from its notes)."""
+    return corpus / "pop909" / "001.mid"
