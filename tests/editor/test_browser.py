@@ -1,5 +1,7 @@
 """The editor in a real browser: headless Chromium (Debian's ``chromium`` and ``chromium-driver``) driven by
 Selenium with the system driver, so nothing is downloaded. Skipped, with the reason, where they are missing.
+The trio's page, and a voice set's (a tiny pop909 model with velocity: a POP909 song's piano edited, heard and
+downloaded).
 
 Set ``SCHMUBERT_EDITOR_SCREENSHOT=docs/editor.png`` to keep the screenshot the infill test takes (the README's
 picture); otherwise it goes to the test's temporary folder. ``SCHMUBERT_EDITOR_CHECKPOINT`` runs the tests on
@@ -259,5 +261,147 @@ def test_conditions_toolbar_sends_key_guidance_and_targets(browser, conditional_
         assert body["repair"] == 2
         assert body["density"] == {"melody": 6} and body["mean_pitch"] == {}
         assert body["regions"] == [{"track": "melody", "start": 8 * BAR, "end": 12 * BAR}]
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def running_pop909(pop909_model):
+    srv = start_background(pop909_model)
+    yield srv
+    srv.stop()
+
+
+def lane_pixels(driver, lane: str, start: int, end: int) -> list[int]:
+    """The canvas pixels of a lane between two steps (what the page shows there)."""
+    return driver.execute_script(f"""
+        const p = editor.panels[0], lane = p.lanes.find(l => l.track.name === '{lane}');
+        const dpr = window.devicePixelRatio || 1, x0 = p.x({start}), x1 = p.x({end});
+        const data = p.canvas.getContext('2d').getImageData(Math.round(x0 * dpr), Math.round(lane.top * dpr),
+            Math.round((x1 - x0) * dpr), Math.round(lane.height * dpr)).data;
+        return Array.from(data.filter((v, i) => i % 4 !== 3));""")
+
+
+def test_a_pop909_song_piano_bars_diffused_heard_and_downloaded(browser, running_pop909, pop909_model, pop909_song,
+                                                                downloads):
+    """Issue 43's check, with a tiny random pop909 model with velocity: upload a POP909 song, select bars 8-16 x
+    the piano (one lane for its six voices), diffuse, the roll redraws, play it (the synth sounds its notes at
+    their velocities), download the whole song: only the piano's notes in those bars changed, with the model's
+    velocities."""
+    import symusic
+
+    from schmubert.tokens import bin_to_velocity
+
+    model = pop909_model
+    names = [t.name for t in model.tracks]
+    open_page(browser, running_pop909.url)
+    upload(browser, pop909_song)
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script("return editor.panels[0].name") == pop909_song.name)
+    assert browser.execute_script("return editor.panels[0].lanes.map(l => l.track.name)") == [
+        "melody", "bridge", "piano"]
+    picked = browser.execute_script("return ['melody', 'bridge', 'piano'].map(r => document.getElementById("
+                                    "'pick-' + r).selectedOptions[0].textContent)")
+    assert picked == ["MELODY · GM 0 · #0", "BRIDGE · GM 0 · #1", "PIANO · GM 0 · #2"]
+    piece = browser.execute_script("return editor.panels[0].piece")
+    x = np.stack([np.asarray(piece["tokens"][n]) for n in names], axis=1)
+    velocity = np.stack([np.asarray(piece["velocity"][n]) for n in names], axis=1)
+    onsets = [n[0] for n in piece["notes"]["piano"]]
+    assert len(onsets) > 1.3 * len(set(onsets)) and len({n[3] for n in piece["notes"]["piano"]}) >= 4
+
+    browser.execute_script("const p = editor.panels[0], lane = p.lanes.find(l => l.track.name === 'piano');"
+                           "window.scrollBy(0, p.canvas.getBoundingClientRect().top + lane.top - 80)")
+    point = lambda step: browser.execute_script(f"return editor.panels[0].clientPoint({step}, 'piano')")  # noqa
+    drag(browser, point(8 * BAR + 8), point(15 * BAR + 8))
+    assert browser.execute_script("return editor.panels[0].selection") == [
+        {"track": "piano", "start": 8 * BAR, "end": 16 * BAR}]
+    shown = lane_pixels(browser, "piano", 8 * BAR, 16 * BAR)
+    steps = browser.find_element(By.ID, "steps")
+    steps.clear()
+    steps.send_keys("8")
+    browser.find_element(By.ID, "diffuse").click()
+    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "status").text.startswith("done"))
+    assert lane_pixels(browser, "piano", 8 * BAR, 16 * BAR) != shown  # the roll redrew the new notes
+    piece = browser.execute_script("return editor.panels[0].piece")
+    y = np.stack([np.asarray(piece["tokens"][n]) for n in names], axis=1)
+    drawn = np.stack([np.asarray(piece["velocity"][n]) for n in names], axis=1)
+    inside = np.zeros_like(y, dtype=bool)
+    inside[8 * BAR:16 * BAR, [k for k, n in enumerate(names) if n.startswith("piano.")]] = True
+    assert np.array_equal(y[~inside], x[~inside]) and np.array_equal(drawn[~inside], velocity[~inside])
+    assert not np.array_equal(y[inside], x[inside]) and (y[inside] < 90).all()
+    new = [n for n in piece["notes"]["piano"] if 8 * BAR <= n[0] < 16 * BAR]
+    assert len({n[3] for n in new}) >= 3 and {n[3] for n in new} <= set(bin_to_velocity(np.arange(1, 9)).tolist())
+
+    # play from the selection: the synth sounds the new piano notes, each at its velocity's gain
+    browser.find_element(By.ID, "play").click()
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script(
+        "return editor.player.playing && editor.synth.ctx.state === 'running' && editor.synth.log.length >= 12"))
+    heard = browser.execute_script("return editor.synth.log")
+    browser.find_element(By.ID, "play").click()
+    assert browser.execute_script("return editor.player.playing") is False
+    first = [n for n in new if n[0] == min(m[0] for m in new)]
+    assert any(p == n[2] and abs(v - n[3] / 100) < 1e-9 for p, v in heard for n in first)
+    assert len({round(v, 4) for _, v in heard}) >= 2
+
+    for old in downloads.glob("*.mid"):
+        old.unlink()
+    browser.find_element(By.ID, "download-midi").click()
+    target = downloads / (pop909_song.stem + "-schmubert.mid")
+    deadline = time.monotonic() + 20
+    while not target.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    data = target.read_bytes()
+    song_id = browser.execute_script("return editor.panels[0].song.id")
+    api = httpx.post(f"{running_pop909.url}/api/export/song", timeout=30, json={
+        "song": song_id, "tokens": piece["tokens"], "velocity": piece["velocity"]})
+    assert data == api.content  # the whole song as the server splices the page's take
+    before, after = symusic.Score(str(pop909_song)), symusic.Score.from_midi(data)
+    key = lambda t: sorted((n.time, n.duration, n.pitch, n.velocity) for n in t.notes)  # noqa: E731
+    assert [key(t) for t in after.tracks[:2]] == [key(t) for t in before.tracks[:2]]  # melody, bridge
+    assert [(t.time, t.qpm) for t in after.tempos] == [(t.time, t.qpm) for t in before.tempos]
+    t0, t1 = 8 * 4 * before.ticks_per_quarter, 16 * 4 * before.ticks_per_quarter  # 4/4 bars from its first tick
+    piano_before, piano_after = key(before.tracks[2]), key(after.tracks[2])
+    assert [n for n in piano_after if n[0] >= t1] == [n for n in piano_before if n[0] >= t1]
+    assert [n[0] for n in piano_after if n[0] < t0] == [n[0] for n in piano_before if n[0] < t0]
+    changed = [n for n in piano_after if t0 <= n[0] < t1]
+    assert changed != [n for n in piano_before if t0 <= n[0] < t1]
+    assert {n[3] for n in changed} <= {n[3] for n in new} and len({n[3] for n in changed}) >= 3  # as shown
+
+
+def test_bars_in_3_are_drawn_at_their_real_length(browser, pop909_meter_model, corpus, tmp_path):
+    """A meter model shows POP909's 034.mid (in 3) in its slots: each 3/4 bar drawn three quarters as wide as a
+    4/4 one (its PAD takes no width), a drag over bars selects their slots, and a take keeps the PAD."""
+    path = corpus / "pop909" / "034.mid"
+    srv = start_background(pop909_meter_model)
+    try:
+        open_page(browser, srv.url)
+        upload(browser, path)
+        WebDriverWait(browser, 20).until(lambda d: d.execute_script("return editor.panels[0].name") == path.name)
+        p = "editor.panels[0]"
+        lengths = browser.execute_script(f"return {p}.piece.layout.lengths")
+        assert lengths[:3] == [6, 12, 12]
+        assert browser.execute_script(f"return {p}.realSteps") == sum(lengths)
+        px = browser.execute_script(f"return {p}.pxPerStep")
+        width = browser.execute_script(f"return {p}.x(3 * 16) - {p}.x(2 * 16)")
+        assert width == pytest.approx(12 * px)  # a 3/4 bar: 12 sixteenths wide, not 16
+        assert browser.execute_script(f"return {p}.x(2 * 16) - {p}.x(16 + 12)") == pytest.approx(0)  # PAD
+        browser.execute_script(f"const lane = {p}.lanes.find(l => l.track.name === 'piano');"
+                               f"window.scrollBy(0, {p}.canvas.getBoundingClientRect().top + lane.top - 80)")
+        point = lambda step: browser.execute_script(f"return {p}.clientPoint({step}, 'piano')")  # noqa: E731
+        drag(browser, point(4 * BAR + 4), point(7 * BAR + 4))
+        assert browser.execute_script(f"return {p}.selection") == [{"track": "piano", "start": 4 * BAR,
+                                                                    "end": 8 * BAR}]
+        before = browser.execute_script(f"return {p}.piece.tokens")
+        steps = browser.find_element(By.ID, "steps")
+        steps.clear()
+        steps.send_keys("6")
+        browser.find_element(By.ID, "diffuse").click()
+        WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "status").text.startswith("done"))
+        after = browser.execute_script(f"return {p}.piece.tokens")
+        for name, column in after.items():
+            old = np.asarray(before[name])
+            new = np.asarray(column)
+            assert np.array_equal(new[old > 90], old[old > 90])  # PAD kept
+        assert after != before
+        browser.save_screenshot(str(tmp_path / "meter.png"))
     finally:
         srv.stop()

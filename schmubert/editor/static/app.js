@@ -28,6 +28,7 @@ async function api(path, body, { raw = false, method } = {}) {
 class Editor {
   constructor(info) {
     this.info = info;
+    this.instruments = modelInstruments(info);  // the lanes, pickers and patches: the model's instruments
     this.panels = [
       new PianoRoll($("panel-a"), info, "A"),
       new PianoRoll($("panel-b"), info, "B"),
@@ -44,8 +45,9 @@ class Editor {
       p.onchange = () => this.refresh();
     });
     this.activate(this.panels[0]);
-    const tracks = info.tracks.map((t) => t.name).join(" + ");
-    $("model-info").textContent = `${info.checkpoint} · ${info.arch} · ${tracks} · ${info.bars} bars · T = ${info.timesteps}`;
+    const tracks = this.instruments.map((i) => (i.voices > 1 ? `${i.name} ×${i.voices}` : i.name)).join(" + ");
+    const extras = (info.velocity ? " · velocity" : "") + (info.meter ? " · meter" : "");
+    $("model-info").textContent = `${info.checkpoint} · ${info.arch} · ${tracks}${extras} · ${info.bars} bars · T = ${info.timesteps}`;
     $("qpm").value = info.qpm;
     for (const [field, id] of [["steps", "steps"], ["order", "order"], ["schedule", "schedule"],
                                ["temperature", "temperature"], ["top_p", "top-p"], ["cfg_scale", "cfg-scale"],
@@ -53,6 +55,8 @@ class Editor {
       if (info.defaults && field in info.defaults) $(id).value = info.defaults[field];  // one source: the server
     }
     $("conditions").hidden = !info.attributes;
+    $("dynamics-control").hidden = !(info.attributes && info.velocity);
+    this.makePickers();
     for (const key of info.keys || []) $("key").add(new Option(key, key));
     $("new-validation").disabled = !info.validation_set;
     if (!info.validation_set) $("new-validation").title = "This checkpoint's validation set is not on this computer";
@@ -98,27 +102,41 @@ class Editor {
     this.refresh();
   }
 
+  /** One picker per instrument (role) of the model, in the song-tracks toolbar: select#pick-ROLE. */
+  makePickers() {
+    const bar = $("song-tracks");
+    for (const inst of this.instruments) {
+      const label = document.createElement("label");
+      label.append(inst.name + " ");
+      const select = document.createElement("select");
+      select.id = `pick-${inst.name}`;
+      select.dataset.role = inst.name;
+      select.onchange = () => this.pickTrack();
+      label.append(select);
+      bar.append(label);
+    }
+  }
+
   /** The track pickers: the active panel's song instruments, the chosen one selected for each role. */
   showSongTracks() {
     const song = this.active && this.active.song;
     $("song-tracks").hidden = !song;
     if (!song) return;
-    for (const role of ["melody", "bass", "drums"]) {
-      const select = $(`pick-${role}`);
-      select.parentElement.style.display = this.info.tracks.some((t) => t.name === role) ? "" : "none";
+    for (const role of this.instruments) {
+      const select = $(`pick-${role.name}`);
       const none = document.createElement("option");
       none.value = "none";
       none.textContent = "none";
       const options = [none];
       for (const inst of song.instruments) {
-        if (inst.is_drum !== (role === "drums")) continue;
+        if (inst.is_drum !== role.is_drum) continue;
         const o = document.createElement("option");
         o.value = String(inst.index);
         o.textContent = `${inst.name || "(no name)"} · ${inst.is_drum ? "drums" : "GM " + inst.program} · #${inst.index}`;
         options.push(o);
       }
       select.replaceChildren(...options);
-      const chosen = song.assignment[role];
+      const chosen = song.assignment[role.name];
       select.value = chosen === null || chosen === undefined ? "none" : String(chosen);
     }
   }
@@ -127,9 +145,7 @@ class Editor {
     const p = this.active;
     if (!p.file || !p.song) return;
     const choices = {};
-    for (const role of ["melody", "bass", "drums"]) {
-      if (this.info.tracks.some((t) => t.name === role)) choices[role] = $(`pick-${role}`).value;
-    }
+    for (const role of this.instruments) choices[role.name] = $(`pick-${role.name}`).value;
     await this.loadFile(p.file, p, choices);
   }
 
@@ -177,7 +193,7 @@ class Editor {
     if (file.size > 64 * 1024 * 1024) { this.message(`${file.name}: too large to be a MIDI file`, "error"); return; }
     const start = Math.max(0, parseInt($("start-bar").value, 10) || 0);
     const params = new URLSearchParams({ name: file.name, start_bar: String(start) });
-    for (const [role, value] of Object.entries(choices)) params.set(`${role === "drums" ? "drum" : role}_track`, value);
+    for (const [role, value] of Object.entries(choices)) params.append("track", `${role}=${value}`);  // as --track
     await this.guard(async () => {
       let res;
       try {
@@ -250,6 +266,7 @@ class Editor {
       note_density: $("density-on").checked ? parseFloat($("density").value) : null,
       song: p.song ? p.song.id : null,
     };
+    if (p.piece.velocity) body.velocity = p.piece.velocity;  // the known notes' velocities (velocity models)
     if (this.info.attributes) Object.assign(body, this.conditions(regions));
     const started = await this.guard(() => api("/api/sample", body));
     if (!started) return;
@@ -264,17 +281,21 @@ class Editor {
   }
 
   conditions(regions) {
-    // key, guidance scale, and onsets / register asked of each track in the selection (schmubert.attributes)
+    // key, guidance scale, and onsets / register / dynamics asked of each instrument in the selection
+    // (schmubert.attributes: per instrument, all its voices together)
     const selected = [...new Set(regions.map((r) => r.track))];
-    const melodic = selected.filter((name) => !this.info.tracks.find((t) => t.name === name).is_drum);
+    const drum = (name) => { const i = this.instruments.find((t) => t.name === name); return Boolean(i && i.is_drum); };
+    const melodic = selected.filter((name) => !drum(name));
     const each = (names, value) => Object.fromEntries(names.map((name) => [name, value]));
-    return {
+    const out = {
       key: $("key").value,
       cfg_scale: parseFloat($("cfg-scale").value) || 0,
       repair: parseInt($("repair").value, 10) || 0,
       density: $("onsets-on").checked ? each(selected, parseFloat($("onsets").value)) : {},
       mean_pitch: $("pitch-on").checked ? each(melodic, parseFloat($("pitch").value)) : {},
     };
+    if (this.info.velocity) out.dynamics = $("dynamics-on").checked ? each(selected, $("dynamics").value) : {};
+    return out;
   }
 
   setProgress(state) {
@@ -346,7 +367,8 @@ class Editor {
     const regions = extra.regions || panel.selection;
     if (!regions.length) { this.message("select something first", "warning"); return; }
     await this.guard(async () => {
-      const out = await api("/api/edit", { op, amount, tokens: panel.piece.tokens, regions, ...extra });
+      const out = await api("/api/edit", {
+        op, amount, tokens: panel.piece.tokens, velocity: panel.piece.velocity, regions, ...extra });
       panel.setPiece(out.piece);
       if (op === "shift") {
         panel.setSelection(panel.selection.map((r) => ({
@@ -359,7 +381,7 @@ class Editor {
   copy() {
     const p = this.active;
     if (!p.selection.length) return;
-    this.clipboard = { tokens: p.piece.tokens, regions: p.selection.map((r) => ({ ...r })) };
+    this.clipboard = { tokens: p.piece.tokens, velocity: p.piece.velocity, regions: p.selection.map((r) => ({ ...r })) };
     this.message(`copied ${this.describe(p.selection).replace("selected: ", "")}`, "info");
     this.refresh();
   }
@@ -371,7 +393,8 @@ class Editor {
       const from = Math.min(...clip.regions.map((r) => r.start));
       offset = target.selection.length ? Math.min(...target.selection.map((r) => r.start)) - from : 0;
     }
-    await this.edit("paste", offset, target, { regions: clip.regions, source: clip.tokens });
+    await this.edit("paste", offset, target, { regions: clip.regions, source: clip.tokens,
+                                               source_velocity: clip.velocity });
     target.setSelection(clip.regions.map((r) => ({
       ...r, start: Math.max(0, r.start + offset), end: Math.min(target.steps, r.end + offset) }))
       .filter((r) => r.end > r.start));
@@ -387,6 +410,15 @@ class Editor {
 
   instrument(list, id) { return list.find((i) => String(i.program) === $(id).value) || list[0]; }
 
+  /** The patch of each instrument: melody and bass as chosen in the toolbar, the others by their program. */
+  patches() {
+    const out = {};
+    for (const inst of this.instruments) if (!inst.is_drum) out[inst.name] = patchFor(inst.program);
+    out.melody = this.instrument(MELODY_INSTRUMENTS, "melody-instrument").patch;
+    out.bass = this.instrument(BASS_INSTRUMENTS, "bass-instrument").patch;
+    return out;
+  }
+
   togglePlay() {
     if (this.player.playing) { this.stopPlayback(); return; }
     const p = this.active;
@@ -395,12 +427,15 @@ class Editor {
     const from = loop ? loop[0] : (p.selection.length ? Math.min(...p.selection.map((r) => r.start)) : 0);
     p.loop = loop;
     this.playing = p;
-    this.player.play(p.piece.notes, {
-      qpm: Math.min(400, Math.max(20, parseFloat($("qpm").value) || 120)), from, loop, steps: p.steps,
+    // the player counts time: a grid with PAD (bars of other meters) plays each bar for its real length
+    const timed = Object.fromEntries(Object.entries(p.piece.notes).map(([name, list]) => [
+      name, list.map((n) => [p.real(n[0]), p.real(n[1]), ...n.slice(2)])]));
+    this.player.play(timed, {
+      qpm: Math.min(400, Math.max(20, parseFloat($("qpm").value) || 120)), from: p.real(from),
+      loop: loop && [p.real(loop[0]), p.real(loop[1])], steps: p.realSteps,
       drumPitches: this.info.drum_pitches,
-      patches: { melody: this.instrument(MELODY_INSTRUMENTS, "melody-instrument").patch,
-                 bass: this.instrument(BASS_INSTRUMENTS, "bass-instrument").patch },
-      onposition: (step) => { p.cursor = step; p.reveal(step); p.draw(); },
+      patches: this.patches(),
+      onposition: (real) => { const step = p.gridOf(real); p.cursor = step; p.reveal(step); p.draw(); },
       onend: () => this.stopPlayback(),
     });
     $("play").textContent = "■ Stop";
@@ -433,7 +468,8 @@ class Editor {
     const p = this.active;
     if (p.song && !$("trio-only").checked) {
       await this.guard(async () => {
-        const blob = await api("/api/export/song", { song: p.song.id, tokens: p.piece.tokens }, { raw: true });
+        const blob = await api("/api/export/song", { song: p.song.id, tokens: p.piece.tokens,
+                                                     velocity: p.piece.velocity }, { raw: true });
         this.download(blob, `${this.fileStem(p)}.mid`);
       });
       return;
@@ -443,7 +479,8 @@ class Editor {
                          bass: this.instrument(BASS_INSTRUMENTS, "bass-instrument").program };
       const known = Object.fromEntries(Object.entries(programs).filter(([k]) => k in p.piece.tokens));
       const blob = await api("/api/export/midi",
-        { tokens: p.piece.tokens, programs: known, qpm: parseFloat($("qpm").value) || 120 }, { raw: true });
+        { tokens: p.piece.tokens, velocity: p.piece.velocity, programs: known, qpm: parseFloat($("qpm").value) || 120 },
+        { raw: true });
       this.download(blob, `${this.fileStem(p)}.mid`);
     });
   }
@@ -465,7 +502,7 @@ class Editor {
         select.append(o);
       }
       const track = id.split("-")[0];
-      if (!this.info.tracks.some((t) => t.name === track)) select.parentElement.style.display = "none";
+      if (!this.instruments.some((t) => t.name === track)) select.parentElement.style.display = "none";
     }
   }
 
@@ -486,7 +523,6 @@ class Editor {
     $("new-validation").onclick = () => this.newPiece("validation");
     $("download-midi").onclick = () => this.downloadMidi();
     $("download-png").onclick = () => this.downloadPng();
-    for (const role of ["melody", "bass", "drums"]) $(`pick-${role}`).onchange = () => this.pickTrack();
     $("mask").onclick = () => this.mask();
     $("unmask").onclick = () => this.unmask();
     $("diffuse").onclick = () => this.diffuse();

@@ -1,20 +1,39 @@
 // The piano-roll panel: draws a piece on a canvas (only the visible part, so zoom and scroll stay fast),
 // and turns mouse gestures into a selection of regions {track, start, end} (steps, end exclusive).
 // It never interprets tokens: it draws the notes the server sent with the piece.
+//
+// One lane per instrument of the model (info.instruments): a polyphonic instrument's voices (piano: six token
+// columns) are drawn together in one lane and one colour, so chords are chords, and a selection names the
+// instrument (the server masks all its voices). A note's fourth number, where the model has velocity, shades it
+// (soft notes pale). A piece whose bars have other meters (piece.layout: the real length of each 16-step slot)
+// is drawn at their real length: the PAD steps after a short bar take no width, so a 3/4 bar is three quarters
+// of a 4/4 one; selections and notes stay in grid steps, as the server sends and expects them.
 "use strict";
 
-const COLOURS = { melody: "#d62728", bass: "#1f77b4", drums: "#111111" };
+const COLOURS = { melody: "#d62728", bass: "#1f77b4", drums: "#111111", bridge: "#2ca02c", piano: "#6a3d9a" };
+const PALETTE = ["#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939"];
 const GUTTER = 86;   // px: track names and pitch labels
 const RULER = 22;    // px: bar numbers
 const MELODIC_LANE = 170;
+const CHORD_LANE = 220;  // a polyphonic instrument's lane
 const DRUM_ROW = 13;
 const NOTE_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];
+
+/** The lanes of a model: its instruments (older servers: one per track). */
+function modelInstruments(info) {
+  return info.instruments || info.tracks.map((t) => ({
+    name: t.name, columns: [t.name], voices: 1, is_drum: t.is_drum, program: t.program }));
+}
+
+function colourOf(name, index) {
+  return COLOURS[name] || PALETTE[index % PALETTE.length];
+}
 
 class PianoRoll {
   constructor(root, info, title) {
     this.info = info;
     this.title = title;
-    this.tracks = info.tracks;
+    this.tracks = modelInstruments(info);  // the lanes: instruments
     this.stepsPerBar = info.steps_per_bar;
     this.root = root;
     this.piece = null;
@@ -32,6 +51,7 @@ class PianoRoll {
     this.loop = null;      // [start, end] steps while looping
     this.pxPerStep = 1;
     this.fitted = true;
+    this.setLayout(null);
     this.onchange = () => {};
     this.onactivate = () => {};
 
@@ -52,13 +72,69 @@ class PianoRoll {
 
   get steps() { return this.info.steps; }
 
+  // --- bars: grid steps <-> drawn positions --------------------------------------------------------------------
+
+  /** The bars of the piece: ``layout`` {lengths, continues} per 16-step slot (null: 16 real steps each). Builds
+   *  ``pos`` (the drawn position, in real steps, of each grid step; a PAD step sits at its bar's end), the bar
+   *  starts and each slot's bar number. */
+  setLayout(layout) {
+    const spb = this.stepsPerBar, slots = Math.ceil(this.steps / spb);
+    this.layout = layout || null;
+    this.pos = new Float64Array(slots * spb + 1);
+    this.slotLength = [];
+    this.slotBar = [];      // the bar (counted from 0) each slot belongs to
+    this.slotContinues = [];
+    let at = 0, bar = -1;
+    for (let i = 0; i < slots; i++) {
+      const length = layout ? (layout.lengths[i] || spb) : spb;
+      const continues = layout ? Boolean(layout.continues[i]) : false;
+      if (!continues || bar < 0) bar += 1;
+      for (let j = 0; j < spb; j++) this.pos[i * spb + j] = at + Math.min(j, length);
+      this.slotLength.push(length);
+      this.slotBar.push(bar);
+      this.slotContinues.push(continues);
+      at += length;
+    }
+    this.pos[slots * spb] = at;
+    this.realSteps = at;
+    this.bars = bar + 1;
+  }
+
+  /** The drawn position (real steps) of a grid step (fractions between steps too). */
+  real(step) {
+    const s = Math.max(0, Math.min(this.steps, step));
+    const i = Math.floor(s);
+    return i >= this.steps ? this.pos[this.steps] : this.pos[i] + (s - i) * (this.pos[i + 1] - this.pos[i]);
+  }
+
+  /** The grid step (with its fraction) drawn at a real position: the last step at or before it. */
+  gridOf(r) {
+    if (!this.layout) return r;
+    if (r <= 0) return r;
+    if (r >= this.realSteps) return this.steps + (r - this.realSteps);
+    let lo = 0, hi = this.steps;
+    while (lo < hi) {  // the last step s with pos[s] <= r
+      const mid = (lo + hi + 1) >> 1;
+      if (this.pos[mid] <= r) lo = mid; else hi = mid - 1;
+    }
+    return lo + Math.min(1, r - this.pos[lo]);
+  }
+
+  /** Grid steps [lo, hi) widened to whole bars (a bar of two slots is selected whole). */
+  wholeBars(lo, hi) {
+    const spb = this.stepsPerBar;
+    while (lo > 0 && this.slotContinues[lo / spb]) lo -= spb;
+    while (hi < this.steps && this.slotContinues[hi / spb]) hi += spb;
+    return [lo, hi];
+  }
+
   // --- layout ----------------------------------------------------------------------------------------------
 
   layoutLanes() {
     let y = RULER;
-    this.lanes = this.tracks.map((t) => {
-      const h = t.is_drum ? DRUM_ROW * this.info.drum_classes.length : MELODIC_LANE;
-      const lane = { track: t, top: y, height: h, low: 36, high: 84 };
+    this.lanes = this.tracks.map((t, i) => {
+      const h = t.is_drum ? DRUM_ROW * this.info.drum_classes.length : (t.voices > 1 ? CHORD_LANE : MELODIC_LANE);
+      const lane = { track: t, top: y, height: h, low: 36, high: 84, colour: colourOf(t.name, i) };
       y += h + 6;
       return lane;
     });
@@ -69,7 +145,8 @@ class PianoRoll {
     for (const lane of this.lanes) {
       if (lane.track.is_drum) continue;
       const notes = (this.piece && this.piece.notes[lane.track.name]) || [];
-      let low = lane.track.name === "bass" ? 28 : 55, high = lane.track.name === "bass" ? 55 : 84;
+      const name = lane.track.name;
+      let low = name === "bass" ? 28 : lane.track.voices > 1 ? 48 : 55, high = name === "bass" ? 55 : 84;
       for (const n of notes) { low = Math.min(low, n[2]); high = Math.max(high, n[2]); }
       lane.low = Math.max(21, low - 2);
       lane.high = Math.min(108, high + 2);
@@ -83,27 +160,27 @@ class PianoRoll {
     this.canvas.height = Math.round(this.height * dpr);
     this.canvas.style.width = width + "px";
     this.canvas.style.height = this.height + "px";
-    if (this.fitted) this.pxPerStep = Math.max(0.25, (width - GUTTER - 4) / this.steps);
-    this.spacer.style.width = (GUTTER + this.steps * this.pxPerStep + 4) + "px";
+    if (this.fitted) this.pxPerStep = Math.max(0.25, (width - GUTTER - 4) / this.realSteps);
+    this.spacer.style.width = (GUTTER + this.realSteps * this.pxPerStep + 4) + "px";
     this.draw();
   }
 
   zoom(factor, anchorX) {
     const width = this.scroller.clientWidth;
     anchorX = anchorX === undefined ? width / 2 : anchorX;
-    const at = this.stepAt(anchorX);
-    const fit = Math.max(0.25, (width - GUTTER - 4) / this.steps);
+    const at = (anchorX - GUTTER + this.scroller.scrollLeft) / this.pxPerStep;  // real steps
+    const fit = Math.max(0.25, (width - GUTTER - 4) / this.realSteps);
     this.pxPerStep = Math.min(32, Math.max(fit, this.pxPerStep * factor));
     this.fitted = this.pxPerStep <= fit;
-    this.spacer.style.width = (GUTTER + this.steps * this.pxPerStep + 4) + "px";
+    this.spacer.style.width = (GUTTER + this.realSteps * this.pxPerStep + 4) + "px";
     this.scroller.scrollLeft = Math.max(0, at * this.pxPerStep - (anchorX - GUTTER));
     this.draw();
   }
 
   fit() { this.fitted = true; this.resize(); }
 
-  x(step) { return GUTTER + step * this.pxPerStep - this.scroller.scrollLeft; }
-  stepAt(x) { return (x - GUTTER + this.scroller.scrollLeft) / this.pxPerStep; }
+  x(step) { return GUTTER + this.real(step) * this.pxPerStep - this.scroller.scrollLeft; }
+  stepAt(x) { return this.gridOf((x - GUTTER + this.scroller.scrollLeft) / this.pxPerStep); }
 
   laneAt(y) {
     return this.lanes.findIndex((l) => y >= l.top && y < l.top + l.height + 6);
@@ -133,7 +210,7 @@ class PianoRoll {
   reveal(step) {
     const x = this.x(step);
     if (x < GUTTER || x > this.scroller.clientWidth - 10) {
-      this.scroller.scrollLeft = Math.max(0, step * this.pxPerStep - (this.scroller.clientWidth - GUTTER) / 3);
+      this.scroller.scrollLeft = Math.max(0, this.real(step) * this.pxPerStep - (this.scroller.clientWidth - GUTTER) / 3);
     }
   }
 
@@ -147,9 +224,18 @@ class PianoRoll {
     }
     this.piece = piece;
     if (name !== undefined) this.name = name;
+    this.showLayout();
     this.fitPitchRanges();
     this.draw();
     this.onchange();
+  }
+
+  /** Bars of the current piece (its layout), the width of the roll following them. */
+  showLayout() {
+    const layout = (this.piece && this.piece.layout) || null;
+    if (JSON.stringify(layout) === JSON.stringify(this.layout)) return;
+    this.setLayout(layout);
+    if (this.canvas.width) this.resize();
   }
 
   undo() { return this.travel(this.undoStack, this.redoStack); }
@@ -161,6 +247,7 @@ class PianoRoll {
     const state = from.pop();
     this.piece = state.piece;
     this.name = state.name;
+    this.showLayout();
     this.fitPitchRanges();
     this.draw();
     this.onchange();
@@ -173,11 +260,12 @@ class PianoRoll {
     this.onchange();
   }
 
-  /** Regions covering bars [b0, b1) of the lanes k0..k1. */
+  /** Regions covering bars [b0, b1) (16-step slots, widened to whole bars) of the lanes k0..k1. */
   barRegions(b0, b1, k0, k1) {
     const out = [];
+    const [start, end] = this.wholeBars(b0 * this.stepsPerBar, b1 * this.stepsPerBar);
     for (let k = Math.min(k0, k1); k <= Math.max(k0, k1); k++) {
-      out.push({ track: this.tracks[k].name, start: b0 * this.stepsPerBar, end: b1 * this.stepsPerBar });
+      out.push({ track: this.tracks[k].name, start, end });
     }
     return out;
   }
@@ -233,8 +321,9 @@ class PianoRoll {
       const s1 = Math.max(0, Math.min(this.steps - 1, Math.floor(this.stepAt(qx))));
       if (Math.abs(qx - px) > 3 || Math.abs(qy - py) > 3) moved = true;
       if (!moved) return;
-      const lo = Math.floor(Math.min(startStep, s1) / unit) * unit;
-      const hi = Math.min(this.steps, (Math.floor(Math.max(startStep, s1) / unit) + 1) * unit);
+      let lo = Math.floor(Math.min(startStep, s1) / unit) * unit;
+      let hi = Math.min(this.steps, (Math.floor(Math.max(startStep, s1) / unit) + 1) * unit);
+      if (!fine) [lo, hi] = this.wholeBars(lo, hi);
       let k1 = inRuler ? this.tracks.length - 1 : this.laneAt(qy);
       if (k1 < 0) k1 = qy < RULER ? 0 : this.tracks.length - 1;
       const regions = [];
@@ -282,9 +371,9 @@ class PianoRoll {
       width = this.scroller.clientWidth;
     }
     const scroll = offscreen ? offset : this.scroller.scrollLeft;
-    const X = (s) => GUTTER + s * this.pxPerStep - scroll;
-    const first = Math.max(0, Math.floor((scroll) / this.pxPerStep) - 1);
-    const last = Math.min(this.steps, Math.ceil((scroll + width - GUTTER) / this.pxPerStep) + 1);
+    const X = (s) => GUTTER + this.real(s) * this.pxPerStep - scroll;
+    const first = Math.max(0, Math.floor(this.gridOf(scroll / this.pxPerStep)) - 1);
+    const last = Math.min(this.steps, Math.ceil(this.gridOf((scroll + width - GUTTER) / this.pxPerStep)) + 1);
     ctx.fillStyle = "#ffffff";
     ctx.fillRect(0, 0, width, this.height);
 
@@ -312,19 +401,23 @@ class PianoRoll {
       }
     }
 
-    // grid: beats at high zoom, bars, every 4th bar stronger; bar numbers
+    // grid: beats at high zoom, bars (each at its real length), every 4th bar stronger; bar numbers
     const pxBar = this.pxPerStep * this.stepsPerBar;
     const labelEvery = pxBar >= 26 ? 1 : pxBar >= 12 ? 4 : 8;
     ctx.font = "11px sans-serif";
     ctx.textBaseline = "middle";
+    const spb = this.stepsPerBar;
     for (let s = Math.floor(first / 4) * 4; s <= last; s += 4) {
-      const bar = s / this.stepsPerBar;
+      const slot = Math.floor(s / spb), within = s - slot * spb;
+      if (slot < this.slotLength.length && within > 0 && within >= this.slotLength[slot]) continue;  // PAD
+      const barStart = within === 0 && !(slot < this.slotLength.length && this.slotContinues[slot]);
+      const bar = slot < this.slotBar.length ? this.slotBar[slot] : this.bars + slot - this.slotBar.length;
       const x = Math.round(X(s)) + 0.5;
       if (x < GUTTER) continue;
-      if (s % this.stepsPerBar === 0) {
+      if (barStart) {
         ctx.fillStyle = bar % 4 === 0 ? "#9a9a9a" : "#c8c8c8";
         ctx.fillRect(x, RULER - 4, 1, this.height - RULER + 4);
-        if (bar % labelEvery === 0 && bar < this.steps / this.stepsPerBar) {
+        if (bar % labelEvery === 0 && bar < this.bars) {
           ctx.fillStyle = "#333";
           ctx.fillText(String(bar), x + 3, RULER / 2);
         }
@@ -370,7 +463,7 @@ class PianoRoll {
         const rh = Math.max(2, this.rowHeight(lane) - 1);
         for (const n of this.background) {
           if (n[1] < first || n[0] > last || n[2] < lane.low || n[2] > lane.high) continue;
-          ctx.fillRect(X(n[0]), this.rowY(lane, n[2]), Math.max(2, (n[1] - n[0]) * this.pxPerStep - 1), rh);
+          ctx.fillRect(X(n[0]), this.rowY(lane, n[2]), Math.max(2, X(n[1]) - X(n[0]) - 1), rh);
         }
       }
     }
@@ -387,11 +480,13 @@ class PianoRoll {
           if (n[1] < first || n[0] > last) continue;
           if (cover.some((r) => n[0] >= r.start && n[0] < r.end)) continue;
           const x0 = X(n[0]);
-          const w = Math.max(lane.track.is_drum ? 3 : 2, (n[1] - n[0]) * this.pxPerStep - 1);
+          const w = Math.max(lane.track.is_drum ? 3 : 2, X(n[1]) - x0 - 1);
           const y = this.rowY(lane, n[2]);
           if (x0 + w < GUTTER) continue;
-          ctx.fillStyle = COLOURS[name] || "#555";
+          ctx.fillStyle = lane.colour;
+          if (n.length > 3) ctx.globalAlpha = 0.25 + 0.75 * Math.min(1, n[3] / 127);  // velocity as shade
           ctx.fillRect(x0, y, w, rh);
+          ctx.globalAlpha = 1;
           if (w >= 6 && chosen.some((r) => n[0] >= r.start && n[0] < r.end)) {
             ctx.strokeStyle = "#ffb000";
             ctx.lineWidth = 1;
@@ -426,14 +521,14 @@ class PianoRoll {
     ctx.fillStyle = "#f4f4f4";
     ctx.fillRect(0, 0, GUTTER, this.height);
     for (const lane of this.lanes) {
-      ctx.fillStyle = COLOURS[lane.track.name] || "#555";
+      ctx.fillStyle = lane.colour;
       ctx.fillRect(0, lane.top, 4, lane.height);
-      ctx.save();  // the track name, vertical along the lane
+      ctx.save();  // the instrument's name, vertical along the lane (with its voices, if several)
       ctx.translate(15, lane.top + lane.height / 2);
       ctx.rotate(-Math.PI / 2);
       ctx.font = "bold 12px sans-serif";
       ctx.textAlign = "center";
-      ctx.fillText(lane.track.name, 0, 0);
+      ctx.fillText(lane.track.voices > 1 ? `${lane.track.name} (${lane.track.voices} voices)` : lane.track.name, 0, 0);
       ctx.restore();
       ctx.font = "10px sans-serif";
       ctx.fillStyle = "#666";
@@ -459,7 +554,7 @@ class PianoRoll {
   toBlob() {
     const saved = this.pxPerStep;
     this.pxPerStep = Math.max(saved, 2);
-    const width = GUTTER + this.steps * this.pxPerStep + 8;
+    const width = GUTTER + this.realSteps * this.pxPerStep + 8;
     const canvas = document.createElement("canvas");
     canvas.width = width;
     canvas.height = this.height;
@@ -472,3 +567,4 @@ class PianoRoll {
 }
 
 window.PianoRoll = PianoRoll;
+window.modelInstruments = modelInstruments;

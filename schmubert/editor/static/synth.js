@@ -1,6 +1,7 @@
 // Playback synthesized in the browser with WebAudio: no soundfont, nothing fetched, works offline.
 // Each instrument is a small oscillator/filter/envelope patch named after the General MIDI program it stands
 // for (that program is written into the downloaded MIDI file); drums are synthesized from noise and sweeps.
+// A note's velocity (the fourth number of a note, where the model has velocity) sets its gain.
 "use strict";
 
 const MELODY_INSTRUMENTS = [
@@ -20,9 +21,30 @@ const BASS_INSTRUMENTS = [
 
 const midiHz = (p) => 440 * Math.pow(2, (p - 69) / 12);
 
+/** The volume (0..1.3, a gain factor) of a MIDI velocity; a note without one plays at 0.8, as always. */
+const velocityVolume = (v) => (v === undefined || v === null ? 0.8 : Math.max(0.05, Math.min(1.3, v / 100)));
+
+/** The patch that stands for a General MIDI program (the instruments of a voice set: piano, guitar, ...). */
+function patchFor(program) {
+  if (program === 4 || program === 5) return "epiano";
+  if (program < 8) return "piano";
+  if (program < 16) return "vibes";
+  if (program < 24) return "organ";
+  if (program < 32) return "pluck";
+  if (program < 40) return "fingerbass";
+  if (program < 80) return "organ";
+  return "drive";
+}
+
 class Synth {
   constructor() {
     this.ctx = null;
+    this.log = [];  // the last notes played: [pitch, volume] (what a test can hear)
+  }
+
+  heard(pitch, volume) {
+    this.log.push([pitch, volume]);
+    if (this.log.length > 4096) this.log.splice(0, 1024);
   }
 
   start() {
@@ -72,6 +94,7 @@ class Synth {
     out.connect(this.master);
     const stop = end + 1.0;
     const v = 0.22 * volume;
+    this.heard(pitch, volume);
     if (patch === "piano") {
       this.env(out, t, 0.005, v, 0.5, 0.25, end, 0.12);
       this.osc("triangle", hz, t, stop, out);
@@ -130,6 +153,7 @@ class Synth {
     const out = ctx.createGain();
     out.connect(this.master);
     const v = 0.5 * volume;
+    this.heard(-1 - cls, volume);
     const noise = (dur, type, hz, q = 1) => {
       const src = ctx.createBufferSource();
       src.buffer = this.noise;
@@ -172,8 +196,8 @@ class Player {
     this.timer = null;
   }
 
-  /** notes: {track: [[start, end, pitch]]}; opts: {qpm, from, loop: [start, end] | null, steps, patches,
-   *  drumPitches, onposition(step), onend()} */
+  /** notes: {instrument: [[start, end, pitch(, velocity)]]}; opts: {qpm, from, loop: [start, end] | null, steps,
+   *  patches, drumPitches, onposition(step), onend()} (steps of time: a caller maps a grid with PAD to them) */
   play(notes, opts) {
     this.stop();
     const ctx = this.synth.start();
@@ -232,13 +256,13 @@ class Player {
     const loopEnd = this.opts.loop ? this.span[1] : this.opts.steps;
     for (const [track, list] of Object.entries(this.notes)) {
       const patch = this.opts.patches[track];
-      for (const [start, end, pitch] of list) {
+      for (const [start, end, pitch, velocity] of list) {
         if (start < s0 || start >= s1) continue;
         if (track === "drums") {
           const cls = this.opts.drumPitches.indexOf(pitch);
-          if (cls >= 0) this.synth.drum(cls, t(start));
+          if (cls >= 0) this.synth.drum(cls, t(start), velocityVolume(velocity));
         } else if (patch) {
-          this.synth.note(patch, pitch, t(start), t(Math.min(end, loopEnd)));
+          this.synth.note(patch, pitch, t(start), t(Math.min(end, loopEnd)), velocityVolume(velocity));
         }
       }
     }
@@ -266,3 +290,4 @@ window.Synth = Synth;
 window.Player = Player;
 window.MELODY_INSTRUMENTS = MELODY_INSTRUMENTS;
 window.BASS_INSTRUMENTS = BASS_INSTRUMENTS;
+window.patchFor = patchFor;
