@@ -1,9 +1,16 @@
 """A browser piano-roll editor for SCHmUBERT models: ``python -m schmubert.editor [--checkpoint CKPT]``.
 
-Upload a MIDI file (tracks by instrument role, as ``python -m schmubert.sample --input``), start empty or from a
-validation piece; select bars x tracks, whole tracks or single notes; mask the selection and let the diffusion
-fill it (steps, order, temperature, optional note density; progress bar, cancel); regenerate, undo/redo; two
-panels with copy between them; transpose and shift; play it in the browser; download MIDI and PNG.
+Upload a MIDI file (read as ``python -m schmubert.sample --input`` reads it for the model: its instruments chosen
+by their notes or by the pickers, its bars, for a model built with meter in their own meters, its velocities),
+start empty or from a validation piece; select bars x instruments, whole instruments or single notes; mask the
+selection and let the diffusion fill it (steps, order, temperature, optional note density; progress bar,
+cancel); regenerate, undo/redo; two panels with copy between them; transpose and shift; play it in the browser;
+download the whole song (the sample CLI's splice), MIDI of the lanes, PNG.
+
+Any model's track set: one lane per instrument, so a voice set's polyphonic instrument (pop909's piano, six
+voices) is one lane, drawn in one colour with its chords, and selected whole. A velocity model's notes are
+shaded and played by their velocity, and a take's new notes keep the velocities the model drew (in the lanes
+and in the download). Bars of other meters (a meter model's PAD slots) are drawn at their real length.
 
 Why this stack:
 
