@@ -125,8 +125,8 @@ class Job:
 
 
 class Watched(nn.Module):
-    """The denoiser, reporting the share of masked elements revealed so far and honouring a cancel. Every other
-    attribute (``predicts_velocity``, ``tracks``, ``conditional`` ...) is the wrapped denoiser's."""
+    """The denoiser, reporting the share of masked elements revealed so far and honouring a cancel; what the
+    sampler asks of a denoiser (``predicts_velocity``, ``tracks``, ``conditional``) is the wrapped one's."""
 
     def __init__(self, denoiser: nn.Module, job: Job, mask_value: torch.Tensor):
         super().__init__()
@@ -134,12 +134,9 @@ class Watched(nn.Module):
         self.job = job
         self.register_buffer("mask_value", mask_value, persistent=False)
         self.total: int | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(super().__getattr__("denoiser"), name)
+        self.predicts_velocity = bool(getattr(denoiser, "predicts_velocity", False))
+        self.tracks = getattr(denoiser, "tracks", None)
+        self.conditional = bool(getattr(denoiser, "conditional", False))
 
     def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None,
                 velocity: torch.Tensor | None = None) -> list[torch.Tensor]:
