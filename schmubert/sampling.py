@@ -43,14 +43,14 @@ from schmubert.tokens import (
     is_onset,
 )
 
-#: Reverse steps used when none are given: the fewest whose figures were within noise of 1024-step sampling on
-#: ``experiments/bench_quality_steps.py`` with ``pretrained:trio`` (unconditional: statistics overlap from S=32 on,
-#: token entropy 2.34 at 128 against 2.51 at 1024; see experiments/README.md). The thesis used T = 1024. The
-#: cosine schedule came as close at 32 steps (``--schedule cosine --steps 32``); the default keeps the thesis'
-#: linear schedule, whose outputs the tests pin.
-DEFAULT_STEPS = 128
-#: The editor's default: infilling, within noise of 1024 steps at every S measured (8 to 256).
-EDITOR_STEPS = 32
+#: Reverse steps used when none are given (issue 44): 16 on the cosine schedule, guided over the first half,
+#: repair rounds of 8 steps; on held-out windows as good as the 128 linear steps before it at about a tenth of
+#: the network evaluations (``experiments/bench_decoding.py``, ``experiments/bench_speed.py``; the table in
+#: experiments/README.md, "Interactive speed"). ``--steps 128 --schedule linear --cfg-interval 1 --repair-steps
+#: 32`` is the sampler as it was; ``--steps 1024 --schedule linear`` the thesis' T.
+DEFAULT_STEPS = 16
+#: The editor's default: infilling 16 bars inside a song (riff copy at 8 steps in experiments/README.md).
+EDITOR_STEPS = 8
 #: Classifier-free guidance scale for a model that ships none (``SamplerOptions.cfg_scale`` None).
 DEFAULT_CFG_SCALE = 2.0
 Order = Literal["random", "confidence", "outside-in"]
@@ -78,8 +78,9 @@ class SamplerOptions:
                                      "the repeated bars' onsets 70.0 -> 73.4 percent, the other bars' 51.8 -> "
                                      "53.0")
     schedule: RevealSchedule = arg(
-        "linear", "how many elements each step reveals: linear (1/t of the rest, the thesis), cosine "
-                  "(MaskGIT: few first, many last) or square (between)")
+        "cosine", "how many elements each step reveals: linear (1/t of the rest, the thesis), cosine "
+                  "(MaskGIT: few first, many last; the default since issue 44: at 16 steps as good as linear at "
+                  "128, experiments/README.md) or square (between)")
     reuse: bool = arg(True, "reuse the denoiser output when nothing changed since the last call (exact)")
     remask: Remask = arg(
         "off", "ReMDM re-masking of generated (never known) elements so later steps can revise them: off, "
@@ -99,10 +100,11 @@ class SamplerOptions:
                                         "0.41 -> 0.83, statistics overlap 0.49 -> 0.55; the trio's stage 8 "
                                         "matched the data better at 1.5 and the melody at 2 (experiments/README.md)"
                                         "; models without attributes ignore it")
-    cfg_interval: float = arg(1.0, "share of each reverse run's steps, from the first, that use guidance; the "
-                                   "later steps take one conditional pass of B pieces (1 = every step, the "
-                                   "thesis' Algorithm 6 as before). Guidance shapes what is decided early, when "
-                                   "most of the piece is masked (Kynkaanniemi et al. 2024 for images)")
+    cfg_interval: float = arg(0.5, "share of each reverse run's steps, from the first, that use guidance; the "
+                                   "later steps take one conditional pass of B pieces (1 = every step, as "
+                                   "before issue 44). Guidance shapes what is decided early, when most of the "
+                                   "piece is masked (Kynkaanniemi et al. 2024 for images); 0.5 kept the held-out "
+                                   "figures of both shipped models (experiments/README.md)")
     cfg_kinds: str = arg("key", "the attribute kinds guidance pushes, comma-separated (key, onsets, register, "
                                 "dynamics) or "
                                 "all: the unconditional half nulls only these, so the other kinds told condition "
@@ -117,7 +119,7 @@ class SamplerOptions:
                          "experiments/bench_control.py with pretrained:trio at guidance 2: asked key 0.83 -> "
                          "0.98, melody bars within +-1 onset of their target 0.56 -> 0.96, register 0.87 -> 0.91, "
                          "at 1.23x the time (with nothing told, nothing is drawn again)")
-    repair_steps: int = arg(32, "reverse steps of each repair round")
+    repair_steps: int = arg(8, "reverse steps of each repair round (32 before issue 44)")
     repair_kinds: str = arg("all", "the attribute kinds repair holds the samples to, comma-separated (key, onsets, "
                                    "register, dynamics: a velocity model's bars), all or none. The sample CLI "
                                    "and the editor leave the key out "

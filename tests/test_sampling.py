@@ -161,7 +161,8 @@ def test_outside_in_fills_the_bars_next_to_the_context_first():
     den, diff, x = make(B=1, L=80)  # 5 bars; bars 1..3 infilled: 3 bars x 16 steps x 3 tracks = 144 elements
     known = conditioning.infill(x.shape, [(1, 4)])
     mask = diff.mask_value()
-    out = sample(den, diff, x, known, steps=12, generator=gen(), order="outside-in", reuse=False)
+    out = sample(den, diff, x, known, steps=12, generator=gen(), order="outside-in", reuse=False,
+                 schedule="linear")
     revealed = [(x_t != mask).view(5, 16, 3) for x_t in den.inputs[1:]] + [(out != mask).view(5, 16, 3)]
     for now in revealed:  # 12 elements per step: bars 1 and 3 (96) in the first 8 steps, bar 2 only after
         edges = now[[1, 3]].float().mean()
@@ -172,7 +173,7 @@ def test_outside_in_fills_the_bars_next_to_the_context_first():
 
 def test_random_order_reveals_about_one_over_t():
     den, diff, x = make(B=4, L=256)
-    sample(den, diff, x, conditioning.unconditional(x.shape), steps=4, generator=gen())
+    sample(den, diff, x, conditioning.unconditional(x.shape), steps=4, generator=gen(), schedule="linear")
     masked_after_first = (den.inputs[1] == diff.mask_value()).float().mean()
     assert abs(masked_after_first - 0.75) < 0.03  # step 4 reveals 1/4
 
@@ -326,10 +327,10 @@ def pinned_case():
 
 
 @pytest.mark.parametrize("case", sorted(PINNED))
-def test_default_options_reproduce_the_original_sampler_bit_for_bit(case):
-    order, top_p, steps = case
+def test_the_linear_schedule_reproduces_the_original_sampler_bit_for_bit(case):
+    order, top_p, steps = case  # the defaults before issue 44 but for the order (cosine is the default now)
     x, known, diff = pinned_case()
-    out = sample(Fixed(), diff, x, known, steps, gen(7), order=order, top_p=top_p)
+    out = sample(Fixed(), diff, x, known, steps, gen(7), order=order, top_p=top_p, schedule="linear")
     assert out.flatten().tolist() == [int(v) for v in PINNED[case].split()]
     # the same with the options spelled out: linear schedule, re-masking off
     opts = SamplerOptions(order=order, top_p=top_p, schedule="linear", remask="off")
@@ -563,7 +564,8 @@ class Conditioned(nn.Module):
 def test_known_tokens_never_change_under_guidance(order):
     den, diff, x = keyed()
     known = conditioning.infill(x.shape, [(1, 3)])
-    out = sample(den, diff, x, known, 12, generator=gen(), attributes=told(1, 64), cfg_scale=3.0, order=order)
+    out = sample(den, diff, x, known, 12, generator=gen(), attributes=told(1, 64), cfg_scale=3.0, order=order,
+                 cfg_interval=1.0)
     assert torch.equal(out[known], x[known]) and (out != diff.mask_value()).all()
     for x_t, attrs in zip(den.inputs, den.told, strict=True):
         assert x_t.shape[0] == 4 and torch.equal(x_t[:2], x_t[2:])  # one batched pass: [x_t; x_t]
@@ -587,13 +589,13 @@ def test_guided_kinds_null_only_themselves_in_the_unconditional_half():
     attrs = told(2, 64)
     attrs.onsets[:, :, 0] = 5  # melody asked for 5 onsets per bar, and D minor
     sample(den, diff, x, conditioning.unconditional(x.shape), 6, generator=gen(), attributes=attrs,
-           cfg_scale=2.0, cfg_kinds="key")
+           cfg_scale=2.0, cfg_kinds="key", cfg_interval=1.0)
     for told_now in den.told:
         assert told_now.key.tolist() == [14, 14, A.KEY_NULL, A.KEY_NULL]  # the key is guided
         assert (told_now.onsets[:, :, 0] == 5).all()  # the onsets condition both halves
     den.told.clear()
     sample(den, diff, x, conditioning.unconditional(x.shape), 6, generator=gen(), attributes=attrs,
-           cfg_scale=2.0, cfg_kinds="onsets,register")
+           cfg_scale=2.0, cfg_kinds="onsets,register", cfg_interval=1.0)
     assert all(t.key.tolist() == [14] * 4 and (t.onsets[2:] == A.ONSETS_NULL).all() for t in den.told)
 
 

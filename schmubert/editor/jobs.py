@@ -68,6 +68,7 @@ class Options:
     seed: int | None = None  # None: a fresh seed per run (another take each time)
     key: str = "piece"  # models with attributes: "piece" (the piece's own key), "any" (none told), or "D:minor"
     cfg_scale: float | None = SAMPLER_DEFAULTS.cfg_scale  # classifier-free guidance scale; None: the model's
+    cfg_interval: float = SAMPLER_DEFAULTS.cfg_interval  # share of the steps, from the first, that are guided
     repair: int = SAMPLER_DEFAULTS.repair  # rounds drawing again what missed its conditions
     density: dict[str, float] = field(default_factory=dict)  # onsets per bar asked per track, in the selection
     register: dict[str, float] = field(default_factory=dict)  # mean MIDI pitch asked per track, in the selection
@@ -82,7 +83,8 @@ class Options:
     def sampler(self) -> SamplerOptions:
         """The sampler options chosen (the model's defaults fill what is left at None)."""
         return SamplerOptions(order=self.order, schedule=self.schedule, temperature=self.temperature,
-                              top_p=self.top_p, cfg_scale=self.cfg_scale, repair=self.repair)
+                              top_p=self.top_p, cfg_scale=self.cfg_scale, cfg_interval=self.cfg_interval,
+                              repair=self.repair)
 
     def config(self, seed: int) -> SampleConfig:
         """The sample CLI's options of a run (its decoding is :meth:`request`'s plan, which says the key)."""

@@ -97,6 +97,8 @@ class SampleIn(MaskIn):
     cfg_scale: float | None = Field(DEFAULTS.cfg_scale, description="classifier-free guidance scale of the "
                                                                    "attributes (0 = the conditional model alone; "
                                                                    "null: the model's default, /api/info)")
+    cfg_interval: float = Field(DEFAULTS.cfg_interval, ge=0.0, le=1.0, description="share of the steps, from the "
+                                "first, that use guidance (the rest one conditional pass; see schmubert.sampling)")
     repair: int = Field(DEFAULTS.repair, description="models with attributes: rounds drawing again the bars that "
                                                      "miss their asked onsets or register (and a take in another "
                                                      "key than asked); 0 = off")
@@ -166,7 +168,7 @@ def model_info(model: LoadedModel, validation_set: bool) -> dict[str, Any]:
         "attributes": model.conditional,
         "keys": [key_name(k) for k in range(NUM_KEYS)],
         "defaults": {**{k: getattr(DEFAULTS, k) for k in ("steps", "order", "schedule", "temperature", "top_p",
-                                                          "repair")},
+                                                          "cfg_interval", "repair")},
                      "cfg_scale": decoding.guidance_scale(model, DEFAULTS.sampler())},
     }
 
@@ -336,7 +338,8 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
         options = Options(steps=body.steps, order=body.order, schedule=body.schedule,
                           temperature=body.temperature, top_p=body.top_p,
                           note_density=body.note_density, density_tracks=body.density_tracks, seed=body.seed,
-                          key=body.key, cfg_scale=body.cfg_scale, repair=body.repair, density=body.density,
+                          key=body.key, cfg_scale=body.cfg_scale, cfg_interval=body.cfg_interval,
+                          repair=body.repair, density=body.density,
                           register=body.mean_pitch, dynamics=body.dynamics)
         try:
             job = sampler.submit(x, known, options, view, bins(body.velocity))
