@@ -92,9 +92,9 @@ def pianoroll(tokens: np.ndarray, tracks: Sequence[Track], shaded: np.ndarray | 
     ticks = list(range(0, L + 1, STEPS_PER_BAR * max(1, L // STEPS_PER_BAR // 16)))
     fig.axes[-1].set_xticks(ticks, [str(t // STEPS_PER_BAR) for t in ticks])
     fig.axes[-1].set_xlabel("bar")
-    for ax in fig.axes:
-        ax.set_xticks(range(0, L + 1, STEPS_PER_BAR), minor=True)
-        ax.grid(True, which="minor", axis="x", lw=0.3, alpha=0.5)
+    for ax in fig.axes:  # bar lines: one collection (a minor tick per bar cost most of the drawing time)
+        ax.vlines(range(0, L + 1, STEPS_PER_BAR), 0, 1, transform=ax.get_xaxis_transform(), colors="0.7",
+                  lw=0.3, alpha=0.5, zorder=0.5)
     if title:
         fig.suptitle(title, fontsize="small")
     fig.tight_layout()
