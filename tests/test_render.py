@@ -1,6 +1,7 @@
 import numpy as np
 import pretty_midi
 import pytest
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import to_rgba
 
 from schmubert.render import _spans, fluidsynth_available, pianoroll, save_pianoroll, write_wav
@@ -27,7 +28,9 @@ def test_pianoroll_draws_tracks_in_their_colours_and_shades():
     shaded[16:32] = True
     fig = pianoroll(grid(), TRIO, shaded)
     pitch_ax, drum_ax = fig.axes
-    melody, bass = pitch_ax.collections
+    melody, bass = [c for c in pitch_ax.collections if isinstance(c, PolyCollection)]
+    bar_lines = [c for c in pitch_ax.collections if isinstance(c, LineCollection)]
+    assert len(bar_lines) == 1 and len(bar_lines[0].get_segments()) == 5  # bars 0..4 of 64 steps, one collection
     assert len(melody.get_paths()) == 2 and len(bass.get_paths()) == 1
     assert np.allclose(melody.get_facecolor()[0], to_rgba("tab:red"))
     assert np.allclose(bass.get_facecolor()[0], to_rgba("tab:blue"))
