@@ -58,6 +58,13 @@ def melody_dataset(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 @pytest.fixture(scope="session")
+def dataset_writer():
+    """``dataset_writer(directory, tracks, train, valid)``: :func:`write_dataset` for tests in any folder (a plain
+    ``from conftest import`` finds whichever conftest pytest imported last)."""
+    return write_dataset
+
+
+@pytest.fixture(scope="session")
 def corpus_pieces(corpus: Path):
     """``corpus_pieces(tracks, n)``: the first n 64-bar pieces of the Lakh corpus as ``(n, 1024, K)``."""
     return lambda tracks, n: corpus_tokens(corpus, tracks, n)

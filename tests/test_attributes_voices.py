@@ -305,16 +305,14 @@ def test_bench_control_measures_a_voice_set_instrument_and_its_dynamics(tmp_path
     assert all(0 <= row[k] <= 1 for k in ("density_within_1", "register_within_3", "dynamics_within_1"))
 
 
-def test_training_a_velocity_voice_set_stores_outlines_per_instrument_with_dynamics(tmp_path):
-    from conftest import write_dataset
-
+def test_training_a_velocity_voice_set_stores_outlines_per_instrument_with_dynamics(tmp_path, dataset_writer):
     from schmubert.checkpoints import load_model
     from schmubert.train import main
 
     x, v = hand_grid()
     pieces = torch.cat([x, x], dim=1).expand(6, -1, -1).numpy()  # 4 bars
     velocity = torch.cat([v, v], dim=1).expand(6, -1, -1).numpy()
-    data = write_dataset(tmp_path / "data", "melody,piano:3", pieces[:4], pieces[4:])
+    data = dataset_writer(tmp_path / "data", "melody,piano:3", pieces[:4], pieces[4:])
     np.save(data / "train_velocity.npy", velocity[:4].astype(np.uint8))
     np.save(data / "valid_velocity.npy", velocity[4:].astype(np.uint8))
     argv = ["--arch", "transformer", "--tracks", "melody,piano:3", "--preset", "tiny", "--data", str(data),
