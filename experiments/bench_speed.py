@@ -212,12 +212,13 @@ def song_edit(model: LoadedModel, fields: dict, args: argparse.Namespace) -> Non
     song = sorted(SONG.glob("*.mid"))[0]
     with tempfile.TemporaryDirectory() as out:
         argv = ["--checkpoint", args.checkpoint, "--input", str(song), "--infill", "20:30", "--out", out,
-                "--num-samples", str(args.batch), "--batch-size", str(args.batch), "--no-wav",
+                "--num-samples", str(args.batch), "--batch-size", str(args.batch), "--no-wav", "--no-progress",
                 "--seed", str(args.seed), "--steps", str(fields.get("steps", args.steps))]
         for k, v in fields.items():
             if k != "steps":
                 argv += [f"--{k.replace('_', '-')}", str(v)]
-        with contextlib.redirect_stdout(None):
+        loaded = patched(sample_module, "load_model", lambda *a, **k: model)  # the model the hooks watch
+        with contextlib.redirect_stdout(None), loaded:
             sample_module.main(argv)
 
 
