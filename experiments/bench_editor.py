@@ -1,6 +1,6 @@
-"""Benchmark: editor latency from "diffuse" to the updated roll, 16 bars x 3 tracks at 32 steps.
+"""Benchmark: editor latency from "diffuse" to the updated roll, 16 bars x 3 tracks at the editor's steps.
 
-Three figures per repeat, from one editor server on this machine:
+Three figures per repeat and setting, from one editor server on this machine:
 
 - ``sampler``: the sampling run itself (the job's own clock: the known mask, the sampler, note ends);
 - ``api``: POST /api/sample, polling /api/jobs/{id} every 80 ms as the page does, until the finished piece
@@ -12,18 +12,25 @@ Sampling speed does not depend on the weights, so without ``--checkpoint`` (and 
 a randomly initialised model of ``--arch``/``--preset`` stands in (``pretrained:trio`` is conv ``small``; the
 paper preset is the thesis' size); the model used is printed.
 
+``--settings`` compares sampling requests in the same run: ``NAME:FIELD=VALUE,...`` separated by ``;``, the
+fields those of ``POST /api/sample`` (``default``: the editor's own).
+
     python experiments/bench_editor.py --checkpoint pretrained:trio
+    python experiments/bench_editor.py --checkpoint pretrained:trio --bars 8 --no-browser \\
+        --settings "before-44:steps=32,schedule=linear,cfg_interval=1,repair_steps=32;default"
     python experiments/bench_editor.py --preset small --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -55,11 +62,28 @@ def model_for(args: argparse.Namespace, tmp: Path):
     return model, f"random weights, {describe(denoiser)}"
 
 
-def api_latency(url: str, tokens: dict, regions: list, steps: int) -> tuple[float, float]:
-    """(api seconds, sampler seconds) of one run through the HTTP API."""
+def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
+    """``"old:steps=32,schedule=linear"`` -> ``("old", {"steps": 32, "schedule": "linear"})`` (numbers as JSON)."""
+    name, _, rest = text.strip().partition(":")
+    fields: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"setting {text!r}: {item!r} is not FIELD=VALUE")
+        try:
+            fields[key] = json.loads(value)
+        except json.JSONDecodeError:
+            fields[key] = value
+    return name or "default", fields
+
+
+def api_latency(url: str, tokens: dict, regions: list, fields: dict[str, Any]) -> tuple[float, float]:
+    """(api seconds, sampler seconds) of one run through the HTTP API with the request ``fields``."""
     with httpx.Client(base_url=url, timeout=600) as client:
         began = time.perf_counter()
-        job = client.post("/api/sample", json={"tokens": tokens, "regions": regions, "steps": steps}).json()
+        r = client.post("/api/sample", json={"tokens": tokens, "regions": regions, **fields})
+        r.raise_for_status()
+        job = r.json()
         while True:
             state = client.get(f"/api/jobs/{job['job']}").json()
             if state["state"] not in ("queued", "running"):
@@ -71,7 +95,7 @@ def api_latency(url: str, tokens: dict, regions: list, steps: int) -> tuple[floa
     return seconds, state["seconds"]
 
 
-def browser_latencies(url: str, midi: Path, bars: tuple[int, int], steps: int, repeats: int) -> list[float]:
+def browser_latencies(url: str, midi: Path, bars: tuple[int, int], steps: int | None, repeats: int) -> list[float]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -87,9 +111,10 @@ def browser_latencies(url: str, midi: Path, bars: tuple[int, int], steps: int, r
         WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.body.dataset.ready"))
         driver.find_element(By.ID, "file").send_keys(str(midi))
         WebDriverWait(driver, 30).until(lambda d: d.execute_script("return editor.panels[0].name") == midi.name)
-        box = driver.find_element(By.ID, "steps")
-        box.clear()
-        box.send_keys(str(steps))
+        if steps is not None:
+            box = driver.find_element(By.ID, "steps")
+            box.clear()
+            box.send_keys(str(steps))
         out = []
         for i in range(repeats):
             driver.execute_script(f"editor.panels[0].selectBars({bars[0]}, {bars[1]})")
@@ -115,7 +140,8 @@ def main() -> None:
     p.add_argument("--input", type=Path, default=CORPUS / "lakh-trio-64bar" / "sample_0.mid")
     p.add_argument("--start-bar", type=int, default=24, help="first of the 16 regenerated bars")
     p.add_argument("--bars", type=int, default=16)
-    p.add_argument("--steps", type=int, default=32)
+    p.add_argument("--steps", type=int, default=None, help="the browser's steps box (default: the editor's)")
+    p.add_argument("--settings", default="default", help="NAME:FIELD=VALUE,... requests separated by ';'")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--browser", action=argparse.BooleanOptionalAction, default=None,
                    help="also measure in headless Chromium (default: when it is installed)")
@@ -125,8 +151,9 @@ def main() -> None:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; model: {what}")
         names = [t.name for t in model.tracks]
         bars = (args.start_bar, args.start_bar + args.bars)
+        settings = [parse_setting(s) for s in args.settings.split(";") if s.strip()]
         print(f"regenerating bars {bars[0]}-{bars[1]} of {', '.join(names)} ({args.bars * BAR * len(names)} "
-              f"elements) of {args.input.name} at {args.steps} steps")
+              f"elements) of {args.input.name}")
         srv = start_background(model)
         try:
             with httpx.Client(base_url=srv.url, timeout=60) as client:
@@ -135,12 +162,14 @@ def main() -> None:
                 r.raise_for_status()
                 tokens = r.json()["piece"]["tokens"]
             regions = [{"track": n, "start": bars[0] * BAR, "end": bars[1] * BAR} for n in names]
-            api_latency(srv.url, tokens, regions, 2)  # warm-up
-            runs = [api_latency(srv.url, tokens, regions, args.steps) for _ in range(args.repeats)]
-            print(f"sampler  {summary([s for _, s in runs])}")
-            print(f"api      {summary([a for a, _ in runs])}")
-            overhead = [a - s for a, s in runs]
-            print(f"         api - sampler: mean {np.mean(overhead):.3f} s (polling, JSON, decoding notes)")
+            api_latency(srv.url, tokens, regions, {"steps": 2})  # warm-up
+            for name, fields in settings:
+                runs = [api_latency(srv.url, tokens, regions, fields) for _ in range(args.repeats)]
+                print(f"{name} {json.dumps(fields)}")
+                print(f"  sampler  {summary([s for _, s in runs])}")
+                print(f"  api      {summary([a for a, _ in runs])}")
+                overhead = [a - s for a, s in runs]
+                print(f"           api - sampler: mean {np.mean(overhead):.3f} s (polling, JSON, decoding notes)")
             browser = args.browser
             if browser is None:
                 browser = bool(shutil.which("chromium") and shutil.which("chromedriver"))

@@ -70,6 +70,7 @@ class Options:
     cfg_scale: float | None = SAMPLER_DEFAULTS.cfg_scale  # classifier-free guidance scale; None: the model's
     cfg_interval: float = SAMPLER_DEFAULTS.cfg_interval  # share of the steps, from the first, that are guided
     repair: int = SAMPLER_DEFAULTS.repair  # rounds drawing again what missed its conditions
+    repair_steps: int = SAMPLER_DEFAULTS.repair_steps  # reverse steps of each repair round
     density: dict[str, float] = field(default_factory=dict)  # onsets per bar asked per track, in the selection
     register: dict[str, float] = field(default_factory=dict)  # mean MIDI pitch asked per track, in the selection
     # velocity models with attributes: dynamics asked per instrument in the selection, a mark (ppp..fff) or velocity
@@ -84,7 +85,7 @@ class Options:
         """The sampler options chosen (the model's defaults fill what is left at None)."""
         return SamplerOptions(order=self.order, schedule=self.schedule, temperature=self.temperature,
                               top_p=self.top_p, cfg_scale=self.cfg_scale, cfg_interval=self.cfg_interval,
-                              repair=self.repair)
+                              repair=self.repair, repair_steps=self.repair_steps)
 
     def config(self, seed: int) -> SampleConfig:
         """The sample CLI's options of a run (its decoding is :meth:`request`'s plan, which says the key)."""

@@ -102,6 +102,7 @@ class SampleIn(MaskIn):
     repair: int = Field(DEFAULTS.repair, description="models with attributes: rounds drawing again the bars that "
                                                      "miss their asked onsets or register (and a take in another "
                                                      "key than asked); 0 = off")
+    repair_steps: int = Field(DEFAULTS.repair_steps, ge=1, le=256, description="reverse steps of each repair round")
     density: dict[str, float] = Field({}, description="models with attributes: onsets per bar asked per track "
                                                       "over the selection, e.g. {'melody': 8}")
     mean_pitch: dict[str, float] = Field({}, description="models with attributes: register, the mean MIDI pitch "
@@ -168,7 +169,7 @@ def model_info(model: LoadedModel, validation_set: bool) -> dict[str, Any]:
         "attributes": model.conditional,
         "keys": [key_name(k) for k in range(NUM_KEYS)],
         "defaults": {**{k: getattr(DEFAULTS, k) for k in ("steps", "order", "schedule", "temperature", "top_p",
-                                                          "cfg_interval", "repair")},
+                                                          "cfg_interval", "repair", "repair_steps")},
                      "cfg_scale": decoding.guidance_scale(model, DEFAULTS.sampler())},
     }
 
@@ -339,7 +340,7 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
                           temperature=body.temperature, top_p=body.top_p,
                           note_density=body.note_density, density_tracks=body.density_tracks, seed=body.seed,
                           key=body.key, cfg_scale=body.cfg_scale, cfg_interval=body.cfg_interval,
-                          repair=body.repair, density=body.density,
+                          repair=body.repair, repair_steps=body.repair_steps, density=body.density,
                           register=body.mean_pitch, dynamics=body.dynamics)
         try:
             job = sampler.submit(x, known, options, view, bins(body.velocity))

@@ -178,6 +178,14 @@ def test_only_an_asked_key_reaches_the_sample_config():
     assert Options(key="piece").config(1).key == Options(key="any").config(1).key == "auto"
 
 
+def test_the_sampler_before_issue_44_is_one_choice_away():
+    old = Options(steps=32, schedule="linear", cfg_interval=1.0, repair_steps=32)
+    sampler = old.sampler()
+    assert (sampler.schedule, sampler.cfg_interval, sampler.repair_steps) == ("linear", 1.0, 32)
+    assert old.config(1).steps == 32
+    assert Options().sampler().repair_steps == Options().repair_steps != 32  # today's default is shorter
+
+
 def test_a_take_that_changes_nothing_says_why_and_what_to_do(trio_model, crowded_song, monkeypatch):
     """The first instrument of each range, chosen in the pickers, is silent in bars 16-20; a take that draws
     nothing there says so and names the instruments that play there; one that draws notes says nothing."""

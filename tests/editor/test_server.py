@@ -10,6 +10,7 @@ import pytest
 
 from schmubert.editor import server as editor_server
 from schmubert.editor.server import start_background
+from schmubert.sampling import SamplerOptions
 from schmubert.tokens import STEPS_PER_BAR, canonicalize, midi_to_tokens
 
 BAR = STEPS_PER_BAR
@@ -279,15 +280,18 @@ def test_conditions_through_the_api(conditional_model, trio_file):
             info = client.get("/api/info").json()
             assert info["attributes"] is True and "D:minor" in info["keys"] and len(info["keys"]) == 24
             assert info["defaults"]["cfg_scale"] == 2.0  # the sampler's, as the model ships none
+            assert info["defaults"]["repair_steps"] == SamplerOptions().repair_steps
             piece = load(client, trio_file).json()["piece"]
             regions = [{"track": "melody", "start": 0, "end": 4 * BAR}]
             body = {"tokens": piece["tokens"], "regions": regions, "steps": 4, "seed": 1, "key": "D:minor",
-                    "cfg_scale": 1.0, "density": {"melody": 6}, "mean_pitch": {"melody": 72}, "repair": 1}
+                    "cfg_scale": 1.0, "density": {"melody": 6}, "mean_pitch": {"melody": 72}, "repair": 1,
+                    "repair_steps": 2}
             assert run_job(client, body)["state"] == "done"
             bad = client.post("/api/sample", json={**body, "key": "H:major"})
             assert bad.status_code == 400 and "unknown key" in bad.json()["error"]
             bad = client.post("/api/sample", json={**body, "repair": -1})
             assert bad.status_code == 400 and "repair must be between" in bad.json()["error"]
+            assert client.post("/api/sample", json={**body, "repair_steps": 0}).status_code in (400, 422)
     finally:
         srv.stop()
 
