@@ -44,11 +44,13 @@ from schmubert.tokens import (
 )
 
 #: Reverse steps used when none are given (issue 44): 16 on the cosine schedule, guided over the first half,
-#: repair rounds of 8 steps; on held-out windows as good as the 128 linear steps before it at about a tenth of
+#: repair rounds of 8 steps (:data:`DEFAULT_REPAIR_STEPS`; the trio ships 4); on held-out windows as good as the 128 linear steps before it at about a tenth of
 #: the network evaluations (``experiments/bench_decoding.py``, ``experiments/bench_speed.py``; the table in
 #: experiments/README.md, "Interactive speed"). ``--steps 128 --schedule linear --cfg-interval 1 --repair-steps
 #: 32`` is the sampler as it was; ``--steps 1024 --schedule linear`` the thesis' T.
 DEFAULT_STEPS = 16
+#: Reverse steps of a repair round where neither the user nor the model sets them (32 before issue 44).
+DEFAULT_REPAIR_STEPS = 8
 #: The editor's default: infilling 16 bars inside a song (riff copy at 8 steps in experiments/README.md).
 EDITOR_STEPS = 8
 #: Classifier-free guidance scale for a model that ships none (``SamplerOptions.cfg_scale`` None).
@@ -119,7 +121,10 @@ class SamplerOptions:
                          "experiments/bench_control.py with pretrained:trio at guidance 2: asked key 0.83 -> "
                          "0.98, melody bars within +-1 onset of their target 0.56 -> 0.96, register 0.87 -> 0.91, "
                          "at 1.23x the time (with nothing told, nothing is drawn again)")
-    repair_steps: int = arg(8, "reverse steps of each repair round (32 before issue 44)")
+    repair_steps: int | None = arg(None, "reverse steps of each repair round. Default: the model's shipped ones "
+                                         "(pretrained:trio 4: its held-out figures as at 8, at 0.73x the time of "
+                                         "a new piece; the melody's fell at 4), else 8 (32 before issue 44; "
+                                         "experiments/README.md, \"Interactive speed\")")
     repair_kinds: str = arg("all", "the attribute kinds repair holds the samples to, comma-separated (key, onsets, "
                                    "register, dynamics: a velocity model's bars), all or none. The sample CLI "
                                    "and the editor leave the key out "
@@ -135,6 +140,10 @@ class SamplerOptions:
     def guidance_scale(self) -> float:
         """``cfg_scale``, or :data:`DEFAULT_CFG_SCALE` where neither the user nor the model set one."""
         return DEFAULT_CFG_SCALE if self.cfg_scale is None else self.cfg_scale
+
+    def repair_step_count(self) -> int:
+        """``repair_steps``, or :data:`DEFAULT_REPAIR_STEPS` where neither the user nor the model set them."""
+        return DEFAULT_REPAIR_STEPS if self.repair_steps is None else self.repair_steps
 
     def guided_kinds(self) -> tuple[str, ...]:
         """``cfg_kinds`` as a tuple of :data:`schmubert.attributes.KINDS`."""
@@ -337,7 +346,7 @@ def check_inputs(diffusion: AbsorbingDiffusion, x: torch.Tensor, known: torch.Te
         raise ValueError("remask_loop needs a re-masking rate (remask cap or rescale)")
     if opts.remask_loop and steps - round(opts.remask_loop * steps) < 2:
         raise ValueError(f"remask_loop {opts.remask_loop} leaves fewer than 2 of the {steps} steps to unmask")
-    if opts.repair < 0 or opts.repair_steps < 1:
+    if opts.repair < 0 or opts.repair_step_count() < 1:
         raise ValueError(f"repair must be >= 0 and repair_steps >= 1, got {opts.repair} and {opts.repair_steps}")
     if not math.isfinite(opts.guidance_scale()):
         raise ValueError(f"cfg_scale must be finite, got {opts.cfg_scale}")
@@ -454,7 +463,7 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
         if not len(rows):
             break
         again = redo[rows]
-        redrawn, v_rows = run(torch.where(again, mask_value, x_t[rows]), ~again, opts.repair_steps,
+        redrawn, v_rows = run(torch.where(again, mask_value, x_t[rows]), ~again, opts.repair_step_count(),
                               attributes.select(rows), counts,
                               velocity=None if v_t is None else torch.where(again, VELOCITY_MASK, v_t[rows]))
         x_t[rows] = redrawn

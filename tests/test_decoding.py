@@ -66,6 +66,15 @@ def test_what_is_asked_wins_over_the_shipped_defaults(shipped):
     assert plan(copy_sharpness=2.0).copy_sharpness == 2.0
     assert plan(sampler=SamplerOptions(cfg_scale=0.5)).guidance_scale == 0.5
     assert decoding.guidance_scale(shipped) == plan().guidance_scale
+    assert plan(sampler=SamplerOptions(repair_steps=32)).sampler.repair_step_count() == 32
+
+
+def test_repair_rounds_take_the_model_s_shipped_length(shipped):
+    """The trio ships repair rounds of 4 steps (issue 44: its held-out figures as at 8); the melody none: 8."""
+    expected = {"trio": 4, "melody": 8}[shipped.hparams["tracks"]]
+    plan = decoding.resolve(decoding.Request(new_piece=True, anything_known=False), shipped)
+    assert plan.sampler.repair_step_count() == expected
+    assert SamplerOptions().repair_step_count() == 8  # a model shipping none
 
 
 def test_told_draws_an_outline_or_tells_the_plan_s_key(shipped):

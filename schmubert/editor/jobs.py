@@ -70,7 +70,7 @@ class Options:
     cfg_scale: float | None = SAMPLER_DEFAULTS.cfg_scale  # classifier-free guidance scale; None: the model's
     cfg_interval: float = SAMPLER_DEFAULTS.cfg_interval  # share of the steps, from the first, that are guided
     repair: int = SAMPLER_DEFAULTS.repair  # rounds drawing again what missed its conditions
-    repair_steps: int = SAMPLER_DEFAULTS.repair_steps  # reverse steps of each repair round
+    repair_steps: int | None = SAMPLER_DEFAULTS.repair_steps  # steps of each repair round; None: the model's
     density: dict[str, float] = field(default_factory=dict)  # onsets per bar asked per track, in the selection
     register: dict[str, float] = field(default_factory=dict)  # mean MIDI pitch asked per track, in the selection
     # velocity models with attributes: dynamics asked per instrument in the selection, a mark (ppp..fff) or velocity

@@ -102,7 +102,8 @@ class SampleIn(MaskIn):
     repair: int = Field(DEFAULTS.repair, description="models with attributes: rounds drawing again the bars that "
                                                      "miss their asked onsets or register (and a take in another "
                                                      "key than asked); 0 = off")
-    repair_steps: int = Field(DEFAULTS.repair_steps, ge=1, le=256, description="reverse steps of each repair round")
+    repair_steps: int | None = Field(DEFAULTS.repair_steps, ge=1, le=256, description="reverse steps of each "
+                                     "repair round (null: the model's default, /api/info)")
     density: dict[str, float] = Field({}, description="models with attributes: onsets per bar asked per track "
                                                       "over the selection, e.g. {'melody': 8}")
     mean_pitch: dict[str, float] = Field({}, description="models with attributes: register, the mean MIDI pitch "
@@ -169,8 +170,9 @@ def model_info(model: LoadedModel, validation_set: bool) -> dict[str, Any]:
         "attributes": model.conditional,
         "keys": [key_name(k) for k in range(NUM_KEYS)],
         "defaults": {**{k: getattr(DEFAULTS, k) for k in ("steps", "order", "schedule", "temperature", "top_p",
-                                                          "cfg_interval", "repair", "repair_steps")},
-                     "cfg_scale": decoding.guidance_scale(model, DEFAULTS.sampler())},
+                                                          "cfg_interval", "repair")},
+                     "cfg_scale": decoding.guidance_scale(model, DEFAULTS.sampler()),
+                     "repair_steps": decoding.model_sampler(DEFAULTS.sampler(), model).repair_step_count()},
     }
 
 
