@@ -34,7 +34,9 @@ import dataclasses
 import json
 import sys
 import time
+import typing
 from pathlib import Path
+from types import UnionType
 from typing import Any
 
 import numpy as np
@@ -56,10 +58,20 @@ KEY_STATISTICS = ("pitch_class_entropy", "scale_consistency", "notes_per_bar")
 CLI_FIELDS = ("steps", "outline", "copy_sharpness")
 
 
+def value_type(hint: Any) -> type:
+    """The type a setting's value is read as: ``int | None`` -> int, a ``Literal`` of names -> str."""
+    if typing.get_origin(hint) is typing.Literal:
+        return str
+    if typing.get_origin(hint) in (typing.Union, UnionType):
+        return next(t for t in typing.get_args(hint) if t is not type(None))
+    return hint
+
+
 def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
     """``"t0.9:temperature=0.9,steps=64"`` -> ``("t0.9", {"temperature": 0.9, "steps": 64})``."""
     name, _, rest = text.strip().partition(":")
-    types = {f.name: type(f.default) for f in dataclasses.fields(SamplerOptions)}
+    hints = typing.get_type_hints(SamplerOptions)
+    types = {f.name: value_type(hints[f.name]) for f in dataclasses.fields(SamplerOptions)}
     types |= {"steps": int, "outline": str, "copy_sharpness": float, "cfg_scale": float}
     fields: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in rest.split(","))):

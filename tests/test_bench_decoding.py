@@ -18,6 +18,8 @@ def test_settings_parse_into_typed_sampler_fields(experiment):
         "cool", {"temperature": 0.8, "top_p": 0.9, "steps": 32, "reuse": False, "order": "confidence"})
     assert parse("plain:outline=none") == ("plain", {"outline": "none"})
     assert parse("sharp:copy_sharpness=4") == ("sharp", {"copy_sharpness": 4.0})
+    assert parse("old:repair_steps=32,schedule=linear,cfg_scale=1") == (  # optional and Literal fields
+        "old", {"repair_steps": 32, "schedule": "linear", "cfg_scale": 1.0})
     with pytest.raises(ValueError, match="'warmth=2' is not FIELD=VALUE"):
         parse("x:warmth=2")
 
