@@ -255,14 +255,21 @@ def test_meter_backbones_read_pad_and_start_as_the_plain_model(arch, tracks):
 
 
 @pytest.mark.parametrize("path", [ROOT / "schmubert" / "weights" / "trio.safetensors",
-                                  ROOT / "schmubert" / "weights" / "melody.safetensors",
-                                  ROOT / "experiments" / "parts" / "pop909-part2.safetensors"])
+                                  ROOT / "schmubert" / "weights" / "melody.safetensors"])
 def test_shipped_state_dict_keys_are_unchanged(path):
     state, hp = read_weights(path)
     model = from_config(hp["arch"], hp["tracks"], hp["backbone"])
     assert not model.config.meter
     assert set(model.state_dict()) == set(state)
     assert all("meter" not in k for k in state)
+
+
+def test_the_pop909_part_loads_with_its_meter_and_attributes():
+    """The committed part the pop909 model continues from (--init) builds exactly the backbone it was saved from."""
+    state, hp = read_weights(ROOT / "experiments" / "parts" / "pop909-part3.safetensors")
+    model = from_config(hp["arch"], hp["tracks"], hp["backbone"])
+    assert model.config.meter and model.config.attributes and model.config.velocity
+    assert set(model.state_dict()) == set(state)
 
 
 # --- augmentation and likelihood ---------------------------------------------------------------------------------
