@@ -64,7 +64,7 @@ pretrained-trio pretrained-melody: pretrained-%:
 	$(if $(filter trio,$*),$(PYTHON) -m schmubert.train --recipe cpu-trio-long2 --data $(PROCESSED)/lakh-trio --name cpu-trio-long2-repro --init runs/cpu-trio-long-repro/checkpoints/last.ckpt)
 	$(if $(filter melody,$*),$(PYTHON) -m schmubert.pretrained export --checkpoint runs/cpu-melody-long-repro/checkpoints/last.ckpt --name melody --heldout $(PROCESSED)/lakh-melody/valid.npy --directory runs/cpu-melody-long-repro/export)
 	$(if $(filter melody,$*),$(MAKE) melody-long2)
-	$(PYTHON) -m schmubert.pretrained export --checkpoint runs/$(if $(filter trio,$*),cpu-trio-long2-repro,melody-long2-repro-13700)/checkpoints/last.ckpt --name $* --heldout $(PROCESSED)/lakh-$*/valid.npy --overwrite --outline auto $(if $(filter trio,$*),--cfg-scale 1.5 --repair-steps 4)
+	$(PYTHON) -m schmubert.pretrained export --checkpoint runs/$(if $(filter trio,$*),cpu-trio-long2-repro,melody-long2-repro-13700)/checkpoints/last.ckpt --name $* --heldout $(PROCESSED)/lakh-$*/valid.npy --overwrite --outline auto $(if $(filter trio,$*),--cfg-scale 1.5 --repair-steps 4,--repair 1)
 
 # The melody's stage 6 as it was trained (experiments/README.md, "The melody's stage 6 in parts"): melody-long2
 # from MELODY_LONG2_INIT, stage 5 (make pretrained-melody exports it there first; or stage 5 as it shipped:

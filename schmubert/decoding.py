@@ -87,7 +87,7 @@ class Plan:
                 "piece": "the piece's own key", "outline": "a training window's outline"}[self.key_from]
         if self.outlined and self.key is not None:
             told = f"a training window's outline in {self.key}"
-        steering = (f"told {told}, guidance {self.guidance_scale:g}, repair {self.sampler.repair} holding "
+        steering = (f"told {told}, guidance {self.guidance_scale:g}, repair {self.sampler.repair_rounds()} holding "
                     f"{', '.join(self.sampler.repaired_kinds()) or 'nothing'}, ") if self.attributes else ""
         return f"{steering}copy sharpness {self.copy_sharpness:g}, {self.sampler.order} order"
 
@@ -95,6 +95,7 @@ class Plan:
         """The plan as JSON-ready values (sample records)."""
         return {"outline": self.outline, "outlined": self.outlined, "key_from": self.key_from, "key": self.key,
                 "guidance_scale": self.guidance_scale, "copy_sharpness": self.copy_sharpness,
+                "repair": self.sampler.repair_rounds(), "repair_steps": self.sampler.repair_step_count(),
                 "repair_kinds": list(self.sampler.repaired_kinds())}
 
 

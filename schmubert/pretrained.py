@@ -107,7 +107,8 @@ def fit_copy_prior(checkpoint: str | Path, pieces: np.ndarray, train: str | Path
 
 def shipped_defaults(args: argparse.Namespace) -> dict[str, Any] | None:
     """The decoding defaults ``export``'s options ask to ship (None where none: keep the checkpoint's)."""
-    chosen = {"cfg_scale": args.cfg_scale, "outline": args.outline, "repair_steps": args.repair_steps}
+    chosen = {"cfg_scale": args.cfg_scale, "outline": args.outline, "repair": args.repair,
+              "repair_steps": args.repair_steps}
     return {k: v for k, v in chosen.items() if v is not None} or None
 
 
@@ -129,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--cfg-scale", type=float, help="the model's default classifier-free guidance scale, used "
                     "where a user sets none (chosen by measurement, experiments/README.md; default: the sampler's, "
                     "2)")
+    ex.add_argument("--repair", type=int, help="the model's default repair rounds (chosen by measurement, "
+                    "experiments/README.md; default: the sampler's, 2)")
     ex.add_argument("--repair-steps", type=int, help="the model's default reverse steps of a repair round (chosen "
                     "by measurement, experiments/README.md; default: the sampler's, 8)")
     ex.add_argument("--outline", choices=["auto", "none"], help="what the model's new pieces are told where a "

@@ -44,11 +44,14 @@ from schmubert.tokens import (
 )
 
 #: Reverse steps used when none are given (issue 44): 16 on the cosine schedule, guided over the first half,
-#: repair rounds of 8 steps (:data:`DEFAULT_REPAIR_STEPS`; the trio ships 4); on held-out windows as good as the 128 linear steps before it at about a tenth of
-#: the network evaluations (``experiments/bench_decoding.py``, ``experiments/bench_speed.py``; the table in
-#: experiments/README.md, "Interactive speed"). ``--steps 128 --schedule linear --cfg-interval 1 --repair-steps
-#: 32`` is the sampler as it was; ``--steps 1024 --schedule linear`` the thesis' T.
+#: repair rounds of 8 steps (:data:`DEFAULT_REPAIR_STEPS`; the trio ships 4, the melody one round); on held-out
+#: windows as good as the 128 linear steps before it, at a tenth of the trio's network evaluations
+#: (``experiments/bench_decoding.py``, ``experiments/bench_speed.py``; the table in experiments/README.md,
+#: "Interactive speed"). ``--steps 128 --schedule linear --cfg-interval 1 --repair 2 --repair-steps 32`` is the
+#: sampler as it was; ``--steps 1024 --schedule linear`` the thesis' T.
 DEFAULT_STEPS = 16
+#: Repair rounds where neither the user nor the model sets them.
+DEFAULT_REPAIR = 2
 #: Reverse steps of a repair round where neither the user nor the model sets them (32 before issue 44).
 DEFAULT_REPAIR_STEPS = 8
 #: The editor's default: infilling 16 bars inside a song (riff copy at 8 steps in experiments/README.md).
@@ -114,13 +117,15 @@ class SamplerOptions:
                                 "experiments/bench_control.py: guided densities overshoot (melody within +-1 "
                                 "onset 0.64 at scale 0, 0.30 guided at 2) and a guided register gains nothing")
 
-    repair: int = arg(2, "rounds of repair for a model told attributes: after sampling, the generated bars of a "
+    repair: int | None = arg(None, "rounds of repair for a model told attributes: after sampling, the generated bars of a "
                          "track that miss what they were told (onsets by more than 1, register by more than one "
                          "3-semitone bin) are masked and drawn again, and a piece estimated in another key than "
                          "told is drawn again whole (known elements stay); 0 = off. 2 from "
                          "experiments/bench_control.py with pretrained:trio at guidance 2: asked key 0.83 -> "
                          "0.98, melody bars within +-1 onset of their target 0.56 -> 0.96, register 0.87 -> 0.91, "
-                         "at 1.23x the time (with nothing told, nothing is drawn again)")
+                         "at 1.23x the time (with nothing told, nothing is drawn again). Default: the model's shipped "
+                                "rounds (pretrained:melody 1: its held-out figures as at 2, at 0.80x the time of a "
+                                "new piece; issue 44), else 2")
     repair_steps: int | None = arg(None, "reverse steps of each repair round. Default: the model's shipped ones "
                                          "(pretrained:trio 4: its held-out figures as at 8, at 0.73x the time of "
                                          "a new piece; the melody's fell at 4), else 8 (32 before issue 44; "
@@ -140,6 +145,10 @@ class SamplerOptions:
     def guidance_scale(self) -> float:
         """``cfg_scale``, or :data:`DEFAULT_CFG_SCALE` where neither the user nor the model set one."""
         return DEFAULT_CFG_SCALE if self.cfg_scale is None else self.cfg_scale
+
+    def repair_rounds(self) -> int:
+        """``repair``, or :data:`DEFAULT_REPAIR` where neither the user nor the model set it."""
+        return DEFAULT_REPAIR if self.repair is None else self.repair
 
     def repair_step_count(self) -> int:
         """``repair_steps``, or :data:`DEFAULT_REPAIR_STEPS` where neither the user nor the model set them."""
@@ -346,7 +355,7 @@ def check_inputs(diffusion: AbsorbingDiffusion, x: torch.Tensor, known: torch.Te
         raise ValueError("remask_loop needs a re-masking rate (remask cap or rescale)")
     if opts.remask_loop and steps - round(opts.remask_loop * steps) < 2:
         raise ValueError(f"remask_loop {opts.remask_loop} leaves fewer than 2 of the {steps} steps to unmask")
-    if opts.repair < 0 or opts.repair_step_count() < 1:
+    if opts.repair_rounds() < 0 or opts.repair_step_count() < 1:
         raise ValueError(f"repair must be >= 0 and repair_steps >= 1, got {opts.repair} and {opts.repair_steps}")
     if not math.isfinite(opts.guidance_scale()):
         raise ValueError(f"cfg_scale must be finite, got {opts.cfg_scale}")
@@ -436,7 +445,7 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
     check_inputs(diffusion, x, known, steps, opts)
     check_attributes(attributes, x)
     tracks = tracks if tracks is not None else getattr(denoiser, "tracks", None)
-    if opts.repair and attributes is not None and tracks is None:
+    if opts.repair_rounds() and attributes is not None and tracks is None:
         raise ValueError("repair needs the model's tracks to compute what samples have: pass "
                          "sample(..., tracks=model.tracks), or repair=0")
     device = next(denoiser.parameters()).device
@@ -455,7 +464,7 @@ def sample(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x: torch.Te
     v_t = None if velocity is None else torch.where(known, velocity.to(device), VELOCITY_MASK)
     x_t, v_t = run(torch.where(known, x, mask_value), known, steps, attributes, counts, velocity=v_t)
     held = None if attributes is None else attributes.without(set(KINDS) - set(opts.repaired_kinds()))
-    for _ in range(opts.repair if attributes is not None else 0):
+    for _ in range(opts.repair_rounds() if attributes is not None else 0):
         key_miss, bar_miss = misses(held, x_t, tracks, velocity=v_t)
         bar_miss = repeat(bar_miss, "b bars k -> b (bars s) k", s=STEPS_PER_BAR)[:, :x_t.shape[1]]
         redo = ~known & (key_miss[:, None, None] | bar_miss)  # [B, L, K]: generated elements to draw again

@@ -113,9 +113,9 @@ def test_export_cli_writes_a_candidate_elsewhere_and_leaves_the_shipped_weights(
     ckpt = tiny_ckpt(tmp_path)
     args = ["export", "--checkpoint", str(ckpt), "--name", "melody", "--no-copy-prior"]
     assert pretrained.main([*args, "--directory", str(tmp_path / "candidates" / "stage6"), "--outline", "auto",
-                            "--repair-steps", "4"]) == 0
+                            "--repair", "1", "--repair-steps", "4"]) == 0
     candidate = load_model(tmp_path / "candidates" / "stage6" / "melody.safetensors")
-    assert candidate.steps == 64 and candidate.sampler_defaults == {"outline": "auto", "repair_steps": 4}
+    assert candidate.steps == 64 and candidate.sampler_defaults == {"outline": "auto", "repair": 1, "repair_steps": 4}
     assert not any(shipped.iterdir())
 
 

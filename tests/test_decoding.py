@@ -69,12 +69,18 @@ def test_what_is_asked_wins_over_the_shipped_defaults(shipped):
     assert plan(sampler=SamplerOptions(repair_steps=32)).sampler.repair_step_count() == 32
 
 
-def test_repair_rounds_take_the_model_s_shipped_length(shipped):
-    """The trio ships repair rounds of 4 steps (issue 44: its held-out figures as at 8); the melody none: 8."""
-    expected = {"trio": 4, "melody": 8}[shipped.hparams["tracks"]]
+def test_repair_takes_the_model_s_shipped_rounds_and_length(shipped):
+    """Issue 44, by measurement: the trio ships repair rounds of 4 steps, the melody one round (each kept its
+    held-out figures); what a model ships none of is the sampler's 2 rounds of 8 steps; what is asked wins."""
+    expected = {"trio": (2, 4), "melody": (1, 8)}[shipped.hparams["tracks"]]
     plan = decoding.resolve(decoding.Request(new_piece=True, anything_known=False), shipped)
-    assert plan.sampler.repair_step_count() == expected
-    assert SamplerOptions().repair_step_count() == 8  # a model shipping none
+    assert (plan.sampler.repair_rounds(), plan.sampler.repair_step_count()) == expected
+    assert (plan.record()["repair"], plan.record()["repair_steps"]) == expected
+    assert f"repair {expected[0]} holding" in plan.describe()
+    asked = decoding.resolve(decoding.Request(new_piece=True, anything_known=False,
+                                              sampler=SamplerOptions(repair=3)), shipped)
+    assert asked.sampler.repair_rounds() == 3
+    assert (SamplerOptions().repair_rounds(), SamplerOptions().repair_step_count()) == (2, 8)
 
 
 def test_told_draws_an_outline_or_tells_the_plan_s_key(shipped):

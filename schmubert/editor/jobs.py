@@ -69,7 +69,7 @@ class Options:
     key: str = "piece"  # models with attributes: "piece" (the piece's own key), "any" (none told), or "D:minor"
     cfg_scale: float | None = SAMPLER_DEFAULTS.cfg_scale  # classifier-free guidance scale; None: the model's
     cfg_interval: float = SAMPLER_DEFAULTS.cfg_interval  # share of the steps, from the first, that are guided
-    repair: int = SAMPLER_DEFAULTS.repair  # rounds drawing again what missed its conditions
+    repair: int | None = SAMPLER_DEFAULTS.repair  # rounds drawing again what missed; None: the model's
     repair_steps: int | None = SAMPLER_DEFAULTS.repair_steps  # steps of each repair round; None: the model's
     density: dict[str, float] = field(default_factory=dict)  # onsets per bar asked per track, in the selection
     register: dict[str, float] = field(default_factory=dict)  # mean MIDI pitch asked per track, in the selection
@@ -196,7 +196,7 @@ class Sampler:
             raise ValueError(f"temperature must be > 0, got {options.temperature}")
         if not 0 < options.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {options.top_p}")
-        if not 0 <= options.repair <= MAX_REPAIR:
+        if options.repair is not None and not 0 <= options.repair <= MAX_REPAIR:
             raise ValueError(f"repair must be between 0 and {MAX_REPAIR} rounds, got {options.repair}")
         bad = [n for n in options.density_tracks if n not in names]
         if bad:

@@ -99,9 +99,10 @@ class SampleIn(MaskIn):
                                                                    "null: the model's default, /api/info)")
     cfg_interval: float = Field(DEFAULTS.cfg_interval, ge=0.0, le=1.0, description="share of the steps, from the "
                                 "first, that use guidance (the rest one conditional pass; see schmubert.sampling)")
-    repair: int = Field(DEFAULTS.repair, description="models with attributes: rounds drawing again the bars that "
-                                                     "miss their asked onsets or register (and a take in another "
-                                                     "key than asked); 0 = off")
+    repair: int | None = Field(DEFAULTS.repair, description="models with attributes: rounds drawing again the bars "
+                                                            "that miss their asked onsets or register (and a take "
+                                                            "in another key than asked); 0 = off; null: the "
+                                                            "model's default, /api/info")
     repair_steps: int | None = Field(DEFAULTS.repair_steps, ge=1, le=256, description="reverse steps of each "
                                      "repair round (null: the model's default, /api/info)")
     density: dict[str, float] = Field({}, description="models with attributes: onsets per bar asked per track "
@@ -170,8 +171,9 @@ def model_info(model: LoadedModel, validation_set: bool) -> dict[str, Any]:
         "attributes": model.conditional,
         "keys": [key_name(k) for k in range(NUM_KEYS)],
         "defaults": {**{k: getattr(DEFAULTS, k) for k in ("steps", "order", "schedule", "temperature", "top_p",
-                                                          "cfg_interval", "repair")},
+                                                          "cfg_interval")},
                      "cfg_scale": decoding.guidance_scale(model, DEFAULTS.sampler()),
+                     "repair": decoding.model_sampler(DEFAULTS.sampler(), model).repair_rounds(),
                      "repair_steps": decoding.model_sampler(DEFAULTS.sampler(), model).repair_step_count()},
     }
 
