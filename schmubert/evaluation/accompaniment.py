@@ -47,11 +47,11 @@ from schmubert.attributes import KEY_NULL, estimate_key
 from schmubert.evaluation.stats import (
     HISTOGRAM_BINS,
     SCALES,
-    _summary,
     entropy_bits,
     histogram_overlap,
     scale_consistency,
     summary_overlap,
+    value_summary,
 )
 from schmubert.meter import layout_of
 from schmubert.tokens import (
@@ -267,7 +267,7 @@ def compare_accompaniment(generated: dict[str, np.ndarray], reference: dict[str,
     defines it)."""
     out = {}
     for name in (n for n in generated if n in reference):
-        gen, ref = _summary(np.asarray(generated[name])), _summary(np.asarray(reference[name]))
+        gen, ref = value_summary(np.asarray(generated[name])), value_summary(np.asarray(reference[name]))
         out[name] = {**{f"{k}_gen": v for k, v in gen.items()}, **{f"{k}_ref": v for k, v in ref.items()},
                      "overlap": histogram_overlap(np.asarray(generated[name]), np.asarray(reference[name]), bins)}
     return out

@@ -183,7 +183,8 @@ def histogram_overlap(generated: np.ndarray, reference: np.ndarray, bins: int = 
     return float(np.minimum(_histogram(generated, lo, hi, bins), _histogram(reference, lo, hi, bins)).sum())
 
 
-def _summary(values: np.ndarray) -> dict[str, float]:
+def value_summary(values: np.ndarray) -> dict[str, float]:
+    """``mean``, ``std`` and the ``defined`` count of a statistic's values ``[N]`` (NaN left out)."""
     ok = values[~np.isnan(values)]
     return {"mean": float(ok.mean()) if len(ok) else float("nan"),
             "std": float(ok.std()) if len(ok) else float("nan"), "defined": int(len(ok))}
@@ -194,7 +195,7 @@ def compare_statistics(generated: dict[str, np.ndarray], reference: dict[str, np
     """Per statistic: generated and reference mean/std/defined counts and the histogram overlap."""
     out = {}
     for name in (n for n in (*STATISTICS, *VOICE_STATISTICS) if n in generated and n in reference):
-        gen, ref = _summary(generated[name]), _summary(reference[name])
+        gen, ref = value_summary(generated[name]), value_summary(reference[name])
         out[name] = {**{f"{k}_gen": v for k, v in gen.items()}, **{f"{k}_ref": v for k, v in ref.items()},
                      "overlap": histogram_overlap(generated[name], reference[name], bins)}
     return out
