@@ -17,7 +17,9 @@ the generated pieces' mean, the held-out windows' mean (all windows of ``--data`
 the overlap of the two distributions (1 = the same, 0 = disjoint; few pieces cap it, see ``bench_decoding.py``),
 then per scenario the mean overlap and the agreement with the melody (key and chord-tone agreement) of the
 generated pieces against the figures of the songs whose melodies were accompanied, as a relative difference
-(``(generated - songs) / songs``). A model without velocity is not judged on the velocity statistics.
+(``(generated - songs) / songs``). A first row, ``training windows``, measures as many real training windows
+(spread over the training songs) the same way: the overlap real music reaches at this many pieces. A model
+without velocity is not judged on the velocity statistics.
 
     python experiments/bench_pop909.py --checkpoint runs/cpu-pop909-attrs/checkpoints/last.ckpt
     python experiments/bench_pop909.py --checkpoint experiments/parts/pop909-part3.safetensors --pieces 32 \\
@@ -75,18 +77,36 @@ class HeldOut:
     songs: np.ndarray
 
 
-def load_held_out(data: Path, steps: int) -> HeldOut:
-    """``data/valid.npy`` (and ``valid_velocity.npy``, ``meta.json``'s sources where present), cut to ``steps``."""
-    if not (data / "valid.npy").is_file():
-        raise SystemExit(f"{data}: no valid.npy (a processed pop909 dataset: python -m preprocessing --tracks "
+def load_held_out(data: Path, steps: int, split: str = "valid", in_memory: bool = True) -> HeldOut:
+    """``data/{split}.npy`` (and ``{split}_velocity.npy``, ``meta.json``'s sources where present), cut to
+    ``steps``: int64 arrays, or the files' memory maps (``in_memory`` False: for picking a few of many)."""
+    if not (data / f"{split}.npy").is_file():
+        raise SystemExit(f"{data}: no {split}.npy (a processed pop909 dataset: python -m preprocessing --tracks "
                          "pop909 ...)")
-    tokens = np.load(data / "valid.npy", mmap_mode="r")[:, :steps].astype(np.int64)
-    vel_path = data / "valid_velocity.npy"
-    velocity = np.load(vel_path, mmap_mode="r")[:, :steps].astype(np.int64) if vel_path.is_file() else None
+
+    def read(path: Path) -> np.ndarray:
+        mapped = np.load(path, mmap_mode="r")[:, :steps]
+        return mapped.astype(np.int64) if in_memory else mapped
+
+    tokens = read(data / f"{split}.npy")
+    vel_path = data / f"{split}_velocity.npy"
+    velocity = read(vel_path) if vel_path.is_file() else None
     meta = json.loads((data / "meta.json").read_text()) if (data / "meta.json").is_file() else {}
-    rows = (meta.get("sources") or {}).get("valid") or []
+    rows = (meta.get("sources") or {}).get(split) or []
     songs = np.array([r[0] for r in rows], dtype=np.int64) if len(rows) == len(tokens) else np.full(len(tokens), -1)
     return HeldOut(tokens, velocity, songs)
+
+
+def real_music(data: Path, steps: int, n: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """``n`` training windows spread over the training songs, tokens ``(n, L, K)`` and velocity bins: what real
+    music scores against the held-out windows at this many pieces (the ceiling of the overlaps); None without a
+    ``train.npy``."""
+    if not (data / "train.npy").is_file():
+        return None
+    train = load_held_out(data, steps, "train", in_memory=False)
+    chosen = spread_windows(train.songs, n)
+    return (np.asarray(train.tokens[chosen], dtype=np.int64),
+            None if train.velocity is None else np.asarray(train.velocity[chosen], dtype=np.int64))
 
 
 def spread_windows(songs: np.ndarray, n: int) -> np.ndarray:
@@ -275,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(np.unique(held.songs[chosen]))} songs{skipped}); {args.steps} steps"
           f"{'' if velocity else '; velocity statistics left out (no velocity in the model or the data)'}\n")
     rows = []
+    ceiling = real_music(args.data, model.steps, len(chosen))
+    if ceiling is not None:  # the same figures of real music, as many pieces
+        rows.append({"scenario": "training windows", "setting": "-", "fields": {}, "pieces": len(ceiling[0]),
+                     "seconds_per_piece": 0.0,
+                     **run_row(set_accompaniment_statistics(*ceiling, **measure), reference, songs, velocity)})
     for scenario in args.scenarios.split(","):
         for name, fields in settings:
             began = time.perf_counter()

@@ -109,3 +109,25 @@ def test_refuses_a_model_without_the_instrument(tmp_path, pop909_data, experimen
     with pytest.raises(SystemExit, match="no instrument 'guitar'"):
         experiment("bench_pop909").main(["--checkpoint", str(tiny_pop909(tmp_path / "m.ckpt")), "--data",
                                          str(pop909_data), "--instrument", "guitar"])
+
+
+def test_real_training_windows_give_the_overlaps_ceiling(tmp_path, pop909_data, experiment):
+    """With a train.npy the first row measures as many real training windows, one per training song first."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(pop909_data, data)
+    shutil.copy(data / "valid.npy", data / "train.npy")  # real music, here the held-out windows themselves
+    shutil.copy(data / "valid_velocity.npy", data / "train_velocity.npy")
+    meta = json.loads((data / "meta.json").read_text())
+    meta["sources"]["train"] = meta["sources"]["valid"]
+    (data / "meta.json").write_text(json.dumps(meta))
+    rows_path = tmp_path / "rows.json"
+    argv = ["--checkpoint", str(tiny_pop909(tmp_path / "m.ckpt")), "--data", str(data), "--pieces", "2",
+            "--steps", "2", "--scenarios", "accompany", "--json", str(rows_path)]
+    assert experiment("bench_pop909").main(argv) == 0
+    real, accompanied = json.loads(rows_path.read_text())["rows"]
+    assert (real["scenario"], real["pieces"], accompanied["scenario"]) == ("training windows", 2, "accompany")
+    # the windows accompanied are those same two songs' first windows: their own agreement is the songs'
+    for name, figures in real["agreement"].items():
+        assert figures["generated"] == pytest.approx(figures["songs"]), name
