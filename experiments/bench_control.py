@@ -181,7 +181,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(SamplerOptions.cfg_kinds): with 'key' a density or register told alone is followed as at "
                    "scale 0")
     p.add_argument("--repair", type=int, default=SamplerOptions.repair, help="repair rounds (SamplerOptions."
-                   "repair): bars off their told onsets or register, and pieces off their told key, drawn again")
+                   "repair): bars off their told onsets or register, and pieces off their told key, drawn again "
+                   "(default: the model's)")
     p.add_argument("--steps", type=int, default=128, help="reverse steps per sample")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--batch-size", type=int, default=16, help="pieces sampled together")
@@ -212,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     args.denoiser = fast_denoiser(model.denoiser, args.precision)
     ref = reference(model, args.held_out, args.reference_pieces)
     rows = []
+    repair = "the model's" if args.repair is None else args.repair
     print(f"{args.checkpoint}: {len(args.keys)} keys x {args.samples} samples, density {args.density} on "
           f"{args.density_track}, register {args.register}, dynamics {args.dynamics}, {args.steps} steps, guided "
-          f"kinds {args.cfg_kinds}, repair {args.repair}\n")
+          f"kinds {args.cfg_kinds}, repair {repair}\n")
     print("| cfg scale | key | key/rel | density +-1 | per target | register +-3 | stats | pc/scale/onsets "
           "| dynamics +-1 | s/piece |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
