@@ -22,7 +22,7 @@ generated pieces against the figures of the songs whose melodies were accompanie
 without velocity is not judged on the velocity statistics.
 
     python experiments/bench_pop909.py --checkpoint runs/cpu-pop909-attrs/checkpoints/last.ckpt
-    python experiments/bench_pop909.py --checkpoint experiments/parts/pop909-part3.safetensors --pieces 32 \\
+    python experiments/bench_pop909.py --checkpoint experiments/parts/pop909-part4.safetensors --pieces 32 \\
         --scenarios accompany --settings "default;t0.9:temperature=0.9" --json pop909.json
 """
 

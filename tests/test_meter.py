@@ -266,7 +266,7 @@ def test_shipped_state_dict_keys_are_unchanged(path):
 
 def test_the_pop909_part_loads_with_its_meter_and_attributes():
     """The committed part the pop909 model continues from (--init) builds exactly the backbone it was saved from."""
-    state, hp = read_weights(ROOT / "experiments" / "parts" / "pop909-part3.safetensors")
+    state, hp = read_weights(ROOT / "experiments" / "parts" / "pop909-part4.safetensors")
     model = from_config(hp["arch"], hp["tracks"], hp["backbone"])
     assert model.config.meter and model.config.attributes and model.config.velocity
     assert set(model.state_dict()) == set(state)
