@@ -117,15 +117,15 @@ class SamplerOptions:
                                 "experiments/bench_control.py: guided densities overshoot (melody within +-1 "
                                 "onset 0.64 at scale 0, 0.30 guided at 2) and a guided register gains nothing")
 
-    repair: int | None = arg(None, "rounds of repair for a model told attributes: after sampling, the generated bars of a "
-                         "track that miss what they were told (onsets by more than 1, register by more than one "
-                         "3-semitone bin) are masked and drawn again, and a piece estimated in another key than "
-                         "told is drawn again whole (known elements stay); 0 = off. 2 from "
-                         "experiments/bench_control.py with pretrained:trio at guidance 2: asked key 0.83 -> "
-                         "0.98, melody bars within +-1 onset of their target 0.56 -> 0.96, register 0.87 -> 0.91, "
-                         "at 1.23x the time (with nothing told, nothing is drawn again). Default: the model's shipped "
-                                "rounds (pretrained:melody 1: its held-out figures as at 2, at 0.80x the time of a "
-                                "new piece; issue 44), else 2")
+    repair: int | None = arg(None, "rounds of repair for a model told attributes: after sampling, the generated "
+                                   "bars of a track that miss what they were told (onsets by more than 1, register "
+                                   "by more than one 3-semitone bin) are masked and drawn again, and a piece "
+                                   "estimated in another key than told is drawn again whole (known elements stay); "
+                                   "0 = off. 2 from experiments/bench_control.py with pretrained:trio at guidance "
+                                   "2: asked key 0.83 -> 0.98, melody bars within +-1 onset of their target 0.56 "
+                                   "-> 0.96, register 0.87 -> 0.91, at 1.23x the time (with nothing told, nothing "
+                                   "is drawn again). Default: the model's shipped rounds (pretrained:melody 1: its "
+                                   "held-out figures as at 2, at 0.80x the time of a new piece; issue 44), else 2")
     repair_steps: int | None = arg(None, "reverse steps of each repair round. Default: the model's shipped ones "
                                          "(pretrained:trio 4: its held-out figures as at 8, at 0.73x the time of "
                                          "a new piece; the melody's fell at 4), else 8 (32 before issue 44; "

@@ -161,3 +161,15 @@ def test_an_editor_job_for_a_new_piece_is_the_cli_s_unconditional_sample(tmp_pat
     tokens_to_midi(job.result, "trio").write(str(tmp_path / "editor.mid"))
     assert np.array_equal(midi_to_tokens(out / "sample_000.mid", "trio", model.steps),
                           midi_to_tokens(tmp_path / "editor.mid", "trio", model.steps))
+
+
+@pytest.mark.parametrize(("name", "rounds", "steps"), [("trio", 2, 4), ("melody", 1, 8)])
+def test_the_sample_cli_repairs_with_the_shipped_model_s_defaults(tmp_path, name, rounds, steps):
+    """A new piece through the CLI with nothing asked of the repair: the record says the model's rounds and steps;
+    asked ones win."""
+    for argv, expected in (([], (rounds, steps)), (["--repair", "3", "--repair-steps", "5"], (3, 5))):
+        out = tmp_path / f"{name}-{len(argv)}"
+        assert sample.main(["--checkpoint", f"pretrained:{name}", "--steps", "2", "--seed", "1", "--out", str(out),
+                            "--no-wav", "--no-progress", *argv]) == 0
+        decoded = json.loads((out / "sample_000.json").read_text())["decoding"]
+        assert (decoded["repair"], decoded["repair_steps"]) == expected

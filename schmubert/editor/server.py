@@ -150,6 +150,7 @@ def error(status: int, message: str) -> JSONResponse:
 
 def model_info(model: LoadedModel, validation_set: bool) -> dict[str, Any]:
     tracks = model.tracks
+    shipped = decoding.model_sampler(DEFAULTS.sampler(), model)  # the editor's defaults, the model's filled in
     return {
         "version": __version__,
         "checkpoint": model.path.name,
@@ -172,9 +173,8 @@ def model_info(model: LoadedModel, validation_set: bool) -> dict[str, Any]:
         "keys": [key_name(k) for k in range(NUM_KEYS)],
         "defaults": {**{k: getattr(DEFAULTS, k) for k in ("steps", "order", "schedule", "temperature", "top_p",
                                                           "cfg_interval")},
-                     "cfg_scale": decoding.guidance_scale(model, DEFAULTS.sampler()),
-                     "repair": decoding.model_sampler(DEFAULTS.sampler(), model).repair_rounds(),
-                     "repair_steps": decoding.model_sampler(DEFAULTS.sampler(), model).repair_step_count()},
+                     "cfg_scale": shipped.guidance_scale(),
+                     "repair": shipped.repair_rounds(), "repair_steps": shipped.repair_step_count()},
     }
 
 

@@ -50,6 +50,7 @@ from schmubert.evaluation.stats import (
     entropy_bits,
     histogram_overlap,
     scale_consistency,
+    sounding_counts,
     summary_overlap,
     value_summary,
 )
@@ -115,16 +116,6 @@ def real_steps(grid: np.ndarray, tracks: str | Sequence[Track]) -> np.ndarray:
 def bar_count(grid: np.ndarray, tracks: str | Sequence[Track]) -> int:
     """The bars of a grid ``(steps, K)`` by its slot layout (a 5/4 bar's two slots are one), at least 1."""
     return max(1, len(layout_of(np.asarray(grid), tracks).bars()))
-
-
-def sounding_counts(notes: np.ndarray, steps: int, real: np.ndarray | None = None) -> np.ndarray:
-    """``(steps,)`` how many of ``notes (N, 3)`` sound at each step (start <= step < end); 0 where ``real
-    (steps,)`` is False (PAD)."""
-    count = np.zeros(steps + 1, dtype=np.int64)
-    np.add.at(count, np.minimum(notes[:, 0], steps), 1)
-    np.add.at(count, np.minimum(notes[:, 1], steps), -1)
-    played = np.cumsum(count)[:steps]
-    return played if real is None else np.where(real, played, 0)
 
 
 def pitch_class_roll(notes: np.ndarray, steps: int, real: np.ndarray | None = None) -> np.ndarray:
@@ -282,4 +273,4 @@ __all__ = ["ACCOMPANIMENT_STATISTICS", "POLYPHONY_LEVELS", "POLYPHONY_SHARES", "
            "accompaniment_statistics", "bar_count", "chord_tone_agreement", "compare_accompaniment",
            "instrument_columns", "instrument_notes", "key_agreement", "mean_overlap", "melody_key",
            "notes_per_onset", "onsets_per_bar", "pitch_class_entropy", "pitch_class_roll", "polyphony_distribution",
-           "real_steps", "set_accompaniment_statistics", "sounding_counts", "strong_beats", "velocity_figures"]
+           "real_steps", "set_accompaniment_statistics", "strong_beats", "velocity_figures"]

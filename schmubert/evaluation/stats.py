@@ -98,6 +98,16 @@ def scale_consistency(pitches: np.ndarray) -> float:
     return float((SCALES @ histogram).max() / len(pitches))
 
 
+def sounding_counts(notes: np.ndarray, steps: int, real: np.ndarray | None = None) -> np.ndarray:
+    """``(steps,)`` how many of ``notes (N, 3)`` sound at each step (start <= step < end); 0 where ``real
+    (steps,)`` is False (PAD)."""
+    count = np.zeros(steps + 1, dtype=np.int64)
+    np.add.at(count, np.minimum(notes[:, 0], steps), 1)
+    np.add.at(count, np.minimum(notes[:, 1], steps), -1)
+    played = np.cumsum(count)[:steps]
+    return played if real is None else np.where(real, played, 0)
+
+
 def voice_statistics(notes: Sequence[np.ndarray], tracks: Sequence[Track], steps: int) -> tuple[float, float]:
     """``(notes_per_onset, polyphony)`` of a piece's polyphonic instruments, pooled; NaN without their notes."""
     onsets_per_step, sounding = [], []
@@ -107,10 +117,7 @@ def voice_statistics(notes: Sequence[np.ndarray], tracks: Sequence[Track], steps
         inst = np.concatenate([notes[k] for k in ks])
         starts = np.bincount(inst[:, 0], minlength=steps)
         onsets_per_step.append(starts[starts > 0])
-        count = np.zeros(steps + 1, dtype=np.int64)
-        np.add.at(count, np.minimum(inst[:, 0], steps), 1)
-        np.add.at(count, np.minimum(inst[:, 1], steps), -1)
-        played = np.cumsum(count)[:steps]
+        played = sounding_counts(inst, steps)
         sounding.append(played[played > 0])
     on = np.concatenate(onsets_per_step) if onsets_per_step else np.zeros(0)
     sound = np.concatenate(sounding) if sounding else np.zeros(0)
