@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=1500, help="training steps per backbone (default: 1500)")
     p.add_argument("--set", nargs="*", default=["emb_dim=64"], help="backbone overrides for every backbone "
                    "(default: emb_dim=64; the tiny preset's 16 is too narrow for an instrument's pooled voices)")
-    p.add_argument("--conv-set", nargs="*", default=["bar_depth=2"], help="further overrides for conv "
-                   "(default: bar attention, as the shipped models)")
+    p.add_argument("--arch-set", nargs="*", default=["conv:bar_depth=2"], help="further overrides for one "
+                   "backbone, ARCH:FIELD=VALUE (default: conv:bar_depth=2, bar attention as the shipped models)")
     p.add_argument("--span-prob", type=float, default=0.5, help="training samples masked in a span of bars, as "
                    "infilling is (default: 0.5, as the shipped recipes)")
     p.add_argument("--sample-steps", type=int, default=32, help="reverse steps of the infill (default: 32)")
@@ -120,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     tracks = track_set_name(get_tracks(args.tracks))
     data = args.out / "data"
+    arch_sets: dict[str, list[str]] = {}
+    for o in args.arch_set:
+        name, _, override = o.partition(":")
+        arch_sets.setdefault(name, []).append(override)
     write_data(data, tracks, args.bars, args.train, args.valid, args.seed)
     print(f"{'arch':14s} {'steps':>6s} {'chord copied':>13s}")
     for arch in args.archs.split(","):
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                         "--span-prob", str(args.span_prob),
                         "--logger", "csv", "--out", str(args.out), "--name", arch,
                         "--seed", str(args.seed), "--progress", "lines",
-                        *(f"--set={o}" for o in [*args.set, *(args.conv_set if arch == "conv" else [])])],
+                        *(f"--set={o}" for o in [*args.set, *arch_sets.get(arch, [])])],
                        check=True)
         print(f"{arch:14s} {args.max_steps:6d} {evaluate(run, data, tracks, args.sample_steps, args.seed):13.3f}",
               flush=True)

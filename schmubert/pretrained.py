@@ -108,7 +108,7 @@ def fit_copy_prior(checkpoint: str | Path, pieces: np.ndarray, train: str | Path
 def shipped_defaults(args: argparse.Namespace) -> dict[str, Any] | None:
     """The decoding defaults ``export``'s options ask to ship (None where none: keep the checkpoint's)."""
     chosen = {"cfg_scale": args.cfg_scale, "outline": args.outline, "repair": args.repair,
-              "repair_steps": args.repair_steps}
+              "repair_steps": args.repair_steps, "max_hold": args.max_hold}
     return {k: v for k, v in chosen.items() if v is not None} or None
 
 
@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                     "experiments/README.md; default: the sampler's, 2)")
     ex.add_argument("--repair-steps", type=int, help="the model's default reverse steps of a repair round (chosen "
                     "by measurement, experiments/README.md; default: the sampler's, 8)")
+    ex.add_argument("--max-hold", type=int, help="the longest a drawn note of a polyphonic instrument's voice may "
+                    "hold, in 16th steps (SamplerOptions.max_hold; default: unbounded)")
     ex.add_argument("--outline", choices=["auto", "none"], help="what the model's new pieces are told where a "
                     "user sets no --outline (chosen by measurement, experiments/README.md; default: none)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing shipped model of that name")

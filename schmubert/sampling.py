@@ -130,6 +130,13 @@ class SamplerOptions:
                                          "(pretrained:trio 4: its held-out figures as at 8, at 0.73x the time of "
                                          "a new piece; the melody's fell at 4), else 8 (32 before issue 44; "
                                          "experiments/README.md, \"Interactive speed\")")
+    max_hold: int | None = arg(None, "longest a drawn note of a polyphonic instrument's voice may hold, in 16th "
+                                     "steps: a voice is not let start a note that the silence already drawn "
+                                     "after it would hold longer, nor hold one longer (its class 0 means hold "
+                                     "after a note-on and rest after a note-off, so a rest drawn before the note "
+                                     "before it became a hold; bounded_holds). 0 = unbounded. Default: the "
+                                     "model's shipped bound (the longest voice note of its training windows), "
+                                     "else unbounded; monophonic tracks are never bounded")
     repair_kinds: str = arg("all", "the attribute kinds repair holds the samples to, comma-separated (key, onsets, "
                                    "register, dynamics: a velocity model's bars), all or none. The sample CLI "
                                    "and the editor leave the key out "
@@ -153,6 +160,10 @@ class SamplerOptions:
     def repair_step_count(self) -> int:
         """``repair_steps``, or :data:`DEFAULT_REPAIR_STEPS` where neither the user nor the model set them."""
         return DEFAULT_REPAIR_STEPS if self.repair_steps is None else self.repair_steps
+
+    def hold_limit(self) -> int:
+        """``max_hold``, or 0 (unbounded) where neither the user nor the model set it."""
+        return self.max_hold or 0
 
     def guided_kinds(self) -> tuple[str, ...]:
         """``cfg_kinds`` as a tuple of :data:`schmubert.attributes.KINDS`."""
@@ -517,6 +528,8 @@ def reverse(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x_t: torch
         remask = choose_remask(~known & ~masked, step, opts, drawn_p, generator)
         if voices:
             rows = exclusive_pitches(rows, x_t, voices)
+            if opts.hold_limit():
+                rows = bounded_holds(rows, x_t, [k for ks in voices for k in ks], opts.hold_limit())
         x_t = reveal_draws(x_t, reveal, rows, len(logits), opts.top_p, generator, drawn_p)
         if velocity is not None:
             velocity = draw_velocity(velocity, logits, x_t, reveal, tracks, opts.temperature, generator)
@@ -525,6 +538,8 @@ def reverse(denoiser: torch.nn.Module, diffusion: AbsorbingDiffusion, x_t: torch
         masked = (masked & ~reveal) | remask
         changed = bool(reveal.any() or remask.any())
         counts["remasked"] += int(remask.sum())
+    if voices and opts.hold_limit():
+        x_t = end_long_notes(x_t, ~known, [k for ks in voices for k in ks], opts.hold_limit())
     return x_t, velocity
 
 
@@ -596,6 +611,66 @@ def exclusive_pitches(rows: RowProbs, x_t: torch.Tensor, voices: Sequence[Sequen
                 taken.scatter_(-1, playing[other][where].unsqueeze(-1), True)
         taken[:, NO_EVENT] = False  # class 0 marks "nothing sounds", never a taken pitch
         kept = p.masked_fill(taken, 0.0)
+        total = kept.sum(-1, keepdim=True)
+        return torch.where(total > 0, kept / total.clamp(min=1e-30), p)
+
+    return filtered
+
+
+def hold_bounds(column: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a drawn element of melodic token rows ``[B, L]`` would make a note longer than ``limit`` steps:
+    ``(must_end, cannot_start)`` ``[B, L]``. ``must_end``: a note-on lies ``limit`` or more steps before with
+    only holds (class 0) between, so a hold here would exceed it; ``cannot_start``: the next event (a note-on,
+    a note-off or a mask) is more than ``limit`` steps ahead (or none is, to the window's end), so a note-on
+    here would hold past it. PAD is counted as steps (a bound in grid steps)."""
+    L = column.shape[-1]
+    pos = torch.arange(L, device=column.device)
+    event = (column != NO_EVENT) & (column <= MELODIC_CLASSES)  # a mask is an event still to be drawn
+    last = torch.where(event, pos, -1).cummax(dim=-1).values
+    prev = torch.cat([torch.full_like(last[..., :1], -1), last[..., :-1]], dim=-1)  # last event before each step
+    onset = column.gather(-1, prev.clamp(min=0))
+    sounding = (prev >= 0) & (onset > NOTE_OFF) & (onset < MELODIC_CLASSES)
+    upcoming = torch.where(event, pos, L).flip(-1).cummin(dim=-1).values.flip(-1)
+    nxt = torch.cat([upcoming[..., 1:], torch.full_like(upcoming[..., :1], L)], dim=-1)  # next event after
+    return sounding & (pos - prev >= limit), nxt - pos > limit
+
+
+def end_long_notes(x: torch.Tensor, generated: torch.Tensor, columns: Sequence[int], limit: int) -> torch.Tensor:
+    """``x [B, L, K]`` with each note of a voice column that holds longer than ``limit`` steps ended there: a
+    note-off written at its first generated hold ``limit`` or more steps after its note-on (what
+    :func:`bounded_holds` could not prevent: holds drawn in one step with the masks before them)."""
+    x = x.clone()
+    pos = torch.arange(x.shape[1], device=x.device)
+    for k in columns:
+        column = x[..., k]
+        event = (column != NO_EVENT) & (column <= MELODIC_CLASSES)
+        last = torch.where(event, pos, -1).cummax(dim=-1).values
+        onset = column.gather(-1, last.clamp(min=0))
+        sounding = (last >= 0) & (onset > NOTE_OFF) & (onset < MELODIC_CLASSES)
+        late = sounding & ~event & generated[..., k] & (pos - last >= limit)
+        before = torch.cat([torch.zeros_like(late[..., :1]), late[..., :-1]], dim=-1)
+        first = late & ~before  # consecutive late holds of one note: its first ends it
+        x[..., k] = torch.where(first, NOTE_OFF, column)
+    return x
+
+
+def bounded_holds(rows: RowProbs, x_t: torch.Tensor, columns: Sequence[int], limit: int) -> RowProbs:
+    """``rows`` with the draws that would hold a note of a voice column longer than ``limit`` steps taken out
+    (:func:`hold_bounds`: a hold where the note has sounded ``limit`` steps, a note-on the drawn silence after it
+    would hold longer; renormalized; a row left with nothing keeps its probabilities). Class 0 is a hold after
+    a note-on and a rest after a note-off: drawn in parallel, a voice's rests drawn before the note before them
+    turn into one note held for bars, which this prevents."""
+    bounds = {k: hold_bounds(x_t[..., k], limit) for k in columns}
+
+    def filtered(k: int, where: torch.Tensor) -> torch.Tensor:
+        p = rows(k, where)
+        if k not in bounds:
+            return p
+        must_end, cannot_start = (b[where] for b in bounds[k])
+        kept = p.clone()
+        kept[:, NO_EVENT] = kept[:, NO_EVENT].masked_fill(must_end, 0.0)
+        kept[:, NOTE_OFF + 1:MELODIC_CLASSES] = kept[:, NOTE_OFF + 1:MELODIC_CLASSES].masked_fill(
+            cannot_start[:, None], 0.0)
         total = kept.sum(-1, keepdim=True)
         return torch.where(total > 0, kept / total.clamp(min=1e-30), p)
 

@@ -765,6 +765,60 @@ def test_a_voice_is_never_offered_a_pitch_another_voice_sounds():
         assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:], strict=False))
 
 
+def test_hold_bounds_find_holds_past_the_limit_and_onsets_locked_into_silence():
+    from schmubert.sampling import hold_bounds
+
+    c = 60 - 19
+    row = torch.tensor([[0, c, 0, 0, 0, 0, 0, 90, 0, 1, 0, 0, 0, 0, 0, 0]])  # 90 = mask: an event to come
+    must_end, cannot_start = hold_bounds(row, 3)
+    assert must_end.int().tolist() == [[0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]]
+    # a note-on at 1 would hold to the mask at 7 (6 steps); at 9..12 to the window's end; at 13 only 3
+    assert cannot_start.int().tolist() == [[0, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0]]
+
+
+def test_end_long_notes_ends_a_generated_note_at_the_limit_only():
+    from schmubert.sampling import end_long_notes
+
+    c = 60 - 19
+    x = torch.tensor([[0, c, 0, 0, 0, 0, 0, c + 2, 0, 0, 1, 0]])[..., None]
+    generated = torch.ones_like(x, dtype=torch.bool)
+    assert end_long_notes(x, generated, [0], 3)[..., 0].tolist() == [[0, c, 0, 0, 1, 0, 0, c + 2, 0, 0, 1, 0]]
+    generated[0, 4, 0] = False  # a kept hold stays: the note ends at the first generated one after the limit
+    assert end_long_notes(x, generated, [0], 3)[..., 0].tolist() == [[0, c, 0, 0, 0, 1, 0, c + 2, 0, 0, 1, 0]]
+    assert torch.equal(end_long_notes(x, generated, [], 3), x)  # only the voice columns asked
+
+
+def test_a_voice_never_holds_a_drawn_note_longer_than_max_hold():
+    from schmubert.backbones import build
+    from schmubert.tokens import get_tracks, instruments, tokens_to_notes
+
+    tracks = "melody,piano:3"
+
+    class Holding(torch.nn.Module):  # an untrained model that mostly holds: its voices' notes run for bars
+        def __init__(self):
+            super().__init__()
+            self.net = build("conv", tracks, "tiny", seq_len=128).eval()
+            self.tracks = self.net.tracks
+
+        def forward(self, x_t):
+            return [logits + torch.eye(90)[0] * 8.0 for logits in self.net(x_t)]
+
+    model = Holding()
+    diffusion = AbsorbingDiffusion(mask_ids(tracks))
+    x, known = torch.zeros(4, 128, 4, dtype=torch.long), torch.zeros(4, 128, 4, dtype=torch.bool)
+
+    def longest(out, columns):
+        notes = [tokens_to_notes(piece.numpy(), get_tracks(tracks)) for piece in out]
+        return max(e - s for piece in notes for k in columns for s, e, _ in piece[k])
+
+    voices = dict(instruments(get_tracks(tracks)))["piano"]
+    free = sample(model, diffusion, x, known, 8, torch.Generator().manual_seed(0))
+    bounded = sample(model, diffusion, x, known, 8, torch.Generator().manual_seed(0), max_hold=16)
+    assert longest(free, voices) > 16 and longest(bounded, voices) <= 16
+    assert torch.equal(free[..., 0], bounded[..., 0])  # a monophonic track is never bounded
+    assert SamplerOptions().hold_limit() == 0 and SamplerOptions(max_hold=8).hold_limit() == 8
+
+
 def test_a_velocity_model_draws_a_bin_for_every_onset_it_writes_and_keeps_known_ones():
     from schmubert.backbones import build
     from schmubert.tokens import get_tracks, instrument_index, is_onset
