@@ -17,7 +17,7 @@ fields those of ``POST /api/sample`` (``default``: the editor's own).
 
     python experiments/bench_editor.py --checkpoint pretrained:trio
     python experiments/bench_editor.py --checkpoint pretrained:trio --bars 8 --no-browser \\
-        --settings "before-44:steps=32,schedule=linear,cfg_interval=1,repair_steps=32;default"
+        --settings "before-44:steps=32,schedule=linear,cfg_interval=1,repair_steps=32,cfg_scale=1.5;default"
     python experiments/bench_editor.py --preset small --repeats 3
 """
 

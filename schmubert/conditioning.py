@@ -47,6 +47,14 @@ def keep_pad(known: torch.Tensor, x: torch.Tensor, tracks: Sequence[Track]) -> t
     return known | pad_mask(x, tracks).to(known.device)
 
 
+def in_context(known, x, tracks: Sequence[Track]) -> bool:
+    """Whether every column with elements to generate also keeps some of its own (PAD aside): an infill or a
+    continuation, where each generated track is heard around its gap; not an accompaniment, whose generated
+    tracks are drawn whole, nor a new piece. ``known``, ``x``: ``(L, K)``, numpy or torch."""
+    kept = known & ~pad_mask(x, tracks)
+    return all(bool(kept[:, k].any()) for k in range(known.shape[-1]) if not bool(known[:, k].all()))
+
+
 def _with_pad(known: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
     return known if pad is None else known | pad.to(known.device)
 

@@ -12,7 +12,12 @@ attributes. So one model gives one quality, whichever front end asks.
 - **Key**: the one asked; else the outline's; else for a new piece one drawn from the training keys; else the
   key estimated from the piece around the edit.
 - **Guidance**: the classifier-free guidance scale asked, else the model's own, else
-  :data:`schmubert.sampling.DEFAULT_CFG_SCALE`; likewise every other sampler option a model ships.
+  :data:`schmubert.sampling.DEFAULT_CFG_SCALE`; likewise every other sampler option a model ships. Where the
+  key told is the piece's own and every generated track keeps bars of its own (``in_context``: an infill, a
+  continuation, the editor's jobs in a song), no scale is asked and only the key would be guided, there is no
+  guidance: with pretrained:trio and pretrained:melody it changed nothing measured there (riff copy, notes in
+  the key, the infill's own key) at a third of an infill's time; an accompaniment keeps it (trio bass in the
+  melody's key 0.936 guided, 0.877 not; experiments/README.md, "Guidance where the song says the key").
 - **Copy sharpness**: the one asked, else sharper where something of the piece is known
   (:func:`schmubert.copy_prior.sampling_sharpness`).
 - **Repair and held kinds**: repair holds a piece to its key only where the key was told (asked, or an outline's):
@@ -47,6 +52,7 @@ class Request:
     ``anything_known``: some element of the piece is kept (an infill, a continuation, an accompaniment).
     ``key``: a key (``D:minor``), ``none``, or ``auto`` (the outline's, a drawn one or the piece's own).
     ``targets``: onsets or a register are asked (``--density``, ``--register``, ``--note-density``).
+    ``in_context``: every generated track keeps some bars of its own (:func:`schmubert.conditioning.in_context`).
     ``copy_sharpness``, and the fields of ``sampler`` left at None: the model's or the toolkit's default.
     """
 
@@ -55,6 +61,7 @@ class Request:
     key: str = "auto"
     outline: OutlineChoice = "model"
     targets: bool = False
+    in_context: bool = False
     copy_sharpness: float | None = None
     sampler: SamplerOptions = field(default_factory=SamplerOptions)
 
@@ -105,6 +112,8 @@ def resolve(request: Request, model: LoadedModel) -> Plan:
     outlined = outline == "auto" and request.new_piece and stores_outlines(model)
     key_from = key_source(request, outlined)
     sampler = held_kinds(model_sampler(request.sampler, model), key_asked=key_from in ("asked", "outline"))
+    if key_from == "piece" and request.in_context and unguided_there(request.sampler):
+        sampler = dataclasses.replace(sampler, cfg_scale=0.0)
     sharpness = (request.copy_sharpness if request.copy_sharpness is not None
                  else sampling_sharpness(request.anything_known))
     return Plan(outline, outlined, key_from, request.key if key_from == "asked" else None, sampler, sharpness,
@@ -141,6 +150,12 @@ def key_source(request: Request, outlined: bool) -> KeySource:
     if outlined:
         return "outline"
     return "drawn" if request.new_piece else "piece"
+
+
+def unguided_there(asked: SamplerOptions) -> bool:
+    """Whether guidance may be left out of a run in context told the piece's own key (module docstring): no scale
+    was asked and only the key would be guided."""
+    return asked.cfg_scale is None and asked.guided_kinds() == ("key",)
 
 
 def held_kinds(sampler: SamplerOptions, key_asked: bool) -> SamplerOptions:

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -46,6 +47,7 @@ from schmubert.sampling import DEFAULT_STEPS, SamplerOptions, fast_denoiser, sam
 from schmubert.tokens import (
     NO_ONSET,
     STEPS_PER_BAR,
+    Track,
     instruments,
     is_legacy,
     is_onset,
@@ -516,17 +518,19 @@ def asks_attributes(cfg: SampleConfig) -> bool:
     return cfg.key != "auto" or bool(cfg.density) or bool(cfg.register) or bool(cfg.dynamics)
 
 
-def decoding_request(cfg: SampleConfig, scen: Scenario) -> decoding.Request:
-    """What ``cfg`` asks of the decoding for ``scen`` (:mod:`schmubert.decoding` applies the model's defaults)."""
+def decoding_request(cfg: SampleConfig, scen: Scenario, tracks: Sequence[Track]) -> decoding.Request:
+    """What ``cfg`` asks of the decoding for ``scen`` in ``tracks`` (:mod:`schmubert.decoding` applies the model's
+    defaults)."""
     return decoding.Request(new_piece=scen.kind == "unconditional", anything_known=bool(scen.known.any()),
                             key=cfg.key, outline=cfg.outline,
                             targets=bool(cfg.density or cfg.register or cfg.dynamics) or cfg.note_density is not None,
+                            in_context=conditioning.in_context(scen.known, scen.x, tracks),
                             copy_sharpness=cfg.copy_sharpness, sampler=cfg.sampler)
 
 
 def decoding_plan(cfg: SampleConfig, model: LoadedModel, scen: Scenario) -> decoding.Plan:
     """The decoding plan of ``cfg`` for ``scen`` on ``model`` (:func:`schmubert.decoding.resolve`)."""
-    return decoding.resolve(decoding_request(cfg, scen), model)
+    return decoding.resolve(decoding_request(cfg, scen, model.tracks), model)
 
 
 def make_attributes(cfg: SampleConfig, model: LoadedModel, scen: Scenario,

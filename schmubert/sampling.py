@@ -47,8 +47,8 @@ from schmubert.tokens import (
 #: repair rounds of 8 steps (:data:`DEFAULT_REPAIR_STEPS`; the trio ships 4, the melody one round); on held-out
 #: windows as good as the 128 linear steps before it, at a tenth of the trio's network evaluations
 #: (``experiments/bench_decoding.py``, ``experiments/bench_speed.py``; the table in experiments/README.md,
-#: "Interactive speed"). ``--steps 128 --schedule linear --cfg-interval 1 --repair 2 --repair-steps 32`` is the
-#: sampler as it was; ``--steps 1024 --schedule linear`` the thesis' T.
+#: "Interactive speed"). ``--steps 128 --schedule linear --cfg-interval 1 --cfg-scale S --repair 2 --repair-steps
+#: 32`` (S the model's scale) is the sampler as it was; ``--steps 1024 --schedule linear`` the thesis' T.
 DEFAULT_STEPS = 16
 #: Repair rounds where neither the user nor the model sets them.
 DEFAULT_REPAIR = 2

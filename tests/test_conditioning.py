@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from schmubert import conditioning as c
+from schmubert.tokens import get_tracks
 
 SHAPE = (2, 64 * 16, 3)
 
@@ -26,6 +27,18 @@ def test_infill_several_ranges_and_selected_tracks():
 def test_range_outside_the_piece_is_an_error(rng):
     with pytest.raises(ValueError, match="outside the piece"):
         c.infill(SHAPE, [rng])
+
+
+def test_in_context_asks_that_every_generated_track_keeps_bars_of_its_own():
+    trio = get_tracks("trio")
+    x = torch.zeros(64, 3, dtype=torch.long)
+    assert c.in_context(c.infill((1, 64, 3), [(1, 3)])[0], x, trio)  # a gap in every track
+    assert c.in_context(c.continuation((1, 64, 3), 2)[0], x, trio)
+    assert not c.in_context(c.regenerate_tracks((1, 64, 3), [1, 2])[0], x, trio)  # bass and drums drawn whole
+    assert not c.in_context(c.unconditional((1, 64, 3))[0], x, trio)
+    known = c.regenerate_tracks((1, 64, 3), [1])[0]
+    x[48:, :] = torch.tensor([t.pad_id for t in trio])  # a short last bar: PAD is known but tells nothing
+    assert not c.in_context(known | (x > torch.tensor([t.mask_id for t in trio])), x, trio)
 
 
 def test_parse_bar_range():

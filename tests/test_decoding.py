@@ -53,6 +53,22 @@ def test_the_shipped_models_tell_new_pieces_their_outline_and_infills_their_key(
     assert gap.describe().startswith("told the piece's own key, ")
 
 
+def test_an_edit_in_context_told_the_piece_s_own_key_is_not_guided_unless_asked(shipped):
+    def plan(**asked):
+        sampler = asked.pop("sampler", SamplerOptions())
+        return decoding.resolve(decoding.Request(new_piece=False, anything_known=True, sampler=sampler, **asked),
+                                shipped)
+
+    scale = shipped.sampler_defaults.get("cfg_scale", 2.0)
+    assert plan(in_context=True).guidance_scale == 0.0  # an infill: the song around it says the key
+    assert plan(in_context=False).guidance_scale == scale  # an accompaniment: its tracks are drawn whole
+    assert plan(in_context=True, key="D:minor").guidance_scale == scale  # an asked key is guided
+    assert plan(in_context=True, sampler=SamplerOptions(cfg_scale=1.5)).guidance_scale == 1.5
+    assert plan(in_context=True, sampler=SamplerOptions(cfg_kinds="key,onsets")).guidance_scale == scale
+    new = decoding.resolve(decoding.Request(new_piece=True, anything_known=False, in_context=True), shipped)
+    assert new.guidance_scale == scale  # a new piece's key is an outline's or drawn, not the piece's
+
+
 def test_what_is_asked_wins_over_the_shipped_defaults(shipped):
     def plan(**asked):
         return decoding.resolve(decoding.Request(new_piece=True, anything_known=False, **asked), shipped)

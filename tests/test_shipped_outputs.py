@@ -4,9 +4,11 @@
 42b3c8d (before issue 44's decoding changes) for seed 0, 12 steps, fp32 and the sampler options below (that
 commit's defaults, spelled out): two new pieces and two infills of bars 16:32 of the first held-out window, each
 through the sample CLI's path (decoding plan, outline, guidance, repair, copy prior). Later defaults may differ;
-these options must keep giving the same tokens.
+these options must keep giving the same tokens. The guidance scale is spelled out as each model's own: left at
+None, an infill told the piece's own key is no longer guided (``schmubert.decoding``).
 """
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import pytest
 import torch
 
 from schmubert.checkpoints import held_out_pieces, load_model
+from schmubert.decoding import guidance_scale
 from schmubert.sample import SampleConfig, Scenario, decoding_plan, generate, make_attributes
 from schmubert.sampling import SamplerOptions
 
@@ -40,8 +43,9 @@ def scenario(model, kind: str) -> Scenario:
 def test_shipped_models_sample_what_they_sampled(name, kind):
     model = load_model(f"pretrained:{name}")
     scen = scenario(model, kind)
+    then = dataclasses.replace(THEN, cfg_scale=guidance_scale(model))  # the scale the model samples at
     cfg = SampleConfig(steps=12, num_samples=2, batch_size=2, seed=0, progress=False, wav=False, precision="fp32",
-                       sampler=THEN)
+                       sampler=then)
     generator = torch.Generator().manual_seed(0)
     plan = decoding_plan(cfg, model, scen)
     attrs = make_attributes(cfg, model, scen, generator, plan)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from schmubert import decoding, sample, song
+from schmubert import conditioning, decoding, sample, song
 from schmubert.attributes import Attributes, BarTarget, apply_targets, bar_onsets, parse_key, parse_target
 from schmubert.backbones.registry import call
 from schmubert.checkpoints import LoadedModel
@@ -100,7 +100,8 @@ class Options:
         key = {"piece": "auto", "any": "none"}.get(self.key, self.key)
         targets = bool(self.density or self.register or self.dynamics) or self.note_density is not None
         return decoding.Request(new_piece=is_new_piece(x, known, tracks), anything_known=bool(known.any()),
-                                key=key, targets=targets, sampler=self.sampler())
+                                key=key, targets=targets, in_context=conditioning.in_context(known, x, tracks),
+                                sampler=self.sampler())
 
 
 @dataclass
