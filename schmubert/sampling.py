@@ -135,8 +135,9 @@ class SamplerOptions:
                                      "after it would hold longer, nor hold one longer (its class 0 means hold "
                                      "after a note-on and rest after a note-off, so a rest drawn before the note "
                                      "before it became a hold; bounded_holds). 0 = unbounded. Default: the "
-                                     "model's shipped bound (the pop909 model in training: 32, which 99.9% of "
-                                     "POP909's notes keep), else unbounded; monophonic tracks are never bounded")
+                                     "model's shipped bound (the pop909 model in training: 32, longer than all "
+                                     "but a thousandth of POP909's notes), else unbounded; monophonic tracks are "
+                                     "never bounded")
     repair_kinds: str = arg("all", "the attribute kinds repair holds the samples to, comma-separated (key, onsets, "
                                    "register, dynamics: a velocity model's bars), all or none. The sample CLI "
                                    "and the editor leave the key out "
