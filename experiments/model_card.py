@@ -94,8 +94,9 @@ def selfsim_row(name: str, q: dict[str, Any]) -> str:
 
 
 def cli_plan(model, infill: bool) -> decoding.Plan:
-    """The decoding plan the sample CLI resolves with its defaults for a new piece or an infill of ``model``."""
-    return decoding.resolve(decoding.Request(new_piece=not infill, anything_known=infill), model)
+    """The decoding plan the sample CLI resolves with its defaults for a new piece or an infill of ``model`` (bars
+    16:48 of every track: each keeps bars of its own)."""
+    return decoding.resolve(decoding.Request(new_piece=not infill, anything_known=infill, in_context=infill), model)
 
 
 def decoding_text(model) -> str:

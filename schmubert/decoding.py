@@ -12,11 +12,11 @@ attributes. So one model gives one quality, whichever front end asks.
 - **Key**: the one asked; else the outline's; else for a new piece one drawn from the training keys; else the
   key estimated from the piece around the edit.
 - **Guidance**: the classifier-free guidance scale asked, else the model's own, else
-  :data:`schmubert.sampling.DEFAULT_CFG_SCALE`; likewise every other sampler option a model ships. Where the
-  key told is the piece's own and every generated track keeps bars of its own (``in_context``: an infill, a
+  :data:`schmubert.sampling.DEFAULT_CFG_SCALE`; likewise every other sampler option a model ships. Where the key
+  told is the piece's own and every generated track keeps bars of its own (``in_context``: an infill, a
   continuation, the editor's jobs in a song), no scale is asked and only the key would be guided, there is no
-  guidance: with pretrained:trio and pretrained:melody it changed nothing measured there (riff copy, notes in
-  the key, the infill's own key) at a third of an infill's time; an accompaniment keeps it (trio bass in the
+  guidance: with pretrained:trio and pretrained:melody it changed nothing measured there (riff copy, notes in the
+  key, the infill's own key) and cost about a third of an infill's time; an accompaniment keeps it (trio bass in the
   melody's key 0.936 guided, 0.877 not; experiments/README.md, "Guidance where the song says the key").
 - **Copy sharpness**: the one asked, else sharper where something of the piece is known
   (:func:`schmubert.copy_prior.sampling_sharpness`).

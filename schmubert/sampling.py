@@ -580,16 +580,24 @@ def positional_reveal(masked: torch.Tensor, step: Step, order: str, distance: to
     return random_reveal(masked, step.reveal, generator)
 
 
+def last_events(column: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For melodic token rows ``[B, L]``: the index of the last event at or before each step (-1: none) and
+    whether that event starts a note, ``([B, L], [B, L])``. Events are note-ons, note-offs and masks; class 0 and
+    PAD are not (PAD takes no time: a note held up to a short bar's end goes on after its PAD steps)."""
+    event = (column != NO_EVENT) & (column <= MELODIC_CLASSES)
+    index = torch.where(event, torch.arange(column.shape[-1], device=column.device), -1).cummax(dim=-1).values
+    last = column.gather(-1, index.clamp(min=0))
+    return index, (index >= 0) & (last > NOTE_OFF) & (last < MELODIC_CLASSES)
+
+
 def sounding(column: torch.Tensor) -> torch.Tensor:
     """The class of the pitch sounding at each step of melodic token rows ``[B, L]`` -> ``[B, L]`` (0: none).
 
     A note sounds from its note-on through the holds after it; a note-off, a mask or another note-on ends it.
     PAD takes no time: a note held up to a short bar's end sounds on after its PAD steps.
     """
-    event = (column != NO_EVENT) & (column <= MELODIC_CLASSES)
-    index = torch.where(event, torch.arange(column.shape[-1], device=column.device), -1).cummax(dim=-1).values
-    last = column.gather(-1, index.clamp(min=0))
-    return torch.where((index >= 0) & (last > NOTE_OFF) & (last < MELODIC_CLASSES), last, 0)
+    index, starts = last_events(column)
+    return torch.where(starts, column.gather(-1, index.clamp(min=0)), 0)
 
 
 def exclusive_pitches(rows: RowProbs, x_t: torch.Tensor, voices: Sequence[Sequence[int]]) -> RowProbs:
@@ -626,14 +634,13 @@ def hold_bounds(column: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.T
     here would hold past it. PAD is counted as steps (a bound in grid steps)."""
     L = column.shape[-1]
     pos = torch.arange(L, device=column.device)
+    index, starts = last_events(column)
+    prev = torch.cat([torch.full_like(index[..., :1], -1), index[..., :-1]], dim=-1)  # last event before a step
+    sounds = torch.cat([torch.zeros_like(starts[..., :1]), starts[..., :-1]], dim=-1)  # ... and it is a note-on
     event = (column != NO_EVENT) & (column <= MELODIC_CLASSES)  # a mask is an event still to be drawn
-    last = torch.where(event, pos, -1).cummax(dim=-1).values
-    prev = torch.cat([torch.full_like(last[..., :1], -1), last[..., :-1]], dim=-1)  # last event before each step
-    onset = column.gather(-1, prev.clamp(min=0))
-    sounding = (prev >= 0) & (onset > NOTE_OFF) & (onset < MELODIC_CLASSES)
     upcoming = torch.where(event, pos, L).flip(-1).cummin(dim=-1).values.flip(-1)
     nxt = torch.cat([upcoming[..., 1:], torch.full_like(upcoming[..., :1], L)], dim=-1)  # next event after
-    return sounding & (pos - prev >= limit), nxt - pos > limit
+    return sounds & (pos - prev >= limit), nxt - pos > limit
 
 
 def end_long_notes(x: torch.Tensor, generated: torch.Tensor, columns: Sequence[int], limit: int) -> torch.Tensor:
@@ -644,11 +651,8 @@ def end_long_notes(x: torch.Tensor, generated: torch.Tensor, columns: Sequence[i
     pos = torch.arange(x.shape[1], device=x.device)
     for k in columns:
         column = x[..., k]
-        event = (column != NO_EVENT) & (column <= MELODIC_CLASSES)
-        last = torch.where(event, pos, -1).cummax(dim=-1).values
-        onset = column.gather(-1, last.clamp(min=0))
-        sounding = (last >= 0) & (onset > NOTE_OFF) & (onset < MELODIC_CLASSES)
-        late = sounding & ~event & generated[..., k] & (pos - last >= limit)
+        last, starts = last_events(column)
+        late = starts & generated[..., k] & (pos - last >= limit)  # a hold past the limit (limit >= 1)
         before = torch.cat([torch.zeros_like(late[..., :1]), late[..., :-1]], dim=-1)
         first = late & ~before  # consecutive late holds of one note: its first ends it
         x[..., k] = torch.where(first, NOTE_OFF, column)

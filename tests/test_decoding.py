@@ -189,3 +189,15 @@ def test_the_sample_cli_repairs_with_the_shipped_model_s_defaults(tmp_path, name
                             "--no-wav", "--no-progress", *argv]) == 0
         decoded = json.loads((out / "sample_000.json").read_text())["decoding"]
         assert (decoded["repair"], decoded["repair_steps"]) == expected
+
+
+def test_the_sample_cli_guides_an_infill_only_where_asked_and_an_accompaniment_always(tmp_path):
+    """Through the CLI with pretrained:trio: an infill told the piece's own key runs unguided, one asked a scale
+    keeps it, an accompaniment (bass and drums drawn whole) keeps the model's scale."""
+    scale = load_model("pretrained:trio").sampler_defaults["cfg_scale"]
+    for argv, expected in ((["--infill", "16:32"], 0.0), (["--infill", "16:32", "--cfg-scale", "1.25"], 1.25),
+                           (["--generate-tracks", "bass,drums"], scale)):
+        out = tmp_path / str(len(list(tmp_path.iterdir())))
+        assert sample.main(["--checkpoint", "pretrained:trio", "--steps", "2", "--seed", "1", "--out", str(out),
+                            "--no-wav", "--no-progress", *argv]) == 0
+        assert json.loads((out / "sample_000.json").read_text())["decoding"]["guidance_scale"] == expected
