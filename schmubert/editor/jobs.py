@@ -1,5 +1,11 @@
 """The model worker: the model is loaded once and one thread runs one sampling job at a time.
 
+Which thread matters on a CPU: PyTorch's OpenMP ops run about a third slower in a thread other than the first
+that used them (measured with pretrained:trio on 2 cores: an editor job 0.42 s in a worker thread, 0.27-0.30 s
+in the thread that loaded the model, the same tokens; experiments/README.md, "The editor's thread"). So
+``python -m schmubert.editor`` runs the jobs in its main thread (:meth:`Sampler.serve`) and the HTTP server
+beside it; a :class:`Sampler` made for tests, benchmarks and embedding runs its own worker thread.
+
 Requests queue for the model (two samplers on 2 cores would each run at half speed and use twice the memory);
 each job reports its progress and can be cancelled, queued or running. A job is exactly ``python -m
 schmubert.sample --input ... --infill ...``: :func:`schmubert.sample.generate_takes` over the known mask (one
@@ -122,6 +128,7 @@ class Job:
     result_velocity: np.ndarray | None = None  # (L, K) a velocity model's bins of the take (drawn where drawn)
     created: float = field(default_factory=time.monotonic)
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    finished_event: threading.Event = field(default_factory=threading.Event, repr=False)  # set once it ended
 
     @property
     def finished(self) -> bool:
@@ -153,9 +160,12 @@ class Watched(nn.Module):
 
 
 class Sampler:
-    """One worker thread over a queue of jobs; jobs are kept (results included) until ``keep`` newer ones."""
+    """One worker over a queue of jobs (its own thread, or the one calling :meth:`serve`); jobs are kept
+    (results included) until ``keep`` newer ones."""
 
-    def __init__(self, model: LoadedModel, max_queued: int = 8, keep: int = 32):
+    def __init__(self, model: LoadedModel, max_queued: int = 8, keep: int = 32, thread: bool = True):
+        """``thread``: run the jobs in a worker thread of its own (False: in the thread that calls
+        :meth:`serve`, the faster on a CPU when that is the thread that loaded the model)."""
         self.model = model
         self.max_queued = max_queued
         self.keep = keep
@@ -164,8 +174,9 @@ class Sampler:
         self.lock = threading.Lock()
         self.ids = itertools.count(1)
         self.seeds = np.random.default_rng()
-        self.thread = threading.Thread(target=self._work, name="schmubert-sampler", daemon=True)
-        self.thread.start()
+        self.thread = threading.Thread(target=self.serve, name="schmubert-sampler", daemon=True) if thread else None
+        if self.thread is not None:
+            self.thread.start()
 
     # --- the API's side -------------------------------------------------------------------------------------
 
@@ -236,13 +247,19 @@ class Sampler:
             job.cancel_event.set()
             if job.state == "queued":
                 job.state = "cancelled"
+                job.finished_event.set()
         return job
+
+    def wait(self, job: Job, seconds: float) -> None:
+        """Return when ``job`` has ended or after ``seconds``, whichever comes first (a long poll)."""
+        job.finished_event.wait(max(0.0, seconds))
 
     def close(self) -> None:
         for job in list(self.jobs.values()):
             job.cancel_event.set()
         self.queue.put(None)
-        self.thread.join(timeout=10)
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout=10)
 
     # --- the worker's side ----------------------------------------------------------------------------------
 
@@ -251,28 +268,35 @@ class Sampler:
         for k in finished[:max(0, len(finished) - self.keep)]:
             del self.jobs[k]
 
-    def _work(self) -> None:
+    def serve(self) -> None:
+        """Run queued jobs one at a time in the calling thread until :meth:`close`."""
         while (job := self.queue.get()) is not None:
-            if job.cancel_event.is_set():
-                job.state = "cancelled"
-                continue
-            job.state = "running"
-            began = time.perf_counter()
             try:
-                job.result = self.run(job)
-                if job.result_velocity is None and sample.predicts_velocity(self.model):
-                    given = job.velocity if job.velocity is not None else np.zeros_like(job.result)
-                    job.result_velocity = given  # a run that drew nothing new keeps the known bins
-                if job.result_velocity is not None:
-                    onset = np.stack([is_onset(job.result[:, k], t) for k, t in enumerate(self.model.tracks)], 1)
-                    job.result_velocity = np.where(onset, job.result_velocity, NO_ONSET)
-                job.warning = self.unchanged(job)
-                job.progress, job.state = 1.0, "done"
-            except Cancelled:
-                job.state = "cancelled"
-            except Exception as err:  # a failed run must never take the worker down
-                job.error, job.state = f"sampling failed: {type(err).__name__}: {err}", "failed"
-            job.seconds = time.perf_counter() - began
+                self._work(job)
+            finally:
+                job.finished_event.set()
+
+    def _work(self, job: Job) -> None:
+        if job.cancel_event.is_set():
+            job.state = "cancelled"
+            return
+        job.state = "running"
+        began = time.perf_counter()
+        try:
+            job.result = self.run(job)
+            if job.result_velocity is None and sample.predicts_velocity(self.model):
+                given = job.velocity if job.velocity is not None else np.zeros_like(job.result)
+                job.result_velocity = given  # a run that drew nothing new keeps the known bins
+            if job.result_velocity is not None:
+                onset = np.stack([is_onset(job.result[:, k], t) for k, t in enumerate(self.model.tracks)], 1)
+                job.result_velocity = np.where(onset, job.result_velocity, NO_ONSET)
+            job.warning = self.unchanged(job)
+            job.progress, job.state = 1.0, "done"
+        except Cancelled:
+            job.state = "cancelled"
+        except Exception as err:  # a failed run must never take the worker down
+            job.error, job.state = f"sampling failed: {type(err).__name__}: {err}", "failed"
+        job.seconds = time.perf_counter() - began
 
     def unchanged(self, job: Job) -> str | None:
         """The editor's message when a job's take is the input wherever it was drawn (why, and what to do)."""

@@ -56,6 +56,8 @@ from schmubert.tokens import (
 
 STATIC = Path(__file__).parent / "static"
 LOOPBACK_NAMES = ["127.0.0.1", "localhost"]
+#: The longest long poll of GET /api/jobs/{id} (seconds); the page asks for less, to show progress meanwhile.
+MAX_WAIT = 10.0
 
 
 # --- request bodies (the schema in /openapi.json) ------------------------------------------------------------
@@ -189,10 +191,12 @@ def job_json(sampler: Sampler, job: Job) -> dict[str, Any]:
 
 
 def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: int = 8,
-               allowed_hosts: list[str] | None = None) -> FastAPI:
+               allowed_hosts: list[str] | None = None, sampler_thread: bool = True) -> FastAPI:
     """The editor as an ASGI app around a loaded model. ``allowed_hosts``: the Host headers accepted (the
-    loopback names by default, which stops DNS-rebinding pages from reaching a laptop's editor)."""
-    sampler = Sampler(model, max_queued=max_queued)
+    loopback names by default, which stops DNS-rebinding pages from reaching a laptop's editor).
+    ``sampler_thread``: the jobs run in a worker thread of their own (False: the caller runs
+    ``app.state.sampler.serve()``, as :func:`run` does in the main thread)."""
+    sampler = Sampler(model, max_queued=max_queued, thread=sampler_thread)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -355,10 +359,14 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
         return job_json(sampler, job)
 
     @app.get("/api/jobs/{job_id}", summary="A run's state and progress; its piece once done")
-    def status(job_id: str) -> Any:
+    def status(job_id: str, wait: float = Query(0.0, ge=0.0, le=MAX_WAIT,
+                                                description="seconds to wait for the run to end before "
+                                                            "answering (a long poll); 0: at once")) -> Any:
         job = sampler.get(job_id)
-        return error(404, f"no run {job_id!r} (finished runs are kept for a while)") if job is None else (
-            job_json(sampler, job))
+        if job is None:
+            return error(404, f"no run {job_id!r} (finished runs are kept for a while)")
+        sampler.wait(job, wait)
+        return job_json(sampler, job)
 
     @app.post("/api/jobs/{job_id}/cancel", summary="Cancel a queued or running run")
     def cancel(job_id: str) -> Any:
@@ -433,7 +441,9 @@ def check_programs(programs: dict[str, int], tracks) -> None:
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket; ``OSError`` with a clear reason if the address is taken or not ours."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on connections of a socket that says so; with proto 0 each
+    # response (headers and body written apart) waited about 40 ms for the client's delayed ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -514,8 +524,6 @@ def parser() -> argparse.ArgumentParser:
 def run(cfg: EditorConfig) -> None:
     """Load the model, listen, open the browser, serve until interrupted. ``ValueError``/``OSError`` for bad
     options, a missing checkpoint or a taken port."""
-    import uvicorn
-
     path = cfg.checkpoint if cfg.checkpoint is not None else default_checkpoint(cfg.runs)
     model = load_model(path, sample.resolve_device(cfg.device))
     sock = bind(cfg.host, cfg.port)
@@ -525,14 +533,20 @@ def run(cfg: EditorConfig) -> None:
               "can use the editor (there is no login). Use the default --host 127.0.0.1 unless you mean it.",
               file=sys.stderr)
     app = create_app(model, int(cfg.max_upload_mb * 2**20), cfg.max_queued,
-                     allowed_hosts=None if loopback and ":" not in cfg.host else ["*"])
+                     allowed_hosts=None if loopback and ":" not in cfg.host else ["*"], sampler_thread=False)
     port = sock.getsockname()[1]
     url = f"http://{'127.0.0.1' if loopback or cfg.host in ('0.0.0.0', '::') else cfg.host}:{port}/"
     print(f"SCHmUBERT editor: {url}  (model {model.path}, {len(model.tracks)} tracks, "
           f"{model.steps // STEPS_PER_BAR} bars; Ctrl+C stops it)")
     if cfg.browser:
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    server = Running(app, sock)  # HTTP in a thread; the model's jobs in this one, which loaded it (jobs module)
+    try:
+        app.state.sampler.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,8 @@
+import asyncio
 import dataclasses
 import io
 import socket
+import threading
 import time
 
 import httpx
@@ -181,7 +183,16 @@ def test_cli_refuses_a_taken_port_and_warns_for_other_hosts(tmp_path, capsys, tr
     finally:
         taken.close()
     served = []
-    monkeypatch.setattr("uvicorn.Server.run", lambda self, sockets: served.append(sockets))
+
+    class Served:  # the HTTP server thread, recorded instead of started
+        def __init__(self, app, sock):
+            served.append(sock)
+
+        def stop(self):
+            served[-1].close()
+
+    monkeypatch.setattr(editor_server, "Running", Served)
+    monkeypatch.setattr("schmubert.editor.jobs.Sampler.serve", lambda self: None)
     monkeypatch.setattr("schmubert.checkpoints.WEIGHTS_DIR", tmp_path / "no-weights")
     assert editor_server.main(["--runs", str(tmp_path), "--no-browser"]) == 2  # no run, no shipped model
     assert "using the shipped model pretrained:trio" in capsys.readouterr().err
@@ -190,7 +201,75 @@ def test_cli_refuses_a_taken_port_and_warns_for_other_hosts(tmp_path, capsys, tr
                                "--no-browser"]) == 0
     captured = capsys.readouterr()
     assert "warning: listening on 0.0.0.0" in captured.err and served
-    served[0][0].close()
+
+
+def test_the_command_line_editor_runs_its_jobs_in_the_main_thread(trio_model, trio_file, monkeypatch):
+    """``python -m schmubert.editor`` serves HTTP from a thread and samples in the thread that loaded the model
+    (PyTorch's CPU ops run faster there); Ctrl+C (here: the last job's KeyboardInterrupt) stops both."""
+    threads, urls = [], []
+
+    def run(self, job):  # record the thread, then stop the editor as Ctrl+C would
+        threads.append(threading.current_thread())
+        raise KeyboardInterrupt
+
+    class Started(editor_server.Running):
+        def __init__(self, app, sock):
+            super().__init__(app, sock)
+            urls.append(self.url)
+            threading.Thread(target=request, daemon=True).start()
+
+    def request():
+        with httpx.Client(base_url=urls[0], timeout=30) as c:
+            tokens = load(c, trio_file).json()["piece"]["tokens"]
+            c.post("/api/sample", json={"tokens": tokens, "regions": [{"track": "bass", "start": 0, "end": 64}]})
+
+    monkeypatch.setattr(editor_server, "Running", Started)
+    monkeypatch.setattr("schmubert.editor.jobs.Sampler.run", run)
+    monkeypatch.setattr("schmubert.editor.server.load_model", lambda *a, **k: trio_model)
+    assert editor_server.main(["--checkpoint", "any", "--port", "0", "--no-browser"]) == 0
+    assert threads == [threading.main_thread()]
+    with pytest.raises(httpx.TransportError):  # the HTTP server stopped with it
+        httpx.get(urls[0] + "/api/info", timeout=2)
+
+
+def test_connections_send_without_waiting_for_acks():
+    """Each accepted connection has TCP_NODELAY (responses are written as headers, then body; without it each
+    waited for the client's delayed ACK, about 40 ms a request)."""
+    seen = []
+
+    async def serve():
+        server = await asyncio.get_running_loop().create_server(Recorder, sock=editor_server.bind("127.0.0.1", 0))
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+
+    class Recorder(asyncio.Protocol):
+        def connection_made(self, transport):
+            seen.append(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    asyncio.run(serve())
+    assert seen and seen[0] != 0
+
+
+def test_a_long_poll_answers_when_the_run_ends(client, trio_file):
+    tokens = load(client, trio_file).json()["piece"]["tokens"]
+    job = client.post("/api/sample", json={"tokens": tokens, "steps": 4, "regions": [
+        {"track": "bass", "start": 0, "end": 4 * BAR}]}).json()["job"]
+    state = client.get(f"/api/jobs/{job}", params={"wait": 10}).json()
+    assert state["state"] == "done" and "piece" in state  # one request, however long the run took
+    slow = client.post("/api/sample", json={"tokens": tokens, "steps": 4096, "regions": [
+        {"track": "melody", "start": 0, "end": 1024}]}).json()["job"]
+    began = time.monotonic()
+    state = client.get(f"/api/jobs/{slow}", params={"wait": 0.2}).json()
+    assert state["state"] in ("queued", "running") and time.monotonic() - began < 5  # the wait is bounded
+    client.post(f"/api/jobs/{slow}/cancel", json={})
+    assert client.get(f"/api/jobs/{slow}", params={"wait": 10}).json()["state"] == "cancelled"
+    assert client.get(f"/api/jobs/{slow}", params={"wait": 11}).status_code == 400  # at most MAX_WAIT
 
 
 def test_a_melody_model_gets_one_lane(melody_model, corpus):

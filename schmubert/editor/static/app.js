@@ -2,6 +2,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+// A run's state is asked with a long poll: the server answers when the run ends, or after this many seconds
+// with its progress (so the bar moves four times a second and the piece comes at once).
+const POLL_WAIT_S = 0.25;
 
 class ApiError extends Error {}
 
@@ -312,7 +315,7 @@ class Editor {
     if (!job) return;
     let state;
     try {
-      state = await api(`/api/jobs/${job.id}`);
+      state = await api(`/api/jobs/${job.id}?wait=${POLL_WAIT_S}`); // answers as soon as the run ends
     } catch (err) {
       this.finish(job);
       this.message(err.message, "error");
@@ -321,7 +324,7 @@ class Editor {
     if (this.job !== job) return;
     this.setProgress(state);
     if (state.state === "queued" || state.state === "running") {
-      setTimeout(() => this.poll(), 80);
+      this.poll();
       return;
     }
     this.finish(job);
