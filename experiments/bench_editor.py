@@ -38,13 +38,13 @@ import json
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
-import statistics
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
