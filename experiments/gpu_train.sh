@@ -8,7 +8,7 @@
 #       --output data/processed/lakh-melody --workers 2 --valid-fraction 0.05 --overwrite)
 # On the device (the `device` tool's run):
 #   command: bash experiments/gpu_train.sh    carry: [".whl", "data/processed/lakh-melody"]    timeout_s: 600
-#   (RECIPE, MODEL, INIT, MAX_TIME, CFG_SCALE and EXTRA override the defaults below; a later part of a schedule
+#   (RECIPE, MODEL, INIT, DATA, MAX_TIME, CFG_SCALE and EXTRA override the defaults below; a later part of a schedule
 #   trained in parts: INIT=the previous part's export, EXTRA="--start-step N", N from its provenance)
 # What comes back under $OUT: the training log and metrics, and the exported model (MODEL.safetensors and its
 # held-out windows, fp16, the copy prior fitted on the device) to measure on the CPU here before it replaces
@@ -26,7 +26,7 @@ INIT=${INIT:-pretrained:$MODEL}
 MAX_TIME=${MAX_TIME:-00:00:06:00}
 CFG_SCALE=${CFG_SCALE:-}
 EXTRA=${EXTRA:-}
-DATA=data/processed/lakh-$MODEL
+DATA=${DATA:-data/processed/lakh-$MODEL}  # the pop909 model: DATA=data/processed/pop909 (carry it)
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 if ! python3 -c "import schmubert, pretty_midi, symusic" 2>/dev/null; then
