@@ -465,7 +465,8 @@ def is_loopback(host: str) -> bool:
 
 
 class Running:
-    """A server started in a background thread (for tests, benchmarks and embedding)."""
+    """A server started in a background thread (the command line's, beside its model, and for tests, benchmarks
+    and embedding)."""
 
     def __init__(self, app: FastAPI, sock: socket.socket):
         import uvicorn
