@@ -270,7 +270,13 @@ class Sampler:
 
     def serve(self) -> None:
         """Run queued jobs one at a time in the calling thread until :meth:`close`."""
-        while (job := self.queue.get()) is not None:
+        while True:
+            try:
+                job = self.queue.get(timeout=0.5)  # waking keeps Ctrl+C reaching a main thread on every system
+            except queue.Empty:
+                continue
+            if job is None:
+                return
             try:
                 self._work(job)
             finally:
