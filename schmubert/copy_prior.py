@@ -313,6 +313,8 @@ class CopyPrior(nn.Module):
         super().__init__()
         self.denoiser = denoiser
         self.sharpness = sharpness
+        self.network_every = 1  # compute the network on every n-th call only (:func:`reusing_network`)
+        self._calls, self._network = 0, None  # calls since the network last ran, and what it returned
         self.params = CopyParams(config, len(mask_ids))
         self.register_buffer("mask_value", torch.tensor(list(mask_ids)), persistent=False)
         self.num_classes = list(mask_ids)  # the mask id of a track is its number of real classes
@@ -326,11 +328,22 @@ class CopyPrior(nn.Module):
     def forward(self, x_t: torch.Tensor, attrs: Attributes | None = None,
                 velocity: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The mixed token logits; a velocity model's velocity logits pass through unchanged."""
-        logits = call(self.denoiser, x_t, attrs, velocity)
+        logits = self.network(x_t, attrs, velocity)
         with torch.autocast(x_t.device.type, enabled=False):
             visible = x_t < self.mask_value  # neither masked nor PAD
             mixed = mix_log_probs(logits, x_t, visible, self.params, self.sharpness, twins(x_t))
         return Logits(mixed, getattr(logits, "velocity", None))
+
+
+    def network(self, x_t: torch.Tensor, attrs: Attributes | None, velocity: torch.Tensor | None) -> Logits:
+        """The wrapped network's output: computed afresh, or within :func:`reusing_network` its last output while
+        fewer than ``network_every`` calls of the same batch shape have passed since it ran."""
+        cached = self._network
+        if self.network_every == 1 or cached is None or self._calls >= self.network_every or (
+                cached[0].shape[:2] != x_t.shape[:2]):
+            self._network, self._calls = call(self.denoiser, x_t, attrs, velocity), 0
+        self._calls += 1
+        return self._network
 
 
 def twins(x_t: torch.Tensor) -> bool:
@@ -354,6 +367,28 @@ def sharpened(denoiser: nn.Module, sharpness: float) -> Iterator[None]:
     finally:
         for p, value in zip(priors, before, strict=True):
             p.sharpness = value
+
+
+@contextmanager
+def reusing_network(denoiser: nn.Module, every: int) -> Iterator[None]:
+    """Within the block, every :class:`CopyPrior` in ``denoiser`` computes its network on every ``every``-th call
+    only and reuses the last output in between, mixing the copy prior in afresh from each call's ``x_t``; the
+    first call in the block, and any call of another batch shape, computes it. ``every`` 1: unchanged. Raises
+    ``ValueError`` for a denoiser without a copy prior when ``every`` > 1: it would draw from stale predictions
+    with nothing to refresh them (experiments/README.md, "The network once, the copy prior every step")."""
+    if every < 1:
+        raise ValueError(f"network_every must be >= 1, got {every}")
+    priors = [m for m in denoiser.modules() if isinstance(m, CopyPrior)]
+    if every > 1 and not priors:
+        raise ValueError(f"network_every {every} needs a model with a copy prior (this one has none)")
+    before = [p.network_every for p in priors]
+    for p in priors:
+        p.network_every, p._network, p._calls = every, None, 0
+    try:
+        yield
+    finally:
+        for p, value in zip(priors, before, strict=True):
+            p.network_every, p._network, p._calls = value, None, 0
 
 
 def wrap(denoiser: nn.Module, mask_ids: Sequence[int], hparams: dict[str, Any]) -> nn.Module:

@@ -308,3 +308,55 @@ def test_export_fits_the_choice_of_source_on_the_training_windows(tmp_path, caps
     fitted, likelihood_only = load_model(out).hparams["copy_prior"], plain.hparams["copy_prior"]
     assert fitted["match"] == likelihood_only["match"]  # what the choice of source cannot tell is the likelihood's
     assert fitted["exact"] != likelihood_only["exact"] and fitted["gate_bias"] != likelihood_only["gate_bias"]
+
+
+class Counting(torch.nn.Module):
+    """A network whose passes are counted."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner, self.passes = inner, 0
+
+    def forward(self, x_t):
+        self.passes += 1
+        return self.inner(x_t)
+
+
+def test_reusing_the_network_computes_it_every_nth_step_and_refreshes_the_copy_prior_each_step():
+    from schmubert.sampling import sample
+
+    torch.manual_seed(0)
+    net = Counting(build("conv", "trio", "tiny", seq_len=64))
+    prior = CopyPrior(net, TRIO, CopyPriorConfig(), sharpness=8.0)
+    diffusion = AbsorbingDiffusion(TRIO, NoiseConfig(timesteps=64))
+    x = torch.zeros(2, 64, 3, dtype=torch.long)
+    x[:, ::8] = 30  # a bar repeated: the copy prior has something to propose
+    known = torch.ones_like(x, dtype=torch.bool)
+    known[:, 16:48] = False
+    stats = {}
+    out = sample(prior, diffusion, x, known, 8, torch.Generator().manual_seed(0), network_every=4, stats=stats)
+    assert net.passes == 2 and stats["calls"] == 8  # the denoiser every step, its network every 4th
+    assert not (out == torch.tensor(TRIO)).any() and torch.equal(out[known], x[known])
+    net.passes = 0
+    sample(prior, diffusion, x, known, 8, torch.Generator().manual_seed(0), network_every=100)
+    sample(prior, diffusion, x, known, 8, torch.Generator().manual_seed(0), network_every=100)
+    assert net.passes == 2  # each run starts with the network afresh: nothing carried from the last one
+    assert prior.network_every == 1 and prior._network is None  # restored after the run
+    net.passes = 0
+    every = sample(prior, diffusion, x, known, 8, torch.Generator().manual_seed(0), network_every=1)
+    assert net.passes == 8 and torch.equal(every, sample(prior, diffusion, x, known, 8,
+                                                         torch.Generator().manual_seed(0)))
+
+
+def test_reusing_the_network_needs_a_copy_prior():
+    from schmubert.sampling import sample
+
+    torch.manual_seed(0)
+    net = build("conv", "trio", "tiny", seq_len=64)
+    diffusion = AbsorbingDiffusion(TRIO, NoiseConfig(timesteps=64))
+    x = torch.zeros(1, 64, 3, dtype=torch.long)
+    known = torch.zeros_like(x, dtype=torch.bool)
+    with pytest.raises(ValueError, match="needs a model with a copy prior"):
+        sample(net, diffusion, x, known, 4, network_every=2)
+    with pytest.raises(ValueError, match="network_every must be >= 1"):
+        sample(net, diffusion, x, known, 4, network_every=0)

@@ -77,6 +77,7 @@ class Options:
     cfg_interval: float = SAMPLER_DEFAULTS.cfg_interval  # share of the steps, from the first, that are guided
     repair: int | None = SAMPLER_DEFAULTS.repair  # rounds drawing again what missed; None: the model's
     repair_steps: int | None = SAMPLER_DEFAULTS.repair_steps  # steps of each repair round; None: the model's
+    network_every: int = SAMPLER_DEFAULTS.network_every  # the network on every n-th step only (copy prior models)
     density: dict[str, float] = field(default_factory=dict)  # onsets per bar asked per track, in the selection
     register: dict[str, float] = field(default_factory=dict)  # mean MIDI pitch asked per track, in the selection
     # velocity models with attributes: dynamics asked per instrument in the selection, a mark (ppp..fff) or velocity
@@ -91,7 +92,7 @@ class Options:
         """The sampler options chosen (the model's defaults fill what is left at None)."""
         return SamplerOptions(order=self.order, schedule=self.schedule, temperature=self.temperature,
                               top_p=self.top_p, cfg_scale=self.cfg_scale, cfg_interval=self.cfg_interval,
-                              repair=self.repair, repair_steps=self.repair_steps)
+                              repair=self.repair, repair_steps=self.repair_steps, network_every=self.network_every)
 
     def config(self, seed: int) -> SampleConfig:
         """The sample CLI's options of a run (its decoding is :meth:`request`'s plan, which says the key)."""
@@ -204,6 +205,9 @@ class Sampler:
         names = [t.name for t in self.model.tracks]
         if not 1 <= options.steps <= 4096:
             raise ValueError(f"steps must be between 1 and 4096, got {options.steps}")
+        if options.network_every != 1 and not self.model.uses_copy_prior:
+            raise ValueError(f"network_every {options.network_every} needs a model with a copy prior "
+                             f"({self.model.path.name} has none)")
         if options.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {options.temperature}")
         if not 0 < options.top_p <= 1:

@@ -107,6 +107,9 @@ class SampleIn(MaskIn):
                                                             "model's default, /api/info")
     repair_steps: int | None = Field(DEFAULTS.repair_steps, ge=1, le=256, description="reverse steps of each "
                                      "repair round (null: the model's default, /api/info)")
+    network_every: int = Field(DEFAULTS.network_every, ge=1, le=4096, description="models with a copy prior: "
+                               "compute the network on every n-th step only, the copy prior mixed in afresh at "
+                               "every step (1: every step; see schmubert.sampling)")
     density: dict[str, float] = Field({}, description="models with attributes: onsets per bar asked per track "
                                                       "over the selection, e.g. {'melody': 8}")
     mean_pitch: dict[str, float] = Field({}, description="models with attributes: register, the mean MIDI pitch "
@@ -348,7 +351,8 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
                           temperature=body.temperature, top_p=body.top_p,
                           note_density=body.note_density, density_tracks=body.density_tracks, seed=body.seed,
                           key=body.key, cfg_scale=body.cfg_scale, cfg_interval=body.cfg_interval,
-                          repair=body.repair, repair_steps=body.repair_steps, density=body.density,
+                          repair=body.repair, repair_steps=body.repair_steps, network_every=body.network_every,
+                          density=body.density,
                           register=body.mean_pitch, dynamics=body.dynamics)
         try:
             job = sampler.submit(x, known, options, view, bins(body.velocity))

@@ -169,6 +169,10 @@ def test_a_model_without_attributes_refuses_them(trio_model, piece):
         with pytest.raises(ValueError, match="trained without attributes"):
             sampler.submit(piece, bass_known(), Options(key="D:minor"))
         assert Options().key == "piece"  # the default asks nothing of such a model
+        with pytest.raises(ValueError, match="needs a model with a copy prior"):
+            sampler.submit(piece, bass_known(), Options(network_every=4))
+        assert Options().network_every == 1 and Options().sampler().network_every == 1
+        assert Options(network_every=4).sampler().network_every == 4  # what a run's sampler is given
     finally:
         sampler.close()
 
