@@ -5,9 +5,10 @@ sampler's ``network_every`` N the network is computed only on every N-th step an
 between, while the copy prior is mixed in afresh at every step from the piece as drawn so far
 (:func:`schmubert.copy_prior.reusing_network`). For each setting ``STEPS:N`` it infills held-out windows by the
 sample CLI's path (the editor's decoding: the piece's own key, no guidance, outside-in, copy sharpness 8) and
-prints the network passes per piece, the riff copy of ``bench_riff_copy.py`` (bars 16:48), the statistics overlap
-of the drawn gap bars with the original ones, and the share of drawn tokens equal to those of the first setting
-at the same seeds.
+prints the network passes per piece, the riff copy of ``bench_riff_copy.py`` (bars 16:48; for a gap of some
+tracks, ``--tracks``, the same on their own repeated bars and the original onsets drawn again in their other
+bars), the statistics overlap of the drawn gap bars with the original ones, and the share of drawn tokens equal
+to those of the first setting at the same seeds.
 
     python experiments/probe_network_reuse.py --checkpoint pretrained:trio --settings 8:1,8:8,8:2,12:3,4:1
 """
@@ -24,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_decoding import config_for, statistics_row  # noqa: E402
-from bench_riff_copy import held_out, riff_copy  # noqa: E402
+from bench_riff_copy import held_out, repeated, riff_copy, score  # noqa: E402
 
 from schmubert import conditioning  # noqa: E402
 from schmubert.checkpoints import LoadedModel, load_model  # noqa: E402
@@ -47,6 +48,23 @@ def infills(model: LoadedModel, pieces: np.ndarray, fields: dict, span: tuple[in
         outs.append(generate(cfg, model, scen, None, generator, attributes=make_attributes(cfg, model, scen,
                                                                                               generator))[0])
     return np.stack(outs), known
+
+
+def instrument_riff(originals: np.ndarray, outs: np.ndarray, span: tuple[int, int], drawn: list[int],
+                    tracks) -> str:
+    """Of the drawn tracks: the share of the onsets of their repeated bars reproduced and of those bars exact,
+    and the share of the original onsets drawn again in their other gap bars."""
+    tracks = list(tracks)
+    total, other = np.zeros(4, np.int64), np.zeros(4, np.int64)
+    for x, out in zip(originals, outs, strict=True):
+        which = np.zeros((len(x) // STEPS_PER_BAR, len(tracks)), dtype=bool)
+        which[:, drawn] = repeated(x, span, tracks)[:, drawn]
+        rest = np.zeros_like(which)
+        rest[span[0]:span[1], drawn] = ~which[span[0]:span[1], drawn]
+        total += score(x, out, which, tracks).sum(0)
+        other += score(x, out, rest, tracks).sum(0)
+    return (f"{total[0] / max(total[1], 1):.1%} / {total[2] / max(total[3], 1):.1%} (other bars' onsets "
+            f"{other[0] / max(other[1], 1):.1%})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,12 +94,14 @@ def main(argv: list[str] | None = None) -> None:
         steps, every = (int(v) for v in setting.split(":"))
         fields = {"steps": steps, "cfg_interval": 0, "network_every": every}
         riff = "-"
-        if args.riff_pieces and tracks is None:
+        outs, known = infills(model, held[:args.pieces], fields, span, tracks, args.seed)
+        if tracks is not None:  # the drawn instrument's repeated bars, and its onsets elsewhere against the original
+            riff = instrument_riff(held[:args.pieces], outs, span, tracks, model.tracks)
+        elif args.riff_pieces:
             cfg = config_for(fields, argparse.Namespace(steps=steps, batch_size=16, seed=args.seed,
                                                         precision="auto"), 1)
             r, *_ = riff_copy(model, held, cfg, span, args.riff_pieces, args.seed)
             riff = f"{r['onsets']:.1%} / {r['exact']:.1%} / {r['track_exact']:.1%}"
-        outs, known = infills(model, held[:args.pieces], fields, span, tracks, args.seed)
         stats = statistics_row(outs[:, gap], held[:args.pieces, gap], model.tracks)
         drawn = ~known
         first = outs if first is None else first
