@@ -334,13 +334,13 @@ class CopyPrior(nn.Module):
             mixed = mix_log_probs(logits, x_t, visible, self.params, self.sharpness, twins(x_t))
         return Logits(mixed, getattr(logits, "velocity", None))
 
-
     def network(self, x_t: torch.Tensor, attrs: Attributes | None, velocity: torch.Tensor | None) -> Logits:
         """The wrapped network's output: computed afresh, or within :func:`reusing_network` its last output while
         fewer than ``network_every`` calls of the same batch shape have passed since it ran."""
+        if self.network_every == 1:
+            return call(self.denoiser, x_t, attrs, velocity)
         cached = self._network
-        if self.network_every == 1 or cached is None or self._calls >= self.network_every or (
-                cached[0].shape[:2] != x_t.shape[:2]):
+        if cached is None or self._calls >= self.network_every or cached[0].shape[:2] != x_t.shape[:2]:
             self._network, self._calls = call(self.denoiser, x_t, attrs, velocity), 0
         self._calls += 1
         return self._network
