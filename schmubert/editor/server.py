@@ -352,8 +352,7 @@ def create_app(model: LoadedModel, max_upload_bytes: int = 4 << 20, max_queued: 
                           note_density=body.note_density, density_tracks=body.density_tracks, seed=body.seed,
                           key=body.key, cfg_scale=body.cfg_scale, cfg_interval=body.cfg_interval,
                           repair=body.repair, repair_steps=body.repair_steps, network_every=body.network_every,
-                          density=body.density,
-                          register=body.mean_pitch, dynamics=body.dynamics)
+                          density=body.density, register=body.mean_pitch, dynamics=body.dynamics)
         try:
             job = sampler.submit(x, known, options, view, bins(body.velocity))
         except Busy as err:
