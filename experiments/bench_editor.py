@@ -209,15 +209,20 @@ def main() -> None:
         print(f"regenerating bars {bars[0]}-{bars[1]} of {', '.join(names)} ({args.bars * BAR * len(names)} "
               f"elements) of {args.input.name}")
         regions = [{"track": n, "start": bars[0] * BAR, "end": bars[1] * BAR} for n in names]
+        browser = args.browser
+        if browser is None:
+            browser = bool(shutil.which("chromium") and shutil.which("chromedriver"))
         for i, server in enumerate(servers):
             started = cli_server(checkpoint) if server == "cli" else worker_thread_server(model)
             with started as url:
-                measure(url, server, args, regions, settings, browser=i == 0)
+                measure(url, server, args, regions, settings, browser=browser and i == 0)
+        if not browser:
+            print("browser  skipped (needs chromium, chromium-driver and selenium)")
 
 
 def measure(url: str, server: str, args: argparse.Namespace, regions: list, settings: list, browser: bool
             ) -> None:
-    """Every setting ``args.repeats`` times against the server at ``url``, then the browser if asked."""
+    """Every setting ``args.repeats`` times against the server at ``url``, then in the browser if ``browser``."""
     with httpx.Client(base_url=url, timeout=60) as client:
         r = client.post("/api/load", params={"name": args.input.name}, content=args.input.read_bytes(),
                         headers={"content-type": "application/octet-stream"})
@@ -232,15 +237,10 @@ def measure(url: str, server: str, args: argparse.Namespace, regions: list, sett
         print(f"  api      {summary([a for a, _ in runs])}")
         overhead = [a - s for a, s in runs]
         print(f"           api - sampler: mean {np.mean(overhead):.3f} s (polling, JSON, decoding notes)")
-    if not browser:
-        return
-    if args.browser is None:
-        args.browser = bool(shutil.which("chromium") and shutil.which("chromedriver"))
-    if args.browser:
+    if browser:
         bars = (args.start_bar, args.start_bar + args.bars)
         print(f"browser  {summary(browser_latencies(url, args.input, bars, args.steps, args.repeats))}")
-    else:
-        print("browser  skipped (needs chromium, chromium-driver and selenium)")
+
 
 if __name__ == "__main__":
     main()
